@@ -1,0 +1,172 @@
+"""Model folders: config.json + safetensors, loadable by path; and diffusers-layout import.
+
+A Kinema model folder holds `config.json` (the full ModelConfig), `vae.safetensors` and
+`dit.safetensors`. A diffusers folder (Wan2.1-T2V-*-Diffusers layout: `transformer/`,
+`vae/`, `text_encoder/`, `tokenizer/`) is converted on load. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from kinema.config import ModelConfig, TextConfig, load_json, preset
+from kinema.errors import KinemaError
+
+BUNDLED = Path(__file__).parent / "weights" / "small"
+
+
+@dataclass
+class Model:
+    cfg: ModelConfig
+    vae: torch.nn.Module
+    dit: torch.nn.Module
+    text: torch.nn.Module
+    source: str  # where it was loaded from, for metadata and the API's model name
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
+    tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise KinemaError(f"{path} not found; the model folder is incomplete, re-save or re-download it")
+    try:
+        return load_file(str(path))
+    except (SafetensorsError, OSError) as err:
+        raise KinemaError(f"{path} is not a readable safetensors file ({err}); restore it from a backup") from None
+
+
+def save_model(folder: str | Path, cfg: ModelConfig, vae: torch.nn.Module, dit: torch.nn.Module,
+               dtype: torch.dtype | None = None) -> Path:
+    """Write a self-describing model folder (weights first, config last, each atomically)."""
+    folder = Path(folder)
+    save_tensors(folder / "vae.safetensors", vae.state_dict(), dtype)
+    save_tensors(folder / "dit.safetensors", dit.state_dict(), dtype)
+    with atomic_write(folder / "config.json") as tmp:
+        tmp.write_text(cfg.to_json())
+    return folder
+
+
+def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Model:
+    """Load by preset name (random weights), Kinema folder, or diffusers folder; None = bundled model."""
+    if spec is None or str(spec) in ("", "default", "kinema-small"):
+        if not (BUNDLED / "config.json").exists():
+            raise KinemaError("the bundled model is not installed; reinstall kinema or pass --model debug")
+        return _load_kinema(BUNDLED, dtype)
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "config.json").exists() and (path / "dit.safetensors").exists():
+            return _load_kinema(path, dtype)
+        if (path / "transformer").is_dir() and (path / "vae").is_dir():
+            return _load_diffusers(path, dtype)
+        raise KinemaError(f"{path} is not a model folder: expected config.json + dit.safetensors + "
+                          "vae.safetensors, or a diffusers folder with transformer/ and vae/")
+    if str(spec) in _preset_names():
+        cfg = preset(str(spec))
+        return _build(cfg, None, None, dtype, source=str(spec))
+    if path.suffix or os.sep in str(spec):
+        raise KinemaError(f"model folder {spec} not found; pass an existing folder or a preset "
+                          f"({', '.join(_preset_names())})")
+    preset(str(spec))  # raises the "unknown preset" error with the valid names
+    raise AssertionError("unreachable")
+
+
+def _preset_names() -> list[str]:
+    from kinema.config import PRESETS
+
+    return list(PRESETS)
+
+
+def _load_kinema(folder: Path, dtype: torch.dtype) -> Model:
+    cfg = ModelConfig.from_dict(load_json(folder / "config.json"))
+    vae_sd = load_tensors(folder / "vae.safetensors")
+    dit_sd = load_tensors(folder / "dit.safetensors")
+    return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
+
+
+def _load_diffusers(folder: Path, dtype: torch.dtype) -> Model:
+    from kinema.models import dit as dit_mod
+    from kinema.models import vae as vae_mod
+
+    dit_cfg = dit_mod.config_from_diffusers(load_json(folder / "transformer" / "config.json"))
+    vae_cfg = vae_mod.config_from_diffusers(load_json(folder / "vae" / "config.json"))
+    text_kind = "umt5" if "umt5" in str(load_json_or_empty(folder / "text_encoder" / "config.json")).lower() else "t5"
+    cfg = ModelConfig(name=folder.name, vae=vae_cfg, dit=dit_cfg,
+                      text=TextConfig(kind=text_kind, path=str(folder), max_length=512, dim=dit_cfg.text_dim),
+                      width=832, height=480, fps=16).validate()
+    dit_sd = dit_mod.state_dict_from_diffusers(_load_sharded(folder / "transformer"))
+    vae_sd = vae_mod.state_dict_from_diffusers(_load_sharded(folder / "vae"))
+    return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
+
+
+def load_json_or_empty(path: Path) -> dict:
+    return load_json(path) if path.exists() else {}
+
+
+def _load_sharded(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise KinemaError(f"no .safetensors weights in {folder}; download the model's weights into it")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_tensors(f))
+    return state
+
+
+def _build(cfg: ModelConfig, vae_sd: dict | None, dit_sd: dict | None, dtype: torch.dtype, source: str) -> Model:
+    from kinema.models.dit import DiT
+    from kinema.models.text import TextEncoder
+    from kinema.models.vae import CausalVAE
+
+    vae, dit = CausalVAE(cfg.vae), DiT(cfg.dit)
+    for name, module, sd in (("vae", vae, vae_sd), ("dit", dit, dit_sd)):
+        if sd is not None:
+            _load_strict(name, module, sd, source)
+    text_root = Path(source) if Path(source).is_dir() else None
+    text = TextEncoder(cfg.text, root=text_root)
+    for m in (vae, dit):
+        m.to(dtype).eval().requires_grad_(False)
+    return Model(cfg, vae, dit, text, source)
+
+
+def _load_strict(name: str, module: torch.nn.Module, sd: dict, source: str) -> None:
+    """Load weights, converting dtype; a shape or key mismatch is a clear error, not a traceback."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    if missing or extra:
+        raise KinemaError(f"{name} weights in {source} do not fit its config.json "
+                          f"(missing {missing[:3]}, unexpected {extra[:3]}); the folder is mixed up or corrupt")
+    for k, v in sd.items():
+        if v.shape != own[k].shape:
+            raise KinemaError(f"{name} weight {k} in {source} has shape {tuple(v.shape)}, config expects "
+                              f"{tuple(own[k].shape)}; the folder's config.json does not match its weights")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})

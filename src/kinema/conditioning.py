@@ -1,0 +1,87 @@
+"""Frame conditioning: the one mechanism behind every Sora mode.
+
+The DiT takes a timestep per latent frame. A latent frame the user gives (a still
+image, the end of a clip to extend, both ends of a connection) is placed at its
+position and kept clean with t = 0 at every sampling step, while the other frames
+are denoised. Training draws random masks of the same kinds so one model learns
+text-to-video, image-to-video, extension, loops and connections at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class FrameCondition:
+    """Clean latent frames at known positions."""
+
+    latents: torch.Tensor  # (B, C, T, H, W); only frames where mask is True are read
+    mask: torch.Tensor  # (B, T) bool, True = given (kept clean)
+
+    @classmethod
+    def none(cls, latent_shape: tuple[int, ...]) -> FrameCondition:
+        b, _, t = latent_shape[:3]
+        return cls(torch.zeros(latent_shape), torch.zeros(b, t, dtype=torch.bool))
+
+    @classmethod
+    def at(cls, latent_shape: tuple[int, ...], frames: torch.Tensor, positions: list[int]) -> FrameCondition:
+        """Place `frames` (B, C, len(positions), H, W) at latent frame `positions` (negatives count from the end)."""
+        cond = cls.none(latent_shape)
+        t = latent_shape[2]
+        for i, pos in enumerate(positions):
+            pos = pos % t
+            cond.latents[:, :, pos] = frames[:, :, i].to(cond.latents.dtype)
+            cond.mask[:, pos] = True
+        return cond
+
+    @property
+    def any(self) -> bool:
+        return bool(self.mask.any())
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, T, H, W) with the given frames replaced by their clean latents."""
+        m = self.mask[:, None, :, None, None].to(x.device)
+        return torch.where(m, self.latents.to(device=x.device, dtype=x.dtype), x)
+
+    def frame_times(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-frame times (B, T): `t` (B,) everywhere except 0 on the given frames."""
+        times = t[:, None].expand(self.mask.shape).to(torch.float32)
+        return torch.where(self.mask.to(times.device), torch.zeros_like(times), times)
+
+    def repeat(self, n: int) -> FrameCondition:
+        """The same condition for a batch n times larger (e.g. for cond/uncond CFG)."""
+        return FrameCondition(self.latents.repeat(n, 1, 1, 1, 1), self.mask.repeat(n, 1))
+
+
+# Training mask kinds and how often each is drawn; "none" dominates so text-to-video stays the main task.
+MASK_KINDS = {"none": 0.5, "first": 0.2, "first_k": 0.1, "last_k": 0.1, "first_last": 0.1}
+
+
+def random_masks(batch: int, frames: int, generator: torch.Generator | None = None,
+                 probs: dict[str, float] | None = None) -> torch.Tensor:
+    """Random training masks (B, T) bool: none, first frame, first k, last k, or first + last.
+
+    At least one latent frame is always left to denoise, so a 1-frame clip is never masked.
+    """
+    probs = probs or MASK_KINDS
+    kinds = list(probs)
+    weights = torch.tensor([probs[k] for k in kinds])
+    choice = torch.multinomial(weights, batch, replacement=True, generator=generator)
+    mask = torch.zeros(batch, frames, dtype=torch.bool)
+    if frames < 2:
+        return mask
+    for b, c in enumerate(choice.tolist()):
+        k = int(torch.randint(1, max(2, frames // 2 + 1), (1,), generator=generator))
+        kind = kinds[c]
+        if kind == "first":
+            mask[b, 0] = True
+        elif kind == "first_k":
+            mask[b, :k] = True
+        elif kind == "last_k":
+            mask[b, frames - k:] = True
+        elif kind == "first_last" and frames >= 3:
+            mask[b, 0] = mask[b, -1] = True
+    return mask

@@ -1,0 +1,248 @@
+"""Dataclass configs for every component, and the preset registry.
+
+A config is plain data (no torch): it is saved as JSON inside every model folder
+and read back with unknown keys rejected, so a typo in a config file is an error
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kinema.errors import KinemaError
+
+WAN_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+
+@dataclass
+class VAEConfig:
+    """Causal video VAE (Wan2.1 layout): 8x spatial, 4x temporal compression."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: tuple[float, ...] = ()
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    dropout: float = 0.0
+    # Per-channel statistics that map raw latents to ~N(0, 1) for the DiT.
+    latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN
+    latents_std: tuple[float, ...] = WAN_LATENTS_STD
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(bool(d) for d in self.temporal_downsample)
+
+    def validate(self) -> None:
+        if len(self.temporal_downsample) != len(self.dim_mult) - 1:
+            raise KinemaError("vae.temporal_downsample needs one entry per downsampling stage "
+                              f"({len(self.dim_mult) - 1}); fix the model's config.json")
+        if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
+            raise KinemaError(f"vae.latents_mean/std need {self.z_dim} values (z_dim); fix config.json")
+
+
+@dataclass
+class DiTConfig:
+    """Diffusion transformer on 1x2x2 spacetime patches (Wan2.1 layout)."""
+
+    in_channels: int = 16
+    out_channels: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    num_heads: int = 12
+    head_dim: int = 128
+    ffn_dim: int = 8960
+    num_layers: int = 30
+    text_dim: int = 4096
+    freq_dim: int = 256
+    cross_attn_norm: bool = True
+    qk_norm: bool = True
+    eps: float = 1e-6
+    rope_max_seq_len: int = 1024
+
+    @property
+    def dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    def validate(self) -> None:
+        if self.head_dim % 2 or self.head_dim < 12:
+            raise KinemaError(f"dit.head_dim={self.head_dim} must be even and at least 12 so rotary "
+                              "positions can split it over (t, h, w); use e.g. 64 or 128")
+
+
+@dataclass
+class TextConfig:
+    """Text encoder: `minilm` (bundled, offline) or `t5`/`umt5` from a local folder."""
+
+    kind: str = "minilm"
+    path: str | None = None  # local folder for t5/umt5; None = the packaged MiniLM
+    max_length: int = 64
+    dim: int = 384
+
+    def validate(self) -> None:
+        if self.kind not in ("minilm", "t5", "umt5"):
+            raise KinemaError(f"unknown text encoder kind {self.kind!r}; use minilm, t5 or umt5")
+        if self.kind != "minilm" and not self.path:
+            raise KinemaError(f"text encoder {self.kind} needs text.path set to a local folder "
+                              "holding its config.json, weights and tokenizer")
+
+
+@dataclass
+class SamplerConfig:
+    """Default sampling settings; every field can be overridden per call."""
+
+    method: str = "euler"  # euler | heun
+    steps: int = 30
+    guidance: float = 5.0
+    shift: float = 3.0  # time shift at `shift_base_tokens`; grows with sqrt(tokens)
+    shift_base_tokens: int = 4096
+
+    def validate(self) -> None:
+        if self.method not in ("euler", "heun"):
+            raise KinemaError(f"unknown sampler {self.method!r}; use euler or heun")
+        if self.steps < 1:
+            raise KinemaError(f"steps must be at least 1, got {self.steps}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model from its folder."""
+
+    name: str = "custom"
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    width: int = 256  # default output size and frame rate
+    height: int = 256
+    fps: int = 8
+
+    def validate(self) -> ModelConfig:
+        for part in (self.vae, self.dit, self.text, self.sampler):
+            part.validate()
+        if self.dit.in_channels != self.vae.z_dim:
+            raise KinemaError(f"dit.in_channels={self.dit.in_channels} must equal vae.z_dim={self.vae.z_dim}")
+        if self.dit.text_dim != self.text.dim:
+            raise KinemaError(f"dit.text_dim={self.dit.text_dim} must equal text.dim={self.text.dim}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return from_dict(cls, data, where="model config").validate()
+
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses.
+
+    Unknown keys are an error naming the key and the keys that exist, so a typo
+    never passes silently. Lists become tuples where the field is a tuple.
+    """
+    if not isinstance(data, dict):
+        raise KinemaError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise KinemaError(f"unknown key {unknown[0]!r} in {where}; valid keys: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if _has_default(known[name]) else None
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = from_dict(type(default), value, where=f"{where}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets: one registry, from the tiny CI model to the public Wan2.1-1.3B shape.
+# ---------------------------------------------------------------------------------------------
+
+def _debug() -> ModelConfig:
+    """Tiny and random: for tests and CI, generates noise-like video in milliseconds."""
+    z = 8
+    return ModelConfig(
+        name="debug",
+        vae=VAEConfig(base_dim=8, z_dim=z, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
+                      latents_mean=(0.0,) * z, latents_std=(1.0,) * z),
+        dit=DiTConfig(in_channels=z, out_channels=z, num_heads=2, head_dim=24, ffn_dim=96,
+                      num_layers=2, text_dim=384, freq_dim=32),
+        text=TextConfig(kind="minilm", max_length=32, dim=384),
+        sampler=SamplerConfig(steps=4, guidance=3.0, shift=1.0, shift_base_tokens=256),
+        width=64, height=64, fps=8,
+    )
+
+
+def _small() -> ModelConfig:
+    """The bundled model's shape: ~9M-parameter DiT on a 2.6M-parameter causal VAE."""
+    z = 16
+    return ModelConfig(
+        name="small",
+        vae=VAEConfig(base_dim=16, z_dim=z, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
+                      latents_mean=(0.0,) * z, latents_std=(1.0,) * z),
+        dit=DiTConfig(in_channels=z, out_channels=z, num_heads=4, head_dim=64, ffn_dim=1024,
+                      num_layers=8, text_dim=384, freq_dim=128),
+        text=TextConfig(kind="minilm", max_length=48, dim=384),
+        sampler=SamplerConfig(steps=20, guidance=4.0, shift=1.5, shift_base_tokens=320),
+        width=128, height=128, fps=8,
+    )
+
+
+def _wan21_1_3b() -> ModelConfig:
+    """The public Wan2.1-T2V-1.3B shape (weights load from a local diffusers folder)."""
+    return ModelConfig(
+        name="wan2.1-1.3b",
+        vae=VAEConfig(),
+        dit=DiTConfig(num_heads=12, head_dim=128, ffn_dim=8960, num_layers=30, text_dim=4096),
+        text=TextConfig(kind="umt5", path="text_encoder", max_length=512, dim=4096),
+        sampler=SamplerConfig(steps=50, guidance=5.0, shift=3.0, shift_base_tokens=32760),
+        width=832, height=480, fps=16,
+    )
+
+
+PRESETS = {"debug": _debug, "small": _small, "wan2.1-1.3b": _wan21_1_3b}
+
+
+def preset(name: str) -> ModelConfig:
+    """The config of a named preset; unknown names list the valid ones."""
+    if name not in PRESETS:
+        raise KinemaError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} or pass a model folder")
+    return PRESETS[name]().validate()
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON file, turning a corrupt or missing file into a one-line error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KinemaError(f"{path} not found; a model folder needs config.json beside its weights") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise KinemaError(f"{path} is not valid JSON ({err}); restore or regenerate it") from None

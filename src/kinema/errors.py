@@ -1,0 +1,16 @@
+"""The one error type meant for people.
+
+Every problem a user can cause or fix (a bad size, a missing folder, an empty
+prompt) raises a `KinemaError` whose message is one line naming the problem and
+the fix. The CLI prints it as one line; the server returns it in OpenAI's error
+schema. Anything else escaping is a bug.
+"""
+
+
+class KinemaError(Exception):
+    """A user-facing error: `str(err)` is one line saying what is wrong and how to fix it."""
+
+    def __init__(self, message: str, *, code: str = "invalid_request", param: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.param = param

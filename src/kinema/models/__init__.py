@@ -1,0 +1,1 @@
+"""Networks and their shape contracts: the causal video VAE, the DiT and the text encoder."""

@@ -1,0 +1,79 @@
+"""Samplers: pure functions from noise to clean latents, with a per-step callback.
+
+A sampler sees only a `model_fn(x, t_frames) -> v` (the DiT with text and guidance
+already bound), a time schedule and an optional frame condition; it knows nothing
+of files, prompts or the CLI. The same seed gives bit-identical output on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from kinema.conditioning import FrameCondition
+from kinema.flow import shift_time
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B,C,T,H,W), t (B,T)) -> v
+Callback = Callable[[int, int, float], None]  # (step done, total steps, t) -> None
+
+
+def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
+    """Times (steps + 1,) from `start` down to 0, warped by `shift` (more steps near the noise end).
+
+    `start` < 1 begins part-way, for SDEdit: the schedule covers only t <= start.
+    """
+    t = shift_time(torch.linspace(1.0, 0.0, steps + 1), shift)
+    return t * start
+
+
+def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tensor | None,
+           uncond: torch.Tensor, uncond_mask: torch.Tensor | None, guidance: float) -> ModelFn:
+    """Bind text and classifier-free guidance: v = v_u + g (v_c - v_u).
+
+    Conditional and unconditional passes run as one batch (one DiT call per step).
+    With guidance 1 the unconditional pass is skipped: it would cancel exactly.
+    """
+    if guidance == 1.0:
+        return lambda x, t: dit(x, t, context, context_mask)
+    ctx = torch.cat([context, uncond.expand_as(context)])
+    mask = None if context_mask is None else torch.cat([context_mask, uncond_mask.expand_as(context_mask)])
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), ctx, mask).chunk(2)
+        return v_u + guidance * (v_c - v_u)
+
+    return model_fn
+
+
+def sample(model_fn: ModelFn, x: torch.Tensor, times: torch.Tensor, cond: FrameCondition | None = None,
+           method: str = "euler", callback: Callback | None = None) -> torch.Tensor:
+    """Integrate dx/dt = v from times[0] to times[-1] starting at x (B, C, T, H, W)."""
+    step = {"euler": _euler_step, "heun": _heun_step}[method]
+    cond = cond or FrameCondition.none(tuple(x.shape))
+    x = cond.apply(x)
+    total = len(times) - 1
+    for i in range(total):
+        x = cond.apply(step(model_fn, x, float(times[i]), float(times[i + 1]), cond))
+        if callback is not None:
+            callback(i + 1, total, float(times[i + 1]))
+    return x
+
+
+def _velocity(model_fn: ModelFn, x: torch.Tensor, t: float, cond: FrameCondition) -> torch.Tensor:
+    t_frames = cond.frame_times(torch.full((x.shape[0],), t))  # (B, T), 0 on given frames
+    return model_fn(x, t_frames).to(x.dtype)
+
+
+def _euler_step(model_fn: ModelFn, x: torch.Tensor, t: float, t_next: float, cond: FrameCondition):
+    return x + (t_next - t) * _velocity(model_fn, x, t, cond)
+
+
+def _heun_step(model_fn: ModelFn, x: torch.Tensor, t: float, t_next: float, cond: FrameCondition):
+    """Second order (trapezoid) except at the last step, where t_next = 0 has no velocity to average."""
+    v = _velocity(model_fn, x, t, cond)
+    x_euler = x + (t_next - t) * v
+    if t_next == 0:
+        return x_euler
+    v_next = _velocity(model_fn, cond.apply(x_euler), t_next, cond)
+    return x + (t_next - t) * 0.5 * (v + v_next)

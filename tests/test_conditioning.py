@@ -1,0 +1,32 @@
+import torch
+
+from kinema.conditioning import MASK_KINDS, FrameCondition, random_masks
+
+
+def test_place_and_apply_frames_with_negative_positions():
+    frames = torch.randn(2, 4, 2, 3, 3)
+    cond = FrameCondition.at((2, 4, 5, 3, 3), frames, [0, -1])
+    assert cond.mask.tolist() == [[True, False, False, False, True]] * 2
+    x = cond.apply(torch.zeros(2, 4, 5, 3, 3))
+    assert torch.equal(x[:, :, 0], frames[:, :, 0]) and torch.equal(x[:, :, 4], frames[:, :, 1])
+    assert x[:, :, 1:4].abs().sum() == 0
+    t = cond.frame_times(torch.tensor([0.8, 0.3]))
+    assert torch.allclose(t, torch.tensor([[0, 0.8, 0.8, 0.8, 0], [0, 0.3, 0.3, 0.3, 0]]))
+
+
+def test_repeat_for_cfg_batches():
+    cond = FrameCondition.at((1, 2, 3, 2, 2), torch.ones(1, 2, 1, 2, 2), [1]).repeat(2)
+    assert cond.latents.shape == (2, 2, 3, 2, 2) and cond.mask.tolist() == [[False, True, False]] * 2
+
+
+def test_random_masks_cover_every_kind_and_leave_frames_to_denoise():
+    masks = random_masks(4000, 5, torch.Generator().manual_seed(0))
+    assert masks.shape == (4000, 5)
+    assert (~masks).any(dim=1).all()  # something is always left to generate
+    none = (~masks.any(1)).float().mean().item()
+    assert abs(none - MASK_KINDS["none"]) < 0.03
+    first_only = (masks[:, 0] & ~masks[:, 1:].any(1)).float().mean().item()
+    assert first_only > 0.15  # "first" (plus first_k with k=1)
+    assert (masks[:, -1] & ~masks[:, 0]).any()  # last k
+    assert (masks[:, 0] & masks[:, -1] & ~masks[:, 1:-1].any(1)).any()  # first + last
+    assert not random_masks(10, 1).any()  # an image has nothing to condition on

@@ -1,0 +1,31 @@
+import json
+
+import pytest
+
+from kinema.config import PRESETS, ModelConfig, load_json, preset
+from kinema.errors import KinemaError
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json(name):
+    cfg = preset(name)
+    assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_wan_preset_has_the_public_shape():
+    cfg = preset("wan2.1-1.3b")
+    assert (cfg.dit.dim, cfg.dit.num_layers, cfg.dit.ffn_dim, cfg.dit.text_dim) == (1536, 30, 8960, 4096)
+    assert cfg.vae.spatial_factor == 8 and cfg.vae.temporal_factor == 4
+
+
+def test_unknown_keys_and_presets_are_clear_errors(tmp_path):
+    with pytest.raises(KinemaError, match="unknown key 'bogus' in model config.dit"):
+        ModelConfig.from_dict({"dit": {"bogus": 1}})
+    with pytest.raises(KinemaError, match="unknown preset 'huge'.*debug"):
+        preset("huge")
+    with pytest.raises(KinemaError, match="must equal vae.z_dim"):
+        ModelConfig.from_dict({"dit": {"in_channels": 3}})
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    with pytest.raises(KinemaError, match="not valid JSON"):
+        load_json(bad)
