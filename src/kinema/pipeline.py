@@ -46,9 +46,16 @@ class Request:
     guidance: float | None = None
     sampler: str | None = None
     seed: int = 0
-    condition: FrameCondition | None = None  # given latent frames (image->video, extend, loop...)
+    # Sora modes: what the user gives, as uint8 pixels (H, W, 3) or (T, H, W, 3)
+    mode: str = "t2v"  # t2v | i2v | extend | extend_backward | loop | connect | edit | sequence
+    image: np.ndarray | None = None  # i2v: the first frame
+    video: np.ndarray | None = None  # extend / extend_backward / connect (first clip) / edit: input video
+    video_b: np.ndarray | None = None  # connect: the clip to end on
+    strength: float = 1.0  # edit (SDEdit): 0 returns the input, 1 ignores it
+    segments: list[tuple[float, str]] | None = None  # sequence: (start second, prompt) pairs
+    # internal: set by the mode builders
+    condition: FrameCondition | None = None  # given latent frames, kept clean (t = 0)
     init_latents: torch.Tensor | None = None  # SDEdit: start part-way from these noised latents
-    strength: float = 1.0  # SDEdit strength: 1 ignores init_latents, 0 returns them
 
 
 @dataclass
