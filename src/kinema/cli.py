@@ -109,6 +109,8 @@ def cmd_train(args) -> None:
 
 
 def check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise KinemaError(f"cannot write {path}: it is a folder; give a file name such as {path / 'video.mp4'}")
     parent = path.resolve().parent
     if not parent.is_dir():
         raise KinemaError(f"cannot write {path}: folder {parent} does not exist; create it or choose another -o")

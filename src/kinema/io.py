@@ -1,0 +1,446 @@
+"""Video and image reading and writing (PyAV and Pillow), contact sheets and sample grids.
+
+Frames at this edge are uint8 (T, H, W, 3) RGB; inside Kinema videos are float (3, T, H, W) in
+[-1, 1] (`to_uint8` / `from_uint8` convert). Writers consume frames one at a time, so a long video
+streamed from the VAE decoder never sits in memory whole, and every file is written to a temporary
+name beside the destination and renamed into place, so a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from kinema import __version__
+from kinema.errors import KinemaError
+
+WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".png")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi", ".gif")
+MP4_CRF = 18  # visually lossless for H.264; the VAE's own error is far larger
+WEBM_CRF = 30  # VP9's scale differs from x264's: 30 is its "high quality" setting
+GIF_MAX_FPS = 50  # GIF delays are whole centiseconds and viewers clamp anything shorter than 2
+IMAGE_FPS = 1.0  # an image read as a video without a recorded rate
+
+Frames = np.ndarray | torch.Tensor | Iterable[np.ndarray | torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def write_video(path: str | Path, frames: Frames, fps: float, metadata: dict[str, Any] | None = None) -> None:
+    """Write uint8 RGB frames to `path`, the format chosen by its suffix (.mp4, .webm, .gif, .png).
+
+    `frames` is a (T, H, W, 3) array/tensor or an iterable of (T_i, H, W, 3) chunks consumed as they
+    arrive. `metadata` (prompt, seed, model...) goes into the container tags (mp4/webm), the PNG text
+    chunks or the GIF comment, together with a `software` tag naming Kinema.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITE_SUFFIXES:
+        raise KinemaError(f"cannot write {path}: unsupported suffix {suffix or '(none)'!r}; "
+                          f"use one of {', '.join(WRITE_SUFFIXES)}")
+    if not fps > 0:
+        raise KinemaError(f"fps must be positive, got {fps}")
+    if suffix == ".gif" and fps > GIF_MAX_FPS:
+        raise KinemaError(f"GIF cannot play {fps} fps (at most {GIF_MAX_FPS}); lower fps or write .mp4")
+    tags = _tags(metadata)
+    with _atomic_path(path) as tmp:
+        if suffix == ".png":
+            _write_png(tmp, _iter_frames(frames), fps, tags)
+        elif suffix == ".gif":
+            _write_gif(tmp, _iter_frames(frames), fps, tags)
+        else:
+            _write_av(tmp, _iter_frames(frames), fps, tags, suffix)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` and rename it over `path` only if the body succeeds."""
+    if not path.parent.is_dir():
+        raise KinemaError(f"cannot write {path}: {path.parent} is not an existing folder; create it first")
+    if path.is_dir():
+        raise KinemaError(f"cannot write {path}: it is a folder; give a file name such as {path / 'out.mp4'}")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        # Creating the file up front turns every permission problem into one clear error, and
+        # unlike mkstemp it keeps the umask's permissions for the final file.
+        open(tmp, "xb").close()
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        raise KinemaError(f"cannot write {path}: {err.strerror or err}; choose a writable path") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _tags(metadata: dict[str, Any] | None) -> dict[str, str]:
+    """Metadata as string tags; non-strings (seeds, lists) are stored as JSON."""
+    tags = {"software": f"kinema {__version__}"}
+    for key, value in (metadata or {}).items():
+        tags[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    return tags
+
+
+def _iter_frames(frames: Frames) -> Iterator[np.ndarray]:
+    """Yield validated (H, W, 3) uint8 frames from an array, a tensor or an iterable of chunks."""
+    chunks = [frames] if isinstance(frames, np.ndarray | torch.Tensor) else frames
+    size = None
+    for chunk in chunks:
+        chunk = _as_uint8_array(chunk)
+        for frame in chunk if chunk.ndim == 4 else chunk[None]:
+            if size is None:
+                size = frame.shape
+            elif frame.shape != size:
+                raise KinemaError(f"frame size changed from {size[1]}x{size[0]} to "
+                                  f"{frame.shape[1]}x{frame.shape[0]}; all frames of a video must match")
+            yield np.ascontiguousarray(frame)
+    if size is None:
+        raise KinemaError("no frames to write; the video is empty")
+
+
+def _as_uint8_array(chunk: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(chunk, torch.Tensor):
+        chunk = chunk.detach().cpu().numpy()
+    chunk = np.asarray(chunk)
+    if chunk.dtype != np.uint8:
+        raise KinemaError(f"frames must be uint8, got {chunk.dtype}; convert with kinema.io.to_uint8")
+    if chunk.ndim not in (3, 4) or chunk.shape[-1] != 3:
+        raise KinemaError(f"frames must be (T, H, W, 3) RGB, got shape {tuple(chunk.shape)}")
+    return chunk
+
+
+def _write_av(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[str, str], suffix: str) -> None:
+    """Encode H.264 (.mp4) or VP9 (.webm) in yuv420p with an exact frame rate."""
+    rate = Fraction(fps).limit_denominator(1001)
+    first = next(frames)
+    height, width = first.shape[:2]
+    if suffix == ".mp4":
+        fmt, codec, options = "mp4", "libx264", {"crf": str(MP4_CRF)}
+        # faststart puts the index first so browsers can play while downloading; use_metadata_tags
+        # keeps arbitrary keys (prompt, seed) that the mp4 muxer would otherwise drop.
+        container_options = {"movflags": "+faststart+use_metadata_tags"}
+    else:
+        fmt, codec, options = "webm", "libvpx-vp9", {"crf": str(WEBM_CRF), "b": "0", "row-mt": "1"}
+        container_options = {}
+    with av.open(str(tmp), mode="w", format=fmt, options=container_options) as container:
+        container.metadata.update(tags)
+        stream = container.add_stream(codec, rate=rate, options=options)
+        # yuv420p halves chroma resolution, so odd sizes are padded by repeating the last row/column.
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = 1 / rate
+        for index, frame in enumerate(itertools.chain([first], frames)):
+            video_frame = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
+            video_frame.pts, video_frame.time_base = index, 1 / rate
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+
+
+def _pad_even(frame: np.ndarray) -> np.ndarray:
+    height, width = frame.shape[:2]
+    if height % 2 == 0 and width % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def _write_gif(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[str, str]) -> None:
+    """A looping GIF. Pillow needs every frame at save time, so frames are kept as 1-byte paletted images."""
+    images = [Image.fromarray(frame).quantize(256, dither=Image.Dither.NONE) for frame in frames]
+    # Delays are whole centiseconds: take them from rounded frame start times so that the
+    # total length stays exact (12.5 cs at 8 fps alternates 12 and 13).
+    starts = [round(i * 100 / fps) for i in range(len(images) + 1)]
+    durations = [10 * (end - start) for start, end in itertools.pairwise(starts)]
+    comment = json.dumps({**tags, "fps": fps})
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                   loop=0, comment=comment, optimize=False)
+
+
+def _write_png(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[str, str]) -> None:
+    first = next(frames)
+    if next(frames, None) is not None:
+        raise KinemaError("a .png holds one frame but the video has more; write .mp4 or .gif, "
+                          "or save a filmstrip with kinema.io.contact_sheet")
+    Image.fromarray(first).save(tmp, format="PNG", pnginfo=_png_info({**tags, "fps": str(fps)}))
+
+
+def _png_info(tags: dict[str, str]) -> PngInfo:
+    info = PngInfo()
+    for key, value in tags.items():
+        info.add_itxt(key, value)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Read a video or image as (uint8 (T, H, W, 3) RGB frames, fps); an image is a 1-frame video.
+
+    Images report the fps Kinema recorded in them, or IMAGE_FPS. GIFs written by Kinema are
+    re-timed to their recorded fps, so identical frames that GIF merges come back as separate frames.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise KinemaError(f"max_frames must be at least 1, got {max_frames}")
+    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        with _open_image(path) as image:
+            return _rgb(image)[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
+    if suffix == ".gif":
+        frames, fps = _read_gif(path)
+    else:
+        frames, fps = _read_av(path, max_frames)
+    return frames[:max_frames], fps
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image (or the first frame of a video) as uint8 (H, W, 3) RGB; alpha is composited on white."""
+    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return read_video(path, max_frames=1)[0][0]
+    with _open_image(path) as image:
+        return _rgb(image)
+
+
+def _existing(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise KinemaError(f"{path} not found; check the path")
+    if path.suffix.lower() not in suffixes:
+        raise KinemaError(f"cannot read {path}: unsupported suffix {path.suffix or '(none)'!r}; "
+                          f"use one of {', '.join(suffixes)}")
+    return path
+
+
+@contextlib.contextmanager
+def _open_image(path: Path) -> Iterator[Image.Image]:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            yield image
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise KinemaError(f"cannot read {path}: corrupt or not an image ({err}); re-export it") from None
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _read_gif(path: Path) -> tuple[np.ndarray, float]:
+    with _open_image(path) as image:
+        recorded_fps = _gif_fps(image.info.get("comment", b""))
+        frames, durations = [], []
+        for frame in ImageSequence.Iterator(image):
+            frames.append(_rgb(frame))
+            durations.append(max(frame.info.get("duration", 100), 10))
+    if recorded_fps is None:
+        return np.stack(frames), len(frames) * 1000 / sum(durations)
+    # Sample the GIF's timeline at the recorded rate, at each frame's midpoint.
+    ends = np.cumsum(durations)
+    count = round(ends[-1] * recorded_fps / 1000)
+    times = (np.arange(count) + 0.5) * 1000 / recorded_fps
+    index = np.minimum(np.searchsorted(ends, times, side="right"), len(frames) - 1)
+    return np.stack([frames[i] for i in index]), recorded_fps
+
+
+def _gif_fps(comment: bytes) -> float | None:
+    """The fps Kinema records in a GIF comment, or None for other GIFs."""
+    try:
+        return _positive_float(json.loads(comment).get("fps"))
+    except (ValueError, AttributeError):
+        return None
+
+
+def _positive_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise KinemaError(f"{path} has no video stream; give a video file")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.FFmpegError, OSError) as err:
+        raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
+    if not frames:
+        raise KinemaError(f"{path} contains no frames; re-export it")
+    return np.stack(frames), fps or IMAGE_FPS
+
+
+def video_metadata(path: str | Path) -> dict[str, Any]:
+    """Width, height, fps, frame count, codec, pix_fmt and tags (lower-case keys) of a video or image."""
+    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise KinemaError(f"{path} has no video stream; give a video file")
+            stream = container.streams.video[0]
+            # Matroska/WebM store no frame count: count packets, which needs no decoding.
+            frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+            info = {
+                "width": stream.codec_context.width,
+                "height": stream.codec_context.height,
+                "fps": float(stream.average_rate or stream.guessed_rate or 0),
+                "frames": frames,
+                "codec": stream.codec_context.name,
+                "pix_fmt": stream.codec_context.pix_fmt,
+                "tags": {key.lower(): value for key, value in container.metadata.items()},
+            }
+    except (av.FFmpegError, OSError) as err:
+        raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
+    # Stills and GIFs carry Kinema's rate and tags where FFmpeg does not look: report those instead.
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        with _open_image(path) as image:
+            info["tags"] = dict(getattr(image, "text", {}))
+            info["fps"] = _positive_float(info["tags"].get("fps")) or IMAGE_FPS
+    elif suffix == ".gif":
+        info["fps"] = _gif_fps(info["tags"].get("comment", "")) or info["fps"]
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversions
+# ---------------------------------------------------------------------------------------------
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(B, 3, T, H, W) (batch item 0 is taken) or (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    video = torch.as_tensor(video)
+    if video.ndim == 5:
+        video = video[0]
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise KinemaError(f"expected a video (B, 3, T, H, W) or (3, T, H, W), got shape {tuple(video.shape)}")
+    pixels = (torch.nan_to_num(video.detach().float().cpu()).clamp(-1, 1) + 1) * 127.5
+    return pixels.round().to(torch.uint8).permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def from_uint8(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float32 (3, T, H, W) in [-1, 1]; `to_uint8` inverts it exactly."""
+    frames = torch.as_tensor(_as_uint8_array(frames))
+    if frames.ndim == 3:
+        frames = frames[None]
+    return (frames.permute(3, 0, 1, 2).float() / 127.5 - 1).contiguous()
+
+
+def fit_image(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, str]:
+    """Resize keeping the aspect ratio until the image covers width x height, then center-crop.
+
+    Returns the uint8 (height, width, 3) image and a message saying what was done.
+    """
+    image = _as_uint8_array(image)
+    if image.ndim != 3:
+        raise KinemaError(f"fit_image needs one (H, W, 3) image, got shape {image.shape}")
+    src_height, src_width = image.shape[:2]
+    if (src_width, src_height) == (width, height):
+        return image, f"image is already {width}x{height}"
+    scale = max(width / src_width, height / src_height)
+    new_width = max(width, round(src_width * scale))
+    new_height = max(height, round(src_height * scale))
+    resized = Image.fromarray(image).resize((new_width, new_height), Image.Resampling.LANCZOS)
+    left, top = (new_width - width) // 2, (new_height - height) // 2
+    cropped = np.asarray(resized.crop((left, top, left + width, top + height))).copy()
+    message = f"resized {src_width}x{src_height} to {new_width}x{new_height}"
+    if (new_width, new_height) != (width, height):
+        message += f" and center-cropped to {width}x{height}"
+    return cropped, message
+
+
+# ---------------------------------------------------------------------------------------------
+# Contact sheets and grids
+# ---------------------------------------------------------------------------------------------
+
+GAP = 2  # pixels between frames and rows
+BACKGROUND = (24, 24, 24)
+LABEL_COLOR = (235, 235, 235)
+
+
+def contact_sheet(frames: np.ndarray | torch.Tensor, columns: int = 8, max_frames: int = 16) -> Image.Image:
+    """A filmstrip of up to `max_frames` evenly spaced frames, `columns` per row, with thin gaps."""
+    frames = _as_uint8_array(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    count = min(len(frames), max_frames)
+    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    height, width = frames.shape[1:3]
+    sheet = Image.new("RGB", (columns * (width + GAP) - GAP, rows * (height + GAP) - GAP), BACKGROUND)
+    for slot, index in enumerate(picks):
+        row, column = divmod(slot, columns)
+        sheet.paste(Image.fromarray(frames[index]), (column * (width + GAP), row * (height + GAP)))
+    return sheet
+
+
+def save_grid(path: str | Path, videos: list[np.ndarray], labels: list[str] | None = None,
+              frames_per_video: int = 8) -> None:
+    """Save a PNG with one filmstrip row per video, each labelled above (training samples, eval reports)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise KinemaError(f"cannot write grid {path}: use a .png file name")
+    if not videos:
+        raise KinemaError("save_grid needs at least one video")
+    if labels is not None and len(labels) != len(videos):
+        raise KinemaError(f"save_grid got {len(labels)} labels for {len(videos)} videos; give one per video")
+    strips = [contact_sheet(v, columns=frames_per_video, max_frames=frames_per_video) for v in videos]
+    font = ImageFont.load_default()
+    label_height = _text_height(font) + 2 * GAP if labels else 0
+    width = max(strip.width for strip in strips)
+    height = sum(strip.height + label_height + GAP for strip in strips) - GAP
+    grid = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    top = 0
+    for index, strip in enumerate(strips):
+        if labels:
+            draw.text((GAP, top + GAP), _fit_text(draw, labels[index], font, width - 2 * GAP),
+                      fill=LABEL_COLOR, font=font)
+        grid.paste(strip, (0, top + label_height))
+        top += strip.height + label_height + GAP
+    with _atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG", pnginfo=_png_info(_tags({"labels": labels or []})))
+
+
+def _text_height(font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> int:
+    return font.getbbox("Ag|")[3]
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, max_width: int) -> str:
+    """`text` on one line, shortened with '...' until it fits `max_width` pixels."""
+    text = " ".join(text.split())
+    if draw.textlength(text, font=font) <= max_width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > max_width:
+        text = text[:-1]
+    return text + "..."

@@ -1,0 +1,227 @@
+"""Video/image IO: exact mp4 timing, round trips, streaming, atomic writes and clear errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kinema import io
+from kinema.errors import KinemaError
+
+
+def smooth_video(frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Slowly moving gradients and a soft blob: easy for a codec, so PSNR measures the pipeline."""
+    t = np.arange(frames)[:, None, None]
+    y = np.arange(height)[None, :, None]
+    x = np.arange(width)[None, None, :]
+    blob = 200 * np.exp(-(((x - 10 - 2 * t) ** 2 + (y - height / 2) ** 2) / 60.0))
+    red = 40 + 2 * x + blob
+    green = 30 + 3 * y + 0 * t
+    blue = 120 + 60 * np.sin((x + y + 3 * t) / 12)
+    return np.clip(np.stack(np.broadcast_arrays(red, green, blue), -1), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255**2 / mse)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(("fps", "frames"), [(8, 17), (24, 33)])
+def test_mp4_round_trip_exact_fps_and_frames(tmp_path, fps, frames):
+    video = smooth_video(frames)
+    path = tmp_path / "clip.mp4"
+    io.write_video(path, video, fps, metadata={"prompt": "a red ball", "seed": 7})
+    meta = io.video_metadata(path)
+    assert (meta["width"], meta["height"], meta["frames"]) == (64, 48, frames)
+    assert meta["fps"] == fps
+    assert (meta["codec"], meta["pix_fmt"]) == ("h264", "yuv420p")
+    assert meta["tags"]["prompt"] == "a red ball"
+    assert meta["tags"]["seed"] == "7"
+    assert meta["tags"]["software"].startswith("kinema")
+    back, back_fps = io.read_video(path)
+    assert back.shape == video.shape and back.dtype == np.uint8
+    assert back_fps == fps
+    assert psnr(back, video) >= 30
+    assert io.read_video(path, max_frames=5)[0].shape[0] == 5
+
+
+def test_streamed_chunks_equal_array_write(tmp_path):
+    video = smooth_video(17)
+    io.write_video(tmp_path / "whole.mp4", video, 8)
+    # The decoder's chunking: 1 frame, then 4 at a time; tensors are accepted too.
+    chunks = (torch.from_numpy(video[a:b]) for a, b in [(0, 1), (1, 5), (5, 9), (9, 13), (13, 17)])
+    io.write_video(tmp_path / "streamed.mp4", chunks, 8)
+    np.testing.assert_array_equal(io.read_video(tmp_path / "whole.mp4")[0],
+                                  io.read_video(tmp_path / "streamed.mp4")[0])
+
+
+def test_single_frame_mp4_and_odd_size(tmp_path):
+    io.write_video(tmp_path / "one.mp4", smooth_video(1), 8)
+    assert io.video_metadata(tmp_path / "one.mp4")["frames"] == 1
+    # yuv420p needs even sizes: odd frames are padded by one row/column, never rejected.
+    io.write_video(tmp_path / "odd.mp4", smooth_video(5, 47, 63), 8)
+    back, _ = io.read_video(tmp_path / "odd.mp4")
+    assert back.shape == (5, 48, 64, 3)
+
+
+def test_webm_round_trip(tmp_path):
+    video = smooth_video(9)
+    io.write_video(tmp_path / "clip.webm", video, 8)
+    meta = io.video_metadata(tmp_path / "clip.webm")
+    assert (meta["codec"], meta["frames"], meta["fps"]) == ("vp9", 9, 8.0)
+    assert psnr(io.read_video(tmp_path / "clip.webm")[0], video) >= 28
+
+
+def test_gif_round_trip_frames_and_duration(tmp_path):
+    video = smooth_video(9)
+    video[4] = video[3]  # GIF merges repeated frames; reading must restore them
+    path = tmp_path / "clip.gif"
+    io.write_video(path, video, 8)
+    with Image.open(path) as gif:
+        assert gif.info["loop"] == 0
+        durations = []
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            durations.append(gif.info["duration"])
+    assert len(durations) == 8  # the repeated frame was merged into its predecessor
+    # 12.5 cs per frame alternates 120/130 ms so the total stays within half a centisecond.
+    assert set(durations) == {120, 130, 240} and abs(sum(durations) - 9 * 125) <= 5
+    back, fps = io.read_video(path)
+    assert back.shape == video.shape and fps == 8
+    assert psnr(back, video) >= 25  # 256-colour palette
+
+
+def test_png_single_frame_with_metadata(tmp_path):
+    frame = smooth_video(1)
+    path = tmp_path / "still.png"
+    io.write_video(path, frame, 8, metadata={"prompt": "a cat", "seed": 3})
+    with Image.open(path) as image:
+        assert image.text["prompt"] == "a cat"
+        assert image.text["seed"] == "3"
+        assert image.text["software"].startswith("kinema")
+    back, fps = io.read_video(path)
+    np.testing.assert_array_equal(back, frame)
+    assert fps == 8
+    np.testing.assert_array_equal(io.read_image(path), frame[0])
+
+
+def test_png_with_several_frames_is_a_clear_error(tmp_path):
+    with pytest.raises(KinemaError, match=r"\.mp4 or \.gif"):
+        io.write_video(tmp_path / "many.png", smooth_video(3), 8)
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_write_leaves_nothing_and_keeps_existing_file(tmp_path):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"previous video")
+
+    def failing_chunks():
+        yield smooth_video(5)
+        raise RuntimeError("decoder crashed")
+
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        io.write_video(path, failing_chunks(), 8)
+    assert leftovers(tmp_path) == ["clip.mp4"]
+    assert path.read_bytes() == b"previous video"
+    with pytest.raises(KinemaError, match="empty"):
+        io.write_video(tmp_path / "empty.mp4", iter([]), 8)
+    assert leftovers(tmp_path) == ["clip.mp4"]
+
+
+def test_write_errors_name_the_problem(tmp_path):
+    video = smooth_video(2)
+    with pytest.raises(KinemaError, match="missing is not an existing folder"):
+        io.write_video(tmp_path / "missing" / "clip.mp4", video, 8)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(KinemaError, match="not an existing folder"):
+        io.write_video(tmp_path / "file" / "clip.mp4", video, 8)
+    with pytest.raises(KinemaError, match="unsupported suffix"):
+        io.write_video(tmp_path / "clip.avi", video, 8)
+    with pytest.raises(KinemaError, match="uint8"):
+        io.write_video(tmp_path / "clip.mp4", video.astype(np.float32), 8)
+    with pytest.raises(KinemaError, match="fps"):
+        io.write_video(tmp_path / "clip.mp4", video, 0)
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(KinemaError, match="not found"):
+        io.read_video(tmp_path / "nope.mp4")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    with pytest.raises(KinemaError, match="corrupt"):
+        io.read_video(corrupt)
+    with pytest.raises(KinemaError, match="corrupt"):
+        io.video_metadata(corrupt)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(KinemaError, match="corrupt"):
+        io.read_image(tmp_path / "bad.png")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(KinemaError, match="unsupported suffix"):
+        io.read_video(tmp_path / "notes.txt")
+
+
+def test_read_image_converts_rgba_and_grayscale(tmp_path):
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :3, 3] = 255  # left half opaque red, right half transparent -> white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    image = io.read_image(tmp_path / "a.png")
+    assert image.shape == (4, 6, 3)
+    assert image[0, 0].tolist() == [255, 0, 0] and image[0, 5].tolist() == [255, 255, 255]
+    Image.fromarray(np.full((5, 7), 90, np.uint8), "L").save(tmp_path / "g.jpg")
+    gray = io.read_image(tmp_path / "g.jpg")
+    assert gray.shape == (5, 7, 3) and abs(int(gray[2, 3, 0]) - 90) <= 2
+    frames, _ = io.read_video(tmp_path / "g.jpg")
+    assert frames.shape == (1, 5, 7, 3)
+
+
+def test_uint8_conversions_round_trip():
+    video = torch.rand(2, 3, 5, 8, 8) * 2.4 - 1.2  # out of range values get clamped
+    frames = io.to_uint8(video)
+    assert frames.shape == (5, 8, 8, 3) and frames.dtype == np.uint8
+    expected = ((video[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(frames, expected)
+    back = io.from_uint8(frames)
+    assert back.shape == (3, 5, 8, 8) and back.dtype == torch.float32
+    assert back.min() >= -1 and back.max() <= 1
+    np.testing.assert_array_equal(io.to_uint8(back), frames)
+    np.testing.assert_array_equal(io.to_uint8(back[None]), frames)
+
+
+def test_fit_image_covers_then_crops():
+    wide = np.zeros((100, 200, 3), np.uint8)
+    wide[:, 90:110] = 255  # a centered stripe must stay centered
+    fitted, message = io.fit_image(wide, 64, 64)
+    assert fitted.shape == (64, 64, 3)
+    assert "200x100" in message and "center-cropped" in message
+    assert fitted[:, 32].min() > 200 and fitted[:, 0].max() < 30
+    same, message = io.fit_image(fitted, 64, 64)
+    assert same is fitted and "already" in message
+    scaled, message = io.fit_image(np.zeros((32, 32, 3), np.uint8), 64, 64)
+    assert scaled.shape == (64, 64, 3) and "cropped" not in message
+
+
+def test_contact_sheet_and_grid_sizes(tmp_path):
+    video = smooth_video(33, 16, 24)
+    sheet = io.contact_sheet(video, columns=8, max_frames=16)
+    gap = io.GAP
+    assert sheet.size == (8 * 24 + 7 * gap, 2 * 16 + gap)
+    short = io.contact_sheet(video[:3], columns=8)
+    assert short.size == (3 * 24 + 2 * gap, 16)
+
+    path = tmp_path / "grid.png"
+    io.save_grid(path, [video, video[:5]], labels=["first prompt " * 20, "second"], frames_per_video=4)
+    with Image.open(path) as grid:
+        assert grid.width == 4 * 24 + 3 * gap
+        assert grid.height > 2 * 16 + gap  # rows plus label bands
+    io.save_grid(tmp_path / "plain.png", [video], frames_per_video=4)
+    with Image.open(tmp_path / "plain.png") as plain:
+        assert plain.size == (4 * 24 + 3 * gap, 16)
+    with pytest.raises(KinemaError, match="labels"):
+        io.save_grid(tmp_path / "g2.png", [video], labels=["a", "b"])

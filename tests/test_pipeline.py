@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from kinema.errors import KinemaError
+from kinema.pipeline import Request, check_size, frames_for
+
+
+@pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (96, 48, 9), (48, 80, 6), (112, 64, 17)])
+def test_odd_sizes_aspects_and_durations(debug_pipe, width, height, frames):
+    video = debug_pipe.generate(Request("a red circle", width=width, height=height, frames=frames, steps=2))
+    t_latent = 1 + -(-(frames - 1) // 4)
+    assert video.latents.shape == (1, 8, t_latent, height // 8, width // 8)
+    out = debug_pipe.decode(video)
+    assert out.shape == (frames, height, width, 3) and out.dtype == np.uint8
+
+
+def test_seconds_become_an_exact_frame_count(debug_pipe):
+    req = debug_pipe.resolve(Request("x", seconds=1.5, fps=10))
+    assert req.frames == 15
+    assert frames_for(0, 8) == 1 and frames_for(None, 8) == 1 and frames_for(2, 8) == 16
+
+
+def test_same_seed_same_video_other_seed_differs(debug_pipe):
+    make = lambda seed: debug_pipe.generate(Request("a blue star", frames=5, steps=2, seed=seed)).latents
+    assert torch.equal(make(3), make(3))
+    assert not torch.equal(make(3), make(4))
+
+
+def test_negative_prompt_changes_the_result(debug_pipe):
+    a = debug_pipe.generate(Request("a blue star", frames=1, steps=2, guidance=4.0)).latents
+    b = debug_pipe.generate(Request("a blue star", frames=1, steps=2, guidance=4.0, negative_prompt="red")).latents
+    assert not torch.equal(a, b)
+
+
+def test_progress_reaches_every_step(debug_pipe):
+    seen = []
+    debug_pipe.generate(Request("x", frames=1, steps=3), progress=lambda f, s: seen.append((f, s)))
+    assert [s for _, s in seen if s.startswith("denoising")] == [f"denoising step {i}/3" for i in (1, 2, 3)]
+    assert seen[-1][0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"prompt": "   "}, "prompt is empty"),
+    ({"width": 100}, "nearest valid width is 96"),
+    ({"height": 250}, "nearest valid height is 256"),
+    ({"width": 8}, "too small"),
+    ({"width": 2048, "height": 2048}, "larger than 1920x1088"),
+    ({"seconds": -1}, "duration must be positive"),
+    ({"seconds": 61, "fps": 8}, "between 1 frame and 60 s"),
+    ({"fps": 0}, "fps must be between"),
+    ({"steps": 0}, "steps must be between"),
+])
+def test_bad_requests_are_one_line_errors(debug_pipe, kwargs, message):
+    kwargs = {"prompt": "a red circle", **kwargs}
+    with pytest.raises(KinemaError, match=message) as err:
+        debug_pipe.resolve(Request(**kwargs))
+    assert "\n" not in str(err.value)
+
+
+def test_check_size_accepts_full_hd_and_portrait():
+    check_size(1920, 1088)
+    check_size(144, 256)
