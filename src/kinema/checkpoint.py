@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from kinema.config import ModelConfig, TextConfig, load_json, preset
@@ -60,7 +60,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise KinemaError(f"{path} not found; the model folder is incomplete, re-save or re-download it")
     try:
         return load_file(str(path))
-    except (SafetensorsError, OSError) as err:
+    except (SafetensorError, OSError) as err:
         raise KinemaError(f"{path} is not a readable safetensors file ({err}); restore it from a backup") from None
 
 
