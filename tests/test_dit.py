@@ -1,0 +1,159 @@
+"""The Wan2.1 DiT: shapes, parity with diffusers, per-frame timesteps, masking, init and learning."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kinema.config import DiTConfig
+from kinema.errors import KinemaError
+from kinema.models.dit import DiT, config_from_diffusers, state_dict_from_diffusers
+
+TINY = dict(in_channels=4, out_channels=4, num_heads=2, head_dim=24, ffn_dim=64, num_layers=2,
+            text_dim=32, freq_dim=32)
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Every parameter random (zero-init adaLN tables, norms or heads would hide wiring bugs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+
+
+def _inputs(shape, batch_context=7, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen)
+    context = torch.randn(shape[0], batch_context, TINY["text_dim"], generator=gen)
+    return x, context, gen
+
+
+@pytest.fixture(scope="module")
+def random_dit():
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(**TINY)).eval()
+    _randomize(model)
+    return model
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 1, 4, 6), (2, 4, 3, 6, 10), (1, 4, 5, 8, 4)])
+def test_output_shape_matches_input(random_dit, shape):
+    x, context, gen = _inputs(shape)
+    with torch.no_grad():
+        out = random_dit(x, torch.rand(shape[0], generator=gen), context)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+@pytest.fixture(scope="module")
+def wan_pair(tmp_path_factory):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    ref = diffusers.WanTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=24, in_channels=4, out_channels=4, text_dim=32,
+        freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32).eval()
+    _randomize(ref, seed=3)
+    folder = tmp_path_factory.mktemp("wan")
+    ref.save_pretrained(folder)
+    cfg = config_from_diffusers(json.loads((folder / "config.json").read_text()))
+    ours = DiT(cfg).eval()
+    ours.load_state_dict(state_dict_from_diffusers(load_file(folder / "diffusion_pytorch_model.safetensors")))
+    return ref, ours
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_matches_diffusers_wan(wan_pair, per_frame):
+    ref, ours = wan_pair
+    shape = (2, 4, 3, 6, 10)
+    x, context, gen = _inputs(shape)
+    batch, frames, tokens_per_frame = shape[0], shape[2], (shape[3] // 2) * (shape[4] // 2)
+    t = torch.rand((batch, frames) if per_frame else (batch,), generator=gen)
+    # diffusers takes a timestep per token (B, N) in [0, 1000]: expand our per-frame t over each frame.
+    t_ref = t.repeat_interleave(tokens_per_frame, dim=1) if per_frame else t
+    with torch.no_grad():
+        expected = ref(x, t_ref * 1000, context, return_dict=False)[0]
+        got = ours(x, t, context)
+    assert expected.abs().max() > 0.1  # a meaningful comparison, not two near-zero outputs
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_per_frame_timesteps_equal_scalar(random_dit):
+    shape = (2, 4, 3, 4, 4)
+    x, context, _ = _inputs(shape)
+    s = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        scalar = random_dit(x, s, context)
+        per_frame = random_dit(x, s[:, None].expand(2, 3), context)
+        varied = random_dit(x, torch.tensor([[0.3, 0.3, 0.0], [0.8, 0.8, 0.8]]), context)
+    torch.testing.assert_close(per_frame, scalar, atol=1e-5, rtol=1e-5)
+    assert (varied - scalar).abs().max() > 1e-3  # per-frame t really reaches the tokens
+
+
+def test_padding_mask_ignores_padded_tokens(random_dit):
+    shape = (2, 4, 2, 4, 4)
+    x, context, gen = _inputs(shape)
+    t = torch.rand(2, generator=gen)
+    garbage = torch.randn(2, 5, TINY["text_dim"], generator=gen) * 10
+    padded = torch.cat([context, garbage], dim=1)
+    mask = torch.cat([torch.ones(2, 7, dtype=torch.bool), torch.zeros(2, 5, dtype=torch.bool)], dim=1)
+    with torch.no_grad():
+        plain = random_dit(x, t, context)
+        masked = random_dit(x, t, padded, mask)
+        unmasked = random_dit(x, t, padded)
+    torch.testing.assert_close(masked, plain, atol=1e-5, rtol=1e-5)
+    assert (unmasked - plain).abs().max() > 1e-3
+
+
+def test_fresh_model_outputs_zero():
+    torch.manual_seed(0)
+    x, context, _ = _inputs((1, 4, 2, 4, 4))
+    out = DiT(DiTConfig(**TINY))(x, torch.tensor([0.5]), context)
+    assert out.abs().max() == 0
+
+
+def test_overfits_one_pair():
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(**TINY))
+    x0, context, gen = _inputs((1, 4, 2, 4, 4))
+    eps = torch.randn(x0.shape, generator=gen)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def loss_at(t):
+        xt = (1 - t) * x0 + t * eps
+        return (model(xt, t.flatten(), context) - (eps - x0)).pow(2).mean()
+
+    with torch.no_grad():
+        fixed_t = torch.linspace(0.05, 0.95, 8).view(8, 1, 1, 1, 1)
+        start = sum(loss_at(t.view(1, 1, 1, 1, 1)) for t in fixed_t.flatten()) / 8
+    for _ in range(200):
+        loss = loss_at(torch.rand(1, 1, 1, 1, 1, generator=gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        end = sum(loss_at(t.view(1, 1, 1, 1, 1)) for t in fixed_t.flatten()) / 8
+    assert end < start / 10, (start.item(), end.item())
+
+
+def test_bf16_autocast_runs(random_dit):
+    x, context, _ = _inputs((1, 4, 2, 4, 4))
+    with torch.no_grad():
+        ref = random_dit(x, torch.tensor([0.4]), context)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = random_dit(x, torch.tensor([0.4]), context)
+    assert out.dtype == x.dtype
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 2, 5, 4), (1, 4, 2, 4, 7)])
+def test_bad_latent_size_raises(random_dit, shape):
+    x, context, _ = _inputs(shape)
+    with pytest.raises(KinemaError, match="patch"):
+        random_dit(x, torch.tensor([0.5]), context)
+
+
+@pytest.mark.parametrize("field", ["image_dim", "added_kv_proj_dim", "pos_embed_seq_len"])
+def test_rejects_image_to_video_configs(field):
+    with pytest.raises(KinemaError, match=field):
+        config_from_diffusers({"num_attention_heads": 2, "attention_head_dim": 24, field: 16})
