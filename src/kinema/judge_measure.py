@@ -1,0 +1,422 @@
+"""Pixel measurements for the judge: background model, object tracks, shape features and camera pan.
+
+Everything here looks only at the frames; the prompt is read later, in `kinema.judge`. Reference values
+(shape signatures, background statistics, edge width) come from rendering the world's own shapes and
+backgrounds once, so the judge follows the world if its drawing changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from kinema.world_render import render
+from kinema.world_scene import (
+    BACKGROUND_COLOURS,
+    OBJECT_COLOURS,
+    SHAPES,
+    TEXTURES,
+    Background,
+    Obj,
+    Scene,
+)
+
+PALETTE_NAMES = list(OBJECT_COLOURS)
+PALETTE = np.array([OBJECT_COLOURS[name] for name in PALETTE_NAMES], np.float32)
+OBJECT_LIKE = 50.0  # pixels this close to an object colour are left out of the background estimate
+FOREGROUND = 40.0  # colour distance from the background that makes a pixel foreground
+MIN_AREA = 0.0012  # smallest object component, as a fraction of short side squared (specks are smaller)
+HARMONICS = 6  # angular harmonics in the shape signature
+TEXTURED = 0.5  # lasting background texture (per-channel grey levels) above which a background is textured
+BLUR_LEVELS = (0.0, 0.1, 0.2)  # reference blurs, as fractions of the circumradius
+GRADIENT = 15.0  # top-to-bottom colour change above which a flat background counts as a gradient
+FLAT_COST = 0.2  # grey levels a shift must beat "no shift" by to count as camera motion
+MAX_PAN = 0.6  # su/s: the fastest pan the camera search looks for
+
+
+@dataclass
+class Track:
+    """One object followed through the clip; arrays have one entry per frame (nan where unseen)."""
+
+    colour: str
+    rgb: np.ndarray
+    x: np.ndarray  # centroid, pixels
+    y: np.ndarray
+    area: np.ndarray  # soft-mask area, pixels
+    signature: np.ndarray  # (T, HARMONICS + 1): harmonic magnitudes and the centre hole
+    phases: np.ndarray  # (T, HARMONICS): arguments of the harmonics, for rotation
+    edge_width: np.ndarray  # (T,) blur of the outline, pixels
+    seen: np.ndarray  # (T,) bool
+    shape: str = ""  # the area-weighted vote of the per-frame shape classes
+
+    @staticmethod
+    def empty(colour: str, rgb: np.ndarray, frames: int) -> Track:
+        def blank(*shape: int) -> np.ndarray:
+            return np.full((frames, *shape), np.nan)
+
+        return Track(colour, rgb, blank(), blank(), blank(), blank(HARMONICS + 1), blank(HARMONICS), blank(),
+                     np.zeros(frames, bool))
+
+
+@dataclass
+class Measurement:
+    tracks: list[Track]
+    background: str  # kind
+    background_colour: str | None
+    camera_x: np.ndarray  # (T,) how far the camera moved right since frame 0, pixels
+    flicker: float
+    sharpness: float
+    short: int
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    difference = a - b
+    return np.sqrt(np.einsum("...c,...c->...", difference, difference))
+
+
+def _masked_median(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median over the last axis of `values` (..., W, C) where `valid` (..., W); also the valid count."""
+    filled = np.where(valid[..., None], values, np.inf)
+    ordered = np.sort(filled, axis=-2)
+    count = valid.sum(axis=-1)
+    middle = np.maximum(count - 1, 0) // 2
+    median = np.take_along_axis(ordered, middle[..., None, None], axis=-2)[..., 0, :]
+    return median, count
+
+
+@cache
+def _object_like_table() -> np.ndarray:
+    """Whether a colour is near an object colour, looked up by the top 5 bits of each channel."""
+    levels = np.arange(32, dtype=np.float32) * 8 + 4
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1)
+    return colour_distance(grid[..., None, :], PALETTE).min(axis=-1) < OBJECT_LIKE
+
+
+def background_rows(video: np.ndarray) -> np.ndarray:
+    """(T, H, 3) background colour per row: gradients are vertical and textures have one base colour.
+
+    Object-coloured pixels are left out first, so even a row mostly covered by objects finds its background.
+    """
+    quantised = np.clip(video, 0, 255).astype(np.uint8) >> 3
+    near = _object_like_table()[quantised[..., 0], quantised[..., 1], quantised[..., 2]]
+    rows, count = _masked_median(video, ~near)
+    if count.all():
+        return rows
+    # Rows wholly covered by object colours borrow the frame's background.
+    frame_level, _ = _masked_median(video.reshape(video.shape[0], 1, -1, 3), ~near.reshape(len(near), 1, -1))
+    return np.where((count > 0)[..., None], rows, frame_level)
+
+
+def label_components(mask: np.ndarray) -> np.ndarray:
+    """4-connected components of a (T, H, W) mask within each frame: the smallest flat index of each
+    component's pixels, -1 outside the mask.
+
+    Works on the list of mask pixels only. Each pass takes the smallest label among a pixel's neighbours
+    and then follows label chains (pointer jumping), so it converges in a handful of vectorised passes.
+    """
+    _, height, width = mask.shape
+    index = np.flatnonzero(mask)
+    count = len(index)
+    position = np.full(mask.size, -1)
+    position[index] = np.arange(count)
+    x, y = index % width, (index // width) % height
+    neighbours = []
+    for offset, inside in ((-1, x > 0), (1, x < width - 1), (-width, y > 0), (width, y < height - 1)):
+        found = np.where(inside, position[np.clip(index + offset, 0, mask.size - 1)], -1)
+        neighbours.append(np.where(found >= 0, found, np.arange(count)))  # no neighbour: point to self
+    labels = np.arange(count)
+    while True:
+        new = labels.copy()
+        for neighbour in neighbours:
+            np.minimum(new, labels[neighbour], out=new)
+        new = new[new[new]]
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    out = np.full(mask.shape, -1)
+    out.ravel()[index] = index[labels]
+    return out
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        grown[..., 1:, :] |= out[..., :-1, :]
+        grown[..., :-1, :] |= out[..., 1:, :]
+        grown[..., :, 1:] |= out[..., :, :-1]
+        grown[..., :, :-1] |= out[..., :, 1:]
+        out = grown
+    return out
+
+
+def shape_signature(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """Rotation-invariant signature of a soft mask: |F_k| / F_0 for k = 1..HARMONICS and the centre hole.
+
+    F_k = sum(alpha * r^2 * exp(-i k theta)) around the centroid is the k-th Fourier coefficient of the
+    outline's r(theta)^4, so k-fold symmetric shapes light up harmonic k. Also returns the phases (for
+    rotation), the centroid (x, y) in the crop's pixels and the area.
+    """
+    height, width = alpha.shape
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    area = float(alpha.sum())
+    cx, cy = float((alpha * xs).sum() / area), float((alpha * ys).sum() / area)
+    u, v = xs - cx, cy - ys
+    radius2 = u * u + v * v
+    weight = (alpha * radius2).ravel()
+    rotor = ((u - 1j * v) / np.sqrt(np.maximum(radius2, 1e-12))).ravel()  # exp(-i theta)
+    powers = np.cumprod(np.broadcast_to(rotor, (HARMONICS, rotor.size)), axis=0)
+    harmonics = np.concatenate([[weight.sum()], (powers * weight).sum(axis=1)])
+    magnitudes = np.abs(harmonics[1:]) / max(abs(harmonics[0]), 1e-9)
+    centre = radius2 < 0.0625 * area / math.pi  # within a quarter of the equal-area radius
+    hole = 1.0 - float(alpha[centre].mean()) if centre.any() else 0.0
+    return np.append(magnitudes, hole), np.angle(harmonics[1:]), cx, cy, area
+
+
+def edge_width(alpha: np.ndarray) -> float:
+    """Average width of the soft outline in pixels: partial coverage per pixel of boundary."""
+    inside = alpha > 0.5
+    boundary = inside & ~(np.roll(inside, 1, 0) & np.roll(inside, -1, 0) & np.roll(inside, 1, 1)
+                          & np.roll(inside, -1, 1))
+    return float((4 * alpha * (1 - alpha)).sum() / max(boundary.sum(), 1))
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of a 2-D image (edges padded by reflection)."""
+    if sigma == 0:
+        return image
+    reach = math.ceil(3 * sigma)
+    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(image, reach, mode="reflect")
+    rows = np.apply_along_axis(np.convolve, 1, padded, kernel, mode="valid")
+    return np.apply_along_axis(np.convolve, 0, rows, kernel, mode="valid")
+
+
+def _reference_alpha(obj: Obj) -> np.ndarray:
+    """Exact coverage of one object rendered alone at 128x128 on gray (colour unmixing is exact there)."""
+    background = np.array(BACKGROUND_COLOURS["gray"], np.float32)
+    colour = np.array(OBJECT_COLOURS[obj.colour], np.float32)
+    frame = render(Scene([obj], Background("solid", "gray")), 128, 128, 1, 1.0)[0].astype(np.float32)
+    unmixed = np.sum((frame - background) * (colour - background), axis=-1) / np.sum((colour - background) ** 2)
+    return np.clip(unmixed, 0, 1)
+
+
+@cache
+def shape_references() -> dict[str, tuple[np.ndarray, float]]:
+    """Per shape: signatures (one row per blur level, so soft generated video still matches) and the
+    unit area (area / circumradius^2), from clean medium-size renders."""
+    references = {}
+    for shape in SHAPES:
+        obj = Obj(shape, "red", "medium", "still", 0.5, 0.5)
+        alpha, radius = _reference_alpha(obj), obj.radius * 128
+        signatures = [shape_signature(_blur(alpha, blur * radius))[0] for blur in BLUR_LEVELS]
+        references[shape] = (np.array(signatures), float(alpha.sum()) / radius**2)
+    return references
+
+
+@cache
+def reference_edge_width() -> float:
+    """Outline width of the world's own anti-aliased shapes (the widest of them): what sharp looks like."""
+    return max(edge_width(_reference_alpha(Obj(shape, "red", "medium", "still", 0.5, 0.5, angle=20.0)))
+               for shape in SHAPES)
+
+
+def classify_shape(signature: np.ndarray) -> str:
+    """The shape whose reference signature (at any blur level) is nearest."""
+    references = shape_references()
+    return min(references, key=lambda name: float(np.min(np.sum((references[name][0] - signature) ** 2, axis=1))))
+
+
+@cache
+def texture_references() -> dict[str, np.ndarray]:
+    """Mean background colour of each textured background, measured like the judge measures clips."""
+    colours = {}
+    for kind in TEXTURES:
+        video = render(Scene([], Background(kind, None, 7)), 128, 128, 1, 1.0).astype(np.float32)
+        colours[kind] = background_rows(video).mean(axis=(0, 1))
+    return colours
+
+
+@dataclass
+class _Component:
+    frame: int
+    pixels: np.ndarray  # flat indices into one frame
+    rgb: np.ndarray
+    colour: str
+
+
+def _components(video: np.ndarray, foreground: np.ndarray, min_area: int) -> list[_Component]:
+    """Foreground components big enough to be objects, each with its median interior colour."""
+    _, height, width = foreground.shape
+    labels = label_components(foreground)
+    interior = foreground & ~_dilate(~foreground, 1)
+    flat_labels = labels.ravel()
+    indices = np.flatnonzero(flat_labels >= 0)
+    roots, inverse, counts = np.unique(flat_labels[indices], return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    groups = np.split(indices[order], np.cumsum(counts)[:-1])
+    pixels = video.reshape(-1, 3)
+    found = []
+    for root, group in zip(roots, groups, strict=True):
+        if len(group) < min_area:
+            continue
+        inner = group[interior.ravel()[group]]
+        rgb = np.median(pixels[inner if len(inner) >= 4 else group], axis=0)
+        colour = PALETTE_NAMES[int(np.argmin(np.linalg.norm(PALETTE - rgb, axis=1)))]
+        found.append(_Component(int(root // (height * width)), group % (height * width), rgb, colour))
+    return found
+
+
+def _track_frame(video: np.ndarray, rows: np.ndarray, pixels: np.ndarray, blocked: np.ndarray,
+                 rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, float, float]:
+    """Signature, phases, centroid, area and edge width of one object in one frame (soft mask)."""
+    height, width = blocked.shape
+    ys, xs = pixels // width, pixels % width
+    y0, y1 = max(ys.min() - 2, 0), min(ys.max() + 3, height)
+    x0, x1 = max(xs.min() - 2, 0), min(xs.max() + 3, width)
+    own = np.zeros((y1 - y0, x1 - x0), bool)
+    own[ys - y0, xs - x0] = True
+    region = _dilate(own, 2) & ~blocked[y0:y1, x0:x1]
+    background = rows[y0:y1, None, :]
+    direction = rgb - background
+    # Linear unmixing between background and object colour gives sub-pixel coverage at the outline.
+    alpha = np.sum((video[y0:y1, x0:x1] - background) * direction, axis=-1) / np.maximum(
+        np.sum(direction * direction, axis=-1), 1.0)
+    alpha = np.clip(alpha, 0, 1) * region
+    signature, phases, cx, cy, area = shape_signature(alpha)
+    return signature, phases, cx + x0, cy + y0, area, edge_width(alpha)
+
+
+def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -> list[Track]:
+    """One track per colour seen in at least half the frames: the largest component of it per frame."""
+    frames, height, width = video.shape[:3]
+    largest: dict[tuple[str, int], _Component] = {}
+    for comp in components:
+        key = (comp.colour, comp.frame)
+        if key not in largest or len(comp.pixels) > len(largest[key].pixels):
+            largest[key] = comp
+    blocked = np.zeros((frames, height * width), bool)
+    for comp in components:
+        blocked[comp.frame, comp.pixels] = True
+    tracks = []
+    for colour in PALETTE_NAMES:
+        chosen = {frame: largest[(colour, frame)] for frame in range(frames) if (colour, frame) in largest}
+        if 2 * len(chosen) < frames:
+            continue
+        rgb = np.median(np.stack([c.rgb for c in chosen.values()]), axis=0)
+        track = Track.empty(colour, rgb, frames)
+        for frame, comp in chosen.items():
+            others = blocked[frame].copy()
+            others[comp.pixels] = False
+            measured = _track_frame(video[frame], rows[frame], comp.pixels, others.reshape(height, width), rgb)
+            track.signature[frame], track.phases[frame] = measured[0], measured[1]
+            track.x[frame], track.y[frame], track.area[frame], track.edge_width[frame] = measured[2:]
+            track.seen[frame] = True
+        votes: dict[str, float] = {}
+        for frame in np.flatnonzero(track.seen):
+            name = classify_shape(track.signature[frame])
+            votes[name] = votes.get(name, 0.0) + track.area[frame]  # big views are the reliable ones
+        track.shape = max(votes, key=votes.__getitem__)
+        tracks.append(track)
+    return tracks
+
+
+def _shift_columns(frame: np.ndarray, shift: float) -> np.ndarray:
+    """An (H, W, 3) frame sampled at x + shift (linear, edge-padded): the view after a pan of `shift`."""
+    width = frame.shape[1]
+    source = np.clip(np.arange(width) + shift, 0, width - 1)
+    left = np.floor(source).astype(int)
+    right = np.minimum(left + 1, width - 1)
+    fraction = (source - left)[None, :, None]
+    return frame[:, left] * (1 - fraction) + frame[:, right] * fraction
+
+
+def estimate_camera(gray: np.ndarray, valid: np.ndarray, max_shift: int) -> np.ndarray:
+    """Camera x position per frame (pixels, right positive) from how the background slides.
+
+    A pan of d to the right shows at x what the previous frame showed at x + d; d is found by the smallest
+    mean absolute difference over background pixels, refined to sub-pixel by a parabola.
+    """
+    frames, _, width = gray.shape
+    shifts = np.arange(-max_shift, max_shift + 1)
+    cost = np.full((frames - 1, len(shifts)), np.inf)
+    for index, d in enumerate(shifts):
+        lo, hi = max(d, 0), width + min(d, 0)  # the previous frame's columns that stay in view
+        now, before = gray[1:, :, lo - d:hi - d], gray[:-1, :, lo:hi]
+        usable = valid[1:, :, lo - d:hi - d] & valid[:-1, :, lo:hi]
+        cost[:, index] = (np.abs(now - before) * usable).sum(axis=(1, 2)) / np.maximum(usable.sum(axis=(1, 2)), 1)
+    moves = np.zeros(frames - 1)
+    for pair, row in enumerate(cost):
+        best = int(np.argmin(row))
+        if row[max_shift] - row[best] < FLAT_COST:  # no texture to follow: no measurable motion
+            continue
+        step = float(shifts[best])
+        if 0 < best < len(row) - 1:
+            left, mid, right = row[best - 1], row[best], row[best + 1]
+            curvature = left - 2 * mid + right
+            step += 0.5 * (left - right) / curvature if curvature > 0 else 0.0
+        moves[pair] = step
+    return np.concatenate([[0.0], np.cumsum(moves)])
+
+
+def _classify_background(video: np.ndarray, rows: np.ndarray, free: np.ndarray,
+                         flicker: float) -> tuple[str, str | None]:
+    """Background kind and colour name (None for textures).
+
+    Texture is the background's deviation from its row colours minus what frame-to-frame change explains:
+    noise changes every frame, texture stays (or moves with the camera, which `flicker` undoes).
+    """
+    deviation = np.abs(video - rows[:, :, None, :]).mean(axis=-1)
+    texture = float(deviation[free].mean()) - flicker / math.sqrt(2) if free.any() else 0.0
+    profile = rows.mean(axis=0)
+    base = profile.mean(axis=0)
+    if texture > TEXTURED:
+        references = texture_references()
+        return min(references, key=lambda name: float(np.linalg.norm(references[name] - base))), None
+    band = max(len(profile) * 15 // 100, 1)
+    change = float(np.linalg.norm(profile[:band].mean(axis=0) - profile[-band:].mean(axis=0)))
+    colour = min(BACKGROUND_COLOURS, key=lambda name: float(np.linalg.norm(np.array(BACKGROUND_COLOURS[name]) - base)))
+    return ("gradient" if change > GRADIENT else "solid"), colour
+
+
+def _flicker(video: np.ndarray, camera_x: np.ndarray, free: np.ndarray) -> float:
+    """Mean absolute change of background pixels between frames, after undoing the camera motion."""
+    if len(video) < 2:
+        return 0.0
+    changes = []
+    for index in range(1, len(video)):
+        move = camera_x[index] - camera_x[index - 1]
+        previous = _shift_columns(video[index - 1], move) if move else video[index - 1]
+        usable = free[index] & free[index - 1]
+        if usable.any():
+            changes.append(float(np.abs(video[index] - previous)[usable].mean()))
+    return float(np.mean(changes)) if changes else 0.0
+
+
+def measure(frames: np.ndarray, fps: float) -> Measurement:
+    """Everything the judge reads from a clip (T, H, W, 3) uint8 shown at `fps`, independently of any prompt."""
+    video = np.asarray(frames, dtype=np.float32)
+    length, height, width = video.shape[:3]
+    short = min(height, width)
+    rows = background_rows(video)
+    foreground = colour_distance(video, rows[:, :, None, :]) > FOREGROUND
+    components = _components(video, foreground, max(12, round(MIN_AREA * short * short)))
+    tracks = _tracks(video, rows, components)
+    objects = np.zeros((length, height * width), bool)
+    for comp in components:
+        objects[comp.frame, comp.pixels] = True
+    free = ~_dilate(objects.reshape(length, height, width), 2)
+    camera_x = np.zeros(length)
+    if length > 1:
+        camera_x = estimate_camera(video.mean(axis=-1), free, max(4, math.ceil(MAX_PAN * short / fps)))
+    flicker = _flicker(video, camera_x, free)
+    kind, colour = _classify_background(video, rows, free, flicker)
+    if kind in ("solid", "gradient"):
+        camera_x[:] = 0.0  # a flat background cannot show a pan; what moved was object edges
+    widths = np.concatenate([t.edge_width[t.seen] for t in tracks]) if tracks else np.zeros(0)
+    sharpness = min(1.0, reference_edge_width() / float(np.median(widths))) if len(widths) else float("nan")
+    return Measurement(tracks, kind, colour, camera_x, flicker, sharpness, short)

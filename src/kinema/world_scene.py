@@ -1,0 +1,261 @@
+"""The procedural world's vocabulary, scene ground truth and scene sampling.
+
+Geometry is measured in *short-side units* (su): 1 su is the frame's shorter side in pixels, so a scene
+looks the same at 128x128, 224x128 or 128x224. Start positions are fractions of the frame (x of the width,
+y of the height, y pointing down); motion is in su per second, so fps changes sampling, never speed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from kinema.errors import KinemaError
+
+# Saturated or extreme object colours; every background colour stays far from all of them (the judge
+# segments objects by colour distance to the background).
+OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (225, 35, 35),
+    "orange": (255, 140, 20),
+    "yellow": (250, 220, 30),
+    "green": (40, 190, 60),
+    "blue": (35, 90, 235),
+    "purple": (150, 50, 210),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
+# Muted mid-tone background colours for solid and gradient backgrounds.
+BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = {
+    "gray": (125, 125, 130),
+    "navy": (30, 40, 100),
+    "forest": (35, 90, 50),
+    "brown": (110, 72, 42),
+    "beige": (190, 175, 140),
+    "teal": (30, 110, 115),
+}
+GRADIENT_SPREAD = 0.2  # a gradient runs from 0.8x to 1.2x its base colour, top to bottom or reverse
+TEXTURES = ("snow", "night", "meadow", "brick")
+BACKGROUND_KINDS = ("solid", "gradient", *TEXTURES)
+
+SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross", "heart", "ring")
+# Shapes that look the same at every angle cannot visibly rotate.
+ROUND_SHAPES = ("circle", "ring")
+# Circumscribed diameter as a fraction of the short side.
+SIZES: dict[str, float] = {"small": 0.15, "medium": 0.22, "large": 0.32}
+
+DIRECTIONS: dict[str, tuple[float, float]] = {  # unit vectors in image coordinates (y down)
+    "left": (-1.0, 0.0),
+    "right": (1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+    "up_left": (-math.sqrt(0.5), -math.sqrt(0.5)),
+    "up_right": (math.sqrt(0.5), -math.sqrt(0.5)),
+    "down_left": (-math.sqrt(0.5), math.sqrt(0.5)),
+    "down_right": (math.sqrt(0.5), math.sqrt(0.5)),
+}
+MOTIONS = ("still", *DIRECTIONS, "bounce", "rotate", "grow", "shrink")
+
+# Compositional hold-out: these (colour, shape, motion) triples never occur in training scenes, while every
+# colour, shape and motion in them does occur in other combinations.
+HELDOUT: tuple[tuple[str, str, str], ...] = (
+    ("red", "star", "rotate"),
+    ("blue", "heart", "bounce"),
+    ("yellow", "square", "left"),
+    ("green", "triangle", "grow"),
+    ("purple", "circle", "down"),
+    ("orange", "cross", "up"),
+    ("white", "diamond", "shrink"),
+    ("black", "ring", "right"),
+    ("red", "triangle", "up_right"),
+    ("blue", "cross", "still"),
+)
+
+OBJECT_GAP = 0.04  # su kept between any two objects at every moment, so they never touch
+EDGE_MARGIN = 0.01  # su kept between objects and the frame border
+# Aspect ratios (width, height in su) that placement is checked against, covering 9:16 to 16:9 frames.
+CHECKED_ASPECTS = ((1.0, 1.0), (1.78, 1.0), (1.0, 1.78))
+
+
+@dataclass
+class Obj:
+    """One object: what it is, where it starts and how it moves."""
+
+    shape: str
+    colour: str
+    size: str
+    motion: str
+    x: float  # start centre, fraction of the frame width
+    y: float  # start centre, fraction of the frame height
+    speed: float = 0.0  # su/s along DIRECTIONS[motion]
+    angle: float = 0.0  # start orientation, degrees counter-clockwise
+    spin: float = 0.0  # degrees/s, positive counter-clockwise
+    rate: float = 0.0  # d(log scale)/dt: positive grows, negative shrinks
+    bounce_height: float = 0.0  # su
+    bounce_period: float = 1.0  # s between floor contacts
+
+    @property
+    def radius(self) -> float:
+        """Circumradius at scale 1, in su."""
+        return SIZES[self.size] / 2
+
+    def offsets(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Displacement (dx, dy) in su from the start position at times t (seconds)."""
+        zero = np.zeros_like(t, dtype=np.float64)
+        if self.motion in DIRECTIONS:
+            ux, uy = DIRECTIONS[self.motion]
+            return ux * self.speed * t + zero, uy * self.speed * t + zero
+        if self.motion == "bounce":
+            return zero, -self.bounce_height * np.abs(np.sin(np.pi * t / self.bounce_period))
+        return zero, zero.copy()
+
+    def scale(self, t: np.ndarray) -> np.ndarray:
+        return np.exp(self.rate * np.asarray(t, dtype=np.float64))
+
+    def angles(self, t: np.ndarray) -> np.ndarray:
+        return self.angle + self.spin * np.asarray(t, dtype=np.float64)
+
+
+@dataclass
+class Background:
+    kind: str  # one of BACKGROUND_KINDS
+    colour: str | None = None  # a BACKGROUND_COLOURS name for solid and gradient backgrounds
+    texture_seed: int = 0  # where the flecks, stars, grass and bricks fall
+    light_on_top: bool = True  # gradient direction
+
+
+@dataclass
+class Scene:
+    """Structured ground truth of one clip; `to_dict` is JSON-serialisable."""
+
+    objects: list[Obj]
+    background: Background
+    pan: float = 0.0  # camera speed in su/s: positive pans right (the world slides left in the frame)
+
+    @property
+    def pan_direction(self) -> str | None:
+        return None if self.pan == 0 else ("right" if self.pan > 0 else "left")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> Scene:
+        try:
+            objects = [Obj(**o) for o in data["objects"]]
+            return Scene(objects, Background(**data["background"]), float(data.get("pan", 0.0)))
+        except (KeyError, TypeError) as err:
+            raise KinemaError(f"not a scene description ({err}); use a dict made by Scene.to_dict") from err
+
+
+def is_heldout(obj: Obj) -> bool:
+    return (obj.colour, obj.shape, obj.motion) in HELDOUT
+
+
+def _motion_parameters(obj: Obj, rng: np.random.Generator, duration: float) -> None:
+    """Fill in speeds and rates so the motion is clearly visible within `duration` seconds."""
+    if obj.motion in DIRECTIONS:
+        obj.speed = float(rng.uniform(0.3, 0.45)) / duration
+    elif obj.motion == "rotate":
+        obj.spin = float(rng.uniform(90, 150) * rng.choice([-1, 1]))
+        obj.angle = float(rng.uniform(0, 360))
+    elif obj.motion in ("grow", "shrink"):
+        factor = math.log(rng.uniform(1.6, 1.9)) / duration
+        obj.rate = factor if obj.motion == "grow" else -factor
+    elif obj.motion == "bounce":
+        obj.bounce_height = float(rng.uniform(0.15, 0.25))
+        obj.bounce_period = float(rng.uniform(0.6, 0.9))
+
+
+def _start_range(obj: Obj, pan: float, t: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Start positions (as frame fractions) that keep the object inside the frame for all of t.
+
+    Checked in su on a square frame; a wider or taller frame only adds room, because frame fractions
+    stretch with the frame while motion in su does not.
+    """
+    dx, dy = obj.offsets(t)
+    dx = dx - pan * t
+    reach = obj.radius * obj.scale(t) + EDGE_MARGIN
+    x_range = (float(np.max(reach - dx)), float(np.min(1 - reach - dx)))
+    y_range = (float(np.max(reach - dy)), float(np.min(1 - reach - dy)))
+    return x_range, y_range
+
+
+def _apart(a: Obj, b: Obj, t: np.ndarray) -> bool:
+    """Whether two objects keep OBJECT_GAP between them at all times t, on every checked aspect."""
+    ax, ay = a.offsets(t)
+    bx, by = b.offsets(t)
+    need = (a.radius * a.scale(t) + b.radius * b.scale(t)) + OBJECT_GAP
+    for width, height in CHECKED_ASPECTS:
+        gap_x = (a.x - b.x) * width + ax - bx
+        gap_y = (a.y - b.y) * height + ay - by
+        if np.any(np.hypot(gap_x, gap_y) < need):
+            return False
+    return True
+
+
+def _sample_object(rng: np.random.Generator, colours: list[str], triple: tuple[str, str, str] | None,
+                   holdout_ok: bool) -> Obj:
+    while True:
+        if triple is not None:
+            colour, shape, motion = triple
+        else:
+            colour = str(rng.choice(colours))
+            shape = str(rng.choice(SHAPES))
+            motions = [m for m in MOTIONS if not (m == "rotate" and shape in ROUND_SHAPES)]
+            motion = str(rng.choice(motions))
+        obj = Obj(shape, colour, str(rng.choice(list(SIZES))), motion, 0.5, 0.5)
+        if holdout_ok or not is_heldout(obj):
+            return obj
+
+
+def _sample_background(rng: np.random.Generator, duration: float) -> tuple[Background, float]:
+    draw = rng.uniform()
+    seed = int(rng.integers(0, 2**31 - 1))
+    if draw < 0.3:
+        return Background("solid", str(rng.choice(list(BACKGROUND_COLOURS))), seed), 0.0
+    if draw < 0.6:
+        colour = str(rng.choice(list(BACKGROUND_COLOURS)))
+        return Background("gradient", colour, seed, bool(rng.uniform() < 0.5)), 0.0
+    # Only a textured background shows a camera pan, so only those pan; 0.3-0.5 su over the clip.
+    pan = float(rng.uniform(0.3, 0.5) / duration * rng.choice([-1, 1])) if rng.uniform() < 0.5 else 0.0
+    return Background(str(rng.choice(TEXTURES)), None, seed), pan
+
+
+def _place(obj: Obj, placed: list[Obj], pan: float, t: np.ndarray, rng: np.random.Generator) -> bool:
+    (x_lo, x_hi), (y_lo, y_hi) = _start_range(obj, pan, t)
+    if x_lo > x_hi or y_lo > y_hi:
+        return False
+    for _ in range(30):
+        obj.x, obj.y = float(rng.uniform(x_lo, x_hi)), float(rng.uniform(y_lo, y_hi))
+        if all(_apart(obj, other, t) for other in placed):
+            return True
+    return False
+
+
+def sample_scene(rng: np.random.Generator, holdout: bool = False, duration: float = 2.0) -> Scene:
+    """A random scene whose objects stay in frame, apart and clearly moving for `duration` seconds.
+
+    holdout=False never produces an object matching a HELDOUT triple; holdout=True makes the first
+    object a HELDOUT triple (the others are ordinary objects).
+    """
+    if duration <= 0:
+        raise KinemaError(f"scene duration must be positive, got {duration}; pass seconds > 0")
+    t = np.linspace(0.0, duration, 25)
+    while True:
+        count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+        background, pan = _sample_background(rng, duration)
+        colours = list(OBJECT_COLOURS)
+        placed: list[Obj] = []
+        for index in range(count):
+            triple = HELDOUT[int(rng.integers(len(HELDOUT)))] if holdout and index == 0 else None
+            for _ in range(20):
+                obj = _sample_object(rng, colours, triple, holdout_ok=triple is not None)
+                _motion_parameters(obj, rng, duration)
+                if _place(obj, placed, pan, t, rng):
+                    placed.append(obj)
+                    colours.remove(obj.colour)
+                    break
+        if len(placed) == count:
+            return Scene(placed, background, pan)
