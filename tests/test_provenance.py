@@ -1,0 +1,211 @@
+"""Provenance: the watermark is invisible, survives H.264 crf 23 and a 0.5x resize, never fires on
+unmarked content; metadata discloses AI generation; C2PA manifests sign and read back."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from kinema import io, provenance
+from kinema.errors import KinemaError
+
+PAYLOAD = 0x4B494E454D41_0001  # "KINEMA" + 1
+
+
+def world_clip(frames: int, height: int, width: int, snow: bool = False, seed: int = 0) -> np.ndarray:
+    """Kinema-world-like video: a vertical gradient, a disc drifting right, optionally falling snow specks."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    top, bottom = rng.uniform(30, 200, 3), rng.uniform(30, 200, 3)
+    background = top + (bottom - top) * (y / height)[..., None]
+    flakes = rng.uniform(0, 1, (int(height * width / 60), 2)) * (height, width)
+    video = []
+    for t in range(frames):
+        frame = background.copy()
+        inside = (x - width * (0.3 + 0.02 * t)) ** 2 + (y - height / 2) ** 2 < (0.15 * min(height, width)) ** 2
+        frame[inside] = (225, 35, 35)
+        if snow:
+            fy, fx = ((flakes + (1.5 * t, 0.3 * t)) % (height, width)).astype(int).T
+            frame[fy, fx] = 245
+        video.append(frame)
+    return np.clip(np.rint(video), 0, 255).astype(np.uint8)
+
+
+def photo_clip(name: str, frames: int, height: int, width: int, pan: int = 2) -> np.ndarray:
+    """A skimage photo resized to the frame, panning `pan` pixels a frame."""
+    image = getattr(skimage.data, name)()
+    image = np.stack([image] * 3, -1) if image.ndim == 2 else image[..., :3]
+    wide = np.asarray(Image.fromarray(image).resize((width + pan * frames, height), Image.LANCZOS))
+    return np.stack([wide[:, pan * t:pan * t + width] for t in range(frames)])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def h264_crf23(tmp_path, frames: np.ndarray, monkeypatch) -> np.ndarray:
+    monkeypatch.setattr(io, "MP4_CRF", 23)
+    path = tmp_path / "crf23.mp4"
+    io.write_video(path, frames, 16)
+    return io.read_video(path)[0]
+
+
+def half(frames: np.ndarray) -> np.ndarray:
+    height, width = frames.shape[1:3]
+    return np.stack([np.asarray(Image.fromarray(f).resize((width // 2, height // 2), Image.BILINEAR))
+                     for f in frames])
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 128, 128), (2, 128, 224), (2, 224, 128), (1, 1088, 1920)])
+def test_mark_is_invisible(shape):
+    video = world_clip(*shape)
+    marked = provenance.embed(video, PAYLOAD)
+    assert marked.dtype == np.uint8 and marked.shape == video.shape
+    assert not np.array_equal(marked, video)
+    assert psnr(video, marked) >= 40
+    # Luminance only: R, G and B move together, so colours do not shift.
+    delta = marked.astype(int) - video.astype(int)
+    unclipped = (video > 8).all(-1) & (video < 247).all(-1)
+    assert (delta[..., 0] == delta[..., 2])[unclipped].all()
+
+
+CLIPS = {
+    "world 128": lambda: world_clip(17, 128, 128),
+    "world snow 128": lambda: world_clip(17, 128, 128, snow=True),
+    "photo 256": lambda: photo_clip("astronaut", 9, 256, 256),
+}
+
+
+@pytest.mark.parametrize("name", list(CLIPS))
+def test_mark_survives_crf23_and_half_size(tmp_path, monkeypatch, name):
+    marked = provenance.embed(CLIPS[name](), PAYLOAD)
+    for attacked in (h264_crf23(tmp_path, marked, monkeypatch), half(marked)):
+        result = provenance.detect(attacked, expected=PAYLOAD)
+        assert result["detected"], result
+        assert result["p_value"] < 1e-6
+        assert result["bit_accuracy"] >= 0.85, result
+
+
+def test_single_frame_png_reads_back_exactly(tmp_path):
+    path = tmp_path / "still.png"
+    io.write_video(path, provenance.embed(world_clip(1, 128, 128, seed=3), PAYLOAD), 1)
+    result = provenance.detect(io.read_image(path), expected=PAYLOAD)
+    assert result["detected"] and result["payload"] == PAYLOAD, result
+    assert result["payload_hex"] == f"{PAYLOAD:016x}" and result["bit_confidence"] > 0.99
+
+
+def test_stream_matches_whole_video_and_detect_takes_chunks():
+    video = world_clip(9, 64, 96)
+    chunks = [video[:1], video[1:5], video[5:]]
+    streamed = list(provenance.embed_stream(iter(chunks), PAYLOAD.to_bytes(8, "big")))
+    assert [len(c) for c in streamed] == [1, 4, 4]
+    whole = provenance.embed(video, PAYLOAD)
+    np.testing.assert_array_equal(np.concatenate(streamed), whole)
+    assert provenance.detect(iter(streamed))["z"] == pytest.approx(provenance.detect(whole)["z"], rel=1e-4)
+
+
+def test_short_payloads_and_keys():
+    video = world_clip(5, 128, 128)
+    marked = provenance.embed(video, 0xBEEF, key="studio", payload_bits=16)
+    result = provenance.detect(marked, key="studio", payload_bits=16)
+    assert result["detected"] and result["payload"] == 0xBEEF and result["payload_hex"] == "beef"
+    assert not provenance.detect(marked)["detected"]  # another key sees nothing
+
+
+def test_chip_layout_is_frozen():
+    """Marks made today must read back in later releases: the keyed layout may never change."""
+    signs, owner = provenance._layout("kinema", (8, 12), 64)
+    assert hashlib.sha256(signs.tobytes() + owner.tobytes()).hexdigest()[:16] == "3861b5460fd3e511"
+    assert (owner < 0).sum() == 48 and set(owner[owner >= 0].tolist()) == set(range(48))
+
+
+def negatives() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    videos = [rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8) for size in (16, 64, 128, 256)]
+    for height, width in ((128, 128), (128, 224), (256, 256)):
+        ramp = np.linspace(0, 255, width)[None, None, :, None] * np.ones((2, height, 1, 3))
+        videos += [ramp.astype(np.uint8), np.full((2, height, width, 3), 128, np.uint8)]
+    for name, size in [("astronaut", 128), ("camera", 256), ("coffee", 128), ("chelsea", 256), ("rocket", 128),
+                       ("moon", 128), ("brick", 256), ("grass", 128), ("gravel", 128), ("coins", 256),
+                       ("page", 128), ("clock", 128), ("hubble_deep_field", 256), ("immunohistochemistry", 128)]:
+        videos.append(photo_clip(name, 3, size, size, pan=0))
+    videos += [world_clip(9, 128, 128, snow=snow, seed=seed) for seed, snow in ((4, False), (5, True))]
+    return videos
+
+
+def test_no_false_positives_on_unmarked_content():
+    videos = negatives()
+    assert len(videos) >= 20
+    scores = [provenance.detect(video) for video in videos]
+    assert not any(score["detected"] for score in scores), max(score["z"] for score in scores)
+    assert max(score["z"] for score in scores) < 4.5  # the threshold is about 5.5
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda v: provenance.embed(v, 2**64), "fit in 64 bits"),
+    (lambda v: provenance.embed(v, b"\x01\x02\x03", payload_bits=16), "fit in 16 bits"),
+    (lambda v: provenance.embed(v.astype(np.float32), 1), "uint8"),
+    (lambda v: provenance.embed(v[..., :2], 1), r"\(T, H, W, 3\)"),
+    (lambda v: provenance.detect(v, payload_bits=0), "payload_bits"),
+    (lambda v: provenance.detect(iter([])), "no frames"),
+    (lambda v: provenance.detect(v[:, :2, :2]), "too small"),
+])
+def test_errors_are_one_line_kinema_errors(call, match):
+    with pytest.raises(KinemaError, match=match) as info:
+        call(world_clip(2, 32, 32))
+    assert "\n" not in str(info.value)
+
+
+def test_metadata_discloses_ai_and_lands_in_mp4_tags(tmp_path):
+    meta = provenance.metadata("a red ball bounces", "debug", 7, steps=4)
+    assert meta["digital_source_type"] == provenance.TRAINED_ALGORITHMIC_MEDIA
+    assert meta["ai_generated"] == "true" and "AI-generated" in meta["comment"]
+    assert int(meta["watermark_payload"], 16) == provenance.payload_id("a red ball bounces", "debug", 7)
+    assert provenance.payload_id("a", "b", 1) != provenance.payload_id("a", "b", 2)
+    assert provenance.payload_id("a", payload_bits=16) < 2**16
+    path = tmp_path / "clip.mp4"
+    payload = bytes.fromhex(meta["watermark_payload"])
+    io.write_video(path, provenance.embed_stream([world_clip(5, 64, 64)], payload), 8, metadata=meta)
+    tags = io.video_metadata(path)["tags"]
+    assert tags["digital_source_type"] == provenance.TRAINED_ALGORITHMIC_MEDIA
+    assert tags["watermark_payload"] == meta["watermark_payload"] and tags["seed"] == "7"
+
+
+def test_c2pa_sign_and_read_back(tmp_path):
+    pytest.importorskip("c2pa")
+    cert, key = provenance.make_test_certificate(tmp_path)
+    video = provenance.embed(world_clip(5, 64, 64), PAYLOAD)
+    for name, frames in (("clip.mp4", video), ("still.png", video[:1])):
+        path = tmp_path / name
+        io.write_video(path, frames, 8, metadata={"prompt": "a red ball"})
+        provenance.sign_c2pa(path, cert, key.read_text(), info={"model": "debug", "seed": 7})
+        manifest = provenance.read_c2pa(path)
+        assert manifest["claim_generator_info"][0]["name"] == "kinema"
+        actions = next(a for a in manifest["assertions"] if a["label"].startswith("c2pa.actions"))
+        created = actions["data"]["actions"][0]
+        assert created["action"] == "c2pa.created"
+        assert created["digitalSourceType"] == provenance.TRAINED_ALGORITHMIC_MEDIA
+        generation = next(a for a in manifest["assertions"] if a["label"] == "org.kinema.generation")
+        assert generation["data"] == {"model": "debug", "seed": 7}
+        assert path.stat().st_size < 60_000  # no thumbnail
+        # Signing keeps the pixels, the tags and so the watermark.
+        assert provenance.detect(io.read_video(path)[0], expected=PAYLOAD)["detected"]
+    np.testing.assert_array_equal(io.read_image(tmp_path / "still.png"), video[0])
+    assert io.video_metadata(tmp_path / "clip.mp4")["tags"]["prompt"] == "a red ball"
+
+
+def test_c2pa_failures_leave_the_file_untouched(tmp_path):
+    pytest.importorskip("c2pa")
+    cert, key = provenance.make_test_certificate(tmp_path)
+    path = tmp_path / "clip.mp4"
+    io.write_video(path, world_clip(3, 32, 32), 8)
+    before = path.read_bytes()
+    with pytest.raises(KinemaError, match="cannot sign clip.mp4"):
+        provenance.sign_c2pa(path, key, key)  # a key where the certificate should be
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cert.pem", "clip.mp4", "key.pem"]
+    assert provenance.read_c2pa(path) is None
+    with pytest.raises(KinemaError, match="supports"):
+        provenance.sign_c2pa(tmp_path / "clip.gif", cert, key)
