@@ -1,0 +1,444 @@
+"""The job store and worker behind the Videos API: SQLite rows, files in a data folder, worker threads.
+
+Layout of the data folder (every path is built from a validated id, never from client text):
+
+    kinema.db                          one row per job (SQLite in WAL mode)
+    inputs/<id>/                       uploads and copied source videos the job reads
+    videos/<id>/video.mp4              outputs, with thumbnail.webp (middle frame) and spritesheet.jpg
+
+A job's inputs are written and its row committed before the API answers, so killing the server
+(even with SIGKILL) loses no submitted job: on start, queued jobs run and interrupted ones run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import av
+import numpy as np
+from PIL import Image
+
+from kinema import io
+from kinema.checkpoint import BUNDLED, atomic_write
+from kinema.errors import KinemaError
+from kinema.pipeline import Pipeline, Request
+
+log = logging.getLogger("kinema.server")
+
+ID_PATTERN = re.compile(r"video_[0-9a-f]{24}")
+VARIANTS = {  # download variant -> (file name in videos/<id>/, content type)
+    "video": ("video.mp4", "video/mp4"),
+    "thumbnail": ("thumbnail.webp", "image/webp"),
+    "spritesheet": ("spritesheet.jpg", "image/jpeg"),
+}
+MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+PROGRESS_WRITE_INTERVAL_S = 0.25  # progress arrives per sampling step; the DB needs far fewer writes
+SPRITESHEET_FRAMES = 16
+DEFAULT_MODEL_NAME = "kinema-small"  # the bundled model's public name
+# Model names the OpenAI SDK and Sora clients send; they mean "the server's default model".
+SORA_MODELS = {"sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08"}
+
+
+def new_id() -> str:
+    return "video_" + secrets.token_hex(12)
+
+
+def valid_id(video_id: str) -> bool:
+    return ID_PATTERN.fullmatch(video_id) is not None
+
+
+class QueueFull(Exception):
+    """More jobs are waiting than the server accepts."""
+
+
+class JobGone(Exception):
+    """The running job was deleted; its work is thrown away."""
+
+
+class ShuttingDown(Exception):
+    """The server is stopping; the running job goes back to the queue."""
+
+
+@dataclass
+class Job:
+    id: str
+    prompt: str
+    model: str
+    size: str
+    seconds: str
+    params: dict[str, Any]  # Request's scalar fields, plus "inputs": {Request field: file name}
+    status: str = "queued"
+    progress: int = 0
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    completed_at: int | None = None
+    expires_at: int | None = None
+    remixed_from: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    expired: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        """The OpenAI `Video` object."""
+        error = {"code": self.error_code, "message": self.error_message} if self.error_code else None
+        return {"id": self.id, "object": "video", "status": self.status, "progress": self.progress,
+                "created_at": self.created_at, "completed_at": self.completed_at, "expires_at": self.expires_at,
+                "model": self.model, "prompt": self.prompt, "seconds": self.seconds, "size": self.size,
+                "remixed_from_video_id": self.remixed_from, "error": error}
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order, for listing and the queue
+    id TEXT UNIQUE NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, completed_at INTEGER, expires_at INTEGER,
+    model TEXT NOT NULL, prompt TEXT NOT NULL, seconds TEXT NOT NULL, size TEXT NOT NULL,
+    remixed_from TEXT, error_code TEXT, error_message TEXT, params TEXT NOT NULL,
+    expired INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+"""
+COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
+           "size", "remixed_from", "error_code", "error_message", "params", "expired")
+
+
+class JobStore:
+    """Jobs in SQLite and their files under one data folder; safe to share between threads."""
+
+    def __init__(self, data_dir: str | Path):
+        self.root = Path(data_dir).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "kinema.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an answered submit must survive a crash
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- paths: only ever built from a validated id ---------------------------------------------
+    def input_dir(self, video_id: str) -> Path:
+        return self._job_dir("inputs", video_id)
+
+    def output_path(self, video_id: str, variant: str = "video") -> Path:
+        return self._job_dir("videos", video_id) / VARIANTS[variant][0]
+
+    def _job_dir(self, kind: str, video_id: str) -> Path:
+        if not valid_id(video_id):
+            raise ValueError(f"invalid video id {video_id!r}")
+        return self.root / kind / video_id
+
+    def remove_files(self, video_id: str) -> None:
+        shutil.rmtree(self.input_dir(video_id), ignore_errors=True)
+        shutil.rmtree(self._job_dir("videos", video_id), ignore_errors=True)
+
+    # -- rows --------------------------------------------------------------------------------
+    def add(self, job: Job, max_queue: int) -> None:
+        """Commit a new queued job, or raise QueueFull when `max_queue` jobs are already waiting."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (waiting,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
+                if waiting >= max_queue:
+                    raise QueueFull
+                values = [getattr(job, c) for c in COLUMNS if c != "params"] + [json.dumps(job.params)]
+                names = [c for c in COLUMNS if c != "params"] + ["params"]
+                self._db.execute(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                                 values)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get(self, video_id: str) -> Job | None:
+        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (video_id,))
+        return rows[0] if rows else None
+
+    def page(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
+        """Up to `limit` jobs in submission order ("asc") or newest first ("desc"), after the job `after`."""
+        direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
+        where, args = "", []
+        if after is not None:
+            where, args = f"WHERE seq {compare} (SELECT seq FROM jobs WHERE id = ?)", [after]
+        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs {where} ORDER BY seq {direction} LIMIT ?",
+                           (*args, limit + 1))
+        return rows[:limit], len(rows) > limit
+
+    def claim(self) -> Job | None:
+        """Atomically move the oldest queued job to in_progress and return it."""
+        rows = self._query(
+            "UPDATE jobs SET status = 'in_progress', progress = 0 WHERE seq = "
+            "(SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) "
+            f"RETURNING {', '.join(COLUMNS)}", ())
+        return rows[0] if rows else None
+
+    def set_progress(self, video_id: str, progress: int) -> bool:
+        """False when the job no longer exists (it was deleted while running)."""
+        return self._update(video_id, "progress = ?", progress)
+
+    def finish(self, video_id: str, seconds: str, retention_s: float) -> bool:
+        now = int(time.time())
+        return self._update(video_id, "status = 'completed', progress = 100, seconds = ?, completed_at = ?, "
+                            "expires_at = ?", seconds, now, now + int(retention_s))
+
+    def fail(self, video_id: str, code: str, message: str, retention_s: float) -> bool:
+        now = int(time.time())
+        return self._update(video_id, "status = 'failed', error_code = ?, error_message = ?, completed_at = ?, "
+                            "expires_at = ?", code, message, now, now + int(retention_s))
+
+    def requeue(self, video_id: str) -> bool:
+        return self._update(video_id, "status = 'queued', progress = 0")
+
+    def delete(self, video_id: str) -> Job | None:
+        """Remove a job's row and files; a worker running it notices on its next progress report."""
+        job = self.get(video_id)
+        if job is not None:
+            with self._lock:
+                self._db.execute("DELETE FROM jobs WHERE id = ?", (video_id,))
+            self.remove_files(video_id)
+        return job
+
+    def recover(self, retention_s: float) -> None:
+        """On start: jobs a previous process was running go back to the queue, or fail if inputs are gone."""
+        for job in self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE status = 'in_progress'", ()):
+            missing = [name for name in job.params.get("inputs", {}).values()
+                       if not (self.input_dir(job.id) / name).is_file()]
+            if missing:
+                self.fail(job.id, "inputs_missing", f"the server restarted while this job ran and its input "
+                          f"files ({', '.join(missing)}) are gone; submit the job again", retention_s)
+            else:
+                log.info("re-running %s, interrupted by a restart", job.id)
+                self.requeue(job.id)
+
+    def expire(self) -> list[str]:
+        """Delete the files of finished jobs past their expires_at; their rows stay, marked expired."""
+        now = int(time.time())
+        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE expired = 0 AND expires_at <= ? "
+                           "AND status IN ('completed', 'failed')", (now,))
+        for job in rows:
+            self.remove_files(job.id)
+            self._update(job.id, "expired = 1")
+        return [job.id for job in rows]
+
+    def _update(self, video_id: str, assignments: str, *args: Any) -> bool:
+        with self._lock:
+            cursor = self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*args, video_id))
+        return cursor.rowcount > 0
+
+    def _query(self, sql: str, args: tuple) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+
+def _job_from_row(row: tuple) -> Job:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["params"] = json.loads(values["params"])
+    values["expired"] = bool(values["expired"])
+    return Job(**values)
+
+
+class Models:
+    """Public model names -> pipelines, each loaded on first use and then shared by all jobs."""
+
+    def __init__(self, default: str | None = None, extra: dict[str, str] | None = None):
+        self.default = public_name(default)
+        if self.default == DEFAULT_MODEL_NAME and not (BUNDLED / "config.json").exists():
+            raise KinemaError("the bundled model is not installed; serve another with --model (a model folder, "
+                              "or debug: tiny random weights for trying the API)")
+        self.specs: dict[str, str | None] = {self.default: default, **(extra or {})}
+        self._pipelines: dict[str, Pipeline] = {}
+        self._lock = threading.Lock()
+
+    def name_for(self, requested: str | None) -> str:
+        """The model a request asked for; empty, "default" and Sora's names mean the default model."""
+        if not requested or requested == "default" or requested in SORA_MODELS:
+            return self.default
+        if requested not in self.specs:
+            raise KinemaError(f"unknown model {requested!r}; this server offers {', '.join(self.specs)}",
+                              param="model", code="model_not_found")
+        return requested
+
+    def pipeline(self, name: str) -> Pipeline:
+        with self._lock:  # one load per model even when requests race; loading is rare
+            if name not in self._pipelines:
+                log.info("loading model %s", name)
+                self._pipelines[name] = Pipeline.load(self.specs[name])
+            return self._pipelines[name]
+
+
+def public_name(spec: str | None) -> str:
+    """The name clients see for a model spec: the preset name or the folder's name."""
+    if spec is None or spec in ("", "default", DEFAULT_MODEL_NAME):
+        return DEFAULT_MODEL_NAME
+    return Path(spec).name if Path(spec).is_dir() else str(spec)
+
+
+def request_for(job: Job, inputs: Path) -> Request:
+    """The pipeline Request of a job, its input pixels read from the files in `inputs`."""
+    params = {k: v for k, v in job.params.items() if k != "inputs"}
+    if params.get("segments") is not None:
+        params["segments"] = [(float(start), text) for start, text in params["segments"]]
+    pixels: dict[str, np.ndarray] = {}
+    for name, file_name in job.params.get("inputs", {}).items():
+        path = inputs / file_name
+        pixels[name] = io.read_image(path) if name == "image" else io.read_video(path)[0]
+    return Request(prompt=job.prompt, **params, **pixels)
+
+
+class Worker:
+    """Threads that run queued jobs one at a time each, reporting progress into the store."""
+
+    def __init__(self, store: JobStore, models: Models, concurrency: int = 1, retention_s: float = 7 * 86400,
+                 sweep_s: float = 300.0):
+        self.store, self.models = store, models
+        self.concurrency, self.retention_s, self.sweep_s = concurrency, retention_s, sweep_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.store.recover(self.retention_s)
+        self.store.expire()
+        targets = [self._run_jobs] * self.concurrency + [self._sweep]
+        for i, target in enumerate(targets):
+            thread = threading.Thread(target=target, name=f"kinema-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the threads; a job still running is put back in the queue for the next start."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def wake(self) -> None:
+        """Tell idle workers a job was queued."""
+        self._wake.set()
+
+    def _run_jobs(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before claiming: a job queued after this point sets it again
+            job = self.store.claim()
+            if job is None:
+                self._wake.wait(timeout=1.0)
+            else:
+                self.run(job)
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.sweep_s):
+            expired = self.store.expire()
+            if expired:
+                log.info("deleted the expired files of %d jobs", len(expired))
+
+    def run(self, job: Job) -> None:
+        try:
+            seconds = self._generate(job)
+        except JobGone:
+            self.store.remove_files(job.id)
+        except ShuttingDown:
+            self.store.requeue(job.id)
+        except KinemaError as err:
+            self.store.fail(job.id, err.code, str(err), self.retention_s)
+        except Exception as err:  # a bug, but one job's failure must not kill the worker
+            log.exception("job %s failed", job.id)
+            self.store.fail(job.id, "internal_error", f"generation failed: {type(err).__name__}: {err}",
+                            self.retention_s)
+        else:
+            if not self.store.finish(job.id, seconds, self.retention_s):
+                self.store.remove_files(job.id)  # deleted in the last moments
+
+    def _generate(self, job: Job) -> str:
+        """Run the pipeline exactly as the CLI does; returns the output's duration in seconds."""
+        pipe = self.models.pipeline(job.model)
+        request = request_for(job, self.store.input_dir(job.id))
+        video = pipe.generate(request, progress=self._progress_writer(job.id))
+        path = self.store.output_path(job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pipe.save(video, path)
+        write_previews(path, video.frames, self.store.output_path(job.id, "thumbnail"),
+                       self.store.output_path(job.id, "spritesheet"))
+        return f"{video.seconds:g}"
+
+    def _progress_writer(self, video_id: str):
+        last = {"time": 0.0, "percent": -1}
+
+        def report(fraction: float, stage: str) -> None:
+            if self._stop.is_set():
+                raise ShuttingDown
+            percent = min(99, int(100 * fraction))  # 100 only once the files are written
+            now = time.monotonic()
+            if percent != last["percent"] and now - last["time"] >= PROGRESS_WRITE_INTERVAL_S:
+                if not self.store.set_progress(video_id, percent):
+                    raise JobGone
+                last.update(time=now, percent=percent)
+
+        return report
+
+
+MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"\x1a\x45\xdf\xa3", ".webm"),
+         (b"BM", ".bmp"))
+
+
+def sniff_suffix(head: bytes) -> str | None:
+    """The file type from its first bytes: the client's file name and content type are not trusted."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ".webp"
+    if head[4:8] == b"ftyp":
+        return ".mp4"
+    return next((suffix for magic, suffix in MAGIC if head.startswith(magic)), None)
+
+
+def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
+    """Copy an uploaded file to `folder`/`name`.<its real type>, synced to disk, refusing unknown types."""
+    source.seek(0)
+    suffix = sniff_suffix(source.read(16))
+    if suffix is None:
+        raise KinemaError(f"{param} is not a PNG, JPEG, WEBP, BMP or GIF image or an MP4, MOV or WEBM video",
+                          param=param)
+    source.seek(0)
+    path = folder / f"{name}{suffix}"
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := source.read(1 << 20):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise KinemaError(f"{param} is larger than {MAX_UPLOAD_BYTES >> 20} MiB", param=param)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return path
+
+
+def write_previews(video_path: Path, frames: int, thumbnail: Path, spritesheet: Path) -> None:
+    """A middle-frame thumbnail and a contact sheet, from frames decoded one at a time out of the MP4."""
+    middle = frames // 2
+    sheet_picks = np.linspace(0, frames - 1, min(frames, SPRITESHEET_FRAMES)).round().astype(int)
+    wanted = set(sheet_picks.tolist()) | {middle}
+    kept: dict[int, np.ndarray] = {}
+    with av.open(str(video_path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                kept[index] = frame.to_ndarray(format="rgb24")
+            if index >= max(wanted):
+                break
+    last = max(kept)  # an encoder may drop trailing frames; never index past what was decoded
+    with atomic_write(thumbnail) as tmp:
+        Image.fromarray(kept[min(middle, last)]).save(tmp, format="WEBP", quality=90)
+    sheet = io.contact_sheet(np.stack([kept[min(i, last)] for i in sheet_picks]), columns=4,
+                             max_frames=SPRITESHEET_FRAMES)
+    with atomic_write(spritesheet) as tmp:
+        sheet.save(tmp, format="JPEG", quality=90)

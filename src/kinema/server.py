@@ -1,0 +1,591 @@
+"""`kinema serve`: OpenAI's Videos API and a web page over the same pipeline as the CLI.
+
+Point the official `openai` SDK at the server and change nothing else:
+
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="any, or one of KINEMA_API_KEYS")
+    video = client.videos.create_and_poll(prompt="a red ball bounces", size="128x128", seconds="2")
+    client.videos.download_content(video.id).write_to_file("ball.mp4")
+
+Routes: POST /v1/videos (create; multipart or JSON), GET /v1/videos (list: after, limit, order),
+GET and DELETE /v1/videos/{id}, GET /v1/videos/{id}/content?variant=video|thumbnail|spritesheet,
+POST /v1/videos/{id}/remix, POST /v1/videos/edits, POST /v1/videos/extensions; the page is at /.
+`size` takes any WIDTHxHEIGHT the model can make and `seconds` any duration up to 60, not only
+Sora's values; `model` may be a Sora name (meaning the default model) or a model this server offers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from kinema import io
+from kinema import pipeline as pl
+from kinema.errors import KinemaError
+from kinema.jobs import VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
+
+WEB_DIR = Path(__file__).parent / "web"
+POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
+DEFAULT_SECONDS = 4.0  # Sora's default duration
+EDIT_STRENGTH = 0.7  # edits and remixes keep the input's layout and motion but follow the new prompt
+MAX_PROMPT_CHARS = 4000
+ALLOWED = {
+    "size": "WIDTHxHEIGHT, both multiples of 16 (at least 16), at most 1920x1088 pixels in all "
+            "(e.g. 64x64, 128x128, 256x144, 1280x720)",
+    "seconds": f"a number of seconds from 0 (a single frame) to {pl.MAX_SECONDS:g}",
+}
+EXTRA_FIELDS = {
+    "negative_prompt": "what the video should not show (the unconditional side of guidance)",
+    "seed": "integer; the same seed, prompt and settings give the same video",
+    "steps": "sampling steps, 1-1000 (more is slower and finer; default: the model's)",
+    "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
+    "fps": "frames per second, 1-60 (create; default: the model's)",
+    "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
+    "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
+              "model)",
+    "loop": "true makes a video that ends where it starts (create)",
+    "segments": "a prompt sequence (create): a JSON list of {\"start\": seconds, \"prompt\": text}",
+    "strength": f"edits and remixes: 0 keeps the input, 1 ignores it (default {EDIT_STRENGTH})",
+    "direction": "extensions: \"forward\" continues the end (default), \"backward\" leads into the start",
+    "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
+}
+COMMON = {"model", "negative_prompt", "seed", "steps", "guidance", "expand"}
+FIELDS = {
+    "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
+    "edit": COMMON | {"prompt", "video", "strength"},
+    "extend": COMMON | {"prompt", "seconds", "video", "direction", "connect_to"},
+    "remix": {"prompt", "negative_prompt", "seed", "steps", "guidance", "expand", "strength"},
+}
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's schema: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.param, self.code, self.kind = status, param, code, kind
+
+    @classmethod
+    def from_kinema(cls, err: KinemaError) -> ApiError:
+        hint = f"; allowed: {ALLOWED[err.param]}" if err.param in ALLOWED else ""
+        return cls(400, f"{err}{hint}", param=err.param, code=err.code)
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading request fields
+# ---------------------------------------------------------------------------------------------
+
+async def read_fields(request: Request, kind: str) -> Fields:
+    """The body as fields and uploads: multipart/urlencoded forms (what the SDK sends) or JSON."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form()
+        values = unflatten(form.multi_items())
+    else:
+        try:
+            values = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise ApiError(400, "the body is not valid JSON; send JSON or multipart/form-data") from None
+        if not isinstance(values, dict):
+            raise ApiError(400, "the JSON body must be an object of fields")
+    return Fields(values, FIELDS[kind])
+
+
+def unflatten(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Form fields to nested values the way the SDK flattens them: `video[id]`, `segments[][start]`."""
+    values: dict[str, Any] = {}
+    for key, value in items:
+        match = re.fullmatch(r"(\w+)\[(\w*)\](?:\[(\w+)\])?", key)
+        if match is None:
+            values[key] = value
+            continue
+        name, member, item_member = match.groups()
+        try:
+            if member and not item_member:
+                values.setdefault(name, {})[member] = value
+            elif not member and item_member:
+                # The SDK sends all `start`s, then all `prompt`s: the n-th of a member is the n-th object's.
+                objects = values.setdefault(name, [])
+                index = sum(item_member in item for item in objects)
+                if index == len(objects):
+                    objects.append({})
+                objects[index][item_member] = value
+            else:
+                raise TypeError
+        except (TypeError, AttributeError):
+            raise ApiError(400, f"form field {key!r} does not fit the other {name} fields", param=name) from None
+    return values
+
+
+class Fields:
+    """A request's fields read with types; every problem is a 400 naming the field and what it takes."""
+
+    def __init__(self, values: dict[str, Any], allowed: set[str]):
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ApiError(400, f"unknown parameter {unknown[0]!r}; this endpoint takes "
+                           f"{', '.join(sorted(allowed))}", param=unknown[0], code="unknown_parameter")
+        self.values = values
+
+    def text(self, name: str, default: str | None = None, limit: int = MAX_PROMPT_CHARS) -> str | None:
+        value = self.values.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ApiError(400, f"{name} must be a string", param=name)
+        if len(value) > limit:
+            raise ApiError(400, f"{name} is {len(value)} characters long; the limit is {limit}", param=name)
+        return value
+
+    def number(self, name: str, cast: type, low: float, high: float, default: Any = None) -> Any:
+        value = self.values.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = cast(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not math.isfinite(number) or not low <= number <= high:
+            kind = "an integer" if cast is int else "a number"
+            raise ApiError(400, f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}", param=name)
+        return number
+
+    def flag(self, name: str) -> bool:
+        value = self.values.get(name, False)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ApiError(400, f"{name} must be true or false, got {value!r}", param=name)
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        value = self.text(name, options[0])
+        if value not in options:
+            raise ApiError(400, f"{name} must be one of {', '.join(options)}, got {value!r}", param=name)
+        return value
+
+    def video_source(self, name: str, required: bool = True) -> UploadFile | str | None:
+        """A video given as a file upload or as {"id": "video_..."} of a completed video."""
+        value = self.values.get(name)
+        if isinstance(value, dict) and set(value) == {"id"} and isinstance(value["id"], str):
+            return value["id"]
+        if isinstance(value, str) and valid_id(value):
+            return value
+        if isinstance(value, UploadFile) or (value is None and not required):
+            return value
+        raise ApiError(400, f"{name} must be a video file upload or {{\"id\": \"video_...\"}} of a completed "
+                       "video", param=name)
+
+    def size(self) -> tuple[int | None, int | None]:
+        text = self.text("size")
+        if text is None:
+            return None, None
+        match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
+        if match is None:
+            raise ApiError(400, f"size {text!r} is not WIDTHxHEIGHT; allowed: {ALLOWED['size']}", param="size")
+        return int(match[1]), int(match[2])
+
+    def seconds(self, default: float | None) -> float | None:
+        value = self.values.get("seconds")
+        try:
+            seconds = float(value) if value not in (None, "") else default
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if seconds is not None and not 0 <= seconds <= pl.MAX_SECONDS:
+            raise ApiError(400, f"seconds {value!r} is out of range; allowed: {ALLOWED['seconds']}",
+                           param="seconds")
+        return seconds
+
+    def segments(self) -> list[list] | None:
+        """Prompt sequence: [{"start": s, "prompt": p}] or [[s, p]], as a list or a JSON string."""
+        value = self.values.get("segments")
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        try:
+            pairs = [(item["start"], item["prompt"]) if isinstance(item, dict) else tuple(item) for item in value]
+            segments = [[float(start), str(text).strip()] for start, text in pairs]
+        except (TypeError, KeyError, ValueError):
+            segments = []
+        starts = [start for start, _ in segments]
+        if (not segments or starts != sorted(starts) or not all(0 <= s <= pl.MAX_SECONDS for s in starts)
+                or not all(text for _, text in segments)):
+            raise ApiError(400, "segments must be a non-empty list of {\"start\": seconds, \"prompt\": text}, "
+                           "with starts in increasing order from 0", param="segments")
+        return segments
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs from requests
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Draft:
+    """A job as the client described it, before inputs are stored and the pipeline checks it."""
+
+    prompt: str
+    model: str | None
+    scalars: dict[str, Any]  # Request fields
+    sources: dict[str, UploadFile | str] = field(default_factory=dict)  # Request field -> upload or video id
+    remixed_from: str | None = None
+
+
+def common_scalars(f: Fields) -> dict[str, Any]:
+    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, 2**63 - 1, 0),
+            "steps": f.number("steps", int, 1, 1000), "guidance": f.number("guidance", float, 0, 100),
+            "expand": f.flag("expand") if "expand" in f.values else None}
+
+
+def draft_create(f: Fields) -> Draft:
+    width, height = f.size()
+    scalars = {**common_scalars(f), "width": width, "height": height, "aspect": f.text("aspect", limit=16),
+               "seconds": f.seconds(DEFAULT_SECONDS), "fps": f.number("fps", int, 1, 60)}
+    sources: dict[str, UploadFile | str] = {}
+    image = f.values.get("input_reference")
+    if image is not None:
+        if not isinstance(image, UploadFile):
+            raise ApiError(400, "input_reference must be an image file upload (multipart/form-data)",
+                           param="input_reference")
+        sources["image"] = image
+    segments = f.segments()
+    loop = f.flag("loop")
+    if segments and loop:
+        raise ApiError(400, "choose either loop or segments, not both", param="segments")
+    scalars["mode"] = "sequence" if segments else "loop" if loop else "i2v" if image is not None else "t2v"
+    scalars["segments"] = segments
+    return Draft(f.text("prompt", ""), f.text("model"), scalars, sources)
+
+
+def draft_edit(f: Fields) -> Draft:
+    scalars = {**common_scalars(f), "mode": "edit", "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
+    return Draft(f.text("prompt", ""), f.text("model"), scalars, {"video": f.video_source("video")})
+
+
+def draft_extend(f: Fields) -> Draft:
+    direction = f.choice("direction", ("forward", "backward"))
+    seconds = f.seconds(None)
+    if not seconds:
+        raise ApiError(400, f"seconds (the length to add) is required; allowed: {ALLOWED['seconds']}, above 0",
+                       param="seconds")
+    sources = {"video": f.video_source("video")}
+    connect_to = f.video_source("connect_to", required=False)
+    if connect_to is not None:
+        if direction == "backward":
+            raise ApiError(400, "connect_to extends forward; leave out direction", param="direction")
+        sources["video_b"] = connect_to
+    mode = "connect" if connect_to is not None else "extend" if direction == "forward" else "extend_backward"
+    scalars = {**common_scalars(f), "mode": mode, "seconds": seconds}
+    return Draft(f.text("prompt", ""), f.text("model"), scalars, sources)
+
+
+def draft_remix(f: Fields, source: Job) -> Draft:
+    """A remix edits the source video with a new prompt, keeping its size, length, rate and seed."""
+    if source.status != "completed" or source.expired:
+        raise ApiError(400, f"{source.id} is {'expired' if source.expired else source.status}; only a completed "
+                       "video can be remixed", param="video_id")
+    width, height = (int(side) for side in source.size.split("x"))
+    scalars = {key: source.params.get(key) for key in ("steps", "guidance", "seed", "negative_prompt", "expand")}
+    scalars |= {key: value for key, value in common_scalars(f).items() if key in f.values}
+    scalars |= {"mode": "edit", "width": width, "height": height,
+                "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
+    return Draft(f.text("prompt", ""), source.model, scalars, {"video": source.id}, remixed_from=source.id)
+
+
+class Service:
+    """What the routes do, in plain Python (called from the threadpool: it reads files and loads models)."""
+
+    def __init__(self, store: JobStore, models: Models, worker: Worker, max_queue: int):
+        self.store, self.models, self.worker, self.max_queue = store, models, worker, max_queue
+
+    def job(self, video_id: str) -> Job:
+        job = self.store.get(video_id) if valid_id(video_id) else None
+        if job is None:
+            raise ApiError(404, f"no video with id {video_id!r}", param="video_id", code="video_not_found")
+        return job
+
+    def submit(self, draft: Draft) -> dict[str, Any]:
+        """Store the inputs, check the request with the pipeline, then commit the job row: only then answer."""
+        try:
+            model = self.models.name_for(draft.model)
+            pipe = self.models.pipeline(model)
+        except KinemaError as err:
+            raise ApiError.from_kinema(err) from None
+        video_id = new_id()
+        inputs = self.store.input_dir(video_id)
+        try:
+            files, shapes, fps = self._store_inputs(draft.sources, inputs)
+            job = self._job(video_id, draft, pipe, files, shapes, fps, model)
+            self.store.add(job, self.max_queue)
+        except QueueFull:
+            shutil.rmtree(inputs, ignore_errors=True)
+            raise ApiError(429, f"the queue is full ({self.max_queue} jobs waiting); retry in a little while",
+                           code="queue_full", kind="rate_limit_error") from None
+        except BaseException:
+            shutil.rmtree(inputs, ignore_errors=True)
+            raise
+        self.worker.wake()
+        return job.to_api()
+
+    def _job(self, video_id: str, draft: Draft, pipe: pl.Pipeline, files: dict[str, str],
+             shapes: dict[str, tuple[int, ...]], fps: float | None, model: str) -> Job:
+        """Check the request as the pipeline will see it, with zero-cost stand-ins of the inputs' pixels
+        (sizes and lengths follow the inputs); the job keeps the client's values, resolved again when it runs."""
+        scalars = dict(draft.scalars)
+        if fps is not None and scalars.get("fps") is None:
+            scalars["fps"] = min(60, max(1, round(fps)))  # a video's own rate, so stitched parts match
+        stand_ins = {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
+        try:
+            resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **stand_ins))
+        except KinemaError as err:
+            raise ApiError.from_kinema(err) from None
+        frames = resolved.frames
+        if resolved.mode in ("extend", "extend_backward", "connect"):
+            # the output holds the given clips around the new frames: report the stitched total, as Sora does
+            frames += sum(shape[0] for name, shape in shapes.items() if name != "image")
+        return Job(id=video_id, prompt=resolved.prompt, model=model, size=f"{resolved.width}x{resolved.height}",
+                   seconds=f"{frames / resolved.fps:g}", params=scalars | {"inputs": files},
+                   remixed_from=draft.remixed_from)
+
+    def _store_inputs(self, sources: dict[str, UploadFile | str], folder: Path
+                      ) -> tuple[dict[str, str], dict[str, tuple[int, ...]], float | None]:
+        """Write every input into the job's folder (synced) and check it decodes. Returns the file names,
+        the pixel array shapes the pipeline will get, and the main input video's frame rate."""
+        files: dict[str, str] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        fps = None
+        for name, source in sources.items():
+            param = "input_reference" if name == "image" else "connect_to" if name == "video_b" else "video"
+            path = self._copy_source(source, folder, name, param)
+            try:
+                info = io.video_metadata(path)
+                if name == "image":
+                    io.read_image(path)
+            except KinemaError:
+                raise ApiError(400, f"{param} is not a readable {'image' if name == 'image' else 'video'}; "
+                               "upload a PNG, JPEG or WEBP image, or an MP4, WEBM or GIF video",
+                               param=param) from None
+            files[name] = path.name
+            shapes[name] = (info["height"], info["width"], 3)
+            if name != "image":
+                shapes[name] = (info["frames"], *shapes[name])
+            if name == "video":
+                fps = info["fps"]
+        return files, shapes, fps
+
+    def _copy_source(self, source: UploadFile | str, folder: Path, name: str, param: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, str):  # a completed video of this server, by id
+            job = self.store.get(source)
+            original = self.store.output_path(source)
+            if job is None or job.status != "completed" or not original.is_file():
+                state = "unknown" if job is None else "expired" if job.expired else job.status
+                raise ApiError(400, f"{param}: {source} is {state}; give the id of a completed video",
+                               param=param)
+            path = folder / f"{name}.mp4"
+            try:
+                os.link(original, path)  # cheap, and the input survives the source's deletion
+            except OSError:
+                shutil.copyfile(original, path)
+            return path
+        try:
+            return save_upload(source.file, folder, name, param)
+        except KinemaError as err:
+            raise ApiError.from_kinema(err) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+def load_api_keys(path: str | Path | None = None) -> list[str]:
+    """API keys from KINEMA_API_KEYS (comma-separated) and a file (one per line, # comments); none = open."""
+    keys = [key.strip() for key in os.environ.get("KINEMA_API_KEYS", "").split(",")]
+    if path is not None:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as err:
+            raise KinemaError(f"cannot read the API key file {path} ({err.strerror}); check the path") from None
+        keys += [line.split("#", 1)[0].strip() for line in lines]
+    return [key for key in keys if key]
+
+
+def bearer_check(api_keys: Iterable[str]):
+    """A dependency answering 401 unless the request carries one of the keys (any request when none)."""
+    keys = [key.encode() for key in api_keys]
+
+    def check(request: Request) -> None:
+        if not keys:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # compare against every key in constant time, so timing tells nothing about the keys
+        matches = [hmac.compare_digest(token.strip().encode(), key) for key in keys]
+        if scheme.lower() != "bearer" or not any(matches):
+            raise ApiError(401, "missing or wrong API key; send the header \"Authorization: Bearer <key>\" "
+                           "with a key from the server's KINEMA_API_KEYS", code="invalid_api_key")
+
+    return check
+
+
+def api_routes(service: Service, api_keys: Iterable[str]) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(bearer_check(api_keys))])
+    extras = "".join(f"\n- `{name}`: {text}" for name, text in EXTRA_FIELDS.items())
+
+    @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
+                 f"(image file: image to video). Kinema's extra fields:{extras}")
+    async def create_video(request: Request):
+        fields = await read_fields(request, "create")
+        return await run_in_threadpool(service.submit, draft_create(fields))
+
+    @router.get("/videos")
+    def list_videos(after: str | None = None, limit: int = 20, order: str = "desc"):
+        """Videos newest first (order=desc) or oldest first (asc), `limit` (1-100) after the id `after`."""
+        if not 1 <= limit <= 100:
+            raise ApiError(400, f"limit must be from 1 to 100, got {limit}", param="limit")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, f"order must be asc or desc, got {order!r}", param="order")
+        if after is not None:
+            service.job(after)
+        jobs, has_more = service.store.page(after, limit, order)
+        data = [job.to_api() for job in jobs]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+    @router.get("/videos/{video_id}")
+    def retrieve_video(video_id: str):
+        """The video job; the `openai-poll-after-ms` header tells the SDK's poll helper how soon to ask again."""
+        return JSONResponse(service.job(video_id).to_api(), headers={"openai-poll-after-ms": str(POLL_AFTER_MS)})
+
+    @router.delete("/videos/{video_id}")
+    def delete_video(video_id: str):
+        """Delete a video and its files; a queued or running job is cancelled."""
+        service.store.delete(service.job(video_id).id)
+        return {"id": video_id, "object": "video.deleted", "deleted": True}
+
+    @router.get("/videos/{video_id}/content")
+    def download_video(video_id: str, variant: str = "video"):
+        """The MP4 (variant=video), a WEBP middle frame (thumbnail) or a JPEG contact sheet (spritesheet)."""
+        if variant not in VARIANTS:
+            raise ApiError(400, f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant")
+        job = service.job(video_id)
+        if job.expired:
+            raise ApiError(404, f"the files of {job.id} expired at {job.expires_at}", code="video_expired")
+        path = service.store.output_path(job.id, variant)
+        if job.status != "completed" or not path.is_file():
+            raise ApiError(400, f"{job.id} is {job.status}; download it once its status is completed",
+                           param="video_id", code="video_not_ready")
+        name, media_type = VARIANTS[variant]
+        return FileResponse(path, media_type=media_type, filename=f"{job.id}-{name}",
+                            content_disposition_type="inline")
+
+    @router.post("/videos/{video_id}/remix", description="Remix a completed video with a new prompt: an edit "
+                 "of it that keeps its size, length and seed. Extra fields: strength, seed, steps, guidance, "
+                 "negative_prompt.")
+    async def remix_video(video_id: str, request: Request):
+        fields = await read_fields(request, "remix")
+        source = await run_in_threadpool(service.job, video_id)
+        return await run_in_threadpool(service.submit, draft_remix(fields, source))
+
+    @router.post("/videos/edits", description="Edit a video (file upload, or {\"id\"} / video[id] of a completed "
+                 "video) to follow a prompt. Extra fields: strength, seed, steps, guidance, negative_prompt.")
+    async def edit_video(request: Request):
+        fields = await read_fields(request, "edit")
+        return await run_in_threadpool(service.submit, draft_edit(fields))
+
+    @router.post("/videos/extensions", description="Extend a video by `seconds`; `seconds` in the answer is the "
+                 "stitched total. Extra fields: direction, connect_to, seed, steps, guidance, negative_prompt.")
+    async def extend_video(request: Request):
+        fields = await read_fields(request, "extend")
+        return await run_in_threadpool(service.submit, draft_extend(fields))
+
+    return router
+
+
+def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterable[str] = (), concurrency: int = 1,
+               max_queue: int = 64, *, models: dict[str, str] | None = None, retention_s: float = 7 * 86400,
+               sweep_s: float = 300.0) -> FastAPI:
+    """The API and page as an ASGI app. `model` is the default model (None: the bundled one), `models` more
+    names clients may ask for; concurrency 0 accepts jobs without running them (they run after a restart)."""
+    store = JobStore(data_dir)
+    worker = Worker(store, Models(model, models), concurrency, retention_s, sweep_s)
+    service = Service(store, worker.models, worker, max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        yield
+        await run_in_threadpool(worker.stop)
+        store.close()
+
+    app = FastAPI(title="Kinema", description=__doc__ + "\nKinema's extra fields: " + "; ".join(
+        f"`{k}`: {v}" for k, v in EXTRA_FIELDS.items()), version="1", lifespan=lifespan)
+    app.state.service = service
+    app.include_router(api_routes(service, api_keys))
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    install_error_handlers(app)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, answers in OpenAI's schema so SDK clients parse it."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        headers = {"retry-after": "1"} if err.status == 429 else None
+        return error_response(err.status, str(err), err.param, err.code, err.kind, headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return error_response(err.status_code, str(err.detail), headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError):
+        first = err.errors()[0]
+        param = str(first["loc"][-1]) if first.get("loc") else None
+        return error_response(400, f"{param}: {first['msg']}", param=param)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception):
+        return error_response(500, f"internal server error ({type(err).__name__})", kind="server_error")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kinema-data", model: str | None = None,
+          api_keys: Iterable[str] = (), concurrency: int = 1, max_queue: int = 64, **options: Any) -> None:
+    """Run the API and page with uvicorn until interrupted (`kinema serve`); options go to create_app."""
+    import uvicorn
+
+    app = create_app(data_dir, model, list(api_keys), concurrency, max_queue, **options)
+    print(f"Kinema: http://{host}:{port}/ (API at /v1, data in {Path(data_dir).resolve()})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,219 @@
+// Kinema's page: the same OpenAI-style Videos API an SDK calls, driven with fetch and FormData.
+"use strict";
+
+const POLL_MS = 300;
+const $ = (id) => document.getElementById(id);
+const form = $("create-form");
+const keyInput = $("api-key");
+const mediaCache = new Map(); // "id/variant" -> object URL, only used when an API key is set
+
+keyInput.value = localStorage.getItem("kinema-api-key") || "";
+keyInput.addEventListener("change", () => {
+  localStorage.setItem("kinema-api-key", keyInput.value.trim());
+  refreshGallery();
+});
+
+function authHeaders() {
+  const key = keyInput.value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(`/v1${path}`, { ...options, headers: { ...authHeaders(), ...options.headers } });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error?.message || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function contentPath(id, variant) {
+  return `/v1/videos/${id}/content?variant=${variant}`;
+}
+
+// A <video> or <img> cannot send an Authorization header: with a key, media is fetched into an object URL.
+async function mediaUrl(id, variant) {
+  if (!keyInput.value.trim()) return contentPath(id, variant);
+  const cacheKey = `${id}/${variant}`;
+  if (!mediaCache.has(cacheKey)) {
+    const response = await fetch(contentPath(id, variant), { headers: authHeaders() });
+    if (!response.ok) throw new Error(`download failed: ${response.status}`);
+    mediaCache.set(cacheKey, URL.createObjectURL(await response.blob()));
+  }
+  return mediaCache.get(cacheKey);
+}
+
+// ---- composing ------------------------------------------------------------------------------
+
+function currentMode() {
+  return form.querySelector('input[name="mode"]:checked').value;
+}
+
+form.addEventListener("change", (event) => {
+  if (event.target.name !== "mode") return;
+  form.dataset.mode = currentMode();
+  $("seconds-label").textContent = currentMode() === "extend" ? "Add" : "Duration";
+});
+
+function requestFor(mode) {
+  const data = new FormData();
+  data.append("prompt", $("prompt").value);
+  for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
+                            ["negative-prompt", "negative_prompt"]]) {
+    if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
+  }
+  data.append("seconds", $("seconds").value);
+  if (mode === "extend") {
+    const source = $("extend-source").value;
+    if (!source) throw new Error("choose a finished video to extend");
+    data.append("video[id]", source);
+    return ["/videos/extensions", data];
+  }
+  if ($("size").value) data.append("size", $("size").value);
+  if ($("fps").value.trim() !== "") data.append("fps", $("fps").value.trim());
+  if (mode === "image") {
+    const file = $("image").files[0];
+    if (!file) throw new Error("choose a start image");
+    data.append("input_reference", file);
+  }
+  if (mode === "loop") data.append("loop", "true");
+  return ["/videos", data];
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("form-error").textContent = "";
+  $("generate").disabled = true;
+  try {
+    const [path, data] = requestFor(currentMode());
+    const video = await api(path, { method: "POST", body: data });
+    refreshGallery();
+    await follow(video);
+  } catch (error) {
+    $("form-error").textContent = error.message;
+  } finally {
+    $("generate").disabled = false;
+  }
+});
+
+// ---- progress and playback ------------------------------------------------------------------
+
+function showProgress(video) {
+  $("progress").hidden = false;
+  const percent = video.status === "completed" ? 100 : video.progress;
+  $("progress-status").textContent = video.status.replace("_", " ");
+  $("progress-percent").textContent = `${percent}%`;
+  $("progress-fill").style.width = `${percent}%`;
+  document.querySelector(".bar").setAttribute("aria-valuenow", String(percent));
+}
+
+async function follow(video) {
+  while (video.status === "queued" || video.status === "in_progress") {
+    showProgress(video);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    video = await api(`/videos/${video.id}`);
+  }
+  showProgress(video);
+  refreshGallery();
+  if (video.status === "failed") throw new Error(video.error?.message || "generation failed");
+  await play(video);
+}
+
+async function play(video) {
+  const player = $("player");
+  player.src = await mediaUrl(video.id, "video");
+  player.classList.add("ready");
+  $("placeholder").hidden = true;
+  $("job-meta").textContent = `${video.size} · ${video.seconds} s · ${video.model} · ${video.id}`;
+  player.play().catch(() => {}); // autoplay may be refused; the controls still work
+}
+
+// ---- gallery --------------------------------------------------------------------------------
+
+function button(label, className, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = label;
+  element.className = className;
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+function tile(video) {
+  const card = document.createElement("article");
+  card.className = "tile";
+  card.dataset.id = video.id;
+  const thumb = document.createElement("div");
+  thumb.className = "thumb";
+  if (video.status === "completed") {
+    const image = document.createElement("img");
+    image.alt = video.prompt || video.id;
+    mediaUrl(video.id, "thumbnail").then((url) => { image.src = url; }, () => {});
+    thumb.append(image);
+    thumb.addEventListener("click", () => play(video));
+  } else {
+    thumb.textContent = video.status === "failed" ? "failed" : `${video.status.replace("_", " ")} ${video.progress}%`;
+  }
+  const body = document.createElement("div");
+  body.className = "body";
+  const prompt = document.createElement("p");
+  prompt.className = "prompt";
+  prompt.textContent = video.prompt || "";
+  prompt.title = video.error?.message || video.prompt || "";
+  const info = document.createElement("div");
+  info.className = "info";
+  const badge = document.createElement("span");
+  badge.className = `badge ${video.status}`;
+  badge.textContent = video.status.replace("_", " ");
+  info.append(badge, ` ${video.size} · ${video.seconds} s`);
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  if (video.status === "completed") {
+    const download = document.createElement("a");
+    download.textContent = "Download";
+    download.download = `${video.id}.mp4`;
+    download.href = contentPath(video.id, "video");
+    download.addEventListener("click", async (event) => {
+      if (!keyInput.value.trim()) return;
+      event.preventDefault(); // with a key the plain link would be refused: save the fetched copy
+      const link = Object.assign(document.createElement("a"), { href: await mediaUrl(video.id, "video"),
+                                                                download: download.download });
+      link.click();
+    });
+    actions.append(download, button("Extend", "ghost", () => extendFrom(video.id)));
+  }
+  actions.append(button("Delete", "danger", async () => {
+    await api(`/videos/${video.id}`, { method: "DELETE" }).catch((error) => alert(error.message));
+    refreshGallery();
+  }));
+  body.append(prompt, info, actions);
+  card.append(thumb, body);
+  return card;
+}
+
+function extendFrom(id) {
+  form.querySelector('input[name="mode"][value="extend"]').click();
+  $("extend-source").value = id;
+  $("prompt").focus();
+}
+
+async function refreshGallery() {
+  let videos;
+  try {
+    videos = (await api("/videos?limit=50&order=desc")).data;
+  } catch (error) {
+    $("gallery").textContent = error.message;
+    return;
+  }
+  const gallery = $("gallery");
+  gallery.replaceChildren(...videos.map(tile));
+  if (!videos.length) gallery.innerHTML = '<p class="empty">No videos yet: write a prompt and press Generate.</p>';
+  const finished = videos.filter((video) => video.status === "completed");
+  const select = $("extend-source");
+  const chosen = select.value;
+  select.replaceChildren(...finished.map((video) => new Option(`${video.prompt.slice(0, 60)} (${video.id.slice(-6)})`,
+                                                                video.id)));
+  if (!finished.length) select.append(new Option("finish a video first", ""));
+  if (finished.some((video) => video.id === chosen)) select.value = chosen;
+}
+
+$("refresh").addEventListener("click", refreshGallery);
+refreshGallery();

@@ -1,0 +1,356 @@
+"""The Videos API, driven by the official `openai` SDK against a real uvicorn on 127.0.0.1 (debug model)."""
+
+from __future__ import annotations
+
+import asyncio
+import io as bytes_io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import av
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from kinema.jobs import Job, JobStore, new_id
+from kinema.server import create_app, unflatten
+
+API_KEY = "test-key"
+TINY = {"size": "64x64", "seconds": "1", "extra_body": {"steps": 2, "fps": 8}}
+DEADLINE_S = 120  # every wait in this file gives up after this long
+
+
+class ServerThread:
+    """uvicorn serving create_app(...) in a thread, on a socket bound before it starts (no port race)."""
+
+    def __init__(self, data_dir: Path, api_keys: tuple[str, ...] = (API_KEY,), **options):
+        import uvicorn
+
+        self.app = create_app(data_dir, model="debug", api_keys=api_keys, **options)
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + DEADLINE_S
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(DEADLINE_S)
+
+    def client(self, key: str = API_KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, timeout=60, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A working server; a short queue so the load test meets 429s."""
+    with ServerThread(tmp_path_factory.mktemp("served"), concurrency=1, max_queue=8) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def paused(tmp_path_factory):
+    """A server that accepts jobs but runs none (concurrency 0): queued jobs stay put."""
+    with ServerThread(tmp_path_factory.mktemp("paused"), concurrency=0, max_queue=64) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def finished(server):
+    """One video made with create_and_poll, bounded in time."""
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(server.client().videos.create_and_poll, prompt="a red ball moves right", **TINY)
+        return job.result(timeout=DEADLINE_S)
+
+
+def wait(client: openai.OpenAI, video_id: str):
+    deadline = time.monotonic() + DEADLINE_S
+    while (video := client.videos.retrieve(video_id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline, f"{video_id} still {video.status} after {DEADLINE_S} s"
+        time.sleep(0.1)
+    return video
+
+
+def png_bytes(size=(64, 64)) -> bytes:
+    buffer = bytes_io.BytesIO()
+    Image.new("RGB", size, (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---- the SDK against a working server ---------------------------------------------------------
+
+def test_create_and_poll_completes(finished):
+    assert re.fullmatch(r"video_[0-9a-f]{24}", finished.id)
+    assert (finished.object, finished.status, finished.progress) == ("video", "completed", 100)
+    assert (finished.size, finished.seconds, finished.model) == ("64x64", "1", "debug")
+    assert finished.prompt == "a red ball moves right" and finished.error is None
+    assert finished.created_at <= finished.completed_at < finished.expires_at
+
+
+def test_retrieve_tells_the_sdk_to_poll_fast(server, finished):
+    raw = server.client().videos.with_raw_response.retrieve(finished.id)
+    assert raw.headers["openai-poll-after-ms"] == "200"
+    assert raw.parse().status == "completed"
+
+
+def test_download_every_variant(server, finished):
+    videos = server.client().videos
+    raw = videos.with_raw_response.download_content(finished.id, variant="video")
+    assert raw.headers["content-type"] == "video/mp4"
+    with av.open(bytes_io.BytesIO(raw.content)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 8 and frames[0].shape == (64, 64, 3)
+    for variant, content_type, image_format in (("thumbnail", "image/webp", "WEBP"),
+                                                 ("spritesheet", "image/jpeg", "JPEG")):
+        raw = videos.with_raw_response.download_content(finished.id, variant=variant)
+        assert raw.headers["content-type"] == content_type
+        image = Image.open(bytes_io.BytesIO(raw.content))
+        assert image.format == image_format
+    assert Image.open(bytes_io.BytesIO(videos.download_content(finished.id, variant="thumbnail").read())).size == \
+        (64, 64)
+
+
+def test_remix_edit_extend_connect_and_image_to_video(server, finished):
+    client = server.client()
+    mp4 = client.videos.download_content(finished.id).read()
+    remix = client.videos.remix(finished.id, prompt="the same ball, now green")
+    assert remix.remixed_from_video_id == finished.id
+    edit = client.videos.edit(prompt="a blue ball", video=("clip.mp4", mp4, "video/mp4"), extra_body={"steps": 2})
+    extend = client.videos.extend(prompt="it keeps going", seconds="1", video=("clip.mp4", mp4, "video/mp4"),
+                                  extra_body={"steps": 2})
+    backward = httpx.post(f"{server.url}/v1/videos/extensions", headers={"Authorization": f"Bearer {API_KEY}"},
+                          json={"prompt": "and before", "seconds": "1", "video": {"id": finished.id},
+                                "direction": "backward", "steps": 2})
+    assert backward.status_code == 200, backward.text
+    connect = client.videos.extend(prompt="bridge", seconds="1", video=("a.mp4", mp4, "video/mp4"),
+                                   extra_body={"steps": 2, "connect_to": finished.id})
+    image = client.videos.create(prompt="the ball starts here", input_reference=("start.png", png_bytes()),
+                                 **TINY)
+    # seconds: the stitched total for extensions (clip + new part, + the clip connected to), as Sora reports
+    expected = {remix.id: "1", edit.id: "1", extend.id: "2", backward.json()["id"]: "2", connect.id: "3",
+                image.id: "1"}
+    answered = {video.id: video.seconds for video in (remix, edit, extend, connect, image)}
+    assert answered | {backward.json()["id"]: backward.json()["seconds"]} == expected
+    for video_id, seconds in expected.items():
+        video = wait(client, video_id)
+        assert (video.status, video.size, video.seconds, video.error) == ("completed", "64x64", seconds, None)
+
+
+def test_delete_removes_the_files(server, finished):
+    client = server.client()
+    video = client.videos.create(prompt="short-lived", **TINY)
+    assert wait(client, video.id).status == "completed"
+    deleted = client.videos.delete(video.id)
+    assert (deleted.id, deleted.deleted, deleted.object) == (video.id, True, "video.deleted")
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve(video.id)
+    store = server.app.state.service.store
+    assert not store.output_path(video.id).exists() and not store.input_dir(video.id).exists()
+    assert client.videos.retrieve(finished.id).status == "completed"
+
+
+def test_load_50_concurrent_creates_all_answered(server):
+    """50 creates at once against an 8-job queue: each gets a job or a 429, and every job finishes."""
+
+    async def run() -> tuple[list[httpx.Response], list[dict]]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as http:
+            fields = {"prompt": "a crowd of balls", "size": "64x64", "seconds": "0", "steps": "2"}  # 1 frame
+            answers = await asyncio.gather(*(http.post("/v1/videos", files={"model": (None, "debug")},
+                                                       data=fields) for _ in range(50)))
+            ids = [a.json()["id"] for a in answers if a.status_code == 200]
+
+            async def settle(video_id: str) -> dict:
+                while (video := (await http.get(f"/v1/videos/{video_id}")).json())["status"] in (
+                        "queued", "in_progress"):
+                    await asyncio.sleep(0.3)
+                return video
+
+            return answers, await asyncio.wait_for(asyncio.gather(*map(settle, ids)), DEADLINE_S)
+
+    answers, settled = asyncio.run(run())
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) == {200, 429}, statuses
+    for answer in answers:
+        body = answer.json()
+        if answer.status_code == 200:
+            assert body["object"] == "video" and body["status"] in ("queued", "in_progress", "completed")
+        else:
+            assert body["error"]["code"] == "queue_full" and body["error"]["type"] == "rate_limit_error"
+            assert answer.headers["retry-after"]
+    assert [video["status"] for video in settled] == ["completed"] * len(settled)
+
+
+# ---- validation, auth, listing (a paused server: nothing runs) --------------------------------
+
+def test_list_pages_with_after_limit_order(paused):
+    client = paused.client()
+    ids = [client.videos.create(prompt=f"clip {i}", **TINY).id for i in range(5)]
+    ascending = [v.id for v in client.videos.list(limit=2, order="asc") if v.id in ids]  # auto-paginates
+    assert ascending == ids
+    assert [v.id for v in client.videos.list(limit=3, order="desc") if v.id in ids] == ids[::-1]
+    page = client.videos.list(after=ids[1], limit=2, order="asc")
+    assert [v.id for v in page.data] == ids[2:4] and page.has_more
+    assert {v.status for v in page.data} == {"queued"}
+
+
+@pytest.mark.parametrize(("fields", "param", "says"), [
+    ({"size": "65x64"}, "size", "multiples of 16"),
+    ({"size": "big"}, "size", "multiples of 16"),
+    ({"size": "4096x4096"}, "size", "1920x1088"),
+    ({"seconds": "61"}, "seconds", "from 0"),
+    ({"seconds": "-1"}, "seconds", "from 0"),
+    ({"seconds": "soon"}, "seconds", "from 0"),
+    ({"prompt": "   "}, "prompt", "prompt is empty"),
+    ({"model": "sora-9-ultra"}, "model", "debug"),
+    ({"extra_body": {"steps": 0}}, "steps", "from 1 to 1000"),
+    ({"extra_body": {"colour": "red"}}, "colour", "unknown parameter"),
+    ({"extra_body": {"segments": "[]"}}, "segments", "start"),
+])
+def test_bad_requests_are_400_in_openai_schema(paused, fields, param, says):
+    arguments = {"prompt": "a ball", "size": "64x64", "seconds": "1", **fields}
+    with pytest.raises(openai.BadRequestError) as caught:
+        paused.client().videos.create(**arguments)
+    assert (caught.value.status_code, caught.value.param, caught.value.type) == (400, param, "invalid_request_error")
+    assert says in caught.value.message
+
+
+def test_api_keys_are_checked(paused):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        paused.client(key="wrong").videos.list()
+    assert caught.value.status_code == 401 and caught.value.code == "invalid_api_key"
+    bare = httpx.get(f"{paused.url}/v1/videos")
+    assert bare.status_code == 401 and set(bare.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.get(f"{paused.url}/").status_code == 200  # the page itself is public; it asks for the key
+
+
+def test_ids_are_validated_and_unknown_ids_404(paused):
+    client = paused.client()
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve("video_" + "0" * 24)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    for path in ("/v1/videos/..%2F..%2Fkinema.db/content", "/v1/videos/video_../content",
+                 "/v1/videos/%2Fetc%2Fpasswd"):
+        answer = httpx.get(paused.url + path, headers=headers)
+        assert answer.status_code == 404 and "error" in answer.json(), path
+
+
+def test_kinema_modes_and_extras_are_accepted(paused):
+    client = paused.client()
+    loop = client.videos.create(prompt="a spinning star", extra_body={"loop": True, "seed": 3}, size="64x64")
+    sequence = client.videos.create(prompt="a ball", seconds="2", size="64x64", extra_body={
+        "segments": [{"start": 0, "prompt": "a red ball"}, {"start": 1, "prompt": "a blue ball"}]})
+    assert (loop.status, sequence.status, sequence.seconds) == ("queued", "queued", "2")
+    deleted = client.videos.delete(loop.id)  # cancelling a queued job
+    assert deleted.deleted and not paused.app.state.service.store.input_dir(loop.id).exists()
+
+
+def test_uploads_are_checked(paused):
+    videos = paused.client().videos
+    for upload, says in ((b"#!/bin/sh\nrm -rf /", "is not a PNG"), (png_bytes()[:40], "not a readable image")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            videos.create(prompt="a ball", input_reference=("start.png", upload), **TINY)
+        assert caught.value.param == "input_reference" and says in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        videos.extend(prompt="more", seconds="1", video=("clip.mp4", b"\x00\x00\x00\x18ftypisom", "video/mp4"))
+    assert caught.value.param == "video"
+
+
+def test_openapi_documents_the_extra_fields(paused):
+    schema = httpx.get(f"{paused.url}/openapi.json").json()
+    create = schema["paths"]["/v1/videos"]["post"]["description"]
+    assert all(name in create for name in ("loop", "segments", "seed", "steps", "guidance", "negative_prompt"))
+
+
+def test_unflatten_reads_the_sdks_nested_form_fields():
+    items = [("prompt", "p"), ("video[id]", "video_x"), ("segments[][start]", "0"), ("segments[][start]", "2"),
+             ("segments[][prompt]", "a"), ("segments[][prompt]", "b")]
+    assert unflatten(items) == {"prompt": "p", "video": {"id": "video_x"},
+                                "segments": [{"start": "0", "prompt": "a"}, {"start": "2", "prompt": "b"}]}
+
+
+def test_expired_assets_are_swept(paused):
+    store: JobStore = paused.app.state.service.store
+    job = Job(id=new_id(), prompt="old", model="debug", size="64x64", seconds="1", params={"inputs": {}},
+              status="completed", progress=100, completed_at=1, expires_at=int(time.time()) - 1)
+    store.output_path(job.id).parent.mkdir(parents=True)
+    store.output_path(job.id).write_bytes(b"old video")
+    store.add(job, max_queue=64)
+    assert job.id in store.expire()
+    assert not store.output_path(job.id).exists()
+    with pytest.raises(openai.NotFoundError) as caught:
+        paused.client().videos.download_content(job.id)
+    assert caught.value.code == "video_expired"
+    assert paused.client().videos.retrieve(job.id).expires_at == job.expires_at
+
+
+# ---- restart safety: SIGKILL loses nothing ----------------------------------------------------
+
+def start_process(data_dir: Path, port: int, concurrency: int) -> subprocess.Popen:
+    code = (f"from kinema.server import serve; serve('127.0.0.1', {port}, {str(data_dir)!r}, 'debug', [], "
+            f"{concurrency}, 64)")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/videos", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"server did not start: {process.stderr.read().decode()[-2000:]}")
+        time.sleep(0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_kill_9_loses_no_job(tmp_path):
+    port = free_port()
+    first = start_process(tmp_path, port, concurrency=0)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", timeout=60, max_retries=0)
+        queued = client.videos.create(prompt="waits in the queue", **TINY)
+        running = client.videos.create(prompt="was running", **TINY)
+        lost_inputs = client.videos.create(prompt="inputs vanish", input_reference=("a.png", png_bytes()), **TINY)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(DEADLINE_S)
+    # Pretend the dead server was running two jobs, and that one of them lost its uploaded image.
+    store = JobStore(tmp_path)
+    assert [store.claim().id for _ in range(3)] == [queued.id, running.id, lost_inputs.id]
+    store.requeue(queued.id)
+    for child in store.input_dir(lost_inputs.id).iterdir():
+        child.unlink()
+    store.close()
+
+    second = start_process(tmp_path, port, concurrency=1)
+    try:
+        assert wait(client, queued.id).status == "completed"
+        assert wait(client, running.id).status == "completed"
+        failed = wait(client, lost_inputs.id)
+        assert failed.status == "failed" and failed.error.code == "inputs_missing"
+    finally:
+        second.terminate()
+        second.wait(DEADLINE_S)
