@@ -66,3 +66,97 @@ def test_help_explains_itself():
     out = subprocess.run([sys.executable, "-m", "kinema.cli", "generate", "--help"], capture_output=True,
                          text=True).stdout
     assert "--size" in out and "--seconds" in out and "--guidance" in out
+
+
+# -- modes ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fast_cli(debug_pipe, monkeypatch):
+    """`kinema generate` on the session's debug pipeline (fp32: faster at these tiny sizes)."""
+    from kinema.pipeline import Pipeline
+
+    monkeypatch.setattr(Pipeline, "load", classmethod(lambda cls, spec=None, **kw: debug_pipe))
+    monkeypatch.setattr(debug_pipe, "bf16", False)
+    monkeypatch.setattr(debug_pipe, "rewriter", debug_pipe.rewriter)
+    return debug_pipe
+
+
+@pytest.fixture
+def clips(tmp_path):
+    from kinema.io import write_video
+    from kinema.world import Background, Obj, Scene, render
+
+    paths = []
+    for motion, colour in (("right", "red"), ("up", "blue")):
+        scene = Scene([Obj("circle", colour, "medium", motion, 0.4, 0.5, speed=0.3)], Background("solid", "navy"))
+        paths.append(tmp_path / f"{colour}.mp4")
+        write_video(paths[-1], render(scene, 32, 32, 9, 8), 8)
+    return [str(p) for p in paths]
+
+
+@pytest.mark.parametrize("args,frames", [
+    (["--extend", "{a}", "--seconds", "1"], 9 + 8),
+    (["--extend", "{a}", "--backward", "--seconds", "1"], 8 + 9),
+    (["--loop", "--seconds", "2"], 16),
+    (["--connect", "{a}", "{b}", "--seconds", "1"], 9 + 8 + 9),
+    (["--edit", "{a}", "--strength", "0.5"], 9),
+    (["--segments", "0:a red circle moves right;1:a blue square rises", "--seconds", "2"], 16),
+    (["--prompt-at", "1=a blue square rises", "--seconds", "2"], 16),
+])
+def test_every_mode_from_the_command_line(fast_cli, clips, tmp_path, capsys, args, frames):
+    out = tmp_path / "out.mp4"
+    args = [a.format(a=clips[0], b=clips[1]) for a in args]
+    code, stdout, _ = run(["generate", "a red circle moves right", "--size", "32x32", "--steps", "1", "-o", str(out),
+                           "--quiet", *args], capsys)
+    assert code == 0 and f"{frames} frames" in stdout
+    assert read_video(out)[0].shape == (frames, 32, 32, 3)
+
+
+def test_image_to_video_and_aspect_from_the_command_line(fast_cli, tmp_path, capsys):
+    import skimage.data
+    from PIL import Image
+
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    out = tmp_path / "cat.mp4"
+    code, stdout, _ = run(["generate", "a cat", "--image", str(photo), "--size", "32x32", "--seconds", "1",
+                           "--steps", "1", "-o", str(out), "--quiet"], capsys)
+    assert code == 0 and "note: image: resized 451x300 to 48x32 and center-cropped to 32x32" in stdout
+    assert read_video(out)[0].shape == (8, 32, 32, 3)
+    still = tmp_path / "wide.png"  # a .png with no duration is an image
+    code, stdout, _ = run(["generate", "a green square", "--aspect", "16:9", "--steps", "1", "-o", str(still),
+                           "--quiet"], capsys)
+    assert code == 0 and read_video(still)[0].shape == (1, 64, 112, 3)
+
+
+def test_prompt_api_flags_configure_the_rewriter(fast_cli, tmp_path, capsys, monkeypatch, caplog):
+    monkeypatch.setenv("KINEMA_PROMPT_API_KEY", "k")
+    code, _, _ = run(["generate", "a red ball", "--expand", "--prompt-api", "http://127.0.0.1:9/v1",
+                        "--prompt-model", "m", "--size", "32x32", "--seconds", "0", "--steps", "1",
+                        "-o", str(tmp_path / "x.png"), "--quiet"], capsys)
+    assert code == 0 and "using the built-in rewriter" in caplog.text  # nothing listens there: just a warning
+    assert (fast_cli.rewriter.api_base, fast_cli.rewriter.api_key, fast_cli.rewriter.model) == (
+        "http://127.0.0.1:9/v1", "k", "m")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--loop", "--edit", "v.mp4"], "--loop and --edit are different modes"),
+    (["--backward"], "--backward goes with --extend"),
+    (["--strength", "0.5"], "--strength goes with --edit"),
+    (["--segments", "soon:a red ball"], "cannot read segment 'soon:a red ball'"),
+    (["--prompt-at", "2 a blue ball"], "cannot read segment '2 a blue ball'"),
+    (["--extend", "missing.mp4"], "missing.mp4 not found"),
+    (["--aspect", "16:9", "--size", "64x64"], "either a size or an aspect ratio"),
+])
+def test_mode_errors_on_the_command_line(fast_cli, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["generate", "a red circle", "--steps", "1", "--quiet", *args], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_generate_help_lists_every_mode():
+    out = subprocess.run([sys.executable, "-m", "kinema.cli", "generate", "--help"], capture_output=True,
+                         text=True).stdout
+    for flag in ("--image", "--extend", "--backward", "--loop", "--connect", "--edit", "--strength", "--segments",
+                 "--prompt-at", "--aspect", "--no-expand", "--prompt-api"):
+        assert flag in out

@@ -30,3 +30,12 @@ def test_random_masks_cover_every_kind_and_leave_frames_to_denoise():
     assert (masks[:, -1] & ~masks[:, 0]).any()  # last k
     assert (masks[:, 0] & masks[:, -1] & ~masks[:, 1:-1].any(1)).any()  # first + last
     assert not random_masks(10, 1).any()  # an image has nothing to condition on
+
+
+def test_window_puts_context_before_and_after_the_new_frames():
+    before, after = torch.randn(1, 4, 2, 3, 3), torch.randn(1, 4, 1, 3, 3)
+    cond = FrameCondition.window((1, 4, 3, 3, 3), before, after)  # [2 given | 3 new | 1 given]
+    assert cond.mask.tolist() == [[True, True, False, False, False, True]]
+    assert torch.equal(cond.latents[:, :, :2], before) and torch.equal(cond.latents[:, :, 5:], after)
+    assert FrameCondition.window((1, 4, 3, 3, 3), after=after).mask.tolist() == [[False] * 3 + [True]]
+    assert not FrameCondition.window((1, 4, 3, 3, 3)).any

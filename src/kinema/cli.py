@@ -40,28 +40,107 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(sub)
     _add_train(sub)
+    _add_serve(sub)
     return parser
+
+
+DEFAULT_SECONDS = 2.0
+GENERATE_EXAMPLES = """modes:
+  kinema generate "a yellow star spins on a snowy field" --seconds 4 -o star.mp4       text to video
+  kinema generate "a big green square on a brick wall" -o square.png                  text to image
+  kinema generate "a red circle moves right" --aspect 16:9 --seconds 60 -o long.mp4    any size, up to 60 s
+  kinema generate "a red circle moves right" --image first.png -o moving.mp4           image to video
+  kinema generate "a red circle moves right" --extend clip.mp4 --seconds 2 -o more.mp4  (--backward: before it)
+  kinema generate "a blue heart bounces" --loop --seconds 3 -o loop.gif                seamless loop
+  kinema generate "a red circle moves right" --connect a.mp4 b.mp4 -o joined.mp4       bridge from a to b
+  kinema generate "a blue circle moves right" --edit clip.mp4 --strength 0.7 -o blue.mp4
+  kinema generate --segments "0:a red circle moves right;2:a red circle moves up" --seconds 4 -o story.mp4
+"""
 
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="make a video (or an image) from a text prompt",
-                       description="Generate a video from a text prompt. Output type follows the file "
-                       "suffix: .mp4, .gif, .webm, or .png for a single image (--seconds 0).")
-    p.add_argument("prompt", help="what the video shows, e.g. \"a red ball bounces left\"")
+                       description="Generate a video from a text prompt, optionally from an image or video. "
+                       "Output type follows the file suffix: .mp4, .gif, .webm, or .png for a single image.",
+                       epilog=GENERATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("prompt", nargs="?", default="",
+                   help="what the video shows, e.g. \"a red ball bounces left\" (optional with --segments)")
     p.add_argument("-o", "--output", default="kinema.mp4", help="output file (default kinema.mp4)")
     p.add_argument("--model", default=None, help="preset name or model folder (default: the bundled model)")
-    p.add_argument("--size", type=parse_size, default=None, help="WIDTHxHEIGHT, multiples of 16 (e.g. 128x128)")
-    p.add_argument("--seconds", type=float, default=None, help="duration in seconds, 0 for an image (default 2)")
-    p.add_argument("--frames", type=int, default=None, help="exact frame count instead of --seconds")
-    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, 8)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, finer)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
     p.add_argument("--negative-prompt", default="", help="what the video should not show")
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    shape = p.add_argument_group("size and duration")
+    shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, multiples of 16 (e.g. 224x128)")
+    shape.add_argument("--aspect", default=None,
+                       help="aspect ratio at the model's size: 16:9, 9:16, 1:1, 4:3, 3:4, 21:9 or any W:H")
+    shape.add_argument("--seconds", type=float, default=None,
+                       help="duration, up to 60; 0 for an image (default 2; with --extend/--connect: added)")
+    shape.add_argument("--frames", type=int, default=None, help="exact frame count instead of --seconds")
+    shape.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, or the "
+                       "input video's)")
+    modes = p.add_argument_group("modes (choose one; default: text to video)")
+    modes.add_argument("--image", metavar="IMAGE", help="image to video: start from this PNG/JPEG")
+    modes.add_argument("--extend", metavar="VIDEO", help="continue this video by --seconds")
+    modes.add_argument("--backward", action="store_true", help="with --extend: add the new part before it")
+    modes.add_argument("--loop", action="store_true", help="a seamless loop: the end runs into the start")
+    modes.add_argument("--connect", nargs=2, metavar=("A", "B"), help="a bridge of --seconds from video A to B")
+    modes.add_argument("--edit", metavar="VIDEO", help="video to video: redo this video to follow the prompt")
+    modes.add_argument("--strength", type=float, default=None,
+                       help="with --edit: 0 keeps the input, 1 ignores it (default 0.7)")
+    modes.add_argument("--segments", default=None, metavar="'T:PROMPT;T:PROMPT'",
+                       help="prompts over time, e.g. \"0:a red circle moves right;2:a red circle moves up\"")
+    modes.add_argument("--prompt-at", action="append", default=[], metavar="T=PROMPT",
+                       help="a prompt from second T on (repeatable); the positional prompt starts at 0")
+    sampling = p.add_argument_group("sampling")
+    sampling.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, finer)")
+    sampling.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    sampling.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
+    sampling.add_argument("--window", type=int, default=None,
+                          help="latent frames the model sees at once in long videos (default 5)")
+    sampling.add_argument("--context", type=int, default=None,
+                          help="latent frames each window carries over from the one before (default 2)")
+    prompts = p.add_argument_group("prompt expansion")
+    prompts.add_argument("--expand", action=argparse.BooleanOptionalAction, default=None,
+                         help="rewrite the prompt into the detailed captions the model was trained on "
+                         "(default: on for the bundled model)")
+    prompts.add_argument("--prompt-api", default=None, metavar="URL",
+                         help="OpenAI-compatible endpoint that rewrites prompts, e.g. http://localhost:8000/v1 "
+                         "(or KINEMA_PROMPT_API_BASE; the key is read from KINEMA_PROMPT_API_KEY)")
+    prompts.add_argument("--prompt-model", default=None, help="model name for --prompt-api "
+                         "(or KINEMA_PROMPT_MODEL)")
     p.set_defaults(func=cmd_generate)
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve the OpenAI-compatible Videos API and the web page",
+                       description="Serve Kinema over HTTP: the Videos API at /v1 (point the openai SDK's "
+                       "base_url here) and a web page at /. Jobs survive restarts (SQLite in --data).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--data", default="kinema-data", help="folder for the job store and videos")
+    p.add_argument("--model", default=None, help="default model: preset or folder (default: the bundled model)")
+    p.add_argument("--extra-model", action="append", default=[], metavar="NAME=FOLDER",
+                   help="also serve this model under NAME (repeatable)")
+    p.add_argument("--api-keys-file", default=None, help="file of bearer keys, one per line (also KINEMA_API_KEYS)")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (0 = accept but do not run)")
+    p.add_argument("--max-queue", type=int, default=64, help="queued jobs before new ones get 429")
+    p.add_argument("--retention-hours", type=float, default=168, help="how long finished videos are kept")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> None:
+    from kinema import server
+
+    models = {}
+    for item in args.extra_model:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise KinemaError(f"--extra-model {item!r} is not NAME=FOLDER; write e.g. --extra-model mine=runs/x/model")
+        models[name] = folder
+    server.serve(args.host, args.port, args.data, args.model, server.load_api_keys(args.api_keys_file),
+                 args.concurrency, args.max_queue, models=models, retention_s=args.retention_hours * 3600)
 
 
 def _add_train(sub) -> None:
@@ -77,25 +156,104 @@ def _add_train(sub) -> None:
 
 
 def cmd_generate(args) -> None:
-    from kinema.pipeline import Pipeline, Request
+    from transformers.utils import logging as hf_logging
+
+    from kinema.pipeline import Pipeline
+    from kinema.prompting import Rewriter
 
     out = Path(args.output)
     check_writable(out)
-    width, height = args.size if args.size else (None, None)
+    req = generate_request(args, out)
+    hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
     pipe = Pipeline.load(args.model)
-    req = Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
-                  seconds=2.0 if args.seconds is None and args.frames is None else args.seconds,
-                  frames=args.frames, fps=args.fps, steps=args.steps, guidance=args.guidance,
-                  sampler=args.sampler, seed=args.seed)
+    if args.prompt_api or args.prompt_model:
+        env = Rewriter.from_env()
+        pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
-        pipe.save(video, out)
+        pipe.save(video, out, filmstrip=args.filmstrip)
         report(1.0, "done")
-    if args.filmstrip:
-        from kinema.io import contact_sheet
-
-        contact_sheet(pipe.decode(video)).save(args.filmstrip)
+    for note in video.notes:
+        print(f"note: {note}")
     print(f"wrote {out} ({video.width}x{video.height}, {video.frames} frames at {video.fps} fps)")
+
+
+def generate_request(args, out: Path):
+    """The pipeline Request the generate arguments describe; input files are read here."""
+    from kinema.io import read_image, read_video
+    from kinema.pipeline import Request
+
+    mode = _generate_mode(args)
+    width, height = parse_size(args.size) if args.size else (None, None)
+    fields: dict = {}
+    fps = args.fps
+    if mode == "i2v":
+        fields["image"] = read_image(args.image)
+    elif mode in ("extend", "extend_backward", "edit"):
+        fields["video"], video_fps = read_video(args.edit or args.extend)
+    elif mode == "connect":
+        fields["video"], video_fps = read_video(args.connect[0])
+        fields["video_b"] = read_video(args.connect[1])[0]
+    elif mode == "sequence":
+        fields["segments"] = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
+    if "video" in fields and fps is None:
+        fps = min(60, max(1, round(video_fps)))  # the input's frames are shown as they are, at their rate
+    seconds = args.seconds
+    if seconds is None and args.frames is None and mode != "edit":
+        single = mode == "t2v" and out.suffix.lower() == ".png"  # kinema generate "..." -o x.png: an image
+        seconds = 0 if single else _default_seconds(fields.get("segments"))
+    return Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
+                   aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
+                   guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
+                   strength=args.strength, window=args.window, context=args.context, **fields)
+
+
+def _generate_mode(args) -> str:
+    given = {"--image": args.image, "--extend": args.extend, "--loop": args.loop, "--connect": args.connect,
+             "--edit": args.edit, "--segments": args.segments, "--prompt-at": args.prompt_at}
+    chosen = [flag for flag, value in given.items() if value]
+    if len(chosen) > 1:
+        raise KinemaError(f"{' and '.join(chosen)} are different modes; choose one")
+    if args.backward and not args.extend:
+        raise KinemaError("--backward goes with --extend VIDEO; add --extend or leave out --backward")
+    if args.strength is not None and not args.edit:
+        raise KinemaError("--strength goes with --edit VIDEO; add --edit or leave out --strength")
+    mode = {"--image": "i2v", "--extend": "extend", "--loop": "loop", "--connect": "connect", "--edit": "edit",
+            "--segments": "sequence", "--prompt-at": "sequence"}[chosen[0]] if chosen else "t2v"
+    return "extend_backward" if args.backward else mode
+
+
+def _default_seconds(segments: list[tuple[float, str]] | None) -> float:
+    """2 s, or with segments 2 s past the last one's start."""
+    return DEFAULT_SECONDS + (segments[-1][0] if segments else 0.0)
+
+
+def parse_segments(text: str) -> list[tuple[float, str]]:
+    """"0:a red ball;2:a blue ball" -> [(0.0, "a red ball"), (2.0, "a blue ball")]."""
+    segments = []
+    for part in filter(str.strip, text.split(";")):
+        start, sep, prompt = part.partition(":")
+        segments.append(_segment(start, prompt, sep, part, "--segments \"0:a red ball;2:a blue ball\""))
+    return segments
+
+
+def prompt_at(prompt: str, items: list[str]) -> list[tuple[float, str]]:
+    """The positional prompt from 0 s, then each --prompt-at T=PROMPT."""
+    segments = [(0.0, prompt)] if prompt.strip() else []
+    for item in items:
+        start, sep, text = item.partition("=")
+        segments.append(_segment(start, text, sep, item, "--prompt-at \"2=a blue ball\""))
+    return sorted(segments, key=lambda s: s[0])
+
+
+def _segment(start: str, prompt: str, sep: str, part: str, example: str) -> tuple[float, str]:
+    try:
+        seconds = float(start)
+    except ValueError:
+        seconds = -1.0
+    if not sep or seconds < 0 or not prompt.strip():
+        raise KinemaError(f"cannot read segment {part.strip()!r}: write SECONDS then the prompt, e.g. {example}")
+    return seconds, prompt.strip()
 
 
 def cmd_train(args) -> None:

@@ -37,6 +37,23 @@ class FrameCondition:
             cond.mask[:, pos] = True
         return cond
 
+    @classmethod
+    def window(cls, new_shape: tuple[int, ...], before: torch.Tensor | None = None,
+               after: torch.Tensor | None = None) -> FrameCondition:
+        """The sampling window [before | new | after]: clean context latents around `new` frames to generate.
+
+        new_shape (B, C, m, H, W); before (B, C, k, H, W) and after (B, C, e, H, W) are optional. Extension
+        puts context before (a "first k" mask), backward extension after ("last k"), connections both.
+        """
+        b, c, m, h, w = new_shape
+        k = 0 if before is None else before.shape[2]
+        e = 0 if after is None else after.shape[2]
+        shape = (b, c, k + m + e, h, w)
+        given = [x for x in (before, after) if x is not None]
+        if not given:
+            return cls.none(shape)
+        return cls.at(shape, torch.cat(given, dim=2), [*range(k), *range(k + m, k + m + e)])
+
     @property
     def any(self) -> bool:
         return bool(self.mask.any())

@@ -1,16 +1,19 @@
 """From a prompt to frames, in numbered steps: the one entry point for the CLI, API and web page.
 
-    1. check the request        sizes, duration, prompt
-    2. encode text               prompt and negative prompt (the unconditional input)
-    3. conditioning              given frames -> clean latents at their positions (Sora modes)
+    1. check the request        sizes, aspect, duration, prompt, mode (`resolve`)
+    2. encode text               expanded prompt and the negative prompt (the unconditional input)
+    3. conditioning              given frames -> clean latents at their positions, per mode
     4. noise                     seeded, one generator per job
-    5. denoise                   sampler over the shifted schedule, CFG batched, progress callback
+    5. denoise                   sampler over the shifted schedule, CFG batched, window by window
     6. decode                    causal VAE, streamed chunk by chunk into the writer
+
+Steps 2-5 differ per mode (text/image to video, extend, loop, connect, edit, prompt sequences,
+long videos) and live in `kinema.modes`; this module holds the request, the result and the
+primitives every mode shares (`encode_text`, `encode`, `denoise`, `decode_stream`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -20,15 +23,17 @@ import numpy as np
 import torch
 
 from kinema import flow, sampling
-from kinema.checkpoint import Model, load_model
+from kinema.checkpoint import BUNDLED, Model, load_model
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
+from kinema.prompting import Rewriter
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 
 MAX_SECONDS = 60.0
 MAX_PIXELS = 1920 * 1088
 SIZE_MULTIPLE = 16
+ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
 
 
 @dataclass
@@ -39,43 +44,65 @@ class Request:
     negative_prompt: str = ""
     width: int | None = None
     height: int | None = None
+    aspect: str | None = None  # "16:9" etc.: a size with this ratio at the model's short side
     seconds: float | None = None
-    frames: int | None = None  # exact frame count; overrides seconds
+    frames: int | None = None  # exact frame count; overrides seconds (extend/connect: frames to add)
     fps: int | None = None
     steps: int | None = None
     guidance: float | None = None
     sampler: str | None = None
     seed: int = 0
+    expand: bool | None = None  # rewrite the prompt into the training captions' style (None: on for bundled)
     # Sora modes: what the user gives, as uint8 pixels (H, W, 3) or (T, H, W, 3)
     mode: str = "t2v"  # t2v | i2v | extend | extend_backward | loop | connect | edit | sequence
     image: np.ndarray | None = None  # i2v: the first frame
     video: np.ndarray | None = None  # extend / extend_backward / connect (first clip) / edit: input video
     video_b: np.ndarray | None = None  # connect: the clip to end on
-    strength: float = 1.0  # edit (SDEdit): 0 returns the input, 1 ignores it
+    strength: float | None = None  # edit (SDEdit): 0 returns the input, 1 ignores it (None: 0.7)
     segments: list[tuple[float, str]] | None = None  # sequence: (start second, prompt) pairs
-    # internal: set by the mode builders
-    condition: FrameCondition | None = None  # given latent frames, kept clean (t = 0)
-    init_latents: torch.Tensor | None = None  # SDEdit: start part-way from these noised latents
+    # long videos: the DiT sees `window` latent frames at a time, the first `context` of them given
+    window: int | None = None
+    context: int | None = None
 
 
 @dataclass
 class Video:
-    """A generated video held as latents; frames are decoded on demand, streamed."""
+    """A generated video held as latents; frames are decoded on demand, streamed.
 
-    latents: torch.Tensor  # (1, C, T', h, w) normalized latents
-    frames: int  # exact frame count wanted (<= 1 + 4 (T' - 1))
+    The output is `before` (given frames, e.g. the clip that was extended), then the decoded latents
+    less their first `skip` frames (context the output shows as the given pixels instead), then `after`;
+    `frames` in all.
+    """
+
+    latents: torch.Tensor  # (1, C, T', h, w) normalized latents, decoded in one causal pass
+    frames: int  # exact frame count of the output
     fps: int
     width: int
     height: int
     meta: dict = field(default_factory=dict)
+    skip: int = 0
+    before: np.ndarray | None = None  # uint8 (T, H, W, 3)
+    after: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)  # what was done to the inputs, for people
 
     @property
     def seconds(self) -> float:
         return self.frames / self.fps
 
 
+@dataclass
+class Text:
+    """An encoded prompt and negative prompt: what classifier-free guidance needs."""
+
+    tokens: torch.Tensor  # (1, L, D)
+    mask: torch.Tensor  # (1, L) bool
+    uncond: torch.Tensor
+    uncond_mask: torch.Tensor
+
+
 class Pipeline:
-    def __init__(self, model: Model, device: str | torch.device | None = None, bf16: bool | None = None):
+    def __init__(self, model: Model, device: str | torch.device | None = None, bf16: bool | None = None,
+                 rewriter: Rewriter | None = None):
         self.model = model
         self.cfg = model.cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -83,76 +110,113 @@ class Pipeline:
         self.model.dit.to(self.device)
         self.model.text.to(self.device)
         self.bf16 = (self.device.type == "cpu") if bf16 is None else bf16
+        self.rewriter = rewriter or Rewriter.from_env()
 
     @classmethod
     def load(cls, spec: str | Path | None = None, **kwargs) -> Pipeline:
         return cls(load_model(spec), **kwargs)
 
+    @property
+    def expands_by_default(self) -> bool:
+        """Prompt expansion is on for the bundled model, which was trained on the world's detailed captions."""
+        return Path(self.model.source).resolve() == BUNDLED.resolve()
+
     # -- 1. check the request ---------------------------------------------------------------
     def resolve(self, req: Request) -> Request:
-        """Fill defaults from the model and reject what cannot be generated, naming the fix."""
-        prompt = (req.prompt or "").strip()
+        """Fill defaults from the model and reject what cannot be generated, naming the fix.
+
+        Needs no pixels (the server checks requests before their files are read); `generate` checks those.
+        """
+        from kinema import modes
+
+        req = replace(req, mode=modes.infer_mode(req))
+        prompt = (req.prompt or "").strip() or (req.segments[0][1].strip() if req.segments else "")
         if not prompt:
             raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
                               param="prompt")
-        width, height = req.width or self.cfg.width, req.height or self.cfg.height
+        width, height = self._size(req)
         check_size(width, height)
-        fps = req.fps or self.cfg.fps
+        fps = self.cfg.fps if req.fps is None else req.fps
         if not 1 <= fps <= 60:
             raise KinemaError(f"fps must be between 1 and 60, got {fps}", param="fps")
-        frames = req.frames if req.frames is not None else frames_for(req.seconds, fps)
+        frames = req.frames if req.frames is not None else self._default_frames(req, fps)
         if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
             raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
                               f"at {fps} fps", param="seconds")
-        if not 0.0 <= req.strength <= 1.0:
-            raise KinemaError(f"strength must be between 0 and 1, got {req.strength}", param="strength")
         s = self.cfg.sampler
-        steps = req.steps or s.steps
+        steps = s.steps if req.steps is None else req.steps
         if steps < 1 or steps > 1000:
             raise KinemaError(f"steps must be between 1 and 1000, got {steps}", param="steps")
-        return replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames, steps=steps,
-                       guidance=s.guidance if req.guidance is None else req.guidance,
-                       sampler=req.sampler or s.method)
+        req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
+                      steps=steps, guidance=s.guidance if req.guidance is None else req.guidance,
+                      sampler=req.sampler or s.method,
+                      strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
+                      expand=self.expands_by_default if req.expand is None else req.expand,
+                      window=req.window or modes.WINDOW, context=req.context or modes.CONTEXT)
+        modes.check(req, self.cfg.vae.temporal_factor)
+        return req
 
-    def latent_shape(self, req: Request) -> tuple[int, int, int, int, int]:
-        sf, tf = self.cfg.vae.spatial_factor, self.cfg.vae.temporal_factor
-        t_latent = 1 + math.ceil((req.frames - 1) / tf)
-        return (1, self.cfg.vae.z_dim, t_latent, req.height // sf, req.width // sf)
+    def _size(self, req: Request) -> tuple[int, int]:
+        """Explicit size, else an aspect ratio (or the input's) at the model's short side, else the default."""
+        short = min(self.cfg.width, self.cfg.height)
+        if req.aspect is not None:
+            if req.width or req.height:
+                raise KinemaError("give either a size or an aspect ratio, not both", param="size")
+            return size_for(parse_aspect(req.aspect), short)
+        given = next((x for x in (req.image, req.video) if x is not None), None)
+        if req.width is None and req.height is None and np.ndim(given) >= 3:  # (H, W, 3) or (T, H, W, 3)
+            height, width = np.shape(given)[-3:-1]
+            return size_for(min(4.0, max(0.25, width / height)), short)
+        return req.width or self.cfg.width, req.height or self.cfg.height
 
-    # -- 2..5 --------------------------------------------------------------------------------
+    @staticmethod
+    def _default_frames(req: Request, fps: int) -> int:
+        if req.seconds is None and req.mode == "edit" and req.video is not None:
+            return len(req.video)  # an edit keeps the input's length
+        return frames_for(req.seconds, fps)
+
+    # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
     @torch.no_grad()
     def generate(self, req: Request, progress: Progress | None = None) -> Video:
+        from kinema import modes
+
         req = self.resolve(req)
         report = progress or (lambda frac, stage: None)
-
-        # 2. encode text: the negative prompt ("" by default) is the unconditional input of CFG
-        report(0.0, "encoding text")
-        ctx, ctx_mask = self.model.text([req.prompt])
-        unc, unc_mask = self.model.text([req.negative_prompt])
-
-        # 3. conditioning: frames the user gave stay clean (t = 0) while the rest is denoised
-        shape = self.latent_shape(req)
-        cond = req.condition or FrameCondition.none(shape)
-
-        # 4. noise from one seeded generator, so the same seed gives the same video
-        gen = torch.Generator().manual_seed(req.seed)
-        noise = torch.randn(shape, generator=gen)
-
-        # 5. denoise over the resolution-dependent shifted schedule
-        tokens = shape[2] * (shape[3] // 2) * (shape[4] // 2)
-        shift = flow.shift_for(tokens, self.cfg.sampler.shift, self.cfg.sampler.shift_base_tokens)
-        start = req.strength if req.init_latents is not None else 1.0
-        times = sampling.schedule(req.steps, shift, start=start)
-        x = noise if req.init_latents is None else flow.interpolate(req.init_latents, noise, torch.tensor([start]))
-        model_fn = sampling.guided(self.model.dit, ctx.to(self.device), ctx_mask.to(self.device),
-                                   unc.to(self.device), unc_mask.to(self.device), req.guidance)
-        on_step = lambda i, n, t: report(0.9 * i / n, f"denoising step {i}/{n}")
-        with self._autocast():
-            latents = sampling.sample(model_fn, x.to(self.device), times, cond, req.sampler, on_step)
+        video = modes.build(self, req, report)
         report(0.9, "decoding")
-        meta = {"prompt": req.prompt, "seed": req.seed, "steps": req.steps, "guidance": req.guidance,
-                "model": self.cfg.name, "software": "kinema"}
-        return Video(latents.float().cpu(), req.frames, req.fps, req.width, req.height, meta)
+        return video
+
+    # -- primitives the modes share ----------------------------------------------------------
+    def encode_text(self, prompt: str, negative_prompt: str) -> Text:
+        """The negative prompt ("" by default) is the unconditional input of CFG."""
+        tokens, mask = self.model.text([prompt])
+        uncond, uncond_mask = self.model.text([negative_prompt])
+        return Text(tokens, mask, uncond, uncond_mask)
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames (T, H, W, 3), T = 1 + 4k -> normalized latents (1, C, 1 + k, h, w), the posterior mean."""
+        from kinema.io import from_uint8
+
+        x = from_uint8(frames)[None].to(self.device)  # (1, 3, T, H, W) in [-1, 1]
+        with self._autocast():
+            return self.model.vae.encode(x).float().cpu()
+
+    @torch.no_grad()
+    def denoise(self, text: Text, x: torch.Tensor, cond: FrameCondition, req: Request, start: float = 1.0,
+                on_step: sampling.Callback | None = None) -> torch.Tensor:
+        """Sample latents x (1, C, T', h, w), which hold noise at time `start`, down to t = 0.
+
+        The shift grows with the window's token count, as in training; `cond`'s frames stay clean.
+        """
+        tokens = x.shape[2] * (x.shape[3] // 2) * (x.shape[4] // 2)
+        shift = flow.shift_for(tokens, self.cfg.sampler.shift, self.cfg.sampler.shift_base_tokens)
+        times = sampling.schedule(req.steps, shift, start=start)
+        d = self.device
+        model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),
+                                   text.uncond_mask.to(d), req.guidance)
+        with self._autocast():
+            return sampling.sample(model_fn, x.to(d), times, cond, req.sampler, on_step).float().cpu()
 
     # -- 6. decode ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,28 +224,49 @@ class Pipeline:
         """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all."""
         from kinema.io import to_uint8
 
-        left = video.frames
+        if video.before is not None:
+            yield video.before
+        after = 0 if video.after is None else len(video.after)
+        left = video.frames - after - (0 if video.before is None else len(video.before))
+        skip = video.skip
         with self._autocast():
             for chunk in self.model.vae.decode_stream(video.latents.to(self.device)):
-                frames = to_uint8(chunk.float().cpu())[:left]
+                frames = to_uint8(chunk.float().cpu())
+                frames, skip = frames[skip:][:left], max(0, skip - len(frames))
                 left -= len(frames)
                 if len(frames):
                     yield frames
                 if left <= 0:
                     break
+        if video.after is not None:
+            yield video.after
 
     def decode(self, video: Video) -> np.ndarray:
         """All frames as uint8 (T, H, W, 3)."""
         return np.concatenate(list(self.decode_stream(video)))
 
-    def save(self, video: Video, path: str | Path) -> Path:
-        from kinema.io import write_video
+    def save(self, video: Video, path: str | Path, filmstrip: str | Path | None = None) -> Path:
+        """Write the video, decoded as it is written; `filmstrip`: also a PNG of 16 evenly spaced frames,
+        picked on the way (so a 60 s video is neither held in memory nor decoded twice)."""
+        from kinema.io import contact_sheet, write_video
 
         path = Path(path)
         if video.frames > 1 and path.suffix.lower() == ".png":
             raise KinemaError(f"{path.name}: a {video.frames}-frame video cannot be a PNG; use .mp4 or .gif, "
                               "or --seconds 0 for a single image")
-        write_video(path, self.decode_stream(video), video.fps, metadata=video.meta)
+        picks = set(np.linspace(0, video.frames - 1, min(16, video.frames)).round().astype(int).tolist())
+        kept: list[np.ndarray] = []
+
+        def frames() -> Iterator[np.ndarray]:
+            start = 0
+            for chunk in self.decode_stream(video):
+                kept.extend(frame for i, frame in enumerate(chunk, start) if filmstrip and i in picks)
+                start += len(chunk)
+                yield chunk
+
+        write_video(path, frames(), video.fps, metadata=video.meta)
+        if filmstrip:
+            contact_sheet(np.stack(kept)).save(filmstrip)
         return path
 
     def _autocast(self):
@@ -198,6 +283,25 @@ def frames_for(seconds: float | None, fps: int) -> int:
         raise KinemaError(f"duration must be positive, got {seconds:g} s; use --seconds 0 for an image",
                           param="seconds")
     return max(1, round(seconds * fps))
+
+
+def parse_aspect(text: str) -> float:
+    """Width / height of an aspect ratio written W:H (e.g. 16:9)."""
+    try:
+        w, h = (float(v) for v in text.split(":"))
+        ratio = w / h
+    except (ValueError, ZeroDivisionError):
+        ratio = -1.0
+    if not 0.25 <= ratio <= 4.0:
+        raise KinemaError(f"aspect {text!r} is not a ratio W:H between 1:4 and 4:1; use one of "
+                          f"{', '.join(ASPECTS)}", param="aspect")
+    return ratio
+
+
+def size_for(ratio: float, short: int) -> tuple[int, int]:
+    """(width, height) with aspect `ratio` and the given short side, both multiples of 16."""
+    long = max(short, round(short * max(ratio, 1 / ratio) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return (long, short) if ratio >= 1 else (short, long)
 
 
 def check_size(width: int, height: int) -> None:

@@ -1,0 +1,445 @@
+"""Generation modes: text or image to video, extend, loop, connect, edit, prompt sequences, long videos.
+
+Every mode is one mechanism (`conditioning.FrameCondition`): latent frames that are given stay clean
+(t = 0) while the others are denoised. The DiT sees one *window* of at most `WINDOW` latent frames at a
+time, laid out as [k context | m new | e end], the context and end frames given:
+
+    text -> video     [m new]                      then, if longer, chained forward extension
+    image -> video    [image | m new]              the image encoded alone, as the VAE encodes a first frame
+    extend forward    [clip's last k | m new]      decoded together with the clip's latents
+    extend backward   [m new | clip's first e]
+    connect A -> B    [A's last k | m new | B's first e]
+    loop              a clip, then connect its end back to its own start
+    edit (SDEdit)     the input's latents noised to t = strength, sampled from there
+    prompt sequence   each segment extends the one before with its own prompt
+
+A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
+its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
+about 2 MB of them) and decoded at the end in one streaming causal pass straight into the writer, so the
+VAE makes no seam between windows and its memory does not grow either.
+
+Latent frame 0 of a clip encodes one frame, every later one four (T' = 1 + (T - 1) / 4). A clip's start
+used as context *after* new frames is therefore re-encoded behind a stand-in first frame
+(`Job.encode_head`), so that it reads as mid-clip latents, the way the DiT saw them in training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from kinema import flow
+from kinema.conditioning import FrameCondition
+from kinema.errors import KinemaError
+from kinema.pipeline import Pipeline, Progress, Request, Text, Video
+
+WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)
+CONTEXT = 2  # latent frames each later window takes as context from what came before
+EDIT_STRENGTH = 0.7  # keeps the input's layout and motion, follows the prompt's colours and shapes
+LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
+Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
+
+MODES = {  # mode -> the inputs it reads
+    "t2v": (), "i2v": ("image",), "extend": ("video",), "extend_backward": ("video",), "loop": (),
+    "connect": ("video", "video_b"), "edit": ("video",), "sequence": (),
+}
+INPUTS = {"image": "an image (--image PHOTO.png)", "video": "a video (--extend, --edit or --connect VIDEO)",
+          "video_b": "a second video to end on (--connect A.mp4 B.mp4)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (no pixels needed: the server checks requests before reading their files)
+# ---------------------------------------------------------------------------------------------
+
+def infer_mode(req: Request) -> str:
+    """The request's mode; plain t2v given segments or an image means a sequence or image to video."""
+    if req.mode not in MODES:
+        raise KinemaError(f"unknown mode {req.mode!r}; use one of {', '.join(MODES)}", param="mode")
+    if req.mode == "t2v" and req.segments:
+        return "sequence"
+    if req.mode == "t2v" and req.image is not None:
+        return "i2v"
+    return req.mode
+
+
+def check(req: Request, tf: int) -> None:
+    """Mode-specific checks of a resolved request (tf: the VAE's frames per latent frame)."""
+    for name in INPUTS:
+        if getattr(req, name) is not None and name not in MODES[req.mode]:
+            raise KinemaError(f"mode {req.mode} does not use {name}; leave it out or choose a mode that reads "
+                              f"{INPUTS[name]}", param=name)
+    if not 0.0 <= req.strength <= 1.0:
+        raise KinemaError(f"strength must be between 0 and 1, got {req.strength}", param="strength")
+    if req.window < 3 or not 1 <= req.context <= req.window - 2:
+        raise KinemaError(f"window {req.window} / context {req.context} cannot work: use a window of at least 3 "
+                          "latent frames and a context from 1 to window - 2 (e.g. 5 and 2)", param="context")
+    if req.mode == "loop" and req.frames < LOOP_MIN_FRAMES:
+        raise KinemaError(f"a loop needs at least {LOOP_MIN_FRAMES} frames, got {req.frames}; make it longer, "
+                          "e.g. --seconds 2", param="seconds")
+    if req.mode == "sequence":
+        segment_spans(req.segments, req.frames, req.fps, tf)
+
+
+def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
+                  tf: int) -> list[tuple[int, int, str]]:
+    """(first latent, end latent, prompt) of each segment; a segment starts at the latent frame nearest
+    its start time, and the first one at the start of the video."""
+    if not segments:
+        raise KinemaError("a prompt sequence needs segments, e.g. --segments \"0:a red ball;2:a blue ball\"",
+                          param="segments")
+    total = latent_count(frames, tf)
+    if segments[0][0] < 0 or any(not str(text).strip() for _, text in segments):
+        raise KinemaError("segments are (start >= 0 s, prompt) pairs, e.g. \"0:a red ball;2:a blue ball\"",
+                          param="segments")
+    starts = [0]
+    for (before, _), (start, _) in itertools.pairwise(segments):
+        if start <= before:
+            raise KinemaError(f"segment starts must increase; {start:g} s follows {before:g} s", param="segments")
+        latent = max(1, round((round(start * fps) + tf - 1) / tf))  # latent j >= 1 starts at frame tf j - tf + 1
+        if latent >= total:
+            raise KinemaError(f"the segment at {start:g} s starts at or after the end ({frames / fps:g} s); "
+                              "lengthen the video or move the segment", param="segments")
+        if latent == starts[-1]:
+            raise KinemaError(f"the segment at {start:g} s is less than {tf} frames after the one before; "
+                              f"space segments at least {tf / fps:g} s apart", param="segments")
+        starts.append(latent)
+    ends = [*starts[1:], total]
+    return [(a, b, str(text).strip()) for a, b, (_, text) in zip(starts, ends, segments, strict=True)]
+
+
+def latent_count(frames: int, tf: int) -> int:
+    """Latent frames that decode to at least `frames` frames."""
+    return 1 + math.ceil((frames - 1) / tf)
+
+
+def decoded_count(latents: int, tf: int) -> int:
+    """Frames that `latents` latent frames decode to: the first one, then tf each."""
+    return 1 + tf * (latents - 1)
+
+
+def first_frame(latent: int, tf: int) -> int:
+    """The first video frame that latent frame `latent` decodes to: as many as the latents before it make."""
+    return 0 if latent == 0 else decoded_count(latent, tf)
+
+
+# ---------------------------------------------------------------------------------------------
+# Window plans: pure, so that memory bounds and progress are known before sampling starts
+# ---------------------------------------------------------------------------------------------
+
+def plan_windows(new: int, have: int, window: int, context: int, end: int = 0) -> list[Window]:
+    """Windows that add `new` latent frames after `have` existing ones, each at most `window` long.
+
+    Each window takes the last `context` latents so far as context; the last one also ends on `end`
+    given latents (connect, loop), so the windows before it leave it at least one new frame.
+    """
+    windows = []
+    while new > 0:
+        k = min(context, have)
+        if k + new + end <= window:
+            windows.append((k, new, end))
+            break
+        m = window - k if not end else min(window - k, new - 1)
+        windows.append((k, m, 0))
+        have, new = have + m, new - m
+    return windows
+
+
+def plan_backward(new: int, window: int, context: int) -> list[Window]:
+    """Windows that add `new` latent frames before `context` given ones, right to left.
+
+    A window's first latent is a clip's first (one frame), so every window but the last (leftmost)
+    drops it: mid-clip latents hold four frames.
+    """
+    windows = []
+    while context + new > window:
+        m = window - context
+        windows.append((0, m, context))
+        new -= m - 1
+    return [*windows, (0, new, context)]
+
+
+# ---------------------------------------------------------------------------------------------
+# A job: what the windows of one generation share
+# ---------------------------------------------------------------------------------------------
+
+class Job:
+    """The request, the encoded prompts, one seeded noise generator and progress over all windows."""
+
+    def __init__(self, pipe: Pipeline, req: Request, report: Progress):
+        self.pipe, self.req, self.report = pipe, req, report
+        self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
+        vae = pipe.cfg.vae
+        self.tf = vae.temporal_factor
+        self.shape = (vae.z_dim, req.height // vae.spatial_factor, req.width // vae.spatial_factor)  # (C, h, w)
+        self.windows = self.done = 0
+        self.captions: dict[str, str] = {}  # prompt -> what the text encoder was given
+        self._texts: dict[str, Text] = {}
+        self.notes: list[str] = []
+
+    # -- 2. text ---------------------------------------------------------------------------------
+    def text(self, prompt: str) -> Text:
+        if prompt not in self._texts:
+            self.captions[prompt] = self.pipe.rewriter.expand(prompt) if self.req.expand else prompt
+            self._texts[prompt] = self.pipe.encode_text(self.captions[prompt], self.req.negative_prompt)
+        return self._texts[prompt]
+
+    # -- 3. conditioning inputs ------------------------------------------------------------------
+    def need(self, name: str) -> np.ndarray:
+        value = getattr(self.req, name)
+        if value is None:
+            raise KinemaError(f"mode {self.req.mode} needs {INPUTS[name]}", param=name)
+        return value
+
+    def fit(self, name: str) -> np.ndarray:
+        """The input `name` as uint8 (T, H, W, 3) at the request's size (resized, center-cropped, noted)."""
+        from kinema.io import fit_image
+
+        frames = np.asarray(self.need(name))
+        frames = frames[None] if frames.ndim == 3 else frames
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+            raise KinemaError(f"{name} must be uint8 RGB pixels (T, H, W, 3), got {frames.dtype} "
+                              f"{frames.shape}; read it with kinema.io.read_video or read_image", param=name)
+        width, height = self.req.width, self.req.height
+        if frames.shape[1:3] == (height, width):
+            return frames
+        fitted = [fit_image(frame, width, height) for frame in frames]
+        self.notes.append(f"{name}: {fitted[0][1]}")
+        return np.stack([frame for frame, _ in fitted])
+
+    def encode_tail(self, frames: np.ndarray) -> tuple[torch.Tensor, int]:
+        """Latents (1, C, 1 + k, h, w) of the clip's last 1 + 4k frames (the VAE's lengths), and 1 + 4k."""
+        used = 1 + self.tf * ((len(frames) - 1) // self.tf)
+        return self.pipe.encode(frames[len(frames) - used:]), used
+
+    def encode_head(self, frames: np.ndarray, n: int) -> torch.Tensor:
+        """The clip's first 4n frames as n mid-clip latents (1, C, n, h, w), to stand after new frames.
+
+        Encoded behind a copy of the first frame, which becomes the (dropped) one-frame latent 0; a clip
+        shorter than 4n frames is padded with its last frame.
+        """
+        head = frames[: self.tf * n]
+        head = np.concatenate([frames[:1], head, np.repeat(head[-1:], self.tf * n - len(head), axis=0)])
+        return self.pipe.encode(head)[:, :, 1:]
+
+    def decode_head(self, latents: torch.Tensor, frames: int) -> np.ndarray:
+        """The first `frames` decoded frames of `latents` (fewer if they hold fewer)."""
+        n = min(latents.shape[2], latent_count(frames, self.tf))
+        count = min(frames, decoded_count(n, self.tf))
+        return self.pipe.decode(Video(latents[:, :, :n], count, self.req.fps, self.req.width, self.req.height))
+
+    # -- planning ----------------------------------------------------------------------------------
+    def plan(self, new: int, have: int = 0, end: int = 0) -> list[Window]:
+        windows = plan_windows(new, have, self.req.window, self.req.context, end)
+        self.windows += len(windows)
+        return windows
+
+    def plan_backward(self, new: int, context: int) -> list[Window]:
+        windows = plan_backward(new, self.req.window, context)
+        self.windows += len(windows)
+        return windows
+
+    # -- 4 + 5. noise and denoising, window by window ---------------------------------------------
+    def sample(self, text: Text, new: int, before: torch.Tensor | None = None, after: torch.Tensor | None = None,
+               init: torch.Tensor | None = None) -> torch.Tensor:
+        """One window [before | new | after] -> its new latents (1, C, new, h, w).
+
+        `init` (1, C, new, h, w): SDEdit, the new frames start from these latents noised to t = strength.
+        """
+        cond = FrameCondition.window((1, self.shape[0], new, *self.shape[1:]), before, after)
+        k = 0 if before is None else before.shape[2]
+        x = torch.randn(cond.latents.shape, generator=self.gen)
+        start = 1.0
+        if init is not None:
+            start = self.req.strength
+            x[:, :, k:k + new] = flow.interpolate(init, x[:, :, k:k + new], torch.tensor([start]))
+        self.done += 1
+        label = f"window {self.done}/{self.windows}: " if self.windows > 1 else ""
+
+        def on_step(i: int, n: int, t: float) -> None:
+            self.report(0.9 * (self.done - 1 + i / n) / self.windows, f"{label}denoising step {i}/{n}")
+
+        return self.pipe.denoise(text, x, cond, self.req, start, on_step)[:, :, k:k + new]
+
+    def extend(self, have: torch.Tensor | None, windows: list[Window], text: Text,
+               end: torch.Tensor | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
+        """Run planned windows after `have` (None: from nothing); returns only the new latents.
+
+        `end`: latents the last window ends on; `init`: SDEdit start latents for all the new frames.
+        """
+        out: list[torch.Tensor] = []
+        done = 0
+        for k, m, e in windows:
+            before = have[:, :, have.shape[2] - k:] if k else None
+            part = None if init is None else init[:, :, done:done + m]
+            new = self.sample(text, m, before, end if e else None, part)
+            out.append(new)
+            have = new if have is None else torch.cat([have[:, :, -self.req.context:], new], dim=2)
+            done += m
+        return torch.cat(out, dim=2)
+
+    def extend_backward(self, after: torch.Tensor, windows: list[Window], text: Text) -> torch.Tensor:
+        """Run planned windows before `after`, right to left; returns the new latents in time order."""
+        out: list[torch.Tensor] = []
+        for i, (_, m, e) in enumerate(windows):
+            new = self.sample(text, m, None, after[:, :, :e])
+            if i < len(windows) - 1:
+                new = new[:, :, 1:]  # a one-frame latent cannot stand mid-clip (see plan_backward)
+            out.insert(0, new)
+            after = torch.cat([new, after[:, :, :e]], dim=2)
+        return torch.cat(out, dim=2)
+
+    # -- the result ----------------------------------------------------------------------------
+    def video(self, latents: torch.Tensor, frames: int | None = None, skip: int = 0,
+              before: np.ndarray | None = None, after: np.ndarray | None = None, **meta) -> Video:
+        req = self.req
+        info = {"prompt": req.prompt, "mode": req.mode, "seed": req.seed, "steps": req.steps,
+                "guidance": req.guidance, "model": self.pipe.cfg.name, "software": "kinema"}
+        if req.prompt in self.captions and self.captions[req.prompt] != req.prompt:
+            info["caption"] = self.captions[req.prompt]
+        if req.mode == "edit":
+            info["strength"] = req.strength
+        return Video(latents, frames or req.frames, req.fps, req.width, req.height, {**info, **meta}, skip,
+                     before, after, self.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The modes
+# ---------------------------------------------------------------------------------------------
+
+def text_to_video(job: Job) -> Video:
+    """Text to video, or to an image (1 frame); longer than one window: chained forward extension."""
+    windows = job.plan(latent_count(job.req.frames, job.tf))
+    return job.video(job.extend(None, windows, job.text(job.req.prompt)))
+
+
+def image_to_video(job: Job) -> Video:
+    """The image, encoded alone as the causal VAE encodes every clip's first frame, is latent frame 0."""
+    req = job.req
+    first = job.pipe.encode(job.fit("image"))  # (1, C, 1, h, w)
+    windows = job.plan(latent_count(req.frames, job.tf) - 1, have=1)
+    if not windows:  # a single frame: the image after a VAE round trip
+        return job.video(first)
+    return job.video(torch.cat([first, job.extend(first, windows, job.text(req.prompt))], dim=2))
+
+
+def extend_forward(job: Job) -> Video:
+    """The clip's latents, then `frames` more; the output shows the clip's own frames, then the new ones.
+
+    Clip and new latents are decoded in one causal pass (its clip part is skipped), so the VAE makes no seam.
+    """
+    req = job.req
+    clip = job.fit("video")
+    latents, used = job.encode_tail(clip)  # the last 1 + 4k frames: the new ones continue from the very end
+    windows = job.plan(math.ceil(req.frames / job.tf), have=latents.shape[2])
+    new = job.extend(latents, windows, job.text(req.prompt))
+    return job.video(torch.cat([latents, new], dim=2), len(clip) + req.frames, skip=used, before=clip)
+
+
+def extend_backward(job: Job) -> Video:
+    """`frames` new frames that lead into the clip's first frames, then the clip."""
+    req = job.req
+    clip = job.fit("video")
+    context = job.encode_head(clip, min(req.context, max(1, len(clip) // job.tf)))
+    n = latent_count(req.frames, job.tf)
+    new = job.extend_backward(context, job.plan_backward(n, context.shape[2]), job.text(req.prompt))
+    skip = decoded_count(n, job.tf) - req.frames  # 0..3 new frames furthest from the clip are left out
+    return job.video(new, req.frames + len(clip), skip=skip, after=clip)
+
+
+def connect(job: Job) -> Video:
+    """A's frames, a bridge of `frames` (rounded up to whole latent frames), B's frames."""
+    req = job.req
+    a, b = job.fit("video"), job.fit("video_b")
+    latents, used = job.encode_tail(a)
+    end = job.encode_head(b, min(req.context, req.window - req.context - 1))
+    m = math.ceil(req.frames / job.tf)
+    windows = job.plan(m, have=latents.shape[2], end=end.shape[2])
+    new = job.extend(latents, windows, job.text(req.prompt), end=end)
+    return job.video(torch.cat([latents, new], dim=2), len(a) + job.tf * m + len(b), skip=used, before=a, after=b)
+
+
+def loop(job: Job) -> Video:
+    """A clip, then a bridge (a third of it) from its end back to its first frames: playback wraps seamlessly."""
+    req = job.req
+    n = latent_count(req.frames, job.tf)
+    bridge = max(1, n // 3)
+    skip = decoded_count(n, job.tf) - req.frames  # 0..3 decoded frames left out at the start
+    e = min(req.context, req.window - req.context - 1)
+    text = job.text(req.prompt)
+    clip_windows, bridge_windows = job.plan(n - bridge), job.plan(bridge, have=n - bridge, end=e)
+    clip = job.extend(None, clip_windows, text)
+    start = job.decode_head(clip, skip + job.tf * e)[skip:]  # the loop's first frames
+    new = job.extend(clip, bridge_windows, text, end=job.encode_head(start, e))
+    return job.video(torch.cat([clip, new], dim=2), skip=skip)
+
+
+def edit(job: Job) -> Video:
+    """SDEdit: sample from t = strength, starting at the input's latents noised to that time."""
+    req = job.req
+    video = job.fit("video")
+    if req.frames > len(video):
+        raise KinemaError(f"cannot edit {req.frames} frames of a {len(video)}-frame video; leave out the duration "
+                          "to edit all of it", param="seconds")
+    n = latent_count(req.frames, job.tf)
+    clip = video[: req.frames]
+    pad = decoded_count(n, job.tf) - len(clip)  # the VAE takes 1 + 4k frames: repeat the last one
+    source = job.pipe.encode(np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)]))  # (1, C, n, h, w)
+    if req.strength == 0:  # nothing to denoise: the input after a VAE round trip
+        return job.video(source)
+    windows = job.plan(n)
+    init = None if req.strength == 1 else source  # from pure noise, the input is ignored
+    return job.video(job.extend(None, windows, job.text(req.prompt), init=init))
+
+
+def sequence(job: Job) -> Video:
+    """Prompts over time: each segment extends what came before, with its own prompt."""
+    req = job.req
+    spans = segment_spans(req.segments, req.frames, req.fps, job.tf)
+    plans = [job.plan(end - start, have=start) for start, end, _ in spans]
+    latents = None
+    for (_, _, prompt), windows in zip(spans, plans, strict=True):
+        new = job.extend(latents, windows, job.text(prompt))
+        latents = new if latents is None else torch.cat([latents, new], dim=2)
+    segments = [[first_frame(a, job.tf), min(req.frames, first_frame(b, job.tf)), prompt, job.captions[prompt]]
+                for a, b, prompt in spans]
+    return job.video(latents, segments=segments)
+
+
+BUILDERS = {"t2v": text_to_video, "i2v": image_to_video, "extend": extend_forward, "extend_backward": extend_backward,
+            "loop": loop, "connect": connect, "edit": edit, "sequence": sequence}
+
+
+def build(pipe: Pipeline, req: Request, report: Progress) -> Video:
+    """Steps 2-5 of a resolved request: text, conditioning, noise and denoising, as its mode does them."""
+    return BUILDERS[req.mode](Job(pipe, req, report))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements: how the modes are tested and benchmarked
+# ---------------------------------------------------------------------------------------------
+
+def frame_differences(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute difference (grey levels) between consecutive uint8 frames (T, H, W, 3) -> (T - 1,)."""
+    f = frames.astype(np.float32)
+    return np.abs(f[1:] - f[:-1]).mean(axis=(1, 2, 3))
+
+
+def seam_ratio(frames: np.ndarray, seam: int) -> float:
+    """Difference across the seam before frame `seam` over the median difference inside the clip.
+
+    `seam` = len(frames) measures the loop seam (last frame -> first). A floor of 0.5 grey levels on the
+    median keeps a still clip's ratio finite. A seamless join scores about 1 or less.
+    """
+    diffs = frame_differences(frames)
+    across = frame_differences(frames[[-1, 0]])[0] if seam == len(frames) else diffs[seam - 1]
+    inside = np.delete(diffs, seam - 1) if seam < len(frames) else diffs
+    return float(across / max(float(np.median(inside)), 0.5))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between uint8 images or videos of the same shape."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)

@@ -1,0 +1,121 @@
+"""Prompt expansion: a short prompt -> the detailed caption style the model was trained on.
+
+The built-in rewriter reads the prompt with the world's parser, fills in what it leaves out with plain
+defaults (a medium size, standing still, a plain gray background) and writes the scene back with the
+world's caption grammar: "a red ball" -> e.g. "a medium red circle stands still over a gray background".
+A prompt that names nothing the world knows is passed through unchanged.
+
+An external OpenAI-compatible chat endpoint can do the rewriting instead (`KINEMA_PROMPT_API_BASE`,
+`KINEMA_PROMPT_API_KEY`, `KINEMA_PROMPT_MODEL`, or the CLI's --prompt-api / --prompt-model): it is sent
+the world's vocabulary and example captions. Any failure (timeout, HTTP error, odd reply) falls back to
+the built-in rewriter with a warning, so generation never fails because of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from kinema.world import (
+    BACKGROUND_COLOURS,
+    OBJECT_COLOURS,
+    SHAPES,
+    Background,
+    Obj,
+    ObjectSpec,
+    PromptSpec,
+    Scene,
+    caption,
+    parse_prompt,
+    sample_scene,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHAPE, DEFAULT_SIZE, DEFAULT_MOTION = "circle", "medium", "still"
+DEFAULT_BACKGROUND, DEFAULT_BACKGROUND_COLOUR = "solid", "gray"
+PAN_SPEED = 0.2  # su/s, mid-range of the world's pans
+DEFAULT_API_MODEL = "gpt-4o-mini"
+TIMEOUT_S = 10.0
+
+
+def expand_builtin(prompt: str) -> str:
+    """The prompt as a world caption with every attribute filled in; unchanged if it names no object."""
+    spec = parse_prompt(prompt)
+    if spec is None or not spec.objects:
+        return prompt
+    rng = np.random.default_rng(zlib.crc32(prompt.encode()))  # the same prompt always reads the same
+    return caption(scene_for(spec), rng)
+
+
+def scene_for(spec: PromptSpec) -> Scene:
+    """A scene with what the prompt says and defaults for the rest; each object gets its own colour."""
+    unused = [c for c in OBJECT_COLOURS if c not in {o.colour for o in spec.objects}]
+    objects = [_object(o, unused) for o in spec.objects]
+    kind = spec.background or DEFAULT_BACKGROUND
+    colour = (spec.background_colour or DEFAULT_BACKGROUND_COLOUR) if kind in ("solid", "gradient") else None
+    pan = {"left": -PAN_SPEED, "right": PAN_SPEED, "any": PAN_SPEED}.get(spec.pan, 0.0)
+    return Scene(objects, Background(kind, colour), pan)
+
+
+def _object(spec: ObjectSpec, unused: list[str]) -> Obj:
+    colour = spec.colour or (unused.pop(0) if unused else "white")
+    return Obj(spec.shape or DEFAULT_SHAPE, colour, spec.size or DEFAULT_SIZE, spec.motion or DEFAULT_MOTION,
+               0.5, 0.5)
+
+
+def system_prompt(examples: int = 6) -> str:
+    """Instructions for an external model: the vocabulary and a few captions of the training grammar."""
+    rng = np.random.default_rng(0)
+    samples = "\n".join(f"- {caption(sample_scene(rng), rng)}" for _ in range(examples))
+    return ("Rewrite the user's video idea as ONE caption in the style below, for a small text-to-video model "
+            "that only knows simple shapes moving over simple backgrounds. Use only these words: colours "
+            f"{', '.join(OBJECT_COLOURS)}; shapes {', '.join(SHAPES)}; "
+            "sizes small, medium, large; motions still, up, down, left, right, diagonal, bounce, spin, grow, "
+            f"shrink; backgrounds a plain or gradient {', '.join(BACKGROUND_COLOURS)} background, a snowy "
+            "field, a night sky with stars, a grassy meadow, a brick wall; camera pans left or right. Say "
+            "colour, size, shape and motion of every object and the background. Reply with the caption "
+            f"only.\nExamples:\n{samples}")
+
+
+@dataclass
+class Rewriter:
+    """Expands prompts with the built-in rewriter, or an OpenAI-compatible endpoint when `api_base` is set."""
+
+    api_base: str | None = None  # e.g. http://localhost:8000/v1; POST {api_base}/chat/completions
+    api_key: str | None = None
+    model: str = DEFAULT_API_MODEL
+    timeout: float = TIMEOUT_S
+
+    @classmethod
+    def from_env(cls) -> Rewriter:
+        return cls(os.environ.get("KINEMA_PROMPT_API_BASE") or None, os.environ.get("KINEMA_PROMPT_API_KEY"),
+                   os.environ.get("KINEMA_PROMPT_MODEL") or DEFAULT_API_MODEL)
+
+    def expand(self, prompt: str) -> str:
+        if not self.api_base:
+            return expand_builtin(prompt)
+        try:
+            return self._ask(prompt)
+        except Exception as err:  # any failure of someone else's service must not fail the job
+            log.warning("prompt expansion at %s failed (%s: %s); using the built-in rewriter",
+                        self.api_base, type(err).__name__, err)
+            return expand_builtin(prompt)
+
+    def _ask(self, prompt: str) -> str:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.model, "temperature": 0,
+                "messages": [{"role": "system", "content": system_prompt()}, {"role": "user", "content": prompt}]}
+        reply = httpx.post(f"{self.api_base.rstrip('/')}/chat/completions", json=body, headers=headers,
+                           timeout=self.timeout)
+        reply.raise_for_status()
+        text = " ".join(str(reply.json()["choices"][0]["message"]["content"]).split())
+        if not text:
+            raise ValueError("the reply's caption is empty")
+        return text

@@ -1,0 +1,256 @@
+"""Generation modes. Mechanics run on the tiny random `debug` model: which latent frames each window gives
+the DiT clean (t = 0), that given pixels come back exactly, that windows stay bounded. Quality (judge and
+seam metrics) is measured on the bundled model, in test_modes_quality.py."""
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from kinema.errors import KinemaError
+from kinema.io import fit_image
+from kinema.modes import (
+    WINDOW,
+    frame_differences,
+    plan_backward,
+    plan_windows,
+    psnr,
+    seam_ratio,
+    segment_spans,
+)
+from kinema.pipeline import Request, Video, parse_aspect, size_for
+from kinema.world import Background, Obj, Scene, render
+
+SMALL = {"width": 32, "height": 32, "steps": 2}
+
+
+def clip(frames: int, motion: str = "right", colour: str = "red", size: int = 32, start: float = 0.3) -> np.ndarray:
+    scene = Scene([Obj("circle", colour, "medium", motion, start, 0.5, speed=0.3)], Background("solid", "navy"))
+    return render(scene, size, size, frames, 8)
+
+
+def generate(pipe, **kwargs) -> Video:
+    return pipe.generate(Request(kwargs.pop("prompt", "a red circle moves to the right"), **{**SMALL, **kwargs}))
+
+
+@pytest.fixture(autouse=True)
+def fp32(debug_pipe, monkeypatch):
+    """bf16 pays off at real sizes; on the debug model's tiny tensors fp32 is about 10x faster on CPU."""
+    monkeypatch.setattr(debug_pipe, "bf16", False)
+
+
+@pytest.fixture
+def dit_calls(debug_pipe):
+    """(latents x, per-frame times t) of the first batch item of every DiT call during the test."""
+    calls = []
+    hook = debug_pipe.model.dit.register_forward_pre_hook(lambda m, a: calls.append((a[0][:1].clone(), a[1][0])))
+    yield calls
+    hook.remove()
+
+
+def windows_seen(calls, steps: int = SMALL["steps"]) -> list[str]:
+    """Each window's frame layout, '0' for a given (clean) latent frame and 'x' for one being denoised."""
+    return ["".join("0" if v == 0 else "x" for v in t.tolist()) for _, t in calls[::steps]]
+
+
+# -- window plans ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("window,context", [(5, 2), (3, 1), (8, 3)])
+def test_window_plans_stay_within_the_window_and_make_every_frame(window, context):
+    for new in range(1, 30):
+        for have in (0, 1, 7):
+            for end in range(window - context):
+                plan = plan_windows(new, have, window, context, end)
+                assert sum(m for _, m, _ in plan) == new
+                assert all(m >= 1 and k + m + e <= window for k, m, e in plan)
+                assert [e for _, _, e in plan] == [0] * (len(plan) - 1) + [end]
+                made = np.cumsum([have] + [m for _, m, _ in plan])
+                assert [k for k, _, _ in plan] == [min(context, h) for h in made[:-1]]
+        back = plan_backward(new, window, context)
+        assert all(e == context and m + e <= window for _, m, e in back)
+        assert sum(m - 1 for _, m, _ in back[:-1]) + back[-1][1] == new  # all but the last drop a 1-frame latent
+
+
+# -- text to video, sizes and durations --------------------------------------------------------------
+
+def test_long_text_to_video_is_chained_in_bounded_windows(debug_pipe, dit_calls):
+    video = generate(debug_pipe, frames=48)  # 13 latent frames
+    assert video.latents.shape[2] == 13
+    assert windows_seen(dit_calls) == ["xxxxx", "00xxx", "00xxx", "00xx"]
+    assert len(debug_pipe.decode(video)) == 48
+
+
+def test_sixty_seconds_keep_every_window_and_decode_chunk_small(debug_pipe, dit_calls):
+    video = debug_pipe.generate(Request("a red circle", width=16, height=16, seconds=60, fps=8, steps=1))
+    assert video.frames == 480 and video.latents.shape[2] == 121
+    assert max(x.shape[2] for x, _ in dit_calls) == WINDOW  # DiT memory does not grow with duration
+    chunks = [len(c) for c in debug_pipe.decode_stream(video)]  # streamed: one latent frame at a time
+    assert max(chunks) == 4 and sum(chunks) == 480
+
+
+@pytest.mark.parametrize("aspect,size", [("16:9", (224, 128)), ("9:16", (128, 224)), ("1:1", (128, 128)),
+                                         ("4:3", (176, 128)), ("3:4", (128, 176)), ("21:9", (304, 128))])
+def test_aspect_presets_at_the_short_side(aspect, size):
+    assert size_for(parse_aspect(aspect), 128) == size
+
+
+def test_aspect_request_and_image_of_any_size(debug_pipe):
+    video = debug_pipe.generate(Request("a green square", aspect="16:9", frames=1, steps=1))
+    assert (video.width, video.height) == (112, 64)  # the debug model's short side is 64
+    assert debug_pipe.decode(video).shape == (1, 64, 112, 3)
+    assert debug_pipe.resolve(Request("x", seconds=60)).frames == 480
+    with pytest.raises(KinemaError, match="not a ratio W:H between 1:4 and 4:1"):
+        debug_pipe.resolve(Request("x", aspect="wide"))
+    with pytest.raises(KinemaError, match="either a size or an aspect ratio"):
+        debug_pipe.resolve(Request("x", aspect="16:9", width=64))
+
+
+# -- image to video ----------------------------------------------------------------------------------
+
+def test_image_to_video_starts_with_the_photos_vae_round_trip(debug_pipe, dit_calls):
+    photo = skimage.data.chelsea()  # (300, 451, 3), a real photograph
+    video = generate(debug_pipe, image=photo, frames=9, width=48, height=32)
+    fitted = fit_image(photo, 48, 32)[0]
+    round_trip = debug_pipe.decode(Video(debug_pipe.encode(fitted[None]), 1, 8, 48, 32))
+    frames = debug_pipe.decode(video)
+    assert frames.shape == (9, 32, 48, 3)
+    assert psnr(frames[0], round_trip[0]) > 50
+    assert windows_seen(dit_calls) == ["0xx"]  # the image's latent is given, the rest denoised
+    assert video.notes == ["image: resized 451x300 to 48x32"]
+    assert debug_pipe.resolve(Request("x", image=photo)).width == 96  # default: the photo's aspect
+
+
+# -- extend forward and backward ----------------------------------------------------------------------
+
+def test_extend_forward_keeps_the_clip_and_decodes_in_one_pass(debug_pipe, dit_calls):
+    source = clip(11)
+    video = generate(debug_pipe, mode="extend", video=source, frames=8)
+    frames = debug_pipe.decode(video)
+    assert len(frames) == 19 and np.array_equal(frames[:11], source)
+    tail = debug_pipe.encode(source[2:])  # the last 1 + 4k = 9 frames
+    assert torch.equal(video.latents[:, :, :3], tail)
+    assert windows_seen(dit_calls) == ["00xx"]
+    one_pass = debug_pipe.decode(Video(video.latents, 17, 8, 32, 32))
+    assert np.array_equal(frames[11:], one_pass[9:])
+
+
+def test_extend_backward_leads_into_the_clip(debug_pipe, dit_calls):
+    source = clip(9)
+    video = generate(debug_pipe, mode="extend_backward", video=source, frames=6)
+    frames = debug_pipe.decode(video)
+    assert len(frames) == 15 and np.array_equal(frames[6:], source)
+    assert windows_seen(dit_calls) == ["xxx00"]  # the clip's first latents are the end of the window
+    context = debug_pipe.encode(np.concatenate([source[:1], source[:8]]))[:, :, 1:]  # as mid-clip latents
+    assert torch.equal(dit_calls[0][0][:, :, 3:], context)
+
+
+def test_long_backward_extension_chains_right_to_left(debug_pipe, dit_calls):
+    video = generate(debug_pipe, mode="extend_backward", video=clip(9), frames=30)
+    assert windows_seen(dit_calls) == ["xxx00"] * 4
+    assert video.latents.shape[2] == 9 and len(debug_pipe.decode(video)) == 39
+
+
+# -- loop and connect --------------------------------------------------------------------------------
+
+def test_connect_shows_both_clips_around_the_bridge(debug_pipe, dit_calls):
+    a, b = clip(9), clip(5, motion="up", colour="blue")
+    video = generate(debug_pipe, mode="connect", video=a, video_b=b, frames=8)
+    frames = debug_pipe.decode(video)
+    assert len(frames) == 9 + 8 + 5
+    assert np.array_equal(frames[:9], a) and np.array_equal(frames[-5:], b)
+    assert windows_seen(dit_calls) == ["00x", "00x00"]  # the last window ends on B's first latents
+
+
+def test_loop_bridges_back_to_its_own_first_frames(debug_pipe, dit_calls):
+    video = generate(debug_pipe, mode="loop", frames=12)
+    frames = debug_pipe.decode(video)
+    assert len(frames) == 12 and video.skip == 1
+    assert windows_seen(dit_calls) == ["xxx", "00x00"]
+    start = debug_pipe.encode(np.concatenate([frames[:1], frames[:8]]))[:, :, 1:]
+    assert torch.allclose(dit_calls[-1][0][:, :, 3:], start, atol=1e-5)
+
+
+# -- edit ----------------------------------------------------------------------------------------------
+
+def test_edit_strength_zero_is_the_vae_round_trip_and_one_ignores_the_input(debug_pipe, dit_calls):
+    source = clip(11)
+    keep = generate(debug_pipe, mode="edit", video=source, strength=0.0)
+    assert not dit_calls and keep.frames == 11
+    padded = np.concatenate([source, source[-1:].repeat(2, axis=0)])  # 13 = 1 + 4k frames
+    round_trip = debug_pipe.decode(Video(debug_pipe.encode(padded), 11, 8, 32, 32))
+    assert np.array_equal(debug_pipe.decode(keep), round_trip)
+    ignored = generate(debug_pipe, mode="edit", video=source, strength=1.0, seed=5)
+    assert torch.equal(ignored.latents, generate(debug_pipe, frames=11, seed=5).latents)
+
+
+def test_edit_mid_strength_starts_part_way(debug_pipe, dit_calls):
+    source = clip(9)
+    video = generate(debug_pipe, mode="edit", video=source, strength=0.4)
+    assert dit_calls[0][1].tolist() == pytest.approx([0.4] * 3)  # the sampler starts at t = strength
+    assert video.meta["strength"] == 0.4 and len(debug_pipe.decode(video)) == 9
+    with pytest.raises(KinemaError, match="cannot edit 20 frames of a 9-frame video"):
+        generate(debug_pipe, mode="edit", video=source, frames=20)
+
+
+# -- prompt sequences --------------------------------------------------------------------------------
+
+def test_sequence_gives_each_segment_its_own_prompt(debug_pipe):
+    prompts = ["a red circle moves to the right", "a blue square moves up"]
+    texts = []
+    hook = debug_pipe.model.dit.register_forward_pre_hook(lambda m, a: texts.append(a[2][0].clone()))
+    try:
+        video = generate(debug_pipe, segments=[(0.0, prompts[0]), (1.0, prompts[1])], frames=24)
+    finally:
+        hook.remove()
+    assert video.meta["mode"] == "sequence"
+    assert video.meta["segments"] == [[0, 9, prompts[0], prompts[0]], [9, 24, prompts[1], prompts[1]]]
+    encoded = [debug_pipe.model.text([p])[0][0] for p in prompts]
+    per_window = [next(i for i, e in enumerate(encoded) if torch.equal(t, e)) for t in texts[::SMALL["steps"]]]
+    assert per_window == [0, 1, 1]  # latents 0-2 with the first prompt, 3-6 (two windows) with the second
+
+
+def test_segment_starts_snap_to_latent_frames():
+    assert segment_spans([(0, "a"), (1, "b"), (2.5, "c")], 40, 8, 4) == [(0, 3, "a"), (3, 6, "b"), (6, 11, "c")]
+
+
+@pytest.mark.parametrize("segments,message", [
+    ([(0, "a"), (0, "b")], "must increase"),
+    ([(0, "a"), (1, "b"), (1.2, "c")], "space segments at least 0.5 s apart"),
+    ([(0, "a"), (5, "b")], "starts at or after the end"),
+    ([(0, "a"), (1, " ")], "prompt"),
+])
+def test_bad_segments_are_one_line_errors(debug_pipe, segments, message):
+    with pytest.raises(KinemaError, match=message):
+        debug_pipe.resolve(Request("", segments=segments, seconds=2))
+
+
+# -- request checks ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"mode": "i2v"}, "needs an image"),
+    ({"mode": "connect", "video": np.zeros((5, 32, 32, 3), np.uint8)}, "needs a second video"),
+    ({"video": np.zeros((5, 32, 32, 3), np.uint8)}, "mode t2v does not use video"),
+    ({"mode": "extend", "video": np.zeros((5, 32, 32), np.float32)}, "must be uint8 RGB"),
+    ({"mode": "zoom"}, "unknown mode 'zoom'"),
+    ({"mode": "loop", "frames": 4}, "a loop needs at least 6 frames"),
+    ({"mode": "edit", "strength": 1.5}, "strength must be between 0 and 1"),
+    ({"window": 5, "context": 4}, "context from 1 to window - 2"),
+])
+def test_mode_errors_are_one_line(debug_pipe, kwargs, message):
+    with pytest.raises(KinemaError, match=message) as err:
+        generate(debug_pipe, **({"frames": 9} | kwargs))
+    assert "\n" not in str(err.value)
+
+
+# -- the measurements --------------------------------------------------------------------------------
+
+def test_seam_ratio_tells_a_cut_from_a_smooth_join():
+    moving = clip(17, size=64)
+    assert seam_ratio(moving, 8) == pytest.approx(1.0, abs=0.2)
+    cut = np.concatenate([moving[:8], clip(9, motion="up", colour="yellow", size=64, start=0.7)])
+    assert seam_ratio(cut, 8) > 2
+    assert seam_ratio(moving, len(moving)) > 3  # the circle jumps back from the end to the start
+    palindrome = np.concatenate([moving, moving[-2:0:-1]])
+    assert seam_ratio(palindrome, len(palindrome)) == pytest.approx(1.0, abs=0.2)
+    assert frame_differences(moving).shape == (16,)
+    assert psnr(moving, moving) == float("inf") and psnr(moving, cut) < 25

@@ -1,0 +1,113 @@
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from kinema.checkpoint import BUNDLED
+from kinema.pipeline import Request
+from kinema.prompting import Rewriter, expand_builtin
+from kinema.world import parse_prompt
+
+
+@pytest.mark.parametrize("prompt", ["a red ball", "a blue star spins", "a large green square on a snowy field",
+                                    "a small red circle moves to the right over a dark blue gradient"])
+def test_builtin_rewriter_keeps_what_is_said_and_fills_in_the_rest(prompt):
+    expanded = expand_builtin(prompt)
+    asked, got = parse_prompt(prompt), parse_prompt(expanded)
+    defaults = {"colour": None, "shape": "circle", "size": "medium", "motion": "still"}  # captions may omit medium
+    for field, default in defaults.items():
+        said = getattr(asked.objects[0], field) or default
+        assert (getattr(got.objects[0], field) or default) == said
+    assert got.background == (asked.background or "solid")
+    assert expand_builtin(prompt) == expanded  # deterministic
+
+
+def test_builtin_rewriter_fills_the_example_and_passes_unknown_prompts_through():
+    spec = parse_prompt(expand_builtin("a red ball"))
+    assert (spec.objects[0].colour, spec.objects[0].shape, spec.objects[0].size, spec.objects[0].motion) == (
+        "red", "circle", "medium", "still")
+    assert (spec.background, spec.background_colour) == ("solid", "gray")
+    assert expand_builtin("a cat playing piano") == "a cat playing piano"
+
+
+class FakeChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions that records requests; `mode` picks its behaviour."""
+
+    mode = "ok"
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeChat.seen.append((self.path, self.headers.get("Authorization"), body))
+        if FakeChat.mode == "slow":
+            time.sleep(1.0)
+        status, reply = {"ok": (200, {"choices": [{"message": {"content": "  a large blue star spins\n"}}]}),
+                         "error": (500, {"error": "boom"}), "slow": (200, {}),
+                         "odd": (200, {"choices": []})}[FakeChat.mode]
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeChat)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeChat.mode, FakeChat.seen = "ok", []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_external_endpoint_rewrites_the_prompt(endpoint):
+    rewriter = Rewriter(endpoint, "sk-test", "tiny-llm")
+    assert rewriter.expand("a blue star") == "a large blue star spins"
+    path, auth, body = FakeChat.seen[0]
+    assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "tiny-llm"
+    assert body["messages"][0]["role"] == "system" and "circle" in body["messages"][0]["content"]
+    assert body["messages"][1] == {"role": "user", "content": "a blue star"}
+
+
+@pytest.mark.parametrize("mode", ["error", "slow", "odd"])
+def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, caplog):
+    FakeChat.mode = mode
+    rewriter = Rewriter(endpoint, None, "tiny-llm", timeout=0.3)
+    with caplog.at_level(logging.WARNING, logger="kinema.prompting"):
+        assert rewriter.expand("a red ball") == expand_builtin("a red ball")
+    assert "using the built-in rewriter" in caplog.text
+    assert FakeChat.seen[0][1] is None  # no key, no Authorization header
+
+
+def test_unreachable_endpoint_falls_back(caplog):
+    with caplog.at_level(logging.WARNING, logger="kinema.prompting"):
+        assert Rewriter("http://127.0.0.1:9/v1", timeout=0.3).expand("a red ball") == expand_builtin("a red ball")
+    assert "ConnectError" in caplog.text
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KINEMA_PROMPT_API_BASE", "http://localhost:8000/v1")
+    monkeypatch.setenv("KINEMA_PROMPT_API_KEY", "k")
+    monkeypatch.setenv("KINEMA_PROMPT_MODEL", "m")
+    assert Rewriter.from_env() == Rewriter("http://localhost:8000/v1", "k", "m")
+    monkeypatch.delenv("KINEMA_PROMPT_API_BASE")
+    assert Rewriter.from_env().api_base is None
+
+
+def test_pipeline_expands_when_asked_and_by_default_only_for_the_bundled_model(debug_pipe, monkeypatch):
+    assert not debug_pipe.expands_by_default
+    video = debug_pipe.generate(Request("a red ball", width=32, height=32, frames=1, steps=1, expand=True))
+    assert video.meta["caption"] == expand_builtin("a red ball")
+    plain = debug_pipe.generate(Request("a red ball", width=32, height=32, frames=1, steps=1))
+    assert "caption" not in plain.meta
+    monkeypatch.setattr(debug_pipe.model, "source", str(BUNDLED))
+    assert debug_pipe.expands_by_default
