@@ -201,11 +201,15 @@ def _debug() -> ModelConfig:
 
 
 def _small() -> ModelConfig:
-    """The bundled model's shape: ~9M-parameter DiT on a 2.6M-parameter causal VAE."""
+    """The bundled model's shape: ~9M-parameter DiT on a 0.65M-parameter causal VAE.
+
+    The VAE is narrow (base 8) because the procedural world is flat colours and simple shapes, and
+    because VAE decoding is half of the generation time on a 2-core CPU.
+    """
     z = 16
     return ModelConfig(
         name="small",
-        vae=VAEConfig(base_dim=16, z_dim=z, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
+        vae=VAEConfig(base_dim=8, z_dim=z, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
                       latents_mean=(0.0,) * z, latents_std=(1.0,) * z),
         dit=DiTConfig(in_channels=z, out_channels=z, num_heads=4, head_dim=64, ffn_dim=1024,
                       num_layers=8, text_dim=384, freq_dim=128),

@@ -31,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-from kinema import flow
+from kinema import flow, provenance
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Progress, Request, Text, Video
@@ -295,8 +295,8 @@ class Job:
     def video(self, latents: torch.Tensor, frames: int | None = None, skip: int = 0,
               before: np.ndarray | None = None, after: np.ndarray | None = None, **meta) -> Video:
         req = self.req
-        info = {"prompt": req.prompt, "mode": req.mode, "seed": req.seed, "steps": req.steps,
-                "guidance": req.guidance, "model": self.pipe.cfg.name, "software": "kinema"}
+        info = provenance.metadata(req.prompt, self.pipe.cfg.name, req.seed, mode=req.mode, steps=req.steps,
+                                   guidance=req.guidance, software="kinema")
         if req.prompt in self.captions and self.captions[req.prompt] != req.prompt:
             info["caption"] = self.captions[req.prompt]
         if req.mode == "edit":

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema import flow, sampling
+from kinema import flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED, Model, load_model
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
@@ -134,6 +134,8 @@ class Pipeline:
         if not prompt:
             raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
                               param="prompt")
+        for text in [prompt, req.negative_prompt, *(p for _, p in req.segments or [])]:
+            safety.check_prompt(text)
         width, height = self._size(req)
         check_size(width, height)
         fps = self.cfg.fps if req.fps is None else req.fps
@@ -264,7 +266,12 @@ class Pipeline:
                 start += len(chunk)
                 yield chunk
 
-        write_video(path, frames(), video.fps, metadata=video.meta)
+        # Every written file carries the invisible watermark named in its metadata (provenance).
+        meta = video.meta if "watermark_payload" in video.meta else {
+            **provenance.metadata(video.meta.get("prompt", ""), self.cfg.name, video.meta.get("seed", 0)),
+            **video.meta}
+        payload = bytes.fromhex(meta["watermark_payload"])
+        write_video(path, provenance.embed_stream(frames(), payload), video.fps, metadata=meta)
         if filmstrip:
             contact_sheet(np.stack(kept)).save(filmstrip)
         return path

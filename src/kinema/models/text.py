@@ -22,6 +22,7 @@ from kinema.errors import KinemaError
 # ever tries the Hugging Face Hub; setdefault leaves an explicit user choice alone.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 CACHE_SIZE = 16  # prompts kept encoded; the pipeline re-encodes "" (the unconditional prompt) every call
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
