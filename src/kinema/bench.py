@@ -1,0 +1,130 @@
+"""`kinema bench`: how fast Kinema runs here, written to bench/results as JSON and a Markdown table.
+
+    run(out_dir="bench/results", model=None, quick=False, sections=None) -> results dict
+
+Sections (all by default, in this order):
+    threads  one DiT step under thread settings, each in a fresh process (wait policy, thread count)
+    dit      Kinema's DiT against diffusers' WanTransformer3DModel: fp32/bf16, per-frame/scalar t
+    e2e      the pipeline, prompt to MP4: s per s of video, frames/s, each stage's share; as shipped and
+             with the speed-ups of kinema.accel (prepared text, step cache), with PSNR against as shipped
+    vae      VAE encode/decode frames/s at 128x128
+    memory   peak RSS of 5, 20 and 60 s generations, each in a fresh process
+    train    DiT training tokens/s and FLOPs utilisation against the matmul peak measured in the run
+    gpu      dit, e2e and train on CUDA plus a Wan2.1-1.3B-shaped step ("skipped: no GPU" without one)
+`quick` uses tiny debug shapes and one repetition, for tests. The measurement code lives in
+kinema.bench_sections and kinema.bench_system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from kinema import accel
+from kinema.bench_sections import Setup, dit_section, e2e_section, round_floats, vae_section
+from kinema.bench_system import gpu_section, memory_section, threads_section, train_section
+from kinema.checkpoint import atomic_write
+from kinema.errors import KinemaError
+
+SECTIONS: dict[str, Callable[[Setup], dict]] = {
+    "threads": threads_section, "dit": dit_section, "e2e": e2e_section, "vae": vae_section,
+    "memory": memory_section, "train": train_section, "gpu": gpu_section,
+}
+
+
+def run(out_dir: str | Path = "bench/results", model: str | None = None, quick: bool = False,
+        sections: Iterable[str] | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Run the chosen sections, write `bench.json` + `bench.md` (`bench-quick.*` in quick mode) to
+    `out_dir`, and return the results. `log` receives one line per section as it finishes."""
+    names = _check_sections(sections)
+    setup = Setup(model, quick)
+    meta = _machine(quick) | {"threads_config": accel.configure_threads(), "model_arg": model}
+    results: dict = {"meta": meta}
+    start = time.perf_counter()
+    for name in names:
+        began, load_before = time.perf_counter(), os.getloadavg()[0]
+        section = SECTIONS[name](setup)
+        section["seconds"] = time.perf_counter() - began
+        section["load_1min"] = [load_before, os.getloadavg()[0]]
+        results[name] = section
+        if log:
+            log(f"{name}: {section['seconds']:.0f} s")
+    meta["wall_s"] = time.perf_counter() - start
+    results = round_floats(results)
+    write(results, Path(out_dir), "bench-quick" if quick else "bench")
+    return results
+
+
+def _check_sections(sections: Iterable[str] | None) -> list[str]:
+    if sections is None:
+        return list(SECTIONS)
+    names = [s.strip() for s in (sections.split(",") if isinstance(sections, str) else sections) if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise KinemaError(f"unknown bench section {unknown[0] if unknown else '(none given)'!r}; "
+                          f"choose from {', '.join(SECTIONS)}")
+    return names
+
+
+def _machine(quick: bool) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": quick, "cpu": cpu,
+            "physical_cores": accel.physical_cores(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin)"),
+            "load_1min_at_start": os.getloadavg()[0]}
+
+
+def write(results: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """`<stem>.json` (everything) and `<stem>.md` (a table per section), each written atomically."""
+    paths = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    with atomic_write(paths[0]) as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+    with atomic_write(paths[1]) as tmp:
+        tmp.write_text(markdown(results))
+    return paths
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = ["# kinema bench", "", f"{meta['date']} · {meta['cpu']} · {meta['physical_cores']} cores · "
+             f"torch {meta['torch']} · threads {meta['threads_config']['threads']} · OMP_WAIT_POLICY "
+             f"{meta['omp_wait_policy']} · load (1 min) at start {meta['load_1min_at_start']}"
+             f"{' · QUICK (debug shapes)' if meta['quick'] else ''}", ""]
+    for name in SECTIONS:
+        if name in results:
+            lines += _section_md(name, results[name])
+    return "\n".join(lines) + "\n"
+
+
+def _section_md(name: str, section: dict) -> list[str]:
+    load = section.get("load_1min", [None, None])
+    lines = [f"## {name}", "", *(f"- {note}" for note in section["notes"] if note),
+             f"- took {_cell(section.get('seconds'))} s; load (1 min) {load[0]} -> {load[1]}", ""]
+    rows = section["rows"]
+    if rows:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+        lines.append("")
+    return lines
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value).replace("|", "/")

@@ -1,0 +1,361 @@
+"""Training data: clip sources, size buckets, and the on-disk latent cache.
+
+A source gives uint8 clips (T, H, W, 3) at a requested bucket size with a caption and a
+JSON-able `meta` that can re-draw captions: the procedural world (scenes from its training
+distribution only, never the held-out combinations) or a user's videos listed with captions.
+
+The latent cache holds, per bucket, fp16 safetensors shards of normalized VAE latent means,
+each shard carrying its clips' metas in the file header. Shards are written atomically and
+skipped when present, so an interrupted cache build continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from kinema import world
+from kinema.checkpoint import atomic_write
+from kinema.config import ModelConfig
+from kinema.errors import KinemaError
+from kinema.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_image, read_video, video_metadata
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One training size; every batch is drawn from a single bucket."""
+
+    width: int
+    height: int
+    frames: int  # 1 = an image
+
+    @property
+    def name(self) -> str:
+        return f"{self.width}x{self.height}x{self.frames}"
+
+    def latent_shape(self, cfg: ModelConfig) -> tuple[int, int, int, int]:
+        """(C, T', h, w) of one clip's latents."""
+        sf, tf = cfg.vae.spatial_factor, cfg.vae.temporal_factor
+        return cfg.vae.z_dim, 1 + (self.frames - 1) // tf, self.height // sf, self.width // sf
+
+    def tokens(self, cfg: ModelConfig) -> int:
+        _, t, h, w = self.latent_shape(cfg)
+        pt, ph, pw = cfg.dit.patch_size
+        return (t // pt) * (h // ph) * (w // pw)
+
+    def batch_size(self, cfg: ModelConfig, batch_tokens: int, max_batch: int) -> int:
+        """Batches hold about the same number of tokens, so images come many to a batch."""
+        return max(1, min(max_batch, batch_tokens // self.tokens(cfg)))
+
+
+def split_counts(total: int, weights: list[float]) -> list[int]:
+    """`total` clips split over buckets in proportion to `weights`, at least one each where weight > 0."""
+    raw = [total * w / sum(weights) for w in weights]
+    return [max(1 if w > 0 else 0, round(r)) for r, w in zip(raw, weights, strict=True)]
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    caption: str
+    meta: dict[str, Any]  # JSON-able; `Source.caption(meta, rng)` draws a caption from it
+
+
+class Source(Protocol):
+    def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
+        """Clip number `index` of random stream `stream` at the bucket's size; deterministic."""
+
+    def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
+        """A caption for a clip from its meta (the world re-draws one from its grammar)."""
+
+    def describe(self) -> str:
+        """A fingerprint of the data, so a latent cache built from other data is never reused."""
+
+
+def open_source(spec: str, seed: int, fps: int) -> Source:
+    if spec == "world":
+        return WorldSource(seed, fps)
+    return FolderSource(Path(spec), fps)
+
+
+def to_video(clips: list[np.ndarray]) -> torch.Tensor:
+    """uint8 clips [(T, H, W, 3)] -> float (B, 3, T, H, W) in [-1, 1]."""
+    batch = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3)
+    return batch.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+def stable_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any parts (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The procedural world
+# ---------------------------------------------------------------------------------------------
+
+class WorldSource:
+    """Scenes from the world's training distribution; `split` keeps evaluation clips apart."""
+
+    def __init__(self, seed: int, fps: int, split: str = "train"):
+        self.seed, self.fps, self.split = seed, fps, split
+
+    def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
+        rng = np.random.default_rng(stable_seed(self.seed, self.split, stream, index))
+        # Motion is paced to the clip's duration, so it is visible and stays in frame.
+        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps)
+        frames = world.render(scene, bucket.width, bucket.height, bucket.frames, self.fps)
+        return Clip(frames, world.caption(scene, rng), {"scene": scene.to_dict()})
+
+    def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
+        return world.caption(world.Scene.from_dict(meta["scene"]), rng)
+
+    def describe(self) -> str:
+        return f"world seed={self.seed} fps={self.fps}"
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's videos: a folder, a JSONL or a CSV of (path, caption)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    path: Path
+    caption: str
+    where: str  # "listing.jsonl line 7", for errors
+
+    @property
+    def is_image(self) -> bool:
+        return self.path.suffix.lower() in IMAGE_SUFFIXES
+
+
+MAX_WINDOWS = 16  # distinct windows taken from one video; bounds how far into a video is decoded
+
+
+class FolderSource:
+    """Videos (and images, for 1-frame buckets) resized to cover each bucket and center-cropped.
+
+    Clip `index` takes row index % rows, and successive passes over the rows take successive
+    windows of each video, resampled towards the model's fps.
+    """
+
+    def __init__(self, spec: Path, fps: int):
+        self.listing = spec
+        self.rows = read_listing(spec)
+        self.fps = fps
+
+    def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
+        rows = self.rows if bucket.frames == 1 else [r for r in self.rows if not r.is_image]
+        if not rows:
+            raise KinemaError(f"bucket {bucket.name} needs videos but {self.listing} lists only images; "
+                              "remove video buckets from [data] buckets or add videos")
+        row = rows[index % len(rows)]
+        try:
+            frames = self._window(row, index // len(rows), bucket)
+        except KinemaError as err:
+            raise KinemaError(f"{row.where}: {err}") from None
+        return Clip(frames, row.caption, {"caption": row.caption, "path": str(row.path)})
+
+    def _window(self, row: Row, window: int, bucket: Bucket) -> np.ndarray:
+        """Pass `window` over the rows reads a different part of the video (images: the image)."""
+        if row.is_image:
+            video, _ = read_video(row.path)
+            return fit_image(video[0], bucket.width, bucket.height)[0][None]
+        info = video_metadata(row.path)
+        count, fps = max(1, info["frames"]), info["fps"] or self.fps
+        stride = 1
+        if bucket.frames > 1:
+            # Resample towards the model's fps, more densely when the video is too short for that.
+            stride = max(1, min(round(fps / self.fps), (count - 1) // (bucket.frames - 1)))
+        span = stride * (bucket.frames - 1) + 1
+        windows = max(1, min(MAX_WINDOWS, count // span))
+        start = (window % windows) * (count // windows)
+        video, _ = read_video(row.path, max_frames=start + span)
+        # A video shorter than the bucket holds its last frame.
+        picks = np.minimum(start + stride * np.arange(bucket.frames), len(video) - 1)
+        return np.stack([fit_image(video[i], bucket.width, bucket.height)[0] for i in picks])
+
+    def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
+        return meta["caption"]
+
+    def describe(self) -> str:
+        return f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps}"
+
+
+def read_listing(spec: Path) -> list[Row]:
+    """Rows of (path, caption) from a .jsonl, a .csv, or a folder holding one of them or
+    media files with same-named .txt captions. Relative paths are relative to the listing."""
+    if not spec.exists():
+        raise KinemaError(f"data source {spec} not found; set [data] source to \"world\" or an existing "
+                          "folder, .jsonl or .csv")
+    if spec.is_dir():
+        listings = sorted([*spec.glob("*.jsonl"), *spec.glob("*.csv")])
+        if len(listings) > 1:
+            raise KinemaError(f"{spec} holds several listings ({', '.join(p.name for p in listings)}); "
+                              "point [data] source at one of them")
+        rows = _read_file(listings[0]) if listings else _read_sidecars(spec)
+    elif spec.suffix.lower() in (".jsonl", ".csv"):
+        rows = _read_file(spec)
+    else:
+        raise KinemaError(f"data source {spec} is not a folder, .jsonl or .csv; list (path, caption) rows in one")
+    if not rows:
+        raise KinemaError(f"{spec} lists no clips; add rows of (path, caption)")
+    return rows
+
+
+def _read_file(listing: Path) -> list[Row]:
+    text = listing.read_text(encoding="utf-8", errors="replace")
+    pairs = _jsonl_pairs(listing, text) if listing.suffix.lower() == ".jsonl" else _csv_pairs(listing, text)
+    rows = []
+    for line, path, caption in pairs:
+        where = f"{listing} line {line}"
+        if not isinstance(path, str) or not path or not isinstance(caption, str) or not caption.strip():
+            raise KinemaError(f"{where}: needs a non-empty path and caption; fix or delete the row")
+        full = Path(path) if Path(path).is_absolute() else listing.parent / path
+        if not full.is_file():
+            raise KinemaError(f"{where}: {full} not found; fix the path or delete the row")
+        rows.append(Row(full, caption.strip(), where))
+    return rows
+
+
+def _jsonl_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise KinemaError(f"{listing} line {number}: not valid JSON ({err.msg}); fix the row") from None
+        if not isinstance(row, dict):
+            raise KinemaError(f"{listing} line {number}: expected an object with \"path\" and \"caption\"")
+        pairs.append((number, row.get("path"), row.get("caption")))
+    return pairs
+
+
+def _csv_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
+    pairs = []
+    for number, row in enumerate(csv.reader(text.splitlines()), 1):
+        if not row or (number == 1 and [c.strip().lower() for c in row] == ["path", "caption"]):
+            continue
+        if len(row) != 2:
+            raise KinemaError(f"{listing} line {number}: expected 2 columns (path, caption), got {len(row)}; "
+                              "quote captions that contain commas")
+        pairs.append((number, row[0].strip(), row[1]))
+    return pairs
+
+
+def _read_sidecars(folder: Path) -> list[Row]:
+    rows = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+            sidecar = path.with_suffix(".txt")
+            if not sidecar.is_file():
+                raise KinemaError(f"{path} has no caption; write it to {sidecar.name} or list the folder's "
+                                  "clips in a captions.jsonl")
+            rows.append(Row(path, sidecar.read_text().strip(), str(sidecar)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The latent cache
+# ---------------------------------------------------------------------------------------------
+
+SHARD_CLIPS = 64
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # video (B, 3, T, H, W) in [-1, 1] -> latents (B, C, T', h, w)
+
+
+@dataclass
+class CachedBucket:
+    bucket: Bucket
+    latents: torch.Tensor  # (N, C, T', h, w) fp16, normalized
+    metas: list[dict[str, Any]]
+
+
+def shard_path(folder: Path, bucket: Bucket, shard: int) -> Path:
+    return folder / bucket.name / f"shard_{shard:05d}.safetensors"
+
+
+def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write the cache's manifest, or refuse a cache that was built from another VAE or data."""
+    path = folder / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") != manifest["fingerprint"]:
+            raise KinemaError(f"the latent cache in {folder} was built with another VAE or data source; "
+                              "delete that folder to rebuild it, or train into a new --out")
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+
+
+def build_cache(folder: Path, source: Source, buckets: list[Bucket], counts: list[int], encode: Encoder,
+                batch: int = 4, progress: bool = True) -> None:
+    """Render/read, encode and store `counts[i]` clips per bucket; existing shards are kept."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(counts), desc="cache", disable=not progress, dynamic_ncols=True)
+    for stream, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
+        for shard in range(math.ceil(count / SHARD_CLIPS)):
+            indices = range(shard * SHARD_CLIPS, min(count, (shard + 1) * SHARD_CLIPS))
+            path = shard_path(folder, bucket, shard)
+            if _shard_length(path) != len(indices):  # missing, or the last shard before `clips` grew
+                _write_shard(path, [source.clip(i, bucket, stream) for i in indices], encode, batch)
+            bar.update(len(indices))
+    bar.close()
+
+
+@torch.no_grad()
+def _write_shard(path: Path, clips: list[Clip], encode: Encoder, batch: int) -> None:
+    latents = torch.cat([encode(to_video([c.frames for c in clips[i:i + batch]]))
+                         for i in range(0, len(clips), batch)])
+    header = {"metas": json.dumps([{"caption": c.caption, **c.meta} for c in clips])}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        save_file({"latents": latents.to(torch.float16).contiguous()}, str(tmp), metadata=header)
+
+
+def _shard_length(path: Path) -> int:
+    """Clips in a shard; 0 when it is missing or unreadable (it is then written again)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_slice("latents").get_shape()[0]
+    except (SafetensorError, OSError):
+        return 0
+
+
+def load_cache(folder: Path, buckets: list[Bucket], counts: list[int]) -> list[CachedBucket]:
+    """Every bucket's cached latents, in memory (a 10k-clip cache at 128 px is under 1 GB)."""
+    loaded = []
+    for bucket, count in zip(buckets, counts, strict=True):
+        parts, metas = [], []
+        for shard in range(math.ceil(count / SHARD_CLIPS)):
+            latents, shard_metas = _read_shard(shard_path(folder, bucket, shard))
+            parts.append(latents)
+            metas.extend(shard_metas)
+        latents = torch.cat(parts) if parts else torch.empty(0)
+        if len(metas) != count or len(latents) != count:
+            raise KinemaError(f"latent cache {folder / bucket.name} holds {len(latents)} clips, the recipe "
+                              f"wants {count}; run the cache stage (--stage cache) to complete it")
+        loaded.append(CachedBucket(bucket, latents, metas))
+    return loaded
+
+
+def _read_shard(path: Path) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    if not path.exists():
+        raise KinemaError(f"latent cache shard {path} is missing; run the cache stage (--stage cache) first")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.get_tensor("latents"), json.loads(f.metadata()["metas"])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise KinemaError(f"latent cache shard {path} is corrupt ({err}); delete it and rerun the "
+                          "cache stage") from None

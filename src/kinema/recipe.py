@@ -1,0 +1,191 @@
+"""Training recipes: one TOML file says what to train, on what data, for how long.
+
+    [model]  preset = "small" plus any ModelConfig keys to override (e.g. [model.dit] num_layers = 6);
+             init = a model folder (or "default") to fine-tune instead of starting from random weights
+    [data]   source = "world" or a folder / JSONL / CSV of (path, caption); buckets; latent-cache clips; seed
+    [vae]    stage 1: the causal VAE on small fp32 crops
+    [dit]    stage 2: the DiT on cached latents with rectified flow
+
+Unknown keys are errors (a typo never passes silently); `overrides` from the command line are
+merged in first, as nested dicts or dotted keys ({"dit.steps": 10}).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kinema.checkpoint import BUNDLED
+from kinema.conditioning import MASK_KINDS
+from kinema.config import ModelConfig, from_dict, load_json, preset
+from kinema.errors import KinemaError
+
+
+@dataclass
+class DataRecipe:
+    source: str = "world"  # "world" or a folder / .jsonl / .csv of (path, caption) rows
+    # (width, height, frames) per bucket; frames = 1 is an image. Each batch comes from one bucket.
+    buckets: tuple[tuple[int, int, int], ...] = ((128, 128, 17), (128, 128, 1))
+    bucket_weights: tuple[float, ...] = ()  # share of cached clips and of batches per bucket; () = equal
+    clips: int = 2000  # clips in the latent cache, over all buckets
+    seed: int = 0
+
+
+@dataclass
+class VAERecipe:
+    steps: int = 1200
+    batch: int = 2
+    crop: int = 64  # square training crops; fp32 only (bf16 conv3d weight grads crash this CPU)
+    frames: tuple[int, ...] = (1, 5, 9)  # clip lengths drawn per step, each 1 + 4k
+    lr: float = 3e-4
+    warmup: int = 50
+    grad_clip: float = 1.0
+    kl_weight: float = 1e-4
+    edge_weight: float = 0.5  # L1 on spatial gradients keeps edges sharp
+    eval_every: int = 200
+    eval_clips: int = 4  # held-out clips (never trained on) for PSNR
+    stats_clips: int = 32  # clips over which the per-channel latent mean/std are measured
+    checkpoint_every: int = 200
+    log_every: int = 10
+
+
+@dataclass
+class DiTRecipe:
+    steps: int = 6000
+    batch_tokens: int = 2560  # latent tokens per batch: batch = batch_tokens // tokens of the bucket
+    max_batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1  # "" captions teach the unconditional branch of CFG
+    bf16: bool = True
+    mask_probs: dict[str, float] = field(default_factory=lambda: dict(MASK_KINDS))
+    t_mean: float = 0.0  # logit-normal training times
+    t_std: float = 1.0
+    checkpoint_every: int = 500
+    sample_every: int = 1000
+    log_every: int = 20
+    sample_prompts: tuple[str, ...] = ()  # () = a few captions of the training data
+    sample_steps: int = 0  # 0 = the model's default sampler steps
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: ModelConfig
+    init: str  # model folder whose weights training starts from ("" = random init)
+    data: DataRecipe
+    vae: VAERecipe
+    dit: DiTRecipe
+    raw: dict[str, Any]  # the merged TOML, saved into the run folder
+
+    @property
+    def buckets(self) -> list[tuple[int, int, int]]:
+        return [tuple(b) for b in self.data.buckets]
+
+    @property
+    def bucket_weights(self) -> list[float]:
+        return list(self.data.bucket_weights) or [1.0] * len(self.data.buckets)
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe TOML file, with overrides merged in."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise KinemaError(f"recipe {path} not found; pass e.g. --config configs/small.toml") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise KinemaError(f"recipe {path} is not valid TOML ({err}); fix the file") from None
+    return from_raw(merge(raw, overrides or {}), name=path.stem)
+
+
+def from_raw(raw: dict[str, Any], name: str) -> Recipe:
+    unknown = sorted(set(raw) - {"model", "data", "vae", "dit"})
+    if unknown:
+        raise KinemaError(f"unknown section [{unknown[0]}] in recipe; valid sections: model, data, vae, dit")
+    model_raw = dict(raw.get("model", {}))
+    base = preset(str(model_raw.pop("preset", "small")))
+    init = str(model_raw.pop("init", ""))
+    if init:  # fine-tuning: the architecture is the init model's
+        base = ModelConfig.from_dict(load_json(init_folder(init) / "config.json"))
+    model = ModelConfig.from_dict(merge(base.to_dict(), model_raw))
+    recipe = Recipe(name=name, model=model, init=init,
+                    data=from_dict(DataRecipe, raw.get("data", {}), where="recipe [data]"),
+                    vae=from_dict(VAERecipe, raw.get("vae", {}), where="recipe [vae]"),
+                    dit=from_dict(DiTRecipe, raw.get("dit", {}), where="recipe [dit]"), raw=raw)
+    validate(recipe)
+    return recipe
+
+
+def init_folder(init: str) -> Path:
+    """The Kinema model folder a recipe's `init` names ("default" = the bundled model)."""
+    folder = BUNDLED if init in ("default", "kinema-small") else Path(init)
+    if not (folder / "dit.safetensors").is_file():
+        raise KinemaError(f"recipe [model] init={init!r} is not a Kinema model folder (config.json + "
+                          "dit.safetensors + vae.safetensors); give one, or \"\" to start from random weights")
+    return folder
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `overrides` (nested dicts or dotted keys like "dit.steps") into a copy of `base`."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = merged
+        for part in parents:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = merge(node[leaf], value)
+        else:
+            node[leaf] = copy.deepcopy(value)
+    return merged
+
+
+def validate(recipe: Recipe) -> None:
+    _validate_buckets(recipe)
+    data, vae, dit, tf = recipe.data, recipe.vae, recipe.dit, recipe.model.vae.temporal_factor
+    if data.bucket_weights and (len(data.bucket_weights) != len(data.buckets) or min(data.bucket_weights) < 0
+                                or sum(data.bucket_weights) <= 0):
+        raise KinemaError("recipe [data] bucket_weights needs one non-negative weight per bucket")
+    if data.clips < len(data.buckets):
+        raise KinemaError(f"recipe [data] clips={data.clips} is fewer than the {len(data.buckets)} buckets")
+    if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in data.buckets):
+        raise KinemaError(f"recipe [vae] crop={vae.crop} must be a multiple of {recipe.model.vae.spatial_factor} "
+                          "and no larger than the smallest bucket side")
+    if not vae.frames or any((f - 1) % tf for f in vae.frames):
+        raise KinemaError(f"recipe [vae] frames {list(vae.frames)} must each be 1 + {tf}k, e.g. [1, 5, 9]")
+    unknown = sorted(set(dit.mask_probs) - set(MASK_KINDS))
+    if unknown:
+        raise KinemaError(f"unknown mask kind {unknown[0]!r} in [dit] mask_probs; use {', '.join(MASK_KINDS)}")
+    if min(dit.mask_probs.values(), default=-1) < 0 or sum(dit.mask_probs.values()) <= 0:
+        raise KinemaError("recipe [dit] mask_probs need non-negative weights with a positive sum, e.g. none = 1")
+    if not 0 <= dit.caption_dropout < 1 or not 0 < dit.ema_decay < 1:
+        raise KinemaError("recipe [dit] needs 0 <= caption_dropout < 1 and 0 < ema_decay < 1")
+    for section, values in (("vae", vae), ("dit", dit)):
+        if values.steps < 0 or values.lr <= 0:
+            raise KinemaError(f"recipe [{section}] needs steps >= 0 and lr > 0")
+        for name in ("batch", "batch_tokens", "max_batch", "eval_every", "stats_clips", "eval_clips",
+                     "checkpoint_every", "sample_every", "log_every"):
+            if getattr(values, name, 1) < 1:
+                raise KinemaError(f"recipe [{section}] {name} must be at least 1")
+
+
+def _validate_buckets(recipe: Recipe) -> None:
+    factor = recipe.model.vae.spatial_factor * recipe.model.dit.patch_size[1]
+    tf = recipe.model.vae.temporal_factor
+    if not recipe.data.buckets:
+        raise KinemaError("recipe [data] buckets is empty; list [width, height, frames] sizes, e.g. [[128, 128, 17]]")
+    for bucket in recipe.data.buckets:
+        if len(bucket) != 3 or any(not isinstance(v, int) or v < 1 for v in bucket):
+            raise KinemaError(f"bucket {list(bucket)} must be [width, height, frames] positive integers")
+        width, height, frames = bucket
+        if width % factor or height % factor:
+            raise KinemaError(f"bucket {list(bucket)}: width and height must be multiples of {factor}")
+        if (frames - 1) % tf:
+            raise KinemaError(f"bucket {list(bucket)}: frames must be 1 + {tf}k (e.g. 1, 17, 33)")

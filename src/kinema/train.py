@@ -1,0 +1,195 @@
+"""`kinema train`: VAE -> latent cache -> DiT, in one run folder, resumable at every stage.
+
+    run folder/
+      recipe.json        the recipe as merged with command-line overrides
+      vae/               checkpoint.pt, metrics.jsonl, loss.png, reconstructions.png,
+                         vae.safetensors + result.json (PSNR, latent mean/std) once finished
+      cache/             manifest.json, <W>x<H>x<F>/shard_*.safetensors (fp16 latents + scene metas)
+      model_config.json  the model config with the trained VAE's latent statistics
+      dit/               checkpoint.pt (weights, EMA, optimizer, RNG states, data cursor),
+                         metrics.jsonl, loss.png, samples/step_*.png
+      model/             the exported model folder (after stage "all")
+
+A stage with a checkpoint continues from it only with `resume`; a finished stage is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kinema import recipe as recipes
+from kinema.checkpoint import atomic_write, load_tensors, save_model
+from kinema.config import ModelConfig, load_json
+from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, split_counts
+from kinema.errors import KinemaError
+from kinema.recipe import Recipe
+from kinema.train_loop import EMA, OnStep, load_state, run_loop
+
+STAGES = ("vae", "cache", "dit", "all")
+
+
+def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = None, resume: bool = False,
+        overrides: dict[str, Any] | None = None, progress: bool = True, on_step: OnStep | None = None) -> Path:
+    """Run one stage (or all) of a recipe in the run folder `out` (default runs/<recipe name>)."""
+    if stage not in STAGES:
+        raise KinemaError(f"unknown training stage {stage!r}; use one of {', '.join(STAGES)}")
+    recipe = recipes.load(recipe_path, overrides)
+    run_dir = Path(out) if out is not None else Path("runs") / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "recipe.json") as tmp:
+        tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
+    if stage in ("vae", "all"):
+        train_vae(recipe, run_dir, resume, progress, on_step)
+    if stage in ("cache", "all"):
+        cache_latents(recipe, run_dir, progress)
+    if stage in ("dit", "all"):
+        train_dit(recipe, run_dir, resume, progress, on_step)
+    if stage == "all":
+        export(run_dir, run_dir / "model")
+    return run_dir
+
+
+def _check_resume(folder: Path, resume: bool) -> bool:
+    """Whether the stage continues from its checkpoint; an existing one needs an explicit resume."""
+    exists = (folder / "checkpoint.pt").exists()
+    if exists and not resume:
+        raise KinemaError(f"{folder} already holds a checkpoint; pass --resume to continue it, or --out to "
+                          "start a new run")
+    return exists
+
+
+def _init_state(recipe: Recipe, part: str) -> dict[str, torch.Tensor] | None:
+    if not recipe.init:
+        return None
+    return load_tensors(recipes.init_folder(recipe.init) / f"{part}.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: VAE
+# ---------------------------------------------------------------------------------------------
+
+def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True,
+              on_step: OnStep | None = None) -> dict:
+    from kinema.train_vae import VAEStage
+
+    folder = run_dir / "vae"
+    resuming = _check_resume(folder, resume)
+    done = _vae_result(run_dir)
+    if resuming and done is not None and done["steps"] == recipe.vae.steps:
+        return done
+    stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"))
+    run_loop(stage, recipe.vae.log_every, recipe.vae.checkpoint_every, progress, on_step)
+    # A fine-tuned model whose VAE is not trained keeps the statistics its DiT learned with.
+    keep = recipe.model.vae if recipe.init and recipe.vae.steps == 0 else None
+    result = stage.finish(keep_stats=keep)
+    print(f"VAE: held-out PSNR {result['psnr']:.2f} dB after {result['steps']} steps")
+    return result
+
+
+def _vae_result(run_dir: Path) -> dict | None:
+    path = run_dir / "vae" / "result.json"
+    return load_json(path) if path.exists() else None
+
+
+def trained_config(recipe: Recipe, run_dir: Path) -> ModelConfig:
+    """The recipe's model config with the trained VAE's per-channel latent mean/std."""
+    result = _vae_result(run_dir)
+    if result is None:
+        raise KinemaError(f"{run_dir} has no trained VAE yet; run the vae stage first (--stage vae)")
+    vae_cfg = dataclasses.replace(recipe.model.vae, latents_mean=tuple(result["latents_mean"]),
+                                  latents_std=tuple(result["latents_std"]))
+    return dataclasses.replace(recipe.model, vae=vae_cfg).validate()
+
+
+def load_trained_vae(cfg: ModelConfig, run_dir: Path) -> torch.nn.Module:
+    from kinema.models.vae import CausalVAE
+
+    vae = CausalVAE(cfg.vae)
+    vae.load_state_dict(load_tensors(run_dir / "vae" / "vae.safetensors"))
+    return vae.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent cache
+# ---------------------------------------------------------------------------------------------
+
+def cache_latents(recipe: Recipe, run_dir: Path, progress: bool = True) -> None:
+    """Encode the recipe's clips per bucket into run_dir/cache; continues an interrupted build."""
+    cfg = trained_config(recipe, run_dir)
+    vae = load_trained_vae(cfg, run_dir)
+    source = _source(recipe)
+    folder = run_dir / "cache"
+    weights_hash = hashlib.sha256((run_dir / "vae" / "vae.safetensors").read_bytes()).hexdigest()
+    check_manifest(folder, {"fingerprint": f"{weights_hash} {source.describe()}",
+                            "buckets": dict(zip(_bucket_names(recipe), _counts(recipe), strict=True))})
+
+    @torch.no_grad()
+    def encode(video: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> normalized (B, C, T', h, w)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return vae.encode(video)
+
+    build_cache(folder, source, _buckets(recipe), _counts(recipe), encode, progress=progress)
+
+
+def _buckets(recipe: Recipe) -> list[Bucket]:
+    return [Bucket(*b) for b in recipe.buckets]
+
+
+def _bucket_names(recipe: Recipe) -> list[str]:
+    return [b.name for b in _buckets(recipe)]
+
+
+def _counts(recipe: Recipe) -> list[int]:
+    return split_counts(recipe.data.clips, recipe.bucket_weights)
+
+
+def _source(recipe: Recipe):
+    return open_source(recipe.data.source, recipe.data.seed, recipe.model.fps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: DiT
+# ---------------------------------------------------------------------------------------------
+
+def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True,
+              on_step: OnStep | None = None) -> None:
+    from kinema.train_dit import DiTStage
+
+    folder = run_dir / "dit"
+    cfg = trained_config(recipe, run_dir)
+    resuming = _check_resume(folder, resume)
+    if resuming and load_state(folder / "checkpoint.pt")["step"] >= recipe.dit.steps:
+        return
+    with atomic_write(run_dir / "model_config.json") as tmp:
+        tmp.write_text(cfg.to_json())
+    cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
+    stage = DiTStage(recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming,
+                     _init_state(recipe, "dit"))
+    run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a model folder: the EMA DiT weights, the trained VAE and the config with latent stats."""
+    from kinema.models.dit import DiT
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "model_config.json"
+    checkpoint = run_dir / "dit" / "checkpoint.pt"
+    if not config_path.exists() or not checkpoint.exists():
+        raise KinemaError(f"{run_dir} holds no trained DiT to export; train it first (kinema train --stage dit)")
+    cfg = ModelConfig.from_dict(load_json(config_path))
+    dit = DiT(cfg.dit)
+    ema = EMA(dit, decay=0.0)
+    ema.shadow = load_state(checkpoint)["ema"]
+    dit.load_state_dict(ema.model_state(dit))
+    return save_model(dest_folder, cfg, load_trained_vae(cfg, run_dir), dit, dtype)

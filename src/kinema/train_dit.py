@@ -1,0 +1,172 @@
+"""Stage 2: the DiT on cached latents, with rectified flow.
+
+Each step draws one bucket (so a batch has one size), clips from that bucket's shuffled
+epoch order, fresh captions (10% dropped to "" for classifier-free guidance), noise, a
+logit-normal time and a random frame-conditioning mask. Masked latent frames stay clean
+with t = 0 and are left out of the loss, so one model learns text-to-video, image-to-video,
+extension and connections. bf16 autocast for the DiT, fp32 weights, AdamW, EMA.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kinema import conditioning, flow, sampling, world
+from kinema.config import ModelConfig
+from kinema.data import CachedBucket, Source, WorldSource, stable_seed
+from kinema.models.dit import DiT
+from kinema.models.text import TextEncoder
+from kinema.recipe import Recipe
+from kinema.train_loop import EMA, Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
+
+
+class DiTStage:
+    name = "dit"
+
+    def __init__(self, recipe: Recipe, model_cfg: ModelConfig, folder: Path, cache: list[CachedBucket],
+                 source: Source, vae: torch.nn.Module, resume: bool,
+                 init_state: dict[str, torch.Tensor] | None = None):
+        self.recipe, self.cfg, self.model_cfg, self.folder = recipe, recipe.dit, model_cfg, folder
+        self.cache, self.source, self.vae = cache, source, vae
+        self.total, self.seed = self.cfg.steps, recipe.data.seed
+        torch.manual_seed(self.seed)
+        self.dit = DiT(model_cfg.dit)
+        if init_state is not None:
+            self.dit.load_state_dict(init_state)
+        self.ema = EMA(self.dit, self.cfg.ema_decay)
+        self.opt = torch.optim.AdamW(_param_groups(self.dit, self.cfg.weight_decay), lr=self.cfg.lr,
+                                     betas=(0.9, 0.99))
+        self.text = TextEncoder(model_cfg.text)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.step = 0
+        self.cursor = [[0, 0] for _ in cache]  # per bucket: [epoch, position in that epoch's order]
+        weights = [w if len(c.latents) else 0.0 for w, c in zip(recipe.bucket_weights, cache, strict=True)]
+        self.bucket_weights = torch.tensor(weights, dtype=torch.float64)
+        self.batch_sizes = [c.bucket.batch_size(model_cfg, self.cfg.batch_tokens, self.cfg.max_batch)
+                            for c in cache]
+        if resume:
+            self._load(load_state(folder / "checkpoint.pt"))
+        self.metrics = Metrics(folder / "metrics.jsonl", self.step if resume else None)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _load(self, state: dict) -> None:
+        self.dit.load_state_dict(state["dit"])
+        self.ema.shadow = state["ema"]
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.cursor = state["step"], state["cursor"]
+        self.gen.set_state(state["gen"])
+        set_rng_state(state["rng"])
+
+    def save(self) -> None:
+        save_state(self.folder / "checkpoint.pt", {
+            "dit": self.dit.state_dict(), "ema": self.ema.shadow, "opt": self.opt.state_dict(),
+            "step": self.step, "cursor": self.cursor, "gen": self.gen.get_state(), "rng": rng_state()})
+        self.metrics.plot(self.folder / "loss.png", "DiT (rectified flow)")
+
+    # -- one step --------------------------------------------------------------------------------
+    def _indices(self, bucket: int, count: int) -> list[int]:
+        """The next `count` clips of the bucket's epoch order (a fresh shuffle every epoch)."""
+        epoch, pos = self.cursor[bucket]
+        size, picked = len(self.cache[bucket].latents), []
+        while len(picked) < count:
+            shuffle = torch.Generator().manual_seed(stable_seed(self.seed, bucket, epoch))
+            order = torch.randperm(size, generator=shuffle)
+            take = order[pos:pos + count - len(picked)].tolist()
+            picked += take
+            pos += len(take)
+            if pos == size:
+                epoch, pos = epoch + 1, 0
+        self.cursor[bucket] = [epoch, pos]
+        return picked
+
+    def captions(self, metas: list[dict]) -> list[str]:
+        """Fresh captions (the world re-draws them from its grammar), some dropped to "" for CFG."""
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.gen)))
+        drop = torch.rand(len(metas), generator=self.gen) < self.cfg.caption_dropout
+        return ["" if d else self.source.caption(m, rng) for m, d in zip(metas, drop.tolist(), strict=True)]
+
+    def next_batch(self) -> tuple[CachedBucket, torch.Tensor, list[str]]:
+        """A bucket, its next clips' latents (B, C, T, h, w) fp32 and their fresh captions."""
+        b = int(torch.multinomial(self.bucket_weights, 1, generator=self.gen))
+        cached = self.cache[b]
+        idx = self._indices(b, self.batch_sizes[b])
+        return cached, cached.latents[idx].float(), self.captions([cached.metas[i] for i in idx])
+
+    def train_step(self) -> dict[str, float]:
+        start = time.perf_counter()
+        cached, x0, captions = self.next_batch()  # x0 (B, C, T, h, w)
+        batch, frames = x0.shape[0], x0.shape[2]
+        context, context_mask = self.text(captions)  # (B, L, D), (B, L)
+
+        eps = torch.randn(x0.shape, generator=self.gen)
+        tokens = cached.bucket.tokens(self.model_cfg)
+        sampler = self.model_cfg.sampler
+        shift = flow.shift_for(tokens, sampler.shift, sampler.shift_base_tokens)  # as sampling will use
+        t = flow.sample_t(batch, self.gen, self.cfg.t_mean, self.cfg.t_std, shift)  # (B,)
+        given = conditioning.random_masks(batch, frames, self.gen, self.cfg.mask_probs)  # (B, T) True = clean
+        t_frames = torch.where(given, torch.zeros(()), t[:, None].expand(batch, frames))  # (B, T)
+        x_t = flow.interpolate(x0, eps, t_frames)
+
+        lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.dit.train()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            v = self.dit(x_t, t_frames, context, context_mask)
+        loss = flow.loss(v, x0, eps, frame_weight=(~given).float())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.ema.update(self.dit, self.step)
+        self.step += 1
+        return {"loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm), "batch": batch,
+                "tokens_per_s": batch * tokens / (time.perf_counter() - start)}
+
+    # -- samples ---------------------------------------------------------------------------------
+    def periodic(self) -> dict[str, float]:
+        if self.step % self.cfg.sample_every == 0 or self.step == self.total:
+            self.sample(self.folder / "samples" / f"step_{self.step:06d}.png")
+        return {}
+
+    def sample_prompts(self) -> list[str]:
+        """The recipe's prompts, else two training captions and, for the world, two held-out ones."""
+        if self.cfg.sample_prompts:
+            return list(self.cfg.sample_prompts)
+        rng = np.random.default_rng(self.seed)
+        prompts = [self.source.caption(m, rng) for m in self.cache[0].metas[:2]]
+        if isinstance(self.source, WorldSource):
+            prompts += [text for text, _ in world.heldout_prompts(2, self.seed)]
+        return prompts
+
+    @torch.no_grad()
+    def sample(self, path: Path) -> None:
+        """A grid of the fixed prompts sampled with the EMA weights, from the same noise every time."""
+        from kinema.io import save_grid, to_uint8
+
+        ema_dit = DiT(self.model_cfg.dit).eval()
+        ema_dit.load_state_dict(self.ema.model_state(self.dit))
+        prompts, sampler, bucket = self.sample_prompts(), self.model_cfg.sampler, self.cache[0].bucket
+        context, context_mask = self.text(prompts)  # (P, L, D), (P, L)
+        uncond, uncond_mask = self.text([""])
+        noise = torch.randn(len(prompts), *bucket.latent_shape(self.model_cfg),
+                            generator=torch.Generator().manual_seed(self.seed))  # (P, C, T, h, w)
+        shift = flow.shift_for(bucket.tokens(self.model_cfg), sampler.shift, sampler.shift_base_tokens)
+        times = sampling.schedule(self.cfg.sample_steps or sampler.steps, shift)
+        model_fn = sampling.guided(ema_dit, context, context_mask, uncond, uncond_mask, sampler.guidance)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            latents = sampling.sample(model_fn, noise, times, method=sampler.method)
+            videos = self.vae.eval().decode(latents.float())  # (P, 3, T, H, W)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(path, [to_uint8(v) for v in videos], [f"step {self.step}: {p}" for p in prompts])
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; norms, biases and embeddings' scales are left alone."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]

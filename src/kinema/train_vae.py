@@ -1,0 +1,175 @@
+"""Stage 1: the causal VAE, in fp32 on small random crops of short clips and single frames.
+
+    loss = L1 + MSE                          pixels in [-1, 1]
+         + edge_weight * L1(grad recon - grad x)   spatial gradients: keeps edges sharp
+         + kl_weight * KL(q(z|x) || N(0, 1))       small: only keeps the latent scale in check
+
+fp32 on purpose: under bf16 autocast, conv3d weight gradients crash this CPU at >= 96 px.
+Afterwards the per-channel mean/std of latents over a sample of clips are measured; they map
+latents to ~N(0, 1) for the DiT and go into the exported config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from kinema.checkpoint import atomic_write, save_tensors
+from kinema.config import VAEConfig
+from kinema.data import Bucket, Source, WorldSource, to_video
+from kinema.errors import KinemaError
+from kinema.models.vae import CausalVAE
+from kinema.recipe import Recipe
+from kinema.train_loop import Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
+
+TRAIN_STREAM = -1  # the source's random stream for VAE training clips (buckets use 0, 1, ...)
+
+
+def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+             kl_weight: float, edge_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and its parts; recon, x (B, 3, T, H, W), mean/logvar (B, z, T', h, w)."""
+    diff = recon - x
+    l1, mse = diff.abs().mean(), diff.pow(2).mean()
+    edge = _gradient_l1(recon, x)
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+    loss = l1 + mse + edge_weight * edge + kl_weight * kl
+    return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item(), "kl": kl.item()}
+
+
+def _gradient_l1(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences of recon and x."""
+    dx = (recon.diff(dim=-1) - x.diff(dim=-1)).abs().mean()
+    dy = (recon.diff(dim=-2) - x.diff(dim=-2)).abs().mean()
+    return dx + dy
+
+
+def psnr(recon: torch.Tensor, x: torch.Tensor) -> float:
+    """PSNR in dB of videos in [-1, 1] (as 8-bit images would be scored: peak 1 on a [0, 1] scale)."""
+    mse = ((recon.clamp(-1, 1) - x) / 2).pow(2).mean().item()
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
+class VAEStage:
+    name = "vae"
+
+    def __init__(self, recipe: Recipe, folder: Path, source: Source, resume: bool,
+                 init_state: dict[str, torch.Tensor] | None = None):
+        self.recipe, self.cfg, self.folder, self.source = recipe, recipe.vae, folder, source
+        self.total = self.cfg.steps
+        torch.manual_seed(recipe.data.seed)  # the posterior sample in CausalVAE.forward uses it
+        self.vae = CausalVAE(recipe.model.vae)
+        if init_state is not None:
+            self.vae.load_state_dict(init_state)
+        self.opt = torch.optim.AdamW(self.vae.parameters(), lr=self.cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.gen = torch.Generator().manual_seed(recipe.data.seed)
+        self.step, self.next_clip = 0, 0
+        self.sizes = sorted({(w, h) for w, h, _ in recipe.buckets})
+        self.eval_bucket = _eval_bucket(recipe)
+        if resume:
+            self._load(load_state(folder / "checkpoint.pt"))
+        self.metrics = Metrics(folder / "metrics.jsonl", self.step if resume else None)
+
+    def _load(self, state: dict) -> None:
+        self.vae.load_state_dict(state["vae"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.next_clip = state["step"], state["next_clip"]
+        self.gen.set_state(state["gen"])
+        set_rng_state(state["rng"])
+
+    def save(self) -> None:
+        save_state(self.folder / "checkpoint.pt", {
+            "vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+            "next_clip": self.next_clip, "gen": self.gen.get_state(), "rng": rng_state()})
+        self.metrics.plot(self.folder / "loss.png", "VAE")
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.gen))
+
+    def batch(self) -> torch.Tensor:
+        """Random crops (B, 3, T, crop, crop) of fresh clips rendered at a bucket's size; one T per batch."""
+        frames = self.cfg.frames[self._randint(len(self.cfg.frames))]
+        crops = []
+        for _ in range(self.cfg.batch):
+            width, height = self.sizes[self._randint(len(self.sizes))]
+            clip = self.source.clip(self.next_clip, Bucket(width, height, frames), TRAIN_STREAM)
+            self.next_clip += 1
+            top, left = self._randint(height - self.cfg.crop + 1), self._randint(width - self.cfg.crop + 1)
+            crops.append(clip.frames[:, top:top + self.cfg.crop, left:left + self.cfg.crop])
+        return to_video(crops)
+
+    def train_step(self) -> dict[str, float]:
+        x = self.batch()  # (B, 3, T, crop, crop)
+        lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.vae.train()
+        recon, mean, logvar = self.vae(x)
+        loss, parts = vae_loss(recon, x, mean, logvar, self.cfg.kl_weight, self.cfg.edge_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return {"loss": loss.item(), **parts, "lr": lr, "grad_norm": float(grad_norm), "frames": x.shape[2]}
+
+    def periodic(self) -> dict[str, float]:
+        if self.step % self.cfg.eval_every == 0 or self.step == self.total:
+            return {"psnr": self.evaluate()}
+        return {}
+
+    def eval_clips(self) -> torch.Tensor:
+        """Held-out clips (B, 3, T, H, W): the world's separate eval split, or a folder's first clips."""
+        source = self.source
+        if isinstance(source, WorldSource):
+            source = WorldSource(source.seed, source.fps, split="eval")
+        return to_video([source.clip(i, self.eval_bucket).frames for i in range(self.cfg.eval_clips)])
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        self.vae.eval()  # decodes the posterior mean
+        return torch.cat([self.vae(x[i:i + 1])[0] for i in range(len(x))])
+
+    def evaluate(self) -> float:
+        x = self.eval_clips()
+        return psnr(self.reconstruct(x), x)
+
+    def finish(self, keep_stats: VAEConfig | None = None) -> dict:
+        """Write the VAE weights, a reconstruction grid and result.json with the latent statistics
+        (measured, or those of `keep_stats`)."""
+        from kinema.io import save_grid, to_uint8
+
+        x = self.eval_clips()
+        recon = self.reconstruct(x)
+        score = psnr(recon, x)
+        videos = [to_uint8(v) for pair in zip(x, recon, strict=True) for v in pair]
+        save_grid(self.folder / "reconstructions.png", videos,
+                  [f"held-out clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(videos))])
+        mean, std = (keep_stats.latents_mean, keep_stats.latents_std) if keep_stats else self.latent_stats()
+        save_tensors(self.folder / "vae.safetensors", self.vae.state_dict())
+        result = {"steps": self.step, "psnr": round(score, 3), "latents_mean": mean, "latents_std": std}
+        with atomic_write(self.folder / "result.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+        return result
+
+    @torch.no_grad()
+    def latent_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of raw latent means over `stats_clips` training clips."""
+        bucket = self.eval_bucket
+        means = []
+        for i in range(self.cfg.stats_clips):
+            clip = self.source.clip(i, bucket, TRAIN_STREAM)
+            means.append(self.vae.encode_dist(to_video([clip.frames]))[0])  # (1, z, T', h, w)
+        z = torch.cat(means).transpose(0, 1).flatten(1)  # (z, N * T' * h * w)
+        mean, std = z.mean(dim=1), z.std(dim=1).clamp_min(1e-4)
+        if not torch.isfinite(std).all():
+            raise KinemaError("the VAE's latents are not finite; lower [vae] lr and train the VAE again")
+        return [round(v, 5) for v in mean.tolist()], [round(v, 5) for v in std.tolist()]
+
+
+def _eval_bucket(recipe: Recipe) -> Bucket:
+    """The first video bucket (else the first bucket), at full size."""
+    videos = [b for b in recipe.buckets if b[2] > 1] or recipe.buckets
+    return Bucket(*videos[0])

@@ -1,0 +1,99 @@
+"""`kinema bench` in quick mode: every section runs, results are complete and written as JSON + Markdown."""
+
+import json
+
+import pytest
+import torch
+
+from kinema import bench, bench_sections, bench_system
+from kinema.errors import KinemaError
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return out, bench.run(out, quick=True, sections=["dit", "e2e", "vae", "train", "gpu"])
+
+
+def test_quick_run_writes_json_and_markdown(quick):
+    out, results = quick
+    assert json.loads((out / "bench-quick.json").read_text()) == results
+    md = (out / "bench-quick.md").read_text()
+    for name in ("dit", "e2e", "vae", "train", "gpu"):
+        assert f"## {name}" in md
+    assert "| precision | t | kinema_ms |" in md
+    assert results["meta"]["quick"] and results["meta"]["threads_config"]["threads"] >= 1
+
+
+def test_dit_section_compares_with_diffusers(quick):
+    rows = quick[1]["dit"]["rows"]
+    expected = {(p, t) for p in ("fp32", "bf16") for t in ("per-frame", "scalar")}
+    assert {(r["precision"], r["t"]) for r in rows} == expected
+    assert all(r["speedup"] > 0 and r["kinema_ms"] > 0 for r in rows)
+    parity = next(n for n in quick[1]["dit"]["notes"] if n.startswith("max |kinema - diffusers|"))
+    assert float(parity.rsplit(" ", 1)[1]) < 1e-4
+
+
+def test_e2e_section_reports_stages_and_speedups(quick):
+    rows = {r["variant"]: r for r in quick[1]["e2e"]["rows"]}
+    shipped = rows["as shipped"]
+    shares = sum(v for k, v in shipped.items() if k.endswith("_share"))
+    assert shares == pytest.approx(1.0, abs=0.01)
+    assert shipped["psnr_db"] == "inf" and rows["prepared text"]["psnr_db"] == "inf"  # same video
+    assert shipped["frames_per_s"] > 0 and shipped["s_per_video_s"] > 0
+
+
+def test_train_and_gpu_sections(quick):
+    train = quick[1]["train"]["rows"][0]
+    assert train["tokens_per_s"] > 0 and 0 < train["mfu_vs_bf16_peak"] < 1
+    gpu = quick[1]["gpu"]
+    assert gpu["rows"] or gpu["notes"] == ["skipped: no GPU"]
+
+
+def test_wan_step_runs_on_cpu_at_debug_size():
+    row = bench_system.wan_step("cpu", quick=True)
+    assert row["step_s"] > 0 and row["tokens"] == 2 * 2 * 3
+
+
+@pytest.mark.slow
+def test_subprocess_sections(tmp_path):
+    results = bench.run(tmp_path, quick=True, sections="threads,memory")
+    assert all(r["dit_step_s"] > 0 and r["error"] is None for r in results["threads"]["rows"])
+    memory = results["memory"]["rows"][0]
+    assert memory["peak_rss_mb"] >= memory["rss_after_load_mb"] > 0 and memory["frames"] == 8
+
+
+@pytest.mark.parametrize("sections", ["dit,nope", [], " "])
+def test_unknown_sections_raise(sections, tmp_path):
+    with pytest.raises(KinemaError, match="bench section"):
+        bench.run(tmp_path, quick=True, sections=sections)
+
+
+def test_time_alternating_interleaves_and_takes_medians():
+    order = []
+    times = bench_sections.time_alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)
+    assert order == ["a", "b"] * 4 and set(times) == {"a", "b"}
+
+
+def test_stage_clock_restores_the_pipeline(debug_pipe, tmp_path):
+    from kinema.pipeline import Request
+
+    methods = (debug_pipe.encode_text, debug_pipe.denoise, debug_pipe.model.vae.decode_stream)
+    stages, video = bench_sections.timed_generation(debug_pipe, Request("a ball", frames=5, steps=1),
+                                                    tmp_path / "v.mp4")
+    assert (tmp_path / "v.mp4").stat().st_size > 0 and video.frames == 5
+    assert stages["denoise"] > 0 and stages["decode"] > 0 and stages["total"] >= stages["denoise"]
+    assert (debug_pipe.encode_text, debug_pipe.denoise, debug_pipe.model.vae.decode_stream) == methods
+    assert "encode_text" not in vars(debug_pipe)
+
+
+def test_randomize_only_fills_zero_parameters():
+    linear = torch.nn.Linear(4, 3)
+    torch.nn.init.zeros_(linear.bias)
+    weight = linear.weight.detach().clone()
+    bench_sections.randomize(linear)
+    assert torch.equal(linear.weight, weight) and linear.bias.abs().sum() > 0
+
+
+def test_round_floats_makes_json_safe():
+    assert bench_sections.round_floats({"a": [1.23456789, float("inf")], "b": "x"}) == {"a": [1.235, "inf"], "b": "x"}

@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.config import preset
+from kinema.data import (
+    Bucket,
+    FolderSource,
+    WorldSource,
+    build_cache,
+    check_manifest,
+    load_cache,
+    read_listing,
+    split_counts,
+)
+from kinema.errors import KinemaError
+from kinema.io import write_video
+
+
+def test_bucket_shapes_tokens_and_batch_sizes():
+    small = preset("small")
+    video, image, wide = Bucket(128, 128, 17), Bucket(128, 128, 1), Bucket(224, 128, 17)
+    assert video.latent_shape(small) == (16, 5, 16, 16)
+    assert wide.latent_shape(small) == (16, 5, 16, 28)
+    assert (video.tokens(small), image.tokens(small), wide.tokens(small)) == (320, 64, 560)
+    # Batches hold about the same number of tokens, capped.
+    assert video.batch_size(small, 2560, 24) == 8
+    assert image.batch_size(small, 2560, 24) == 24
+    assert wide.batch_size(small, 2560, 24) == 4
+    assert Bucket(128, 128, 33).batch_size(small, 100, 24) == 1
+    assert video.name == "128x128x17"
+
+
+def test_split_counts_follow_weights():
+    assert split_counts(100, [2, 1, 1]) == [50, 25, 25]
+    assert split_counts(10, [1.0, 0.01, 0.0]) == [10, 1, 0]  # every weighted bucket gets a clip
+
+
+def test_world_clips_are_deterministic_and_never_heldout():
+    from kinema import world
+
+    source = WorldSource(seed=0, fps=8)
+    a, b = source.clip(3, Bucket(32, 32, 5)), source.clip(3, Bucket(32, 32, 5))
+    assert a.frames.shape == (5, 32, 32, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, b.frames) and a.caption == b.caption
+    assert source.clip(3, Bucket(32, 32, 5), stream=1).meta != a.meta
+    heldout = set(world.HELDOUT)
+    for i in range(300):
+        scene = WorldSource(seed=i % 3, fps=8).clip(i, Bucket(16, 16, 1)).meta["scene"]
+        for obj in scene["objects"]:
+            assert (obj["colour"], obj["shape"], obj["motion"]) not in heldout
+    # Captions are re-drawn from the stored ground truth.
+    rng = np.random.default_rng(0)
+    assert all(isinstance(source.caption(a.meta, rng), str) for _ in range(3))
+
+
+def _videos(folder, count=2, frames=12):
+    for i in range(count):
+        video = np.zeros((frames, 40, 56, 3), np.uint8)
+        video[:, :, :, i % 3] = np.linspace(40, 200, frames, dtype=np.uint8)[:, None, None]
+        write_video(folder / f"clip{i}.mp4", video, fps=16)
+
+
+def test_folder_source_from_jsonl(tmp_path):
+    _videos(tmp_path)
+    write_video(tmp_path / "still.png", np.full((1, 20, 30, 3), 99, np.uint8), fps=1)
+    rows = [{"path": "clip0.mp4", "caption": "a red fade"}, {"path": str(tmp_path / "clip1.mp4"), "caption": "b"},
+            {"path": "still.png", "caption": "a grey still"}]
+    listing = tmp_path / "captions.jsonl"
+    listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = FolderSource(tmp_path, fps=8)  # the folder's one listing is found
+    assert [r.caption for r in source.rows] == ["a red fade", "b", "a grey still"]
+    clip = source.clip(0, Bucket(32, 48, 5))
+    assert clip.frames.shape == (5, 48, 32, 3) and clip.caption == "a red fade"
+    # Videos are resampled from 16 to 8 fps: every other frame.
+    red = clip.frames[:, 24, 16, 0].astype(int)
+    assert (np.diff(red) > 0).all()
+    # Too short for the bucket: the last frame is held.
+    long = source.clip(1, Bucket(32, 32, 17))
+    assert long.frames.shape == (17, 32, 32, 3) and np.array_equal(long.frames[-1], long.frames[-2])
+    # Images only fill 1-frame buckets; video buckets skip them.
+    assert source.clip(2, Bucket(32, 32, 1)).frames.shape == (1, 32, 32, 3)
+    assert source.clip(2, Bucket(32, 32, 5)).caption == "a red fade"
+
+
+def test_folder_source_csv_and_sidecars(tmp_path):
+    _videos(tmp_path, count=1)
+    (tmp_path / "list.csv").write_text('path,caption\nclip0.mp4,"a fade, slowly"\n')
+    assert read_listing(tmp_path / "list.csv")[0].caption == "a fade, slowly"
+    (tmp_path / "list.csv").unlink()
+    (tmp_path / "clip0.txt").write_text("sidecar caption\n")
+    assert read_listing(tmp_path)[0].caption == "sidecar caption"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"path": "clip0.mp4", "caption": "ok"}\n{"path": oops}\n', "line 2"),
+    ('{"path": "clip0.mp4", "caption": "ok"}\n{"path": "missing.mp4", "caption": "x"}\n', "line 2"),
+    ('{"path": "clip0.mp4", "caption": ""}\n', "line 1"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, text, message):
+    _videos(tmp_path, count=1)
+    listing = tmp_path / "rows.jsonl"
+    listing.write_text(text)
+    with pytest.raises(KinemaError, match=f"rows.jsonl {message}"):
+        FolderSource(listing, fps=8)
+
+
+def test_unreadable_video_names_its_row(tmp_path):
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    (tmp_path / "rows.csv").write_text("broken.mp4,a broken clip\n")
+    with pytest.raises(KinemaError, match="rows.csv line 1"):
+        FolderSource(tmp_path / "rows.csv", fps=8).clip(0, Bucket(32, 32, 5))
+
+
+def _pool_encoder(video):  # (B, 3, T, H, W) -> (B, 3, T', H/8, W/8), a stand-in VAE
+    first = torch.nn.functional.avg_pool3d(video[:, :, :1], (1, 8, 8))
+    rest = torch.nn.functional.avg_pool3d(video[:, :, 1:], (4, 8, 8)) if video.shape[2] > 1 else first[:, :, :0]
+    return torch.cat([first, rest], dim=2)
+
+
+def test_latent_cache_is_incremental_and_checked(tmp_path):
+    source = WorldSource(seed=0, fps=8)
+    buckets, counts = [Bucket(32, 32, 5), Bucket(32, 32, 1)], [3, 2]
+    folder = tmp_path / "cache"
+    check_manifest(folder, {"fingerprint": "vae-a"})
+    build_cache(folder, source, buckets, counts, _pool_encoder, progress=False)
+    loaded = load_cache(folder, buckets, counts)
+    assert loaded[0].latents.shape == (3, 3, 2, 4, 4) and loaded[0].latents.dtype == torch.float16
+    assert loaded[1].latents.shape == (2, 3, 1, 4, 4)
+    assert "scene" in loaded[0].metas[0] and loaded[0].metas[0]["caption"]
+    # A missing shard is rebuilt identically; other shards are left alone.
+    shard = folder / "32x32x5" / "shard_00000.safetensors"
+    shard.unlink()
+    build_cache(folder, source, buckets, counts, _pool_encoder, progress=False)
+    assert torch.equal(load_cache(folder, buckets, counts)[0].latents, loaded[0].latents)
+    with pytest.raises(KinemaError, match="wants 4"):
+        load_cache(folder, buckets, [4, 2])
+    build_cache(folder, source, buckets, [4, 2], _pool_encoder, progress=False)  # the recipe grew
+    assert torch.equal(load_cache(folder, buckets, [4, 2])[0].latents[:3], loaded[0].latents)
+    with pytest.raises(KinemaError, match="another VAE"):
+        check_manifest(folder, {"fingerprint": "vae-b"})
+    shard.write_bytes(b"garbage")
+    with pytest.raises(KinemaError, match="corrupt"):
+        load_cache(folder, buckets, counts)

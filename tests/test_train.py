@@ -1,0 +1,160 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from kinema import recipe, train
+from kinema.checkpoint import load_model
+from kinema.errors import KinemaError
+from kinema.pipeline import Pipeline, Request
+from kinema.train_loop import load_state
+
+DEBUG = Path(__file__).parents[1] / "configs" / "debug.toml"
+SMALL = Path(__file__).parents[1] / "configs" / "small.toml"
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory) -> Path:
+    """A debug run with its VAE trained and its latent cache built (shared, read-only)."""
+    out = tmp_path_factory.mktemp("run")
+    train.run(DEBUG, stage="vae", out=out, progress=False)
+    train.run(DEBUG, stage="cache", out=out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dit_run(vae_run, tmp_path_factory) -> Path:
+    """The same run with its DiT trained straight through (6 steps) and exported to model/."""
+    out = _copy(vae_run, tmp_path_factory.mktemp("dit") / "run")
+    train.run(DEBUG, stage="dit", out=out, progress=False)
+    train.export(out, out / "model")
+    return out
+
+
+def _copy(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
+
+
+def test_recipes_parse_and_reject_typos(tmp_path):
+    small = recipe.load(SMALL)
+    assert small.model.name == "kinema-small" and small.model.dit.num_layers == 8
+    assert (128, 128, 17) in small.buckets and any(b[2] == 1 for b in small.buckets)
+    assert recipe.load(DEBUG, {"dit.steps": 9, "vae": {"lr": 0.01}}).dit.steps == 9
+    with pytest.raises(KinemaError, match="unknown key 'stpes'"):
+        recipe.load(DEBUG, {"dit.stpes": 9})
+    with pytest.raises(KinemaError, match="unknown key"):
+        recipe.load(DEBUG, {"model.dit.layers": 3})
+    with pytest.raises(KinemaError, match="multiples of 16"):
+        recipe.load(DEBUG, {"data.buckets": [[40, 32, 5]]})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dit\nsteps = 1")
+    with pytest.raises(KinemaError, match="not valid TOML"):
+        recipe.load(bad)
+
+
+def test_vae_stage_writes_checkpoint_metrics_and_plots(vae_run):
+    vae = vae_run / "vae"
+    for name in ("checkpoint.pt", "metrics.jsonl", "loss.png", "reconstructions.png", "vae.safetensors"):
+        assert (vae / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in (vae / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert {"loss", "l1", "edge", "kl", "lr", "grad_norm", "s_per_step"} <= set(rows[0])
+    assert "psnr" in rows[-1]
+    result = json.loads((vae / "result.json").read_text())
+    assert result["steps"] == 4 and len(result["latents_std"]) == 8 and min(result["latents_std"]) > 0
+    assert len(list((vae_run / "cache").glob("*/shard_*.safetensors"))) == 3
+
+
+def test_dit_batches_come_from_one_bucket(vae_run):
+    from kinema.data import load_cache
+    from kinema.train_dit import DiTStage
+
+    r = recipe.load(DEBUG)
+    cfg = train.trained_config(r, vae_run)
+    cache = load_cache(vae_run / "cache", train._buckets(r), train._counts(r))
+    stage = DiTStage(r, cfg, vae_run / "scratch", cache, train._source(r), train.load_trained_vae(cfg, vae_run),
+                     resume=False)
+    seen = set()
+    for _ in range(8):
+        cached, x0, captions = stage.next_batch()
+        assert x0.shape[1:] == cached.latents.shape[1:] and len(captions) == len(x0)
+        assert len(x0) == cached.bucket.batch_size(cfg, r.dit.batch_tokens, r.dit.max_batch)
+        seen.add(cached.bucket.name)
+    assert len(seen) > 1
+
+
+def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
+    resumed = _copy(vae_run, tmp_path / "resumed")
+
+    def ctrl_c(stage, step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KinemaError, match="interrupted at dit step 3.*--resume"):
+        train.run(DEBUG, stage="dit", out=resumed, progress=False, on_step=ctrl_c)
+    assert load_state(resumed / "dit" / "checkpoint.pt")["step"] == 3
+    with pytest.raises(KinemaError, match="--resume"):
+        train.run(DEBUG, stage="dit", out=resumed, progress=False)  # would overwrite: refused
+    train.run(DEBUG, stage="dit", out=resumed, resume=True, progress=False)
+
+    a, b = (load_state(run / "dit" / "checkpoint.pt") for run in (dit_run, resumed))
+    assert a["step"] == b["step"] == 6 and a["cursor"] == b["cursor"]
+    for key in ("dit", "ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    opt_a, opt_b = a["opt"]["state"], b["opt"]["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+    losses = [[json.loads(line)["loss"] for line in (run / "dit" / "metrics.jsonl").read_text().splitlines()]
+              for run in (dit_run, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+    assert (dit_run / "dit" / "loss.png").exists() and list((dit_run / "dit" / "samples").glob("*.png"))
+
+
+def test_export_loads_and_samples(dit_run):
+    model = load_model(dit_run / "model")
+    assert model.dit.patch_embedding.weight.dtype == torch.float32  # load_model's dtype, from fp16 files
+    stats = json.loads((dit_run / "vae" / "result.json").read_text())["latents_std"]
+    assert model.cfg.vae.latents_std == tuple(stats)
+    ema = load_state(dit_run / "dit" / "checkpoint.pt")["ema"]
+    assert torch.equal(model.dit.proj_out.weight, ema["proj_out.weight"].half().float())  # EMA weights
+    video = Pipeline(model).generate(Request("a red circle moves left", width=32, height=32, frames=5, steps=2))
+    assert video.latents.shape == (1, 8, 2, 4, 4) and torch.isfinite(video.latents).all()
+
+
+def test_fine_tunes_a_model_on_a_folder_of_videos(dit_run, tmp_path):
+    import numpy as np
+
+    from kinema.io import write_video
+
+    base = dit_run / "model"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        frames = np.zeros((9, 36, 40, 3), np.uint8)
+        frames[:, 10:20, 4 * i:4 * i + 10] = 255
+        write_video(videos / f"v{i}.mp4", frames, fps=8)
+    (videos / "captions.csv").write_text("path,caption\nv0.mp4,a white box\nv1.mp4,a white box on the right\n")
+    overrides = {"data.source": str(videos), "model.init": str(base), "vae.steps": 0, "dit.steps": 2}
+    tuned = train.run(DEBUG, out=tmp_path / "tuned", progress=False, overrides=overrides)
+    # The VAE was not trained, so the latent statistics the base DiT learned with are kept.
+    assert load_model(tuned / "model").cfg.vae.latents_std == load_model(base).cfg.vae.latents_std
+    with Image.open(tuned / "dit" / "samples" / "step_000002.png") as grid:  # sampled with its captions
+        assert "a white box" in grid.text["labels"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(vae_run, tmp_path):
+    run = _copy(vae_run, tmp_path / "run")
+    (run / "dit").mkdir()
+    (run / "dit" / "checkpoint.pt").write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(KinemaError, match="corrupt"):
+        train.run(DEBUG, stage="dit", out=run, resume=True, progress=False)
+    with pytest.raises(KinemaError, match="no trained DiT|corrupt"):
+        train.export(run, tmp_path / "model")
+
+
+def test_dit_needs_a_cache(tmp_path):
+    with pytest.raises(KinemaError, match="vae stage first"):
+        train.run(DEBUG, stage="dit", out=tmp_path, progress=False)
