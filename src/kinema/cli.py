@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_train(sub)
     _add_serve(sub)
+    _add_eval(sub)
     return parser
 
 
@@ -141,6 +142,50 @@ def cmd_serve(args) -> None:
         models[name] = folder
     server.serve(args.host, args.port, args.data, args.model, server.load_api_keys(args.api_keys_file),
                  args.concurrency, args.max_queue, models=models, retention_s=args.retention_hours * 3600)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="generate videos for world prompts and score them with the judge",
+                       description="Evaluate a model: one video per prompt, judged from the pixels; writes "
+                       "report.json, README.md (a table) and samples.png into --out.")
+    p.add_argument("--model", default=None, help="preset or model folder (default: the bundled model)")
+    p.add_argument("--prompts", choices=["heldout", "train"], default="heldout",
+                   help="heldout: compositional hold-out never seen in training (default)")
+    p.add_argument("--n", type=int, default=200, help="number of prompts (default 200)")
+    p.add_argument("--aspects", default="1:1", help="comma-separated aspect ratios, e.g. 1:1,16:9,9:16")
+    p.add_argument("--aspect-n", type=int, default=None, help="prompts per extra aspect (default --n)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="eval", help="report folder (default ./eval)")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("judge", help="score one video against a prompt of the world's grammar")
+    p.add_argument("prompt", help="e.g. \"a red circle moves to the right over a navy background\"")
+    p.add_argument("video", help="an MP4, GIF or PNG")
+    p.set_defaults(func=cmd_judge)
+
+
+def cmd_eval(args) -> None:
+    from kinema import evaluate
+
+    if args.n < 1:
+        raise KinemaError(f"--n must be at least 1, got {args.n}")
+    aspects = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
+    with progress_bar(False) as report:
+        result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
+                              args.steps, progress=lambda i, n: report(i / n, f"judging {i}/{n}"))
+    scores = next(iter(result["aspects"].values()))["scores"]
+    print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
+    print(f"wrote {args.out}/report.json, README.md and samples.png")
+
+
+def cmd_judge(args) -> None:
+    import json
+
+    from kinema.io import read_video
+    from kinema.judge import judge
+
+    frames, fps = read_video(args.video)
+    print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
 
 
 def _add_train(sub) -> None:

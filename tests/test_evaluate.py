@@ -1,0 +1,45 @@
+import json
+
+import numpy as np
+import pytest
+
+from kinema import evaluate, world
+from kinema.cli import main
+from kinema.errors import KinemaError
+from kinema.io import write_video
+
+
+def test_eval_writes_report_table_and_grid(tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["eval", "--model", "debug", "--n", "2", "--steps", "1", "--aspects", "1:1,16:9",
+                 "--aspect-n", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["aspects"]) == {"1:1", "16:9"}
+    assert report["aspects"]["16:9"]["size"] == "112x64" and report["aspects"]["16:9"]["n"] == 1
+    assert len(report["aspects"]["1:1"]["clips"]) == 2
+    # The judge's validation rides along: near perfect on true renders, far lower when shuffled.
+    val = report["judge_validation"]
+    assert val["true"]["colour"] >= 0.98 and val["shuffled"]["colour"] < 0.5
+    # A random-weight model draws noise: it cannot meet the colour target.
+    assert report["targets_met"]["colour"] is False
+    table = (out / "README.md").read_text()
+    assert "| 16:9 | 112x64 | 1 |" in table and "shuffled" in table
+    assert (out / "samples.png").stat().st_size > 0
+
+
+def test_judge_command_scores_a_true_render(tmp_path, capsys):
+    prompt, scene = world.heldout_prompts(1, seed=3)[0]
+    path = tmp_path / "clip.mp4"
+    write_video(path, world.render(scene, 128, 128, 17, 8), 8)
+    capsys.readouterr()
+    assert main(["judge", prompt, str(path)]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["colour"] is True and verdict["shape"] is True and verdict["overall"] >= 0.8
+
+
+def test_unknown_prompt_set_is_an_error():
+    with pytest.raises(KinemaError, match="unknown prompt set"):
+        evaluate.prompts_for("nope", 3, 0)
+    assert len(set(evaluate.prompts_for("heldout", 5, 0))) == 5
+    assert np.all([isinstance(p, str) for p in evaluate.prompts_for("train", 3, 0)])
