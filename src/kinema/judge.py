@@ -59,6 +59,8 @@ def classify_motion(track: Track, found: Measurement) -> str:
     x = (track.x[seen] + found.camera_x[seen]) / found.short
     y = track.y[seen] / found.short
     area = track.area[seen]
+    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and area[:2].mean() > 0):
+        return "unknown"  # a blob seen once, or a camera estimate lost in noise: no motion to read
     growth = area[-2:].mean() / area[:2].mean()
     if growth > GROWTH:
         return "grow"
@@ -79,6 +81,7 @@ def classify_size(track: Track, found: Measurement) -> str:
     """small/medium/large from the first view: area -> circumscribed diameter via the shape's unit area."""
     unit_area = shape_references()[track.shape][1]
     diameter = 2 * math.sqrt(track.area[np.argmax(track.seen)] / unit_area) / found.short
+    diameter = max(diameter, 1e-6)  # a generated blob can vanish in its first view
     return min(SIZES, key=lambda name: abs(math.log(diameter / SIZES[name])))
 
 

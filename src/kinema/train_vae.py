@@ -4,6 +4,7 @@
          + edge_weight * L1(grad recon - grad x)   spatial gradients: keeps edges sharp
          + kl_weight * KL(q(z|x) || N(0, 1))       small: only keeps the latent scale in check
 
+The decoder sees the posterior mean unless [vae] sample_posterior is set (see recipe.VAERecipe).
 fp32 on purpose: under bf16 autocast, conv3d weight gradients crash this CPU at >= 96 px.
 Afterwards the per-channel mean/std of latents over a sample of clips are measured; they map
 latents to ~N(0, 1) for the DiT and go into the exported config.
@@ -105,7 +106,8 @@ class VAEStage:
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        self.vae.train()
+        # Eval mode makes forward decode the posterior mean (it would also switch off vae.dropout, 0 in presets).
+        self.vae.train(self.cfg.sample_posterior)
         recon, mean, logvar = self.vae(x)
         loss, parts = vae_loss(recon, x, mean, logvar, self.cfg.kl_weight, self.cfg.edge_weight)
         self.opt.zero_grad(set_to_none=True)
