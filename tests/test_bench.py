@@ -40,7 +40,7 @@ def test_e2e_section_reports_stages_and_speedups(quick):
     shares = sum(v for k, v in shipped.items() if k.endswith("_share"))
     assert shares == pytest.approx(1.0, abs=0.01)
     assert shipped["psnr_db"] == "inf" and rows["prepared text"]["psnr_db"] == "inf"  # same video
-    assert shipped["frames_per_s"] > 0 and shipped["s_per_video_s"] > 0
+    assert shipped["frames_per_s"] > 0 and shipped["s_per_video_s"] > 0 and shipped["cpu_s"] > 0
 
 
 def test_train_and_gpu_sections(quick):
@@ -96,4 +96,5 @@ def test_randomize_only_fills_zero_parameters():
 
 
 def test_round_floats_makes_json_safe():
-    assert bench_sections.round_floats({"a": [1.23456789, float("inf")], "b": "x"}) == {"a": [1.235, "inf"], "b": "x"}
+    values = {"a": [1.23456789, float("inf"), float("nan")], "b": "x"}
+    assert bench_sections.round_floats(values) == {"a": [1.235, "inf", None], "b": "x"}

@@ -8,7 +8,7 @@
 
 On a CPU shared with other processes the OpenMP wait policy matters more than any of these: libgomp
 threads spin between parallel regions, and when one of them is descheduled every region waits for it
-(measured here: a DiT step 20-30x slower under load). `OMP_WAIT_POLICY=PASSIVE` must be in the
+(measured here under load: a DiT step 10-80x slower than with passive waiting). `OMP_WAIT_POLICY=PASSIVE` must be in the
 environment before torch is first imported; `THREAD_ENV` holds it and `bench`'s `threads` section
 measures it.
 """

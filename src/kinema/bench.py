@@ -40,26 +40,33 @@ SECTIONS: dict[str, Callable[[Setup], dict]] = {
 
 
 def run(out_dir: str | Path = "bench/results", model: str | None = None, quick: bool = False,
-        sections: Iterable[str] | None = None, log: Callable[[str], None] | None = None) -> dict:
+        sections: Iterable[str] | None = None, repeat: int | None = None,
+        log: Callable[[str], None] | None = None) -> dict:
     """Run the chosen sections, write `bench.json` + `bench.md` (`bench-quick.*` in quick mode) to
-    `out_dir`, and return the results. `log` receives one line per section as it finishes."""
+    `out_dir`, and return the results. The files are rewritten after every section (meta.complete
+    says whether all ran), so an interrupted run keeps what it measured. `repeat` sets the repetitions of
+    each timed call (default 5, quick 1; whole generations run twice from 3 up, else once). `log` gets a
+    line per section."""
     names = _check_sections(sections)
-    setup = Setup(model, quick)
-    meta = _machine(quick) | {"threads_config": accel.configure_threads(), "model_arg": model}
+    if repeat is not None and repeat < 1:
+        raise KinemaError(f"repeat must be at least 1, got {repeat}")
+    setup = Setup(model, quick, repeat=repeat)
+    meta = _machine(quick) | {"threads_config": accel.configure_threads(), "model_arg": model, "repeat": setup.reps,
+                             "complete": False}
     results: dict = {"meta": meta}
-    start = time.perf_counter()
+    stem, start = "bench-quick" if quick else "bench", time.perf_counter()
     for name in names:
         began, load_before = time.perf_counter(), os.getloadavg()[0]
         section = SECTIONS[name](setup)
         section["seconds"] = time.perf_counter() - began
         section["load_1min"] = [load_before, os.getloadavg()[0]]
         results[name] = section
+        meta["wall_s"] = time.perf_counter() - start
+        meta["complete"] = name == names[-1]
+        write(round_floats(results), Path(out_dir), stem)
         if log:
             log(f"{name}: {section['seconds']:.0f} s")
-    meta["wall_s"] = time.perf_counter() - start
-    results = round_floats(results)
-    write(results, Path(out_dir), "bench-quick" if quick else "bench")
-    return results
+    return round_floats(results)
 
 
 def _check_sections(sections: Iterable[str] | None) -> list[str]:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,10 +33,16 @@ class Setup:
     model: str | None  # None: the bundled model (else the small preset with random weights)
     quick: bool  # tiny debug shapes, one repetition: seconds, for tests
     device: str = "cpu"
+    repeat: int | None = None  # repetitions of each timed call (default 5, quick 1)
 
     @property
     def reps(self) -> int:
-        return 1 if self.quick else 5
+        return self.repeat or (1 if self.quick else 5)
+
+    @property
+    def rounds(self) -> int:
+        """Repetitions of whole generations or processes: fewer, they take long."""
+        return 1 if self.reps < 3 else 2
 
     @property
     def shape_preset(self) -> str:
@@ -122,8 +128,10 @@ def tokens(latent: tuple[int, int, int]) -> int:
 
 
 def round_floats(value, digits: int = 4):
-    """Floats to `digits` significant digits (inf as a string: JSON has none), recursively."""
+    """Floats to `digits` significant digits (inf as a string, nan as None: JSON has neither), recursively."""
     if isinstance(value, float):
+        if math.isnan(value):
+            return None
         return "inf" if math.isinf(value) else float(f"{value:.{digits}g}")
     if isinstance(value, dict):
         return {k: round_floats(v, digits) for k, v in value.items()}
@@ -269,9 +277,10 @@ def stage_clock(pipe):
 
 
 def timed_generation(pipe, req, path: Path) -> tuple[dict, object]:
-    """Generate and write an MP4; seconds per stage (text, denoise, decode, mp4, other) and the video."""
+    """Generate and write an MP4; wall seconds in all and per stage (text, denoise, decode, mp4, other),
+    CPU seconds of this process in all (`cpu`, every thread), and the video."""
     with stage_clock(pipe) as spent:
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         video = pipe.generate(req)
         saving = time.perf_counter()
         pipe.save(video, path)
@@ -279,7 +288,7 @@ def timed_generation(pipe, req, path: Path) -> tuple[dict, object]:
     stages = {"text": spent["text"], "denoise": spent["denoise"], "decode": spent["decode"],
               "mp4": end - saving - spent["decode"]}
     stages["other"] = end - start - sum(stages.values())
-    return {"total": end - start, **stages}, video
+    return {"total": end - start, "cpu": time.process_time() - cpu, **stages}, video
 
 
 def e2e_section(setup: Setup) -> dict:
@@ -295,14 +304,14 @@ def e2e_section(setup: Setup) -> dict:
                     Accelerated(dit, accel.DEFAULT_CACHE_THRESHOLD)}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     frames: dict[str, object] = {}
+    pipe.decode(pipe.generate(replace(req, steps=1)))  # warm-up: first-call allocations, rope tables
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            for rep in range(1 if setup.quick else 3):  # the first round warms up and is not counted
+            for _ in range(setup.rounds):
                 for name, module in variants.items():
                     model.dit = module
                     stages, video = timed_generation(pipe, req, Path(tmp) / "out.mp4")
-                    if rep or setup.quick:
-                        runs[name].append(stages)
+                    runs[name].append(stages)
                     if name not in frames:
                         frames[name] = pipe.decode(video)
         finally:
@@ -312,16 +321,18 @@ def e2e_section(setup: Setup) -> dict:
             for name, module in variants.items()]
     notes = [note, f"{resolved.width}x{resolved.height}, {resolved.frames} frames at {resolved.fps} fps, "
              f"{resolved.steps} {resolved.sampler} steps, guidance {resolved.guidance}, bf16={pipe.bf16}, "
-             f"median of {len(runs['as shipped'])} runs after a warm-up round",
-             "psnr_db: decoded frames against the as-shipped video (same seed); inf = identical"]
+             f"median of {setup.rounds} run(s) after a 1-step warm-up, variants interleaved",
+             "psnr_db: decoded frames against the as-shipped video (same seed); inf = identical",
+             "cpu_s: CPU seconds of the process (all threads); on a busy machine wall time is far above cpu_s / "
+             "threads, which estimates an idle machine's wall time"]
     return {"rows": rows, "notes": notes}
 
 
 def _e2e_row(name: str, runs: list[dict], video, module, psnr_db: float) -> dict:
     stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    total = stages.pop("total")
+    total, cpu = stages.pop("total"), stages.pop("cpu")
     calls, skipped = module.counts() if isinstance(module, Accelerated) else (None, None)
-    return {"variant": name, "wall_s": total, "s_per_video_s": total / video.seconds,
+    return {"variant": name, "wall_s": total, "cpu_s": cpu, "s_per_video_s": total / video.seconds,
             "frames_per_s": video.frames / total, "faster_than_real_time": total < video.seconds,
             **{f"{k}_share": v / total for k, v in stages.items()},
             "dit_evaluations_skipped": None if calls is None else f"{skipped}/{calls}", "psnr_db": psnr_db}

@@ -7,6 +7,7 @@ subprocess (`probe` is its entry point) and reports back one JSON line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -43,7 +44,7 @@ THREAD_SETTINGS = {
 }
 
 
-def _child(probe_name: str, env: dict | None = None, timeout: float = 900, **kwargs) -> dict:
+def _child(probe_name: str, env: dict | None = None, timeout: float = 600, **kwargs) -> dict:
     """Run `probe(probe_name, **kwargs)` in a fresh interpreter; its JSON result or {"error": ...}."""
     code = ("import json, sys; from kinema.bench_system import probe; "
             "print(json.dumps(probe(sys.argv[1], **json.loads(sys.argv[2]))))")
@@ -76,25 +77,29 @@ def _thread_probe(quick: bool, threads: int | None, reps: int) -> dict:
     inp = dit_inputs(model.cfg, (2, 4, 4) if quick else (5, 16, 16), TEXT_TOKENS[name])
     with torch.no_grad(), autocast("cpu", True):
         text = model.prepare_context(inp["context"])
+        cpu = time.process_time()
         times = time_alternating({"step": lambda: model(inp["x"], inp["t_frames"], text)}, reps)
-    return {"step_s": times["step"], "threads": torch.get_num_threads(),
+        cpu = (time.process_time() - cpu) / (reps + 1)  # the warm-up call included
+    return {"step_s": times["step"], "cpu_per_step_s": cpu, "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "load_1min": os.getloadavg()[0]}
 
 
 def threads_section(setup: Setup) -> dict:
-    rounds, reps = (1, 1) if setup.quick else (2, 4)
+    rounds, reps = setup.rounds, min(3, setup.reps)
     results: dict[str, list[dict]] = {name: [] for name in THREAD_SETTINGS}
     for _ in range(rounds):  # settings interleaved, so changing load hits each alike
         for name, (extra, threads) in THREAD_SETTINGS.items():
             env = {k: v for k, v in os.environ.items() if k not in accel.THREAD_ENV} | extra
-            results[name].append(_child("threads", env, quick=setup.quick, threads=threads, reps=reps))
+            results[name].append(_child("threads", env, timeout=300, quick=setup.quick, threads=threads, reps=reps))
     base = _median_step(results[next(iter(THREAD_SETTINGS))])
     rows = []
     for name, runs in results.items():
-        step = _median_step(runs)
+        step, ok = _median_step(runs), [r for r in runs if "step_s" in r] or [{}]
         rows.append({"setting": name, "dit_step_s": step, "speedup_vs_defaults": base / step if step and base else None,
-                     "threads": runs[0].get("threads"), "interop_threads": runs[0].get("interop_threads"),
-                     "load_1min": runs[0].get("load_1min"), "error": runs[0].get("error")})
+                     "cpu_per_step_s": statistics.median(r.get("cpu_per_step_s", math.nan) for r in ok),
+                     "threads": ok[0].get("threads"), "interop_threads": ok[0].get("interop_threads"),
+                     "load_1min": ok[0].get("load_1min"),
+                     "error": "; ".join(r["error"] for r in runs if "error" in r) or None})
     return {"rows": rows, "notes": [f"{preset(setup.shape_preset).name} DiT step, bf16, CFG batch 2, text prepared; "
                                     f"median of {rounds} processes x {reps} steps per setting, settings interleaved"]}
 
@@ -132,7 +137,7 @@ def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int) ->
 
 
 def memory_section(setup: Setup) -> dict:
-    durations, steps = ((1.0,), 1) if setup.quick else ((5.0, 20.0, 60.0), 2)
+    durations, steps = ((1.0,), 1) if setup.quick else ((5.0, 20.0, 60.0), 1)
     rows = [_child("memory", quick=setup.quick, model=setup.model, seconds=s, steps=steps) | {"seconds": s}
             for s in durations]
     notes = [rows[0].get("model", ""), f"{steps} sampling steps (memory does not depend on steps); each in a fresh "
@@ -183,7 +188,7 @@ def train_section(setup: Setup) -> dict:
         step()
     flops = counter.get_total_flops()
     sync = torch.cuda.synchronize if setup.device.startswith("cuda") else None
-    seconds = time_alternating({"step": step}, 1 if setup.quick else 3, sync)["step"]
+    seconds = time_alternating({"step": step}, min(3, setup.reps), sync)["step"]
     peak = matmul_peak(setup.device, setup.quick)
     n_tokens = batch * tokens(latent)
     row = {"model": f"{cfg.num_layers}x{cfg.dim} DiT ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M)",

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from kinema.accel import maybe_compile
 from kinema.errors import KinemaError
 
 
@@ -75,8 +76,6 @@ def parallelize(model: nn.Module, *, fsdp: bool = False, checkpoint: bool = Fals
     blocks = list(_blocks(model) if blocks is None else blocks)
     for block in blocks:
         if compile:
-            from kinema.accel import maybe_compile
-
             block.forward = maybe_compile(block.forward, **(compile_options or {}))
         if checkpoint:
             block.forward = _checkpointed(block.forward)

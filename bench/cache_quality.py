@@ -1,0 +1,65 @@
+"""What the step cache costs in quality: judge scores and DiT evaluations per cache threshold.
+
+    python bench/cache_quality.py [--model SPEC] [--prompts 8] [--thresholds 0,0.1,0.2,0.3] [--seed 1]
+
+Generates each of `--prompts` training-distribution captions (kinema.world) at every threshold with the
+same seed, judges every video (kinema.judge), and writes bench/results/cache_quality.{json,md}: per
+threshold the judge's mean scores, the share of DiT evaluations skipped, wall and CPU seconds.
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from kinema import judge, world  # noqa: E402  (torch must not be imported before the line above)
+from kinema.bench_sections import Accelerated, load, round_floats  # noqa: E402
+from kinema.checkpoint import atomic_write  # noqa: E402
+from kinema.pipeline import Pipeline, Request  # noqa: E402
+
+COLUMNS = ("threshold", "skipped", "wall_s", "cpu_s", "overall", *judge.ATTRIBUTES, "flicker", "sharpness")
+
+
+def measure(pipe: Pipeline, prompts: list[str], threshold: float, seed: int) -> dict:
+    model = pipe.model
+    dit, model.dit = model.dit, Accelerated(model.dit, threshold)
+    scores, wall, cpu = [], time.perf_counter(), time.process_time()
+    try:
+        for prompt in prompts:
+            video = pipe.generate(Request(prompt, seconds=2, seed=seed, expand=False))
+            scores.append(judge.judge(prompt, pipe.decode(video), video.fps))
+        calls, skipped = model.dit.counts()
+    finally:
+        model.dit = dit
+    return {"threshold": threshold, "skipped": skipped / calls, "wall_s": time.perf_counter() - wall,
+            "cpu_s": time.process_time() - cpu, **judge.score_many(scores)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model folder or preset (default: the bundled model)")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--thresholds", default="0,0.1,0.2,0.3")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    loaded, note = load(args.model, quick=False)
+    pipe = Pipeline(loaded, device="cpu")
+    prompts = [caption for caption, _ in world.train_prompts(args.prompts, args.seed)]
+    rows = [measure(pipe, prompts, float(t), args.seed) for t in args.thresholds.split(",")]
+    results = round_floats({"model": note, "prompts": prompts, "rows": rows})
+    with atomic_write(f"{args.out}/cache_quality.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+    table = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    table += ["| " + " | ".join(f"{row.get(c)}" for c in COLUMNS) + " |" for row in results["rows"]]
+    with atomic_write(f"{args.out}/cache_quality.md") as tmp:
+        tmp.write_text(f"# Step cache: quality per threshold\n\n{note}; {len(prompts)} world captions, 2 s at the "
+                       f"model's default size and steps, seed {args.seed}; judge scores are means (1 = all right)"
+                       "\n\n" + "\n".join(table) + "\n")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
