@@ -353,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    # Spinning OpenMP threads cost 5-10x on a busy 2-core CPU (bench/results/bench.md, "threads"); the wait
+    # policy only takes effect if set before torch is imported, which subcommands do lazily.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from kinema.accel import configure_threads
+
+    configure_threads()
     try:
         args.func(args)
     except KinemaError as err:
