@@ -160,3 +160,8 @@ def test_generate_help_lists_every_mode():
     for flag in ("--image", "--extend", "--backward", "--loop", "--connect", "--edit", "--strength", "--segments",
                  "--prompt-at", "--aspect", "--no-expand", "--prompt-api"):
         assert flag in out
+
+
+def test_bench_quick_from_the_command_line(tmp_path, capsys):
+    code, stdout, _ = run(["bench", "--quick", "--sections", "dit", "--out", str(tmp_path)], capsys)
+    assert code == 0 and (tmp_path / "bench-quick.json").exists() and "wrote" in stdout

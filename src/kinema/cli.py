@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_serve(sub)
     _add_eval(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -186,6 +187,28 @@ def cmd_judge(args) -> None:
 
     frames, fps = read_video(args.video)
     print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
+
+
+def _add_bench(sub) -> None:
+    from kinema.bench import SECTIONS
+
+    p = sub.add_parser("bench", help="measure speed and memory; writes JSON and a Markdown table",
+                       description="Benchmark Kinema on this machine (DiT vs diffusers' Wan, end-to-end "
+                       "generation, VAE, peak memory, training throughput); results go to --out.")
+    p.add_argument("--out", default="bench/results", help="folder for bench.json and bench.md")
+    p.add_argument("--model", default=None, help="model folder or preset (default: the bundled model)")
+    p.add_argument("--quick", action="store_true", help="tiny debug shapes, one repetition (seconds)")
+    p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--repeat", type=int, default=None, help="repetitions per timed call (default 5, quick 1)")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> None:
+    from kinema import bench
+
+    results = bench.run(args.out, model=args.model, quick=args.quick, sections=args.sections,
+                        repeat=args.repeat, log=print)
+    print(f"wrote {args.out}/bench{'-quick' if args.quick else ''}.md in {results['meta']['wall_s']:.0f} s")
 
 
 def _add_train(sub) -> None:
