@@ -19,22 +19,26 @@ from kinema.bench_sections import Accelerated, load, round_floats  # noqa: E402
 from kinema.checkpoint import atomic_write  # noqa: E402
 from kinema.pipeline import Pipeline, Request  # noqa: E402
 
-COLUMNS = ("threshold", "skipped", "wall_s", "cpu_s", "overall", *judge.ATTRIBUTES, "flicker", "sharpness")
+COLUMNS = ("threshold", "skipped", "wall_s", "cpu_s", "judge_failed", "overall", *judge.ATTRIBUTES, "flicker",
+           "sharpness")
 
 
 def measure(pipe: Pipeline, prompts: list[str], threshold: float, seed: int) -> dict:
     model = pipe.model
     dit, model.dit = model.dit, Accelerated(model.dit, threshold)
-    scores, wall, cpu = [], time.perf_counter(), time.process_time()
+    scores, failed, wall, cpu = [], 0, time.perf_counter(), time.process_time()
     try:
         for prompt in prompts:
             video = pipe.generate(Request(prompt, seconds=2, seed=seed, expand=False))
-            scores.append(judge.judge(prompt, pipe.decode(video), video.fps))
+            try:
+                scores.append(judge.judge(prompt, pipe.decode(video), video.fps))
+            except ZeroDivisionError:  # judge_measure's sharpness on a video without edges (reported)
+                failed += 1
         calls, skipped = model.dit.counts()
     finally:
         model.dit = dit
     return {"threshold": threshold, "skipped": skipped / calls, "wall_s": time.perf_counter() - wall,
-            "cpu_s": time.process_time() - cpu, **judge.score_many(scores)}
+            "cpu_s": time.process_time() - cpu, "judge_failed": failed, **judge.score_many(scores)}
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def _machine(quick: bool) -> dict:
     except (OSError, StopIteration):
         pass
     return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": quick, "cpu": cpu,
-            "physical_cores": accel.physical_cores(), "torch": torch.__version__,
+            "physical_cores": accel.physical_cores(), "torch": torch.__version__, "kinema": str(Path(__file__).parent),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin)"),
             "load_1min_at_start": os.getloadavg()[0]}
