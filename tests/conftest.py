@@ -1,5 +1,11 @@
-import pytest
-import torch
+import os
+
+# Spinning OpenMP threads make tests 5-10x slower on a busy 2-core machine (bench/results/bench.md);
+# the policy only counts if set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -418,5 +418,5 @@ def measure(frames: np.ndarray, fps: float) -> Measurement:
     if kind in ("solid", "gradient"):
         camera_x[:] = 0.0  # a flat background cannot show a pan; what moved was object edges
     widths = np.concatenate([t.edge_width[t.seen] for t in tracks]) if tracks else np.zeros(0)
-    sharpness = min(1.0, reference_edge_width() / float(np.median(widths))) if len(widths) else float("nan")
+    sharpness = min(1.0, reference_edge_width() / max(float(np.median(widths)), 1e-6)) if len(widths) else float("nan")
     return Measurement(tracks, kind, colour, camera_x, flicker, sharpness, short)
