@@ -60,7 +60,7 @@ def write_video(path: str | Path, frames: Frames, fps: float, metadata: dict[str
     if suffix == ".gif" and fps > GIF_MAX_FPS:
         raise KinemaError(f"GIF cannot play {fps} fps (at most {GIF_MAX_FPS}); lower fps or write .mp4")
     tags = _tags(metadata)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         if suffix == ".png":
             _write_png(tmp, _iter_frames(frames), fps, tags)
         elif suffix == ".gif":
@@ -70,7 +70,7 @@ def write_video(path: str | Path, frames: Frames, fps: float, metadata: dict[str
 
 
 @contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` and rename it over `path` only if the body succeeds."""
     if not path.parent.is_dir():
         raise KinemaError(f"cannot write {path}: {path.parent} is not an existing folder; create it first")
@@ -428,7 +428,7 @@ def save_grid(path: str | Path, videos: list[np.ndarray], labels: list[str] | No
                       fill=LABEL_COLOR, font=font)
         grid.paste(strip, (0, top + label_height))
         top += strip.height + label_height + GAP
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG", pnginfo=_png_info(_tags({"labels": labels or []})))
 
 

@@ -40,11 +40,11 @@ from kinema import io
 from kinema import pipeline as pl
 from kinema.errors import KinemaError
 from kinema.jobs import VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
+from kinema.modes import EDIT_STRENGTH
 
 WEB_DIR = Path(__file__).parent / "web"
 POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
 DEFAULT_SECONDS = 4.0  # Sora's default duration
-EDIT_STRENGTH = 0.7  # edits and remixes keep the input's layout and motion but follow the new prompt
 MAX_PROMPT_CHARS = 4000
 ALLOWED = {
     "size": "WIDTHxHEIGHT, both multiples of 16 (at least 16), at most 1920x1088 pixels in all "
