@@ -1,6 +1,7 @@
 """Parallel wrappers change memory and placement, never the maths: same loss, same gradients."""
 
 import copy
+import gc
 import os
 import socket
 
@@ -87,22 +88,30 @@ def _fsdp_worker(rank: int, port: int) -> None:
     torch.set_num_threads(1)
     info = parallel.setup_distributed()
     try:
-        reference = _model()
-        full = _batch()
-        ref_loss = _loss(reference, *full)
-        ref_loss.backward()
-        model = parallel.parallelize(_model(), fsdp=True, checkpoint=True)
-        assert type(next(model.parameters())).__name__ == "DTensor"
-        half = [b[2 * info.rank: 2 * info.rank + 2] for b in full]  # each rank takes half of the batch
-        loss = _loss(model, *half)
-        loss.backward()  # FSDP2 averages gradients over ranks: the full batch's mean-loss gradient
-        mean_loss = loss.detach().clone()
-        torch.distributed.all_reduce(mean_loss)
-        torch.testing.assert_close(mean_loss / 2, ref_loss.detach(), rtol=1e-6, atol=1e-7)
-        for (name, p), ref in zip(model.named_parameters(), reference.parameters(), strict=True):
-            torch.testing.assert_close(p.grad.full_tensor(), ref.grad, rtol=1e-5, atol=1e-7, msg=name)
+        _check_fsdp_gradients(info.rank)
+        # Gloo aborts the process if its groups die while a peer or a pending work object still uses
+        # them: the FSDP state died with the function above; wait for the peer before tearing down.
+        gc.collect()
+        torch.distributed.barrier()
     finally:
         parallel.cleanup()
+
+
+def _check_fsdp_gradients(rank: int) -> None:
+    reference = _model()
+    full = _batch()
+    ref_loss = _loss(reference, *full)
+    ref_loss.backward()
+    model = parallel.parallelize(_model(), fsdp=True, checkpoint=True)
+    assert type(next(model.parameters())).__name__ == "DTensor"
+    half = [b[2 * rank: 2 * rank + 2] for b in full]  # each rank takes half of the batch
+    loss = _loss(model, *half)
+    loss.backward()  # FSDP2 averages gradients over ranks: the full batch's mean-loss gradient
+    mean_loss = loss.detach().clone()
+    torch.distributed.all_reduce(mean_loss)
+    torch.testing.assert_close(mean_loss / 2, ref_loss.detach(), rtol=1e-6, atol=1e-7)
+    for (name, p), ref in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad.full_tensor(), ref.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def _free_port() -> int:
