@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -165,3 +166,19 @@ def test_generate_help_lists_every_mode():
 def test_bench_quick_from_the_command_line(tmp_path, capsys):
     code, stdout, _ = run(["bench", "--quick", "--sections", "dit", "--out", str(tmp_path)], capsys)
     assert code == 0 and (tmp_path / "bench-quick.json").exists() and "wrote" in stdout
+
+
+def test_train_set_overrides_the_recipe(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, stdout, _ = run(["train", "--config", "configs/debug.toml", "--stage", "vae", "--out", str(run_dir),
+                           "--set", "vae.steps=3", "--set", "vae.lr = 5e-4"], capsys)
+    assert code == 0 and "training run in" in stdout
+    saved = json.loads((run_dir / "recipe.json").read_text())["recipe"]
+    assert saved["vae"]["steps"] == 3 and saved["vae"]["lr"] == 5e-4
+    assert json.loads((run_dir / "vae" / "result.json").read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize("item,message", [("vae.steps", "needs KEY=VALUE"), ("vae.nope=1", "nope")])
+def test_train_set_errors_are_one_line(tmp_path, capsys, item, message):
+    code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path), "--set", item], capsys)
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -27,17 +29,44 @@ def test_same_seed_same_video_other_seed_differs(debug_pipe):
     assert not torch.equal(make(3), make(4))
 
 
-def test_negative_prompt_is_the_unconditional_input(debug_pipe):
+def test_negative_prompt_is_the_unconditional_input(debug_pipe, monkeypatch):
     # The untrained DiT's output layer starts at zero, so look at what it is given rather than what it gives.
-    contexts = []
-    hook = debug_pipe.model.dit.register_forward_pre_hook(lambda m, a: contexts.append(a[2]))
-    try:
-        debug_pipe.generate(Request("a blue star", frames=1, steps=1, guidance=4.0, negative_prompt="red"))
-    finally:
-        hook.remove()
-    cond, uncond = contexts[0]  # one batch: conditional and unconditional
+    dit, contexts = debug_pipe.model.dit, []
+    prepare = dit.prepare_context
+    monkeypatch.setattr(dit, "prepare_context", lambda ctx, mask: contexts.append(ctx) or prepare(ctx, mask))
+    debug_pipe.generate(Request("a blue star", frames=1, steps=1, guidance=4.0, negative_prompt="red"))
+    cond, uncond = contexts[0]  # one batch: conditional and unconditional, prepared once
     assert torch.equal(cond, debug_pipe.model.text(["a blue star"])[0][0])
     assert torch.equal(uncond, debug_pipe.model.text(["red"])[0][0])
+
+
+@pytest.fixture(scope="module")
+def moving_pipe():
+    """The debug model with perturbed weights: its velocities are not zero, so the latents move."""
+    from kinema.pipeline import Pipeline
+
+    pipe = Pipeline.load("debug")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in pipe.model.dit.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return pipe
+
+
+def test_step_cache_skips_model_calls_and_stays_close(moving_pipe):
+    calls = []
+    hook = moving_pipe.model.dit.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        request = Request("a blue star", width=32, height=32, frames=5, steps=12)
+        exact = moving_pipe.generate(request).latents
+        full_calls = len(calls)
+        cached = moving_pipe.generate(replace(request, cache=0.3)).latents
+    finally:
+        hook.remove()
+    assert full_calls == 12  # one batched cond+uncond call per step
+    assert 0 < len(calls) - full_calls < 12  # some steps reused the last velocity
+    assert not torch.equal(cached, exact)
+    assert (cached - exact).abs().mean() < 0.1 * exact.abs().mean()
 
 
 def test_decode_stream_joins_given_frames_and_skips_context(debug_pipe):
@@ -65,6 +94,7 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"seconds": 61, "fps": 8}, "between 1 frame and 60 s"),
     ({"fps": 0}, "fps must be between"),
     ({"steps": 0}, "steps must be between"),
+    ({"cache": -0.1}, "cache must be between 0"),
 ])
 def test_bad_requests_are_one_line_errors(debug_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", **kwargs}

@@ -103,6 +103,9 @@ def _add_generate(sub) -> None:
                           help="latent frames the model sees at once in long videos (default 5)")
     sampling.add_argument("--context", type=int, default=None,
                           help="latent frames each window carries over from the one before (default 2)")
+    sampling.add_argument("--cache", type=float, nargs="?", const=0.1, default=0.0, metavar="THRESHOLD",
+                          help="faster: skip model calls while the latents barely change (0.1 when given "
+                               "alone; larger skips more, 0 = off)")
     prompts = p.add_argument_group("prompt expansion")
     prompts.add_argument("--expand", action=argparse.BooleanOptionalAction, default=None,
                          help="rewrite the prompt into the detailed captions the model was trained on "
@@ -220,6 +223,8 @@ def _add_train(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export", default=None, help="after training, write a model folder here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a recipe value, e.g. --set vae.steps=8000 --set dit.lr=6e-4 (TOML values)")
     p.set_defaults(func=cmd_train)
 
 
@@ -273,7 +278,8 @@ def generate_request(args, out: Path):
     return Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                    aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
-                   strength=args.strength, window=args.window, context=args.context, **fields)
+                   strength=args.strength, window=args.window, context=args.context, cache=args.cache,
+                   **fields)
 
 
 def _generate_mode(args) -> str:
@@ -324,10 +330,24 @@ def _segment(start: str, prompt: str, sep: str, part: str, example: str) -> tupl
     return seconds, prompt.strip()
 
 
+def _parse_override(item: str) -> tuple[str, object]:
+    """'dit.steps=4000' -> ('dit.steps', 4000): the value is read as TOML, else kept as a string."""
+    import tomllib
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise KinemaError(f"--set {item!r} needs KEY=VALUE, e.g. --set dit.steps=4000")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
+
+
 def cmd_train(args) -> None:
     from kinema import train
 
-    run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume)
+    overrides = dict(_parse_override(item) for item in args.overrides)
+    run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides)
     print(f"training run in {run_dir}")
     if args.export:
         train.export(run_dir, args.export)

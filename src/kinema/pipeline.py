@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema import flow, provenance, safety, sampling
+from kinema import accel, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED, Model, load_model
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
@@ -63,6 +63,8 @@ class Request:
     # long videos: the DiT sees `window` latent frames at a time, the first `context` of them given
     window: int | None = None
     context: int | None = None
+    # speed: reuse the last velocity while the latents barely change (accel.step_cache); 0 = off
+    cache: float = 0.0
 
 
 @dataclass
@@ -149,6 +151,8 @@ class Pipeline:
         steps = s.steps if req.steps is None else req.steps
         if steps < 1 or steps > 1000:
             raise KinemaError(f"steps must be between 1 and 1000, got {steps}", param="steps")
+        if not 0 <= req.cache <= 1:
+            raise KinemaError(f"cache must be between 0 (off) and 1, got {req.cache}; try 0.1", param="cache")
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=s.guidance if req.guidance is None else req.guidance,
                       sampler=req.sampler or s.method,
@@ -215,9 +219,11 @@ class Pipeline:
         shift = flow.shift_for(tokens, self.cfg.sampler.shift, self.cfg.sampler.shift_base_tokens)
         times = sampling.schedule(req.steps, shift, start=start)
         d = self.device
-        model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),
-                                   text.uncond_mask.to(d), req.guidance)
-        with self._autocast():
+        with self._autocast():  # the prepared text keys/values are made in the forward's dtype
+            model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),
+                                       text.uncond_mask.to(d), req.guidance, prepare=self.model.dit.prepare_context)
+            if req.cache:
+                model_fn = accel.step_cache(model_fn, req.cache)
             return sampling.sample(model_fn, x.to(d), times, cond, req.sampler, on_step).float().cpu()
 
     # -- 6. decode ---------------------------------------------------------------------------

@@ -28,19 +28,26 @@ def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor
 
 
 def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tensor | None,
-           uncond: torch.Tensor, uncond_mask: torch.Tensor | None, guidance: float) -> ModelFn:
+           uncond: torch.Tensor, uncond_mask: torch.Tensor | None, guidance: float,
+           prepare: Callable | None = None) -> ModelFn:
     """Bind text and classifier-free guidance: v = v_u + g (v_c - v_u).
 
     Conditional and unconditional passes run as one batch (one DiT call per step).
     With guidance 1 the unconditional pass is skipped: it would cancel exactly.
+    `prepare(context, mask)` (e.g. `DiT.prepare_context`) runs once on the bound text, and its result
+    is passed to every call in place of the raw tokens: the text is the same at every step.
     """
+    if guidance != 1.0:
+        context = torch.cat([context, uncond.expand_as(context)])
+        if context_mask is not None:
+            context_mask = torch.cat([context_mask, uncond_mask.expand_as(context_mask)])
+    if prepare is not None:
+        context, context_mask = prepare(context, context_mask), None
     if guidance == 1.0:
         return lambda x, t: dit(x, t, context, context_mask)
-    ctx = torch.cat([context, uncond.expand_as(context)])
-    mask = None if context_mask is None else torch.cat([context_mask, uncond_mask.expand_as(context_mask)])
 
     def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), ctx, mask).chunk(2)
+        v_c, v_u = dit(torch.cat([x, x]), torch.cat([t, t]), context, context_mask).chunk(2)
         return v_u + guidance * (v_c - v_u)
 
     return model_fn
