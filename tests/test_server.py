@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io as bytes_io
+import json
 import os
 import re
 import signal
@@ -223,6 +224,8 @@ def test_list_pages_with_after_limit_order(paused):
     ({"extra_body": {"steps": 0}}, "steps", "from 1 to 1000"),
     ({"extra_body": {"colour": "red"}}, "colour", "unknown parameter"),
     ({"extra_body": {"segments": "[]"}}, "segments", "start"),
+    ({"extra_body": {"sampler": "rk4"}}, "sampler", "euler, heun"),
+    ({"extra_body": {"cache": 2}}, "cache", "from 0 to 1"),
 ])
 def test_bad_requests_are_400_in_openai_schema(paused, fields, param, says):
     arguments = {"prompt": "a ball", "size": "64x64", "seconds": "1", **fields}
@@ -257,7 +260,10 @@ def test_kinema_modes_and_extras_are_accepted(paused):
     loop = client.videos.create(prompt="a spinning star", extra_body={"loop": True, "seed": 3}, size="64x64")
     sequence = client.videos.create(prompt="a ball", seconds="2", size="64x64", extra_body={
         "segments": [{"start": 0, "prompt": "a red ball"}, {"start": 1, "prompt": "a blue ball"}]})
-    assert (loop.status, sequence.status, sequence.seconds) == ("queued", "queued", "2")
+    tuned = client.videos.create(prompt="a ball", size="64x64", extra_body={"sampler": "heun", "cache": 0.2})
+    assert (loop.status, sequence.status, sequence.seconds, tuned.status) == ("queued", "queued", "2", "queued")
+    params = paused.app.state.service.store.get(tuned.id).params
+    assert (params["sampler"], params["cache"]) == ("heun", 0.2)
     deleted = client.videos.delete(loop.id)  # cancelling a queued job
     assert deleted.deleted and not paused.app.state.service.store.input_dir(loop.id).exists()
 
@@ -277,6 +283,13 @@ def test_openapi_documents_the_extra_fields(paused):
     schema = httpx.get(f"{paused.url}/openapi.json").json()
     create = schema["paths"]["/v1/videos"]["post"]["description"]
     assert all(name in create for name in ("loop", "segments", "seed", "steps", "guidance", "negative_prompt"))
+
+
+def test_oversized_json_body_is_413(paused):
+    headers = {"Authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+    body = json.dumps({"prompt": "a ball", "negative_prompt": "x" * (2 << 20)})
+    answer = httpx.post(f"{paused.url}/v1/videos", content=body, headers=headers)
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
 
 
 def test_unflatten_reads_the_sdks_nested_form_fields():

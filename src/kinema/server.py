@@ -46,6 +46,8 @@ WEB_DIR = Path(__file__).parent / "web"
 POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
 DEFAULT_SECONDS = 4.0  # Sora's default duration
 MAX_PROMPT_CHARS = 4000
+MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
+SAMPLERS = ("euler", "heun")
 ALLOWED = {
     "size": "WIDTHxHEIGHT, both multiples of 16 (at least 16), at most 1920x1088 pixels in all "
             "(e.g. 64x64, 128x128, 256x144, 1280x720)",
@@ -56,6 +58,8 @@ EXTRA_FIELDS = {
     "seed": "integer; the same seed, prompt and settings give the same video",
     "steps": "sampling steps, 1-1000 (more is slower and finer; default: the model's)",
     "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
+    "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
+    "cache": "0-1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
     "fps": "frames per second, 1-60 (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
     "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
@@ -66,12 +70,13 @@ EXTRA_FIELDS = {
     "direction": "extensions: \"forward\" continues the end (default), \"backward\" leads into the start",
     "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
 }
-COMMON = {"model", "negative_prompt", "seed", "steps", "guidance", "expand"}
+TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache"}
+COMMON = TUNING | {"model"}
 FIELDS = {
     "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
     "edit": COMMON | {"prompt", "video", "strength"},
     "extend": COMMON | {"prompt", "seconds", "video", "direction", "connect_to"},
-    "remix": {"prompt", "negative_prompt", "seed", "steps", "guidance", "expand", "strength"},
+    "remix": TUNING | {"prompt", "strength"},
 }
 
 
@@ -106,13 +111,28 @@ async def read_fields(request: Request, kind: str) -> Fields:
         form = await request.form()
         values = unflatten(form.multi_items())
     else:
+        body = await _read_limited(request, MAX_JSON_BYTES)
         try:
-            values = json.loads(await request.body() or b"{}")
+            values = json.loads(body or b"{}")
         except ValueError:
             raise ApiError(400, "the body is not valid JSON; send JSON or multipart/form-data") from None
         if not isinstance(values, dict):
             raise ApiError(400, "the JSON body must be an object of fields")
     return Fields(values, FIELDS[kind])
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (whatever Content-Length claims)."""
+    too_big = ApiError(413, f"the JSON body is larger than {limit >> 20} MiB; send files as multipart/form-data "
+                       "uploads", code="request_too_large")
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
 
 
 def unflatten(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
@@ -261,7 +281,9 @@ class Draft:
 def common_scalars(f: Fields) -> dict[str, Any]:
     return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, 2**63 - 1, 0),
             "steps": f.number("steps", int, 1, 1000), "guidance": f.number("guidance", float, 0, 100),
-            "expand": f.flag("expand") if "expand" in f.values else None}
+            "expand": f.flag("expand") if "expand" in f.values else None,
+            "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
+            "cache": f.number("cache", float, 0, 1, 0.0)}
 
 
 def draft_create(f: Fields) -> Draft:
@@ -312,7 +334,7 @@ def draft_remix(f: Fields, source: Job) -> Draft:
         raise ApiError(400, f"{source.id} is {'expired' if source.expired else source.status}; only a completed "
                        "video can be remixed", param="video_id")
     width, height = (int(side) for side in source.size.split("x"))
-    scalars = {key: source.params.get(key) for key in ("steps", "guidance", "seed", "negative_prompt", "expand")}
+    scalars = {key: source.params[key] for key in TUNING if key in source.params}
     scalars |= {key: value for key, value in common_scalars(f).items() if key in f.values}
     scalars |= {"mode": "edit", "width": width, "height": height,
                 "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
