@@ -156,3 +156,14 @@ def test_judge_survives_noise_and_blank_video():
     for frames in (noise, blank):
         verdict = judge("a small red circle moves to the right over a navy background", frames, 8)
         assert verdict["colour"] is False and 0 <= verdict["overall"] < 0.75
+
+
+def test_components_of_an_empty_foreground_is_empty():
+    from kinema.judge_measure import _components
+
+    video = np.zeros((3, 16, 16, 3), np.float32)
+    assert _components(video, np.zeros((3, 16, 16), bool), min_area=4) == []
+    one = np.zeros((3, 16, 16), bool)
+    one[1, 4:8, 4:8] = True
+    (found,) = _components(video, one, min_area=4)
+    assert found.frame == 1 and len(found.pixels) == 16

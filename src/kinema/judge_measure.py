@@ -256,6 +256,8 @@ def _components(video: np.ndarray, foreground: np.ndarray, min_area: int) -> lis
     interior = foreground & ~_dilate(~foreground, 1)
     flat_labels = labels.ravel()
     indices = np.flatnonzero(flat_labels >= 0)
+    if not len(indices):  # nothing in the foreground (np.split would still return one empty group)
+        return []
     roots, inverse, counts = np.unique(flat_labels[indices], return_inverse=True, return_counts=True)
     order = np.argsort(inverse, kind="stable")
     groups = np.split(indices[order], np.cumsum(counts)[:-1])
