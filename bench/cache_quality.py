@@ -15,29 +15,24 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from kinema import judge, world  # noqa: E402  (torch must not be imported before the line above)
-from kinema.bench_sections import Accelerated, load, round_floats  # noqa: E402
+from kinema.bench_sections import count_calls, load, round_floats  # noqa: E402
 from kinema.checkpoint import atomic_write  # noqa: E402
 from kinema.pipeline import Pipeline, Request  # noqa: E402
 
-COLUMNS = ("threshold", "skipped", "wall_s", "cpu_s", "judge_failed", "overall", *judge.ATTRIBUTES, "flicker",
+COLUMNS = ("threshold", "dit_calls", "wall_s", "cpu_s", "judge_failed", "overall", *judge.ATTRIBUTES, "flicker",
            "sharpness")
 
 
 def measure(pipe: Pipeline, prompts: list[str], threshold: float, seed: int) -> dict:
-    model = pipe.model
-    dit, model.dit = model.dit, Accelerated(model.dit, threshold)
     scores, failed, wall, cpu = [], 0, time.perf_counter(), time.process_time()
-    try:
+    with count_calls(pipe.model.dit) as calls:
         for prompt in prompts:
-            video = pipe.generate(Request(prompt, seconds=2, seed=seed, expand=False))
+            video = pipe.generate(Request(prompt, seconds=2, seed=seed, expand=False, cache=threshold))
             try:
                 scores.append(judge.judge(prompt, pipe.decode(video), video.fps))
             except ZeroDivisionError:  # judge_measure's sharpness on a video without edges (reported)
                 failed += 1
-        calls, skipped = model.dit.counts()
-    finally:
-        model.dit = dit
-    return {"threshold": threshold, "skipped": skipped / calls, "wall_s": time.perf_counter() - wall,
+    return {"threshold": threshold, "dit_calls": calls[0], "wall_s": time.perf_counter() - wall,
             "cpu_s": time.process_time() - cpu, "judge_failed": failed, **judge.score_many(scores)}
 
 

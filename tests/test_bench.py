@@ -39,7 +39,10 @@ def test_e2e_section_reports_stages_and_speedups(quick):
     shipped = rows["as shipped"]
     shares = sum(v for k, v in shipped.items() if k.endswith("_share"))
     assert shares == pytest.approx(1.0, abs=0.01)
-    assert shipped["psnr_db"] == "inf" and rows["prepared text"]["psnr_db"] == "inf"  # same video
+    assert shipped["psnr_db"] == "inf" and shipped["dit_calls"] == 2  # 2 quick steps, one CFG batch each
+    cached = rows["step cache 0.1 (--cache)"]
+    assert cached["dit_calls"] in (1, 2)
+    assert (cached["psnr_db"] == "inf") == (cached["dit_calls"] == 2)  # a skipped call changes the video
     assert shipped["frames_per_s"] > 0 and shipped["s_per_video_s"] > 0 and shipped["cpu_s"] > 0
 
 

@@ -194,18 +194,16 @@ def test_edit_mid_strength_starts_part_way(debug_pipe, dit_calls):
 
 # -- prompt sequences --------------------------------------------------------------------------------
 
-def test_sequence_gives_each_segment_its_own_prompt(debug_pipe):
+def test_sequence_gives_each_segment_its_own_prompt(debug_pipe, monkeypatch):
     prompts = ["a red circle moves to the right", "a blue square moves up"]
-    texts = []
-    hook = debug_pipe.model.dit.register_forward_pre_hook(lambda m, a: texts.append(a[2][0].clone()))
-    try:
-        video = generate(debug_pipe, segments=[(0.0, prompts[0]), (1.0, prompts[1])], frames=24)
-    finally:
-        hook.remove()
+    dit, texts = debug_pipe.model.dit, []
+    prepare = dit.prepare_context  # called once per window with the (cond, uncond) text batch
+    monkeypatch.setattr(dit, "prepare_context", lambda ctx, mask: texts.append(ctx[0].clone()) or prepare(ctx, mask))
+    video = generate(debug_pipe, segments=[(0.0, prompts[0]), (1.0, prompts[1])], frames=24)
     assert video.meta["mode"] == "sequence"
     assert video.meta["segments"] == [[0, 9, prompts[0], prompts[0]], [9, 24, prompts[1], prompts[1]]]
     encoded = [debug_pipe.model.text([p])[0][0] for p in prompts]
-    per_window = [next(i for i, e in enumerate(encoded) if torch.equal(t, e)) for t in texts[::SMALL["steps"]]]
+    per_window = [next(i for i, e in enumerate(encoded) if torch.equal(t, e)) for t in texts]
     assert per_window == [0, 1, 1]  # latents 0-2 with the first prompt, 3-6 (two windows) with the second
 
 

@@ -6,7 +6,7 @@ Sections (all by default, in this order):
     threads  one DiT step under thread settings, each in a fresh process (wait policy, thread count)
     dit      Kinema's DiT against diffusers' WanTransformer3DModel: fp32/bf16, per-frame/scalar t
     e2e      the pipeline, prompt to MP4: s per s of video, frames/s, each stage's share; as shipped and
-             with the speed-ups of kinema.accel (prepared text, step cache), with PSNR against as shipped
+             with and without the step cache (--cache), with PSNR against as shipped
     vae      VAE encode/decode frames/s at 128x128
     memory   peak RSS of 5, 20 and 60 s generations, each in a fresh process
     train    DiT training tokens/s and FLOPs utilisation against the matmul peak measured in the run
