@@ -182,3 +182,12 @@ def test_train_set_overrides_the_recipe(tmp_path, capsys):
 def test_train_set_errors_are_one_line(tmp_path, capsys, item, message):
     code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path), "--set", item], capsys)
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bare_cache_flag_uses_the_default_threshold():
+    from kinema.accel import DEFAULT_CACHE_THRESHOLD
+    from kinema.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "x", "--cache"])
+    assert args.cache == DEFAULT_CACHE_THRESHOLD
+    assert build_parser().parse_args(["generate", "x"]).cache == 0

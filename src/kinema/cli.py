@@ -103,6 +103,8 @@ def _add_generate(sub) -> None:
                           help="latent frames the model sees at once in long videos (default 5)")
     sampling.add_argument("--context", type=int, default=None,
                           help="latent frames each window carries over from the one before (default 2)")
+    # const is accel.DEFAULT_CACHE_THRESHOLD, spelled out: importing accel here would import torch before
+    # main() sets the OpenMP wait policy (tests/test_cli.py checks the two agree).
     sampling.add_argument("--cache", type=float, nargs="?", const=0.1, default=0.0, metavar="THRESHOLD",
                           help="faster: skip model calls while the latents barely change (0.1 when given "
                                "alone; larger skips more, 0 = off)")
