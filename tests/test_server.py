@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from kinema.jobs import Job, JobStore, new_id
-from kinema.server import create_app, unflatten
+from kinema.server import create_app
 
 API_KEY = "test-key"
 TINY = {"size": "64x64", "seconds": "1", "extra_body": {"steps": 2, "fps": 8}}
@@ -290,13 +290,6 @@ def test_oversized_json_body_is_413(paused):
     body = json.dumps({"prompt": "a ball", "negative_prompt": "x" * (2 << 20)})
     answer = httpx.post(f"{paused.url}/v1/videos", content=body, headers=headers)
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
-
-
-def test_unflatten_reads_the_sdks_nested_form_fields():
-    items = [("prompt", "p"), ("video[id]", "video_x"), ("segments[][start]", "0"), ("segments[][start]", "2"),
-             ("segments[][prompt]", "a"), ("segments[][prompt]", "b")]
-    assert unflatten(items) == {"prompt": "p", "video": {"id": "video_x"},
-                                "segments": [{"start": "0", "prompt": "a"}, {"start": "2", "prompt": "b"}]}
 
 
 def test_expired_assets_are_swept(paused):

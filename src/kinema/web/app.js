@@ -57,7 +57,7 @@ function requestFor(mode) {
   const data = new FormData();
   data.append("prompt", $("prompt").value);
   for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
-                            ["negative-prompt", "negative_prompt"]]) {
+                            ["sampler", "sampler"], ["cache", "cache"], ["negative-prompt", "negative_prompt"]]) {
     if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
   }
   data.append("seconds", $("seconds").value);

@@ -1,0 +1,320 @@
+"""Requests to the Videos API: fields read with types, OpenAI-style errors, and the jobs they describe.
+
+`read_fields` takes a body as the SDK sends it (multipart, urlencoded or JSON), `Fields` reads each value
+with its type and range (every problem is a 400 naming the field), and `draft_*` turn the fields of each
+endpoint into a `Draft`: the job as the client described it, before the pipeline checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from kinema import pipeline as pl
+from kinema.errors import KinemaError
+from kinema.jobs import Job, valid_id
+from kinema.modes import EDIT_STRENGTH
+
+DEFAULT_SECONDS = 4.0  # Sora's default duration
+MAX_PROMPT_CHARS = 4000
+MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
+SAMPLERS = ("euler", "heun")
+ALLOWED = {
+    "size": "WIDTHxHEIGHT, both multiples of 16 (at least 16), at most 1920x1088 pixels in all "
+            "(e.g. 64x64, 128x128, 256x144, 1280x720)",
+    "seconds": f"a number of seconds from 0 (a single frame) to {pl.MAX_SECONDS:g}",
+}
+EXTRA_FIELDS = {
+    "negative_prompt": "what the video should not show (the unconditional side of guidance)",
+    "seed": "integer; the same seed, prompt and settings give the same video",
+    "steps": "sampling steps, 1-1000 (more is slower and finer; default: the model's)",
+    "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
+    "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
+    "cache": "0-1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
+    "fps": "frames per second, 1-60 (create; default: the model's)",
+    "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
+    "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
+              "model)",
+    "loop": "true makes a video that ends where it starts (create)",
+    "segments": "a prompt sequence (create): a JSON list of {\"start\": seconds, \"prompt\": text}",
+    "strength": f"edits and remixes: 0 keeps the input, 1 ignores it (default {EDIT_STRENGTH})",
+    "direction": "extensions: \"forward\" continues the end (default), \"backward\" leads into the start",
+    "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
+}
+TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache"}
+COMMON = TUNING | {"model"}
+FIELDS = {
+    "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
+    "edit": COMMON | {"prompt", "video", "strength"},
+    "extend": COMMON | {"prompt", "seconds", "video", "direction", "connect_to"},
+    "remix": TUNING | {"prompt", "strength"},
+}
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's schema: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.param, self.code, self.kind = status, param, code, kind
+
+    @classmethod
+    def from_kinema(cls, err: KinemaError) -> ApiError:
+        hint = f"; allowed: {ALLOWED[err.param]}" if err.param in ALLOWED else ""
+        return cls(400, f"{err}{hint}", param=err.param, code=err.code)
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading request fields
+# ---------------------------------------------------------------------------------------------
+
+async def read_fields(request: Request, kind: str) -> Fields:
+    """The body as fields and uploads: multipart/urlencoded forms (what the SDK sends) or JSON."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = await request.form()
+        values = unflatten(form.multi_items())
+    else:
+        body = await _read_limited(request, MAX_JSON_BYTES)
+        try:
+            values = json.loads(body or b"{}")
+        except ValueError:
+            raise ApiError(400, "the body is not valid JSON; send JSON or multipart/form-data") from None
+        if not isinstance(values, dict):
+            raise ApiError(400, "the JSON body must be an object of fields")
+    return Fields(values, FIELDS[kind])
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (whatever Content-Length claims)."""
+    too_big = ApiError(413, f"the JSON body is larger than {limit >> 20} MiB; send files as multipart/form-data "
+                       "uploads", code="request_too_large")
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+def unflatten(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Form fields to nested values the way the SDK flattens them: `video[id]`, `segments[][start]`."""
+    values: dict[str, Any] = {}
+    for key, value in items:
+        match = re.fullmatch(r"(\w+)\[(\w*)\](?:\[(\w+)\])?", key)
+        if match is None:
+            values[key] = value
+            continue
+        name, member, item_member = match.groups()
+        try:
+            if member and not item_member:
+                values.setdefault(name, {})[member] = value
+            elif not member and item_member:
+                # The SDK sends all `start`s, then all `prompt`s: the n-th of a member is the n-th object's.
+                objects = values.setdefault(name, [])
+                index = sum(item_member in item for item in objects)
+                if index == len(objects):
+                    objects.append({})
+                objects[index][item_member] = value
+            else:
+                raise TypeError
+        except (TypeError, AttributeError):
+            raise ApiError(400, f"form field {key!r} does not fit the other {name} fields", param=name) from None
+    return values
+
+
+class Fields:
+    """A request's fields read with types; every problem is a 400 naming the field and what it takes."""
+
+    def __init__(self, values: dict[str, Any], allowed: set[str]):
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ApiError(400, f"unknown parameter {unknown[0]!r}; this endpoint takes "
+                           f"{', '.join(sorted(allowed))}", param=unknown[0], code="unknown_parameter")
+        self.values = values
+
+    def text(self, name: str, default: str | None = None, limit: int = MAX_PROMPT_CHARS) -> str | None:
+        value = self.values.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise ApiError(400, f"{name} must be a string", param=name)
+        if len(value) > limit:
+            raise ApiError(400, f"{name} is {len(value)} characters long; the limit is {limit}", param=name)
+        return value
+
+    def number(self, name: str, cast: type, low: float, high: float, default: Any = None) -> Any:
+        value = self.values.get(name)
+        if value is None or value == "":
+            return default
+        try:
+            number = cast(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not math.isfinite(number) or not low <= number <= high:
+            kind = "an integer" if cast is int else "a number"
+            raise ApiError(400, f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}", param=name)
+        return number
+
+    def flag(self, name: str) -> bool:
+        value = self.values.get(name, False)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ApiError(400, f"{name} must be true or false, got {value!r}", param=name)
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        value = self.text(name, options[0])
+        if value not in options:
+            raise ApiError(400, f"{name} must be one of {', '.join(options)}, got {value!r}", param=name)
+        return value
+
+    def video_source(self, name: str, required: bool = True) -> UploadFile | str | None:
+        """A video given as a file upload or as {"id": "video_..."} of a completed video."""
+        value = self.values.get(name)
+        if isinstance(value, dict) and set(value) == {"id"} and isinstance(value["id"], str):
+            return value["id"]
+        if isinstance(value, str) and valid_id(value):
+            return value
+        if isinstance(value, UploadFile) or (value is None and not required):
+            return value
+        raise ApiError(400, f"{name} must be a video file upload or {{\"id\": \"video_...\"}} of a completed "
+                       "video", param=name)
+
+    def size(self) -> tuple[int | None, int | None]:
+        text = self.text("size")
+        if text is None:
+            return None, None
+        match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
+        if match is None:
+            raise ApiError(400, f"size {text!r} is not WIDTHxHEIGHT; allowed: {ALLOWED['size']}", param="size")
+        return int(match[1]), int(match[2])
+
+    def seconds(self, default: float | None) -> float | None:
+        value = self.values.get("seconds")
+        try:
+            seconds = float(value) if value not in (None, "") else default
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if seconds is not None and not 0 <= seconds <= pl.MAX_SECONDS:
+            raise ApiError(400, f"seconds {value!r} is out of range; allowed: {ALLOWED['seconds']}",
+                           param="seconds")
+        return seconds
+
+    def segments(self) -> list[list] | None:
+        """Prompt sequence: [{"start": s, "prompt": p}] or [[s, p]], as a list or a JSON string."""
+        value = self.values.get("segments")
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        try:
+            pairs = [(item["start"], item["prompt"]) if isinstance(item, dict) else tuple(item) for item in value]
+            segments = [[float(start), str(text).strip()] for start, text in pairs]
+        except (TypeError, KeyError, ValueError):
+            segments = []
+        starts = [start for start, _ in segments]
+        if (not segments or starts != sorted(starts) or not all(0 <= s <= pl.MAX_SECONDS for s in starts)
+                or not all(text for _, text in segments)):
+            raise ApiError(400, "segments must be a non-empty list of {\"start\": seconds, \"prompt\": text}, "
+                           "with starts in increasing order from 0", param="segments")
+        return segments
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs from requests
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Draft:
+    """A job as the client described it, before inputs are stored and the pipeline checks it."""
+
+    prompt: str
+    model: str | None
+    scalars: dict[str, Any]  # Request fields
+    sources: dict[str, UploadFile | str] = field(default_factory=dict)  # Request field -> upload or video id
+    remixed_from: str | None = None
+
+
+def common_scalars(f: Fields) -> dict[str, Any]:
+    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, 2**63 - 1, 0),
+            "steps": f.number("steps", int, 1, 1000), "guidance": f.number("guidance", float, 0, 100),
+            "expand": f.flag("expand") if "expand" in f.values else None,
+            "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
+            "cache": f.number("cache", float, 0, 1, 0.0)}
+
+
+def draft_create(f: Fields) -> Draft:
+    width, height = f.size()
+    scalars = {**common_scalars(f), "width": width, "height": height, "aspect": f.text("aspect", limit=16),
+               "seconds": f.seconds(DEFAULT_SECONDS), "fps": f.number("fps", int, 1, 60)}
+    sources: dict[str, UploadFile | str] = {}
+    image = f.values.get("input_reference")
+    if image is not None:
+        if not isinstance(image, UploadFile):
+            raise ApiError(400, "input_reference must be an image file upload (multipart/form-data)",
+                           param="input_reference")
+        sources["image"] = image
+    segments = f.segments()
+    loop = f.flag("loop")
+    if segments and loop:
+        raise ApiError(400, "choose either loop or segments, not both", param="segments")
+    scalars["mode"] = "sequence" if segments else "loop" if loop else "i2v" if image is not None else "t2v"
+    scalars["segments"] = segments
+    return Draft(f.text("prompt", ""), f.text("model"), scalars, sources)
+
+
+def draft_edit(f: Fields) -> Draft:
+    scalars = {**common_scalars(f), "mode": "edit", "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
+    return Draft(f.text("prompt", ""), f.text("model"), scalars, {"video": f.video_source("video")})
+
+
+def draft_extend(f: Fields) -> Draft:
+    direction = f.choice("direction", ("forward", "backward"))
+    seconds = f.seconds(None)
+    if not seconds:
+        raise ApiError(400, f"seconds (the length to add) is required; allowed: {ALLOWED['seconds']}, above 0",
+                       param="seconds")
+    sources = {"video": f.video_source("video")}
+    connect_to = f.video_source("connect_to", required=False)
+    if connect_to is not None:
+        if direction == "backward":
+            raise ApiError(400, "connect_to extends forward; leave out direction", param="direction")
+        sources["video_b"] = connect_to
+    mode = "connect" if connect_to is not None else "extend" if direction == "forward" else "extend_backward"
+    scalars = {**common_scalars(f), "mode": mode, "seconds": seconds}
+    return Draft(f.text("prompt", ""), f.text("model"), scalars, sources)
+
+
+def draft_remix(f: Fields, source: Job) -> Draft:
+    """A remix edits the source video with a new prompt, keeping its size, length, rate and seed."""
+    if source.status != "completed" or source.expired:
+        raise ApiError(400, f"{source.id} is {'expired' if source.expired else source.status}; only a completed "
+                       "video can be remixed", param="video_id")
+    width, height = (int(side) for side in source.size.split("x"))
+    scalars = {key: source.params[key] for key in TUNING if key in source.params}
+    scalars |= {key: value for key, value in common_scalars(f).items() if key in f.values}
+    scalars |= {"mode": "edit", "width": width, "height": height,
+                "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
+    return Draft(f.text("prompt", ""), source.model, scalars, {"video": source.id}, remixed_from=source.id)

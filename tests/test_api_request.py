@@ -1,0 +1,53 @@
+"""Reading the Videos API's request fields, without a server: typed values, and a 400 for each bad one."""
+
+from __future__ import annotations
+
+import pytest
+
+from kinema.api_request import FIELDS, ApiError, Fields, draft_create, draft_extend, unflatten
+
+
+def test_unflatten_reads_the_sdks_nested_form_fields():
+    items = [("prompt", "p"), ("video[id]", "video_x"), ("segments[][start]", "0"), ("segments[][start]", "2"),
+             ("segments[][prompt]", "a"), ("segments[][prompt]", "b")]
+    assert unflatten(items) == {"prompt": "p", "video": {"id": "video_x"},
+                                "segments": [{"start": "0", "prompt": "a"}, {"start": "2", "prompt": "b"}]}
+
+
+def test_unflatten_refuses_fields_that_do_not_fit_together():
+    with pytest.raises(ApiError, match="does not fit") as err:
+        unflatten([("video", "x"), ("video[id]", "video_x")])
+    assert err.value.param == "video"
+
+
+def test_create_fields_become_a_typed_draft():
+    fields = Fields({"prompt": "a red ball", "size": " 224x128 ", "seconds": "2.5", "seed": "7", "loop": "true",
+                     "cache": "0.2", "sampler": "heun"}, FIELDS["create"])
+    draft = draft_create(fields)
+    assert (draft.prompt, draft.scalars["width"], draft.scalars["height"]) == ("a red ball", 224, 128)
+    assert draft.scalars["seconds"] == 2.5 and draft.scalars["seed"] == 7 and draft.scalars["mode"] == "loop"
+    assert draft.scalars["cache"] == 0.2 and draft.scalars["sampler"] == "heun"
+
+
+@pytest.mark.parametrize(("values", "param", "words"), [
+    ({"colour": "red"}, "colour", "unknown parameter"),
+    ({"size": "big"}, "size", "not WIDTHxHEIGHT"),
+    ({"seconds": "61"}, "seconds", "out of range"),
+    ({"seed": "-1"}, "seed", "integer from 0"),
+    ({"cache": "nan"}, "cache", "number from 0 to 1"),
+    ({"sampler": "ddim"}, "sampler", "one of euler, heun"),
+    ({"loop": "maybe"}, "loop", "true or false"),
+    ({"segments": "[]"}, "segments", "non-empty list"),
+])
+def test_each_bad_create_field_is_a_400_naming_it(values, param, words):
+    with pytest.raises(ApiError, match=words) as err:
+        draft_create(Fields({"prompt": "p", **values}, FIELDS["create"]))
+    assert (err.value.status, err.value.param) == (400, param)
+
+
+def test_an_extension_needs_a_length_and_connects_only_forward():
+    with pytest.raises(ApiError, match="seconds .* is required"):
+        draft_extend(Fields({"video": {"id": "video_" + "a" * 24}}, FIELDS["extend"]))
+    fields = {"video": "video_" + "a" * 24, "seconds": "1", "connect_to": "video_" + "b" * 24, "direction": "backward"}
+    with pytest.raises(ApiError, match="connect_to extends forward"):
+        draft_extend(Fields(fields, FIELDS["extend"]))
