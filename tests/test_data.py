@@ -22,8 +22,8 @@ from kinema.io import write_video
 def test_bucket_shapes_tokens_and_batch_sizes():
     small = preset("small")
     video, image, wide = Bucket(128, 128, 17), Bucket(128, 128, 1), Bucket(224, 128, 17)
-    assert video.latent_shape(small) == (16, 5, 16, 16)
-    assert wide.latent_shape(small) == (16, 5, 16, 28)
+    assert video.latent_shape(small) == (8, 5, 32, 32)
+    assert wide.latent_shape(small) == (8, 5, 32, 56)
     assert (video.tokens(small), image.tokens(small), wide.tokens(small)) == (320, 64, 560)
     # Batches hold about the same number of tokens, capped.
     assert video.batch_size(small, 2560, 24) == 8

@@ -7,6 +7,7 @@ from kinema import evaluate, world
 from kinema.cli import main
 from kinema.errors import KinemaError
 from kinema.io import write_video
+from kinema.pipeline import Pipeline
 
 
 def test_eval_writes_report_table_and_grid(tmp_path, capsys):
@@ -24,7 +25,8 @@ def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     # A random-weight model draws noise: it cannot meet the colour target.
     assert report["targets_met"]["colour"] is False
     table = (out / "README.md").read_text()
-    assert "| 16:9 | 112x64 | 1 |" in table and "shuffled" in table
+    assert "| 16:9 | 112x64 | 1 |" in table and "shuffled" in table and "VAE ceiling" in table
+    assert set(report["vae_ceiling"]) >= {"colour", "shape", "motion", "count"}
     assert (out / "samples.png").stat().st_size > 0
 
 
@@ -43,3 +45,11 @@ def test_unknown_prompt_set_is_an_error():
         evaluate.prompts_for("nope", 3, 0)
     assert len(set(evaluate.prompts_for("heldout", 5, 0))) == 5
     assert np.all([isinstance(p, str) for p in evaluate.prompts_for("train", 3, 0)])
+
+
+def test_vae_ceiling_tells_the_bundled_vae_from_a_random_one(debug_pipe):
+    pairs = world.heldout_prompts(6, seed=0)
+    trained = evaluate.vae_ceiling(Pipeline.load(), pairs, 128, 128)
+    untrained = evaluate.vae_ceiling(debug_pipe, pairs, 128, 128)
+    assert trained["background"] >= untrained["background"] + 0.3
+    assert trained["overall"] >= untrained["overall"] + 0.15

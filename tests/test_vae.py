@@ -9,6 +9,7 @@ from torch import nn
 from kinema.config import VAEConfig
 from kinema.errors import KinemaError
 from kinema.models import vae as vae_module
+from kinema.models.patch_vae import PatchBlock, fold, unfold
 from kinema.models.vae import CausalCache, CausalVAE, config_from_diffusers, state_dict_from_diffusers
 
 Z = 4
@@ -199,3 +200,60 @@ def test_unsupported_diffusers_layouts():
     with pytest.raises(KinemaError, match="Wan2.2"):
         state_dict_from_diffusers({"encoder.down_blocks.0.resnets.0.conv1.weight": torch.zeros(1)})
     assert config_from_diffusers({"_class_name": "AutoencoderKLWan"}) == VAEConfig()
+
+
+# -- the patch VAE (vae.kind = "patch"): same contract, convs at latent resolution ----------------
+
+
+@pytest.fixture(scope="module")
+def patch_vae() -> CausalVAE:
+    torch.manual_seed(0)
+    vae = CausalVAE(tiny_cfg(kind="patch", base_dim=16, num_res_blocks=1, time_kernel=2,
+                             latents_mean=(0.1, -0.2, 0.3, 0.0), latents_std=(1.5, 0.5, 2.0, 1.0))).eval()
+    for block in vae.modules():  # the residual blocks start as the identity: give them something to do
+        if isinstance(block, PatchBlock):
+            nn.init.normal_(block.conv2.weight, std=0.05)
+    return vae
+
+
+def test_fold_and_unfold_are_inverse_and_keep_blocks_together():
+    x = video(2, 3, 8, 12, 16)
+    folded = fold(x, (4, 4, 4))
+    assert folded.shape == (2, 192, 2, 3, 4)
+    assert torch.equal(unfold(folded, (4, 4, 4)), x)
+    # Latent pixel (1, 2, 3) holds exactly frames 4-7, rows 8-11, columns 12-15.
+    assert torch.equal(folded[0, :, 1, 2, 3].sort().values, x[0, :, 4:8, 8:12, 12:16].flatten().sort().values)
+
+
+@pytest.mark.parametrize(("shape", "latent"), [((1, 3, 1, 32, 48), (1, Z, 1, 8, 12)),
+                                               ((2, 3, 9, 48, 80), (2, Z, 3, 12, 20))])
+def test_patch_vae_shapes_round_trip(patch_vae, shape, latent):
+    z = patch_vae.encode(video(*shape))
+    assert z.shape == latent and patch_vae.decode(z).shape == shape
+    assert patch_vae.cfg.spatial_factor == 4 and patch_vae.cfg.temporal_factor == 4
+
+
+def test_patch_vae_chunked_equals_whole_clip_and_is_causal(patch_vae):
+    x = video(1, 3, 13, 32, 40)
+    mean, _ = patch_vae.encode_dist(x)  # chunked: 1, 4, 4, 4 frames
+    recon, mean_full, _ = patch_vae(x)
+    torch.testing.assert_close(mean, mean_full, atol=1e-5, rtol=0)
+    z = (mean - patch_vae.latents_mean) / patch_vae.latents_std
+    chunks = list(patch_vae.decode_stream(z))
+    assert [c.shape[2] for c in chunks] == [1, 4, 4, 4]
+    torch.testing.assert_close(torch.cat(chunks, dim=2), recon.clamp(-1, 1), atol=1e-4, rtol=0)
+
+    later = x.clone()
+    later[:, :, 5:9] = video(1, 3, 4, 32, 40, seed=1)  # latent frame 2; with time_kernel 2 also frame 3
+    z_later = patch_vae.encode(later)
+    assert torch.equal(z[:, :, :2], z_later[:, :, :2])
+    assert not torch.allclose(z[:, :, 2], z_later[:, :, 2], atol=1e-3)
+    assert not torch.allclose(z[:, :, 3], z_later[:, :, 3], atol=1e-3)  # it sees one latent frame back
+
+
+@pytest.mark.parametrize(("overrides", "words"), [({"kind": "bogus"}, "vae.kind 'bogus' is unknown"),
+                                                  ({"kind": "patch", "patch": (4, 4, 2)}, "vae.patch"),
+                                                  ({"kind": "patch", "time_kernel": 0}, "time_kernel")])
+def test_bad_patch_configs_are_one_line_errors(overrides, words):
+    with pytest.raises(KinemaError, match=words):
+        CausalVAE(tiny_cfg(**overrides))

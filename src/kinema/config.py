@@ -27,8 +27,12 @@ WAN_LATENTS_STD = (
 
 @dataclass
 class VAEConfig:
-    """Causal video VAE (Wan2.1 layout): 8x spatial, 4x temporal compression."""
+    """Causal video VAE. kind "wan": the Wan2.1 layout (8x spatial, 4x temporal), whose weights load from
+    diffusers. kind "patch": `patch` (t, h, w) blocks folded into channels and convs at latent resolution
+    (models/patch_vae.py), which learns far faster on a CPU; it uses base_dim (width), num_res_blocks and
+    time_kernel, not dim_mult or temporal_downsample."""
 
+    kind: str = "wan"
     base_dim: int = 96
     z_dim: int = 16
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
@@ -36,19 +40,27 @@ class VAEConfig:
     attn_scales: tuple[float, ...] = ()
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     dropout: float = 0.0
+    patch: tuple[int, int, int] = (4, 4, 4)  # kind "patch": frames, height, width per latent pixel
+    time_kernel: int = 2  # kind "patch": latent frames each conv sees (causal)
     # Per-channel statistics that map raw latents to ~N(0, 1) for the DiT.
     latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN
     latents_std: tuple[float, ...] = WAN_LATENTS_STD
 
     @property
     def spatial_factor(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1)
+        return self.patch[1] if self.kind == "patch" else 2 ** (len(self.dim_mult) - 1)
 
     @property
     def temporal_factor(self) -> int:
-        return 2 ** sum(bool(d) for d in self.temporal_downsample)
+        return self.patch[0] if self.kind == "patch" else 2 ** sum(bool(d) for d in self.temporal_downsample)
 
     def validate(self) -> None:
+        if self.kind not in ("wan", "patch"):
+            raise KinemaError(f"vae.kind {self.kind!r} is unknown; use \"wan\" or \"patch\" in the model's config")
+        if self.kind == "patch" and (len(self.patch) != 3 or self.patch[1] != self.patch[2] or min(self.patch) < 1
+                                     or self.time_kernel < 1):
+            raise KinemaError(f"vae.patch {list(self.patch)} must be [frames, size, size] with positive values and "
+                              "vae.time_kernel at least 1; fix the model's config")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
             raise KinemaError("vae.temporal_downsample needs one entry per downsampling stage "
                               f"({len(self.dim_mult) - 1}); fix the model's config.json")
@@ -201,18 +213,18 @@ def _debug() -> ModelConfig:
 
 
 def _small() -> ModelConfig:
-    """The bundled model's shape: ~9M-parameter DiT on a 0.65M-parameter causal VAE.
+    """The bundled model's shape: ~9M-parameter DiT on a 1.6M-parameter patch VAE (4x4x4 blocks, 8 channels).
 
-    The VAE is narrow (base 8) because the procedural world is flat colours and simple shapes, and
-    because VAE decoding is half of the generation time on a 2-core CPU.
+    The patch VAE runs every conv at latent resolution: it learns the procedural world's flat colours and
+    simple shapes in minutes on a CPU, and decodes 3-4x faster than a Wan-layout VAE of the same quality.
     """
-    z = 16
+    z = 8
     return ModelConfig(
         name="small",
-        vae=VAEConfig(base_dim=8, z_dim=z, dim_mult=(1, 2, 4, 4), num_res_blocks=1,
+        vae=VAEConfig(kind="patch", base_dim=128, z_dim=z, num_res_blocks=2, time_kernel=1,
                       latents_mean=(0.0,) * z, latents_std=(1.0,) * z),
-        dit=DiTConfig(in_channels=z, out_channels=z, num_heads=4, head_dim=64, ffn_dim=1024,
-                      num_layers=8, text_dim=384, freq_dim=128),
+        dit=DiTConfig(in_channels=z, out_channels=z, patch_size=(1, 4, 4), num_heads=4, head_dim=64,
+                      ffn_dim=1024, num_layers=8, text_dim=384, freq_dim=128),
         text=TextConfig(kind="minilm", max_length=48, dim=384),
         sampler=SamplerConfig(steps=20, guidance=4.0, shift=1.5, shift_base_tokens=320),
         width=128, height=128, fps=8,

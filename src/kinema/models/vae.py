@@ -1,6 +1,8 @@
 """Causal video VAE with the Wan2.1 architecture (loads diffusers' `AutoencoderKLWan` weights as they are).
 
-Default layout: 8x spatial and 4x temporal compression. The first frame is its own latent frame, so a
+Default layout: 8x spatial and 4x temporal compression; vae.kind = "patch" swaps in the encoder and
+decoder of models/patch_vae.py (4x4x4 blocks, convs at latent resolution: the bundled model's VAE),
+which keep every contract below. The first frame is its own latent frame, so a
 clip has 1 + 4k frames and T' = 1 + k latent frames; an image is a 1-frame clip.
 
 Every temporal operation looks only backwards, so a clip can be processed in chunks (the first frame,
@@ -23,65 +25,8 @@ from torch import Tensor, nn
 
 from kinema.config import VAEConfig
 from kinema.errors import KinemaError
-
-
-class CausalCache:
-    """What each causal module remembers of earlier chunks of one stream.
-
-    Only the frames a temporal kernel can still reach are kept (2 for a 3-tap conv, 1 for the stride-2
-    downsampler), cloned so that the rest of a chunk's activations can be freed.
-    """
-
-    def __init__(self) -> None:
-        self._tails: dict[nn.Module, Tensor] = {}
-        self._started: set[nn.Module] = set()
-
-    def tail(self, module: nn.Module) -> Tensor | None:
-        return self._tails.get(module)
-
-    def keep(self, module: nn.Module, frames: Tensor) -> None:
-        self._tails[module] = frames.clone()
-
-    def first_call(self, module: nn.Module) -> bool:
-        """True the first time `module` asks: it is then seeing the stream's first frame."""
-        first = module not in self._started
-        self._started.add(module)
-        return first
-
-
-class Conv3d(nn.Conv3d):
-    """nn.Conv3d that takes oneDNN for fp32 on CPU.
-
-    PyTorch's heuristic sends small-batch fp32 video convs to its reference kernel (slow_conv3d), about
-    10x slower here; bf16 (autocast) already goes to oneDNN.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
-        if (x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
-                and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available()):
-            return torch.ops.aten.mkldnn_convolution(
-                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
-            )
-        return super().forward(x)
-
-
-class CausalConv3d(Conv3d):
-    """3D conv that only looks back in time: its k-1 frames of left context come from the previous
-    chunk (via the cache), or are zeros at the start of the stream; space is zero-padded 'same'."""
-
-    def __init__(self, in_dim: int, out_dim: int, kernel: tuple[int, int, int] = (3, 3, 3)) -> None:
-        super().__init__(in_dim, out_dim, kernel, padding=(0, kernel[1] // 2, kernel[2] // 2))
-        self.time_pad = kernel[0] - 1
-
-    def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:  # (B, C, T, H, W)
-        prev = cache.tail(self) if cache is not None else None
-        if prev is None:
-            b, c, _, h, w = x.shape
-            prev = x.new_zeros(b, c, self.time_pad, h, w)
-        x = torch.cat([prev, x], dim=2)  # (B, C, T + k - 1, H, W)
-        if cache is not None:
-            cache.keep(self, x[:, :, -self.time_pad:])
-        return super().forward(x)  # (B, C', T, H, W)
+from kinema.models.causal import CausalCache, CausalConv3d, Conv3d
+from kinema.models.patch_vae import PatchBlock, PatchDecoder, PatchEncoder
 
 
 class RMSNorm(nn.Module):
@@ -282,23 +227,28 @@ class CausalVAE(nn.Module):
                               "mid block); set it to []")
         self.cfg = cfg
         z = cfg.z_dim
-        self.encoder = Encoder(cfg)
+        patch = cfg.kind == "patch"
+        self.encoder = PatchEncoder(cfg) if patch else Encoder(cfg)
         self.quant_conv = Conv3d(2 * z, 2 * z, 1)
         self.post_quant_conv = Conv3d(z, z, 1)
-        self.decoder = Decoder(cfg)
+        self.decoder = PatchDecoder(cfg) if patch else Decoder(cfg)
         # Derived from the config, so not saved with the weights.
         self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean).view(1, z, 1, 1, 1), persistent=False)
         self.register_buffer("latents_std", torch.tensor(cfg.latents_std).view(1, z, 1, 1, 1), persistent=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """All initialisation: convs keep activations O(1) (std 1/sqrt(fan_in)), norms start as identity."""
+        """All initialisation: convs keep activations O(1) (std 1/sqrt(fan_in)), norms start as identity,
+        and so do the patch VAE's residual blocks (their last conv starts at zero)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
                 nn.init.zeros_(m.bias)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.gamma)
+        for m in self.modules():
+            if isinstance(m, PatchBlock):
+                nn.init.zeros_(m.conv2.weight)
 
     # -- inference: chunked, causal cache, no gradients -------------------------------------------
 
