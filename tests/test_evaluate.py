@@ -51,5 +51,6 @@ def test_vae_ceiling_tells_the_bundled_vae_from_a_random_one(debug_pipe):
     pairs = world.heldout_prompts(6, seed=0)
     trained = evaluate.vae_ceiling(Pipeline.load(), pairs, 128, 128)
     untrained = evaluate.vae_ceiling(debug_pipe, pairs, 128, 128)
-    assert trained["background"] >= untrained["background"] + 0.3
-    assert trained["overall"] >= untrained["overall"] + 0.15
+    # The bundled patch VAE keeps colours and counts (docs/MODEL.md: ceiling colour 97%, count 97%).
+    assert trained["colour"] >= 0.8 and trained["colour"] >= untrained["colour"] + 0.5
+    assert trained["count"] >= 0.8 and trained["overall"] >= untrained["overall"] + 0.3

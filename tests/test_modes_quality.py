@@ -17,9 +17,9 @@ from kinema.world import Background, Obj, Scene, render
 
 pytestmark = [
     pytest.mark.slow,
-    # The bundled model misses these targets today (docs/MODEL.md: its VAE reconstructs at 21.6 dB, and by
-    # the judge it draws the background but not the objects). Strict: the day a target is met this xfail
-    # fails, and the mark must go.
+    # The bundled model misses these targets today (docs/MODEL.md: its patch VAE keeps colours and counts, but
+    # its DiT draws the prompt's colours as scattered blocks, not clean objects). Strict: the day a target is
+    # met this xfail fails, and the mark must go.
     pytest.mark.xfail(strict=True, reason="bundled model below the Sora-mode quality targets; see docs/eval"),
     pytest.mark.skipif(not (BUNDLED / "config.json").exists(),
                        reason="needs the bundled model (src/kinema/weights/small); runs once it is installed"),
