@@ -191,3 +191,4 @@ def test_bare_cache_flag_uses_the_default_threshold():
     args = build_parser().parse_args(["generate", "x", "--cache"])
     assert args.cache == DEFAULT_CACHE_THRESHOLD
     assert build_parser().parse_args(["generate", "x"]).cache == 0
+    assert build_parser().parse_args(["eval", "--cache"]).cache == DEFAULT_CACHE_THRESHOLD

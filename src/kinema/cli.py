@@ -103,11 +103,8 @@ def _add_generate(sub) -> None:
                           help="latent frames the model sees at once in long videos (default 5)")
     sampling.add_argument("--context", type=int, default=None,
                           help="latent frames each window carries over from the one before (default 2)")
-    # const is accel.DEFAULT_CACHE_THRESHOLD, spelled out: importing accel here would import torch before
-    # main() sets the OpenMP wait policy (tests/test_cli.py checks the two agree).
-    sampling.add_argument("--cache", type=float, nargs="?", const=0.1, default=0.0, metavar="THRESHOLD",
-                          help="faster: skip model calls while the latents barely change (0.1 when given "
-                               "alone; larger skips more, 0 = off)")
+    _add_cache_option(sampling, "faster: skip model calls while the latents barely change (0.1 when given "
+                                "alone; larger skips more, 0 = off)")
     prompts = p.add_argument_group("prompt expansion")
     prompts.add_argument("--expand", action=argparse.BooleanOptionalAction, default=None,
                          help="rewrite the prompt into the detailed captions the model was trained on "
@@ -118,6 +115,13 @@ def _add_generate(sub) -> None:
     prompts.add_argument("--prompt-model", default=None, help="model name for --prompt-api "
                          "(or KINEMA_PROMPT_MODEL)")
     p.set_defaults(func=cmd_generate)
+
+
+def _add_cache_option(group, help_text: str) -> None:
+    # const is accel.DEFAULT_CACHE_THRESHOLD, spelled out: importing accel here would import torch before
+    # main() sets the OpenMP wait policy (tests/test_cli.py checks the two agree).
+    group.add_argument("--cache", type=float, nargs="?", const=0.1, default=0.0, metavar="THRESHOLD",
+                       help=help_text)
 
 
 def _add_serve(sub) -> None:
@@ -161,8 +165,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--aspects", default="1:1", help="comma-separated aspect ratios, e.g. 1:1,16:9,9:16")
     p.add_argument("--aspect-n", type=int, default=None, help="prompts per extra aspect (default --n)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--cache", type=float, nargs="?", const=0.1, default=0.0, metavar="THRESHOLD",
-                   help="judge the step cache's videos (as kinema generate --cache; default off)")
+    _add_cache_option(p, "judge the step cache's videos (as kinema generate --cache; default off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="eval", help="report folder (default ./eval)")
     p.set_defaults(func=cmd_eval)

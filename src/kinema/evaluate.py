@@ -10,7 +10,6 @@ model's VAE round trips of the prompts' true renders, the most any DiT on that V
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from kinema import judge, world
 from kinema.checkpoint import atomic_write
 from kinema.errors import KinemaError
 from kinema.io import save_grid
+from kinema.modes import decoded_count, latent_count
 from kinema.pipeline import Pipeline, Request, Video, frames_for
 
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
@@ -44,7 +44,7 @@ def vae_ceiling(pipe: Pipeline, pairs: list[tuple[str, world.Scene]], width: int
     perfect would score this, so it tells a weak VAE from a weak DiT."""
     fps, tf, results = pipe.cfg.fps, pipe.cfg.vae.temporal_factor, []
     frames = frames_for(seconds, fps)
-    rendered = 1 + tf * math.ceil((frames - 1) / tf)  # the VAE takes 1 + 4k frames; judge the first `frames`
+    rendered = decoded_count(latent_count(frames, tf), tf)  # the VAE takes 1 + 4k frames; judge the first `frames`
     for prompt, scene in pairs:
         clip = world.render(scene, width, height, rendered, fps)  # (T, H, W, 3) uint8
         decoded = pipe.decode(Video(pipe.encode(clip), frames, fps, width, height))
