@@ -144,3 +144,14 @@ def test_latent_cache_is_incremental_and_checked(tmp_path):
     shard.write_bytes(b"garbage")
     with pytest.raises(KinemaError, match="corrupt"):
         load_cache(folder, buckets, counts)
+
+
+def test_cache_rendered_by_worker_processes_is_the_same(tmp_path):
+    source = WorldSource(seed=3, fps=8)
+    buckets, counts = [Bucket(32, 32, 5), Bucket(48, 32, 1)], [5, 3]
+    build_cache(tmp_path / "here", source, buckets, counts, _pool_encoder, progress=False)
+    build_cache(tmp_path / "pool", source, buckets, counts, _pool_encoder, progress=False, workers=2)
+    here, pool = load_cache(tmp_path / "here", buckets, counts), load_cache(tmp_path / "pool", buckets, counts)
+    for a, b in zip(here, pool, strict=True):
+        assert a.latents.abs().sum() > 0 and torch.equal(a.latents, b.latents)
+        assert a.metas == b.metas

@@ -170,3 +170,22 @@ def test_a_patch_vae_recipe_trains_and_learns(tmp_path):
     psnr = [r["psnr"] for r in rows if "psnr" in r]
     assert len(psnr) == 3 and psnr[-1] >= psnr[0] + 2.5 and psnr[-1] >= 14.0, psnr
     assert json.loads((tmp_path / "recipe.json").read_text())["recipe"]["model"]["vae"]["kind"] == "patch"
+
+
+def test_device_choice_is_checked():
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    assert train.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(KinemaError, match="unknown device 'gpu0'"):
+        train.resolve_device("gpu0")
+    with pytest.raises(KinemaError, match="not supported for training"):
+        train.resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(KinemaError, match="no GPU here; use --device cpu"):
+            train.run(DEBUG, stage="dit", device="cuda", progress=False)
+
+
+def test_recipes_in_configs_load():
+    """Every committed recipe parses (the GPU one fine-tunes the bundled model, so it names it)."""
+    gpu = recipe.load(Path(__file__).parents[1] / "configs" / "small_gpu.toml")
+    assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000
+    assert gpu.model.dit == recipe.load(SMALL).model.dit

@@ -231,6 +231,8 @@ def _add_train(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export", default=None, help="after training, write a model folder here")
+    p.add_argument("--device", default="auto",
+                   help="where the latent cache and the DiT train: auto (the GPU if there is one), cpu, cuda")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe value, e.g. --set vae.steps=8000 --set dit.lr=6e-4 (TOML values)")
     p.set_defaults(func=cmd_train)
@@ -355,7 +357,8 @@ def cmd_train(args) -> None:
     from kinema import train
 
     overrides = dict(_parse_override(item) for item in args.overrides)
-    run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides)
+    run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides,
+                        device=args.device)
     print(f"training run in {run_dir}")
     if args.export:
         train.export(run_dir, args.export)

@@ -11,11 +11,15 @@ skipped when present, so an interrupted cache build continues where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import itertools
 import json
 import math
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -299,19 +303,41 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def build_cache(folder: Path, source: Source, buckets: list[Bucket], counts: list[int], encode: Encoder,
-                batch: int = 4, progress: bool = True) -> None:
-    """Render/read, encode and store `counts[i]` clips per bucket; existing shards are kept."""
+                batch: int = 4, progress: bool = True, workers: int = 0) -> None:
+    """Render/read, encode and store `counts[i]` clips per bucket; existing shards are kept.
+
+    With `workers` > 0 clips are rendered/decoded in that many processes while this one encodes; a
+    clip depends only on (bucket, index), so the cache is the same for any number of workers.
+    """
     from tqdm import tqdm
 
     bar = tqdm(total=sum(counts), desc="cache", disable=not progress, dynamic_ncols=True)
-    for stream, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
-        for shard in range(math.ceil(count / SHARD_CLIPS)):
-            indices = range(shard * SHARD_CLIPS, min(count, (shard + 1) * SHARD_CLIPS))
-            path = shard_path(folder, bucket, shard)
-            if _shard_length(path) != len(indices):  # missing, or the last shard before `clips` grew
-                _write_shard(path, [source.clip(i, bucket, stream) for i in indices], encode, batch)
-            bar.update(len(indices))
+    with _clip_reader(source, workers) as read:
+        for stream, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
+            for shard in range(math.ceil(count / SHARD_CLIPS)):
+                indices = range(shard * SHARD_CLIPS, min(count, (shard + 1) * SHARD_CLIPS))
+                path = shard_path(folder, bucket, shard)
+                if _shard_length(path) != len(indices):  # missing, or the last shard before `clips` grew
+                    _write_shard(path, read(indices, bucket, stream), encode, batch)
+                bar.update(len(indices))
     bar.close()
+
+
+@contextlib.contextmanager
+def _clip_reader(source: Source, workers: int) -> Iterator[Callable[[range, Bucket, int], list[Clip]]]:
+    """A function (indices, bucket, stream) -> clips, rendered here or in a pool of processes."""
+    if workers <= 0:
+        yield lambda indices, bucket, stream: [source.clip(i, bucket, stream) for i in indices]
+        return
+    # fork, not spawn: spawn re-runs the caller's main module (an unguarded script trains again), and the
+    # children only render with numpy or decode with PyAV, never touching torch's threads or CUDA.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        def read(indices: range, bucket: Bucket, stream: int) -> list[Clip]:
+            chunk = max(1, len(indices) // (4 * workers))
+            return list(pool.map(source.clip, indices, itertools.repeat(bucket), itertools.repeat(stream),
+                                 chunksize=chunk))
+
+        yield read
 
 
 @torch.no_grad()

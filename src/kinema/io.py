@@ -19,7 +19,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageSequence, UnidentifiedImageError
@@ -127,6 +126,8 @@ def _as_uint8_array(chunk: np.ndarray | torch.Tensor) -> np.ndarray:
 
 def _write_av(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[str, str], suffix: str) -> None:
     """Encode H.264 (.mp4) or VP9 (.webm) in yuv420p with an exact frame rate."""
+    import av  # here, not at the top: training and benchmark hosts may lack PyAV
+
     rate = Fraction(fps).limit_denominator(1001)
     first = next(frames)
     height, width = first.shape[:2]
@@ -281,6 +282,8 @@ def _positive_float(value: Any) -> float | None:
 
 
 def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+    import av  # here, not at the top: training and benchmark hosts may lack PyAV
+
     frames = []
     try:
         with av.open(str(path)) as container:
@@ -302,6 +305,8 @@ def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
 
 def video_metadata(path: str | Path) -> dict[str, Any]:
     """Width, height, fps, frame count, codec, pix_fmt and tags (lower-case keys) of a video or image."""
+    import av  # here, not at the top: training and benchmark hosts may lack PyAV
+
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     try:
         with av.open(str(path)) as container:

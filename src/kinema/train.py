@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,22 @@ from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, split_counts
 from kinema.errors import KinemaError
 from kinema.recipe import Recipe
-from kinema.train_loop import EMA, OnStep, load_state, run_loop
+from kinema.train_loop import CPU, EMA, OnStep, load_state, run_loop
 
 STAGES = ("vae", "cache", "dit", "all")
 
 
 def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = None, resume: bool = False,
-        overrides: dict[str, Any] | None = None, progress: bool = True, on_step: OnStep | None = None) -> Path:
-    """Run one stage (or all) of a recipe in the run folder `out` (default runs/<recipe name>)."""
+        overrides: dict[str, Any] | None = None, progress: bool = True, on_step: OnStep | None = None,
+        device: str = "auto") -> Path:
+    """Run one stage (or all) of a recipe in the run folder `out` (default runs/<recipe name>).
+
+    `device` ("auto", "cpu", "cuda", "cuda:1") runs the latent cache and the DiT there; "auto" takes the
+    GPU when there is one. The VAE stage trains on the CPU.
+    """
     if stage not in STAGES:
         raise KinemaError(f"unknown training stage {stage!r}; use one of {', '.join(STAGES)}")
+    where = resolve_device(device)
     recipe = recipes.load(recipe_path, overrides)
     run_dir = Path(out) if out is not None else Path("runs") / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -47,12 +54,33 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     if stage in ("vae", "all"):
         train_vae(recipe, run_dir, resume, progress, on_step)
     if stage in ("cache", "all"):
-        cache_latents(recipe, run_dir, progress)
+        cache_latents(recipe, run_dir, progress, where)
     if stage in ("dit", "all"):
-        train_dit(recipe, run_dir, resume, progress, on_step)
+        train_dit(recipe, run_dir, resume, progress, on_step, where)
     if stage == "all":
         export(run_dir, run_dir / "model")
     return run_dir
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise KinemaError(f"unknown device {device!r}; use auto, cpu or cuda (cuda:N for the Nth GPU)") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise KinemaError(f"device {device!r} asked for, but torch sees no GPU here; use --device cpu")
+    if where.type not in ("cpu", "cuda"):
+        raise KinemaError(f"device {device!r} is not supported for training; use cpu or cuda")
+    return where
+
+
+def render_workers() -> int:
+    """Processes that render clips for the latent cache: none on a small CPU, whose cores the
+    encoder already keeps busy; on a bigger host (a GPU server) all cores but one."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 4 else min(16, cores - 1)
 
 
 def _check_resume(folder: Path, resume: bool) -> bool:
@@ -119,10 +147,11 @@ def load_trained_vae(cfg: ModelConfig, run_dir: Path) -> torch.nn.Module:
 # Latent cache
 # ---------------------------------------------------------------------------------------------
 
-def cache_latents(recipe: Recipe, run_dir: Path, progress: bool = True) -> None:
+def cache_latents(recipe: Recipe, run_dir: Path, progress: bool = True,
+                  device: torch.device = CPU) -> None:
     """Encode the recipe's clips per bucket into run_dir/cache; continues an interrupted build."""
     cfg = trained_config(recipe, run_dir)
-    vae = load_trained_vae(cfg, run_dir)
+    vae = load_trained_vae(cfg, run_dir).to(device)
     source = _source(recipe)
     folder = run_dir / "cache"
     weights_hash = hashlib.sha256((run_dir / "vae" / "vae.safetensors").read_bytes()).hexdigest()
@@ -131,10 +160,11 @@ def cache_latents(recipe: Recipe, run_dir: Path, progress: bool = True) -> None:
 
     @torch.no_grad()
     def encode(video: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> normalized (B, C, T', h, w)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return vae.encode(video)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return vae.encode(video.to(device)).cpu()
 
-    build_cache(folder, source, _buckets(recipe), _counts(recipe), encode, progress=progress)
+    build_cache(folder, source, _buckets(recipe), _counts(recipe), encode, batch=4 if device.type == "cpu" else 32,
+                progress=progress, workers=render_workers())
 
 
 def _buckets(recipe: Recipe) -> list[Bucket]:
@@ -158,7 +188,7 @@ def _source(recipe: Recipe):
 # ---------------------------------------------------------------------------------------------
 
 def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True,
-              on_step: OnStep | None = None) -> None:
+              on_step: OnStep | None = None, device: torch.device = CPU) -> None:
     from kinema.train_dit import DiTStage
 
     folder = run_dir / "dit"
@@ -170,7 +200,7 @@ def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
         tmp.write_text(cfg.to_json())
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
     stage = DiTStage(recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming,
-                     _init_state(recipe, "dit"))
+                     _init_state(recipe, "dit"), device)
     run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
 
 

@@ -5,10 +5,14 @@ epoch order, fresh captions (10% dropped to "" for classifier-free guidance), no
 logit-normal time and a random frame-conditioning mask. Masked latent frames stay clean
 with t = 0 and are left out of the loss, so one model learns text-to-video, image-to-video,
 extension and connections. bf16 autocast for the DiT, fp32 weights, AdamW, EMA.
+
+On a GPU the model, the text encoder and the whole latent cache live there. Every random draw
+still comes from the CPU generator, so a step's batch, noise and masks do not depend on the device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from kinema.data import CachedBucket, Source, WorldSource, stable_seed
 from kinema.models.dit import DiT
 from kinema.models.text import TextEncoder
 from kinema.recipe import Recipe
-from kinema.train_loop import EMA, Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
+from kinema.train_loop import CPU, EMA, Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
 
 
 class DiTStage:
@@ -29,18 +33,21 @@ class DiTStage:
 
     def __init__(self, recipe: Recipe, model_cfg: ModelConfig, folder: Path, cache: list[CachedBucket],
                  source: Source, vae: torch.nn.Module, resume: bool,
-                 init_state: dict[str, torch.Tensor] | None = None):
+                 init_state: dict[str, torch.Tensor] | None = None, device: torch.device = CPU):
         self.recipe, self.cfg, self.model_cfg, self.folder = recipe, recipe.dit, model_cfg, folder
-        self.cache, self.source, self.vae = cache, source, vae
+        self.device = device
+        self.cache = [dataclasses.replace(c, latents=c.latents.to(device)) for c in cache]
+        self.source, self.vae = source, vae.to(device)
         self.total, self.seed = self.cfg.steps, recipe.data.seed
         torch.manual_seed(self.seed)
         self.dit = DiT(model_cfg.dit)
         if init_state is not None:
             self.dit.load_state_dict(init_state)
+        self.dit.to(device)
         self.ema = EMA(self.dit, self.cfg.ema_decay)
         self.opt = torch.optim.AdamW(_param_groups(self.dit, self.cfg.weight_decay), lr=self.cfg.lr,
                                      betas=(0.9, 0.99))
-        self.text = TextEncoder(model_cfg.text)
+        self.text = TextEncoder(model_cfg.text).to(device)
         self.gen = torch.Generator().manual_seed(self.seed)
         self.step = 0
         self.cursor = [[0, 0] for _ in cache]  # per bucket: [epoch, position in that epoch's order]
@@ -55,7 +62,7 @@ class DiTStage:
     # -- checkpoints -----------------------------------------------------------------------------
     def _load(self, state: dict) -> None:
         self.dit.load_state_dict(state["dit"])
-        self.ema.shadow = state["ema"]
+        self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])
         self.step, self.cursor = state["step"], state["cursor"]
         self.gen.set_state(state["gen"])
@@ -102,20 +109,21 @@ class DiTStage:
         batch, frames = x0.shape[0], x0.shape[2]
         context, context_mask = self.text(captions)  # (B, L, D), (B, L)
 
-        eps = torch.randn(x0.shape, generator=self.gen)
+        eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
         tokens = cached.bucket.tokens(self.model_cfg)
         sampler = self.model_cfg.sampler
         shift = flow.shift_for(tokens, sampler.shift, sampler.shift_base_tokens)  # as sampling will use
         t = flow.sample_t(batch, self.gen, self.cfg.t_mean, self.cfg.t_std, shift)  # (B,)
         given = conditioning.random_masks(batch, frames, self.gen, self.cfg.mask_probs)  # (B, T) True = clean
         t_frames = torch.where(given, torch.zeros(()), t[:, None].expand(batch, frames))  # (B, T)
+        t_frames, given = t_frames.to(self.device), given.to(self.device)
         x_t = flow.interpolate(x0, eps, t_frames)
 
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.dit.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             v = self.dit(x_t, t_frames, context, context_mask)
         loss = flow.loss(v, x0, eps, frame_weight=(~given).float())
         self.opt.zero_grad(set_to_none=True)
@@ -148,19 +156,19 @@ class DiTStage:
         """A grid of the fixed prompts sampled with the EMA weights, from the same noise every time."""
         from kinema.io import save_grid, to_uint8
 
-        ema_dit = DiT(self.model_cfg.dit).eval()
+        ema_dit = DiT(self.model_cfg.dit).eval().to(self.device)
         ema_dit.load_state_dict(self.ema.model_state(self.dit))
         prompts, sampler, bucket = self.sample_prompts(), self.model_cfg.sampler, self.cache[0].bucket
         context, context_mask = self.text(prompts)  # (P, L, D), (P, L)
         uncond, uncond_mask = self.text([""])
         noise = torch.randn(len(prompts), *bucket.latent_shape(self.model_cfg),
-                            generator=torch.Generator().manual_seed(self.seed))  # (P, C, T, h, w)
+                            generator=torch.Generator().manual_seed(self.seed)).to(self.device)  # (P, C, T, h, w)
         shift = flow.shift_for(bucket.tokens(self.model_cfg), sampler.shift, sampler.shift_base_tokens)
         times = sampling.schedule(self.cfg.sample_steps or sampler.steps, shift)
         model_fn = sampling.guided(ema_dit, context, context_mask, uncond, uncond_mask, sampler.guidance)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             latents = sampling.sample(model_fn, noise, times, method=sampler.method)
-            videos = self.vae.eval().decode(latents.float())  # (P, 3, T, H, W)
+            videos = self.vae.eval().decode(latents.float()).cpu()  # (P, 3, T, H, W)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(path, [to_uint8(v) for v in videos], [f"step {self.step}: {p}" for p in prompts])
 

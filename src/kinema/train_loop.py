@@ -27,6 +27,7 @@ from kinema.checkpoint import atomic_write
 from kinema.errors import KinemaError
 
 OnStep = Callable[[str, int], None]  # (stage name, step just finished) -> None; a test hook
+CPU = torch.device("cpu")
 
 
 class Stage(Protocol):
