@@ -95,7 +95,7 @@ def _match(spec: PromptSpec, tracks: list[Track]) -> list[Track | None]:
 
     Only colour decides the pairing, so a wrong video cannot win credit by a lucky choice of partner.
     """
-    free = sorted(tracks, key=lambda t: -np.nanmax(t.area))
+    free = sorted(tracks, key=_largest_area, reverse=True)
     paired: list[Track | None] = []
     for obj in spec.objects:
         same = next((t for t in free if t.colour == obj.colour), None)
@@ -103,6 +103,12 @@ def _match(spec: PromptSpec, tracks: list[Track]) -> list[Track | None]:
         if same is not None:
             free.remove(same)
     return [track if track is not None else (free.pop(0) if free else None) for track in paired]
+
+
+def _largest_area(track: Track) -> float:
+    """The track's largest area over its frames; 0 for a track that is never seen (all NaN)."""
+    seen = track.area[~np.isnan(track.area)]
+    return float(seen.max()) if seen.size else 0.0
 
 
 def _all(checks: list[bool]) -> bool | None:
