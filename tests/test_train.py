@@ -1,9 +1,12 @@
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from PIL import Image
 
 from kinema import recipe, train
@@ -189,3 +192,57 @@ def test_recipes_in_configs_load():
     gpu = recipe.load(Path(__file__).parents[1] / "configs" / "small_gpu.toml")
     assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000
     assert gpu.model.dit == recipe.load(SMALL).model.dit
+
+
+def _stop_at_3(stage: str, step: int) -> None:
+    if step == 3:
+        raise KeyboardInterrupt  # as Ctrl-C: every rank sees it (torchrun forwards SIGINT to all)
+
+
+def _dit_rank(rank: int, port: int, run: str, resume: bool) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        train.run(DEBUG, stage="dit", out=run, progress=False, resume=resume, device="cpu", overrides=FP32,
+                  on_step=None if resume else _stop_at_3)
+    except KinemaError as err:
+        assert not resume and "interrupted at dit step 3" in str(err)
+
+
+FP32 = {"dit.bf16": False}  # so that one process and two ranks differ only in the order of float sums
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_train_like_one_process_and_resume(vae_run, tmp_path):
+    """torchrun-style: 2 gloo ranks, each half of every batch, the DiT sharded by FSDP2; stopped at step 3
+    and resumed, they end where one process with whole batches ends."""
+    one, two = _copy(vae_run, tmp_path / "one"), _copy(vae_run, tmp_path / "two")
+    train.run(DEBUG, stage="dit", out=one, progress=False, overrides=FP32)
+    mp.spawn(_dit_rank, args=(_free_port(), str(two), False), nprocs=2, join=True)
+    assert load_state(two / "dit" / "checkpoint.pt")["step"] == 3
+    mp.spawn(_dit_rank, args=(_free_port(), str(two), True), nprocs=2, join=True)
+    a, b = (load_state(run / "dit" / "checkpoint.pt") for run in (one, two))
+    assert b["step"] == 6 and b["cursor"] == a["cursor"]
+    for key in ("dit", "ema"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, rtol=1e-4, atol=1e-6, msg=f"{key} {name}")
+    rows = [[json.loads(line) for line in (run / "dit" / "metrics.jsonl").read_text().splitlines()]
+            for run in (one, two)]
+    assert [r["step"] for r in rows[1]] == [1, 2, 3, 4, 5, 6]  # one writer: no duplicates from rank 1
+    assert [r["loss"] for r in rows[1]] == pytest.approx([r["loss"] for r in rows[0]], rel=1e-4)
+    train.export(two, tmp_path / "model")  # a checkpoint of sharded training exports like any other
+    exported = load_model(str(tmp_path / "model")).dit.state_dict()
+    torch.testing.assert_close(exported["head_modulation"].float(), b["ema"]["head_modulation"], rtol=1e-3, atol=1e-5)
+
+
+def test_torchrun_trains_only_the_dit_stage(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for stage in ("vae", "cache", "all"):
+        with pytest.raises(KinemaError, match=f"--stage {stage} runs in one process.*--stage dit"):
+            train.run(DEBUG, stage=stage, out=tmp_path, progress=False)

@@ -42,13 +42,18 @@ def shift_for(num_tokens: int, base_shift: float, base_tokens: int) -> float:
     return max(1.0, base_shift * math.sqrt(num_tokens / base_tokens))
 
 
-def loss(v_pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
-         frame_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared velocity error; `frame_weight` (B, T) zeroes frames given as clean conditioning."""
+def loss(v_pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, frame_weight: torch.Tensor | None = None,
+         weight_total: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared velocity error; `frame_weight` (B, T) zeroes frames given as clean conditioning.
+
+    `weight_total` divides instead of frame_weight's own sum: a rank holding part of a global batch passes the
+    batch's total over the number of ranks, so the ranks' average is the whole batch's loss.
+    """
     err = (v_pred.float() - velocity_target(x0, eps).float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     if frame_weight is None:
         return err.mean()
-    return (err * frame_weight).sum() / frame_weight.sum().clamp_min(1)
+    total = frame_weight.sum() if weight_total is None else weight_total
+    return (err * frame_weight).sum() / total.clamp_min(1)
 
 
 def _frame_view(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

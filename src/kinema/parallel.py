@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from kinema.accel import maybe_compile
@@ -37,6 +38,9 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+ONE_CPU = Dist(0, 1, 0, torch.device("cpu"))  # a single process on the CPU
 
 
 def setup_distributed(backend: str | None = None) -> Dist:
@@ -87,6 +91,75 @@ def parallelize(model: nn.Module, *, fsdp: bool = False, checkpoint: bool = Fals
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state across ranks: checkpoints hold full tensors, so N processes save and M resume
+# ---------------------------------------------------------------------------------------------
+
+def gather_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Full, unsharded CPU state dicts of `model` and its optimizer (optimizer state keyed by parameter
+    name). Collective under FSDP2: every rank calls it, each gets the whole state."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def scatter_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict) -> None:
+    """Load full state dicts (as `gather_state` made them) into a model that may be sharded."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                   options=StateDictOptions(full_state_dict=True))
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor gathered from all ranks (collective); a plain tensor as it is."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def full_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: full_tensor(t).cpu() for name, t in tensors.items()}
+
+
+def shard_like(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Full tensors laid out like `model`'s parameters of the same names: sharded where FSDP2 shards them."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name, tensor in tensors.items():
+        param = params[name]
+        tensor = tensor.to(param.device)
+        out[name] = (distribute_tensor(tensor, param.device_mesh, param.placements)
+                     if isinstance(param, DTensor) else tensor)
+    return out
+
+
+def mean_over_ranks(value: float) -> float:
+    if not dist.is_initialized():
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(total)
+    return float(total.item()) / dist.get_world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """`flag` on any rank, for every rank (e.g. a Ctrl-C seen by one process): all must stop at the same
+    step, or the ones still training would wait forever in a collective for the ones that stopped."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([float(flag)], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _collective_device() -> torch.device:
+    """NCCL reduces only GPU tensors; gloo takes CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def apply_checkpointing(model: nn.Module, blocks: Iterable[nn.Module] | None = None) -> nn.Module:

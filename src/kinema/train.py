@@ -24,13 +24,15 @@ from typing import Any
 
 import torch
 
+from kinema import parallel
 from kinema import recipe as recipes
 from kinema.checkpoint import atomic_write, load_tensors, save_model
 from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, split_counts
 from kinema.errors import KinemaError
+from kinema.parallel import ONE_CPU, Dist
 from kinema.recipe import Recipe
-from kinema.train_loop import CPU, EMA, OnStep, load_state, run_loop
+from kinema.train_loop import EMA, OnStep, load_state, run_loop
 
 STAGES = ("vae", "cache", "dit", "all")
 
@@ -41,25 +43,42 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     """Run one stage (or all) of a recipe in the run folder `out` (default runs/<recipe name>).
 
     `device` ("auto", "cpu", "cuda", "cuda:1") runs the latent cache and the DiT there; "auto" takes the
-    GPU when there is one. The VAE stage trains on the CPU.
+    GPU when there is one. The VAE stage trains on the CPU. Under torchrun (WORLD_SIZE > 1) the DiT stage
+    trains on every rank (each process takes the GPU of its LOCAL_RANK, or gloo on CPUs).
     """
     if stage not in STAGES:
         raise KinemaError(f"unknown training stage {stage!r}; use one of {', '.join(STAGES)}")
-    where = resolve_device(device)
+    ranks = _processes(device, stage)
     recipe = recipes.load(recipe_path, overrides)
     run_dir = Path(out) if out is not None else Path("runs") / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / "recipe.json") as tmp:
-        tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
+    if ranks.is_main:
+        with atomic_write(run_dir / "recipe.json") as tmp:
+            tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
     if stage in ("vae", "all"):
         train_vae(recipe, run_dir, resume, progress, on_step)
     if stage in ("cache", "all"):
-        cache_latents(recipe, run_dir, progress, where)
-    if stage in ("dit", "all"):
-        train_dit(recipe, run_dir, resume, progress, on_step, where)
+        cache_latents(recipe, run_dir, progress, ranks.device)
+    try:
+        if stage in ("dit", "all"):
+            train_dit(recipe, run_dir, resume, progress and ranks.is_main, on_step, ranks)
+    finally:
+        if ranks.world_size > 1:
+            parallel.barrier()  # no rank may tear the group down while a peer still uses it
+            parallel.cleanup()
     if stage == "all":
         export(run_dir, run_dir / "model")
     return run_dir
+
+
+def _processes(device: str, stage: str) -> Dist:
+    """This process's place: one process on `device`, or one rank of a torchrun launch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist(0, 1, 0, resolve_device(device))
+    if stage != "dit":
+        raise KinemaError(f"--stage {stage} runs in one process; under torchrun only the DiT stage trains: run "
+                          "the vae and cache stages first without torchrun, then torchrun ... train --stage dit")
+    return parallel.setup_distributed()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -148,7 +167,7 @@ def load_trained_vae(cfg: ModelConfig, run_dir: Path) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 def cache_latents(recipe: Recipe, run_dir: Path, progress: bool = True,
-                  device: torch.device = CPU) -> None:
+                  device: torch.device = ONE_CPU.device) -> None:
     """Encode the recipe's clips per bucket into run_dir/cache; continues an interrupted build."""
     cfg = trained_config(recipe, run_dir)
     vae = load_trained_vae(cfg, run_dir).to(device)
@@ -188,7 +207,7 @@ def _source(recipe: Recipe):
 # ---------------------------------------------------------------------------------------------
 
 def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True,
-              on_step: OnStep | None = None, device: torch.device = CPU) -> None:
+              on_step: OnStep | None = None, ranks: Dist = ONE_CPU) -> None:
     from kinema.train_dit import DiTStage
 
     folder = run_dir / "dit"
@@ -196,11 +215,12 @@ def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     resuming = _check_resume(folder, resume)
     if resuming and load_state(folder / "checkpoint.pt")["step"] >= recipe.dit.steps:
         return
-    with atomic_write(run_dir / "model_config.json") as tmp:
-        tmp.write_text(cfg.to_json())
+    if ranks.is_main:
+        with atomic_write(run_dir / "model_config.json") as tmp:
+            tmp.write_text(cfg.to_json())
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
     stage = DiTStage(recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming,
-                     _init_state(recipe, "dit"), device)
+                     _init_state(recipe, "dit"), ranks)
     run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
 
 

@@ -8,6 +8,9 @@ extension and connections. bf16 autocast for the DiT, fp32 weights, AdamW, EMA.
 
 On a GPU the model, the text encoder and the whole latent cache live there. Every random draw
 still comes from the CPU generator, so a step's batch, noise and masks do not depend on the device.
+Under torchrun every rank draws the same global batch and trains on its share of the rows
+(rank, rank + N, ...), with the DiT sharded by FSDP2 (kinema.parallel), which averages the
+gradients: the same update as one process with the whole batch.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema import conditioning, flow, sampling, world
+from kinema import conditioning, flow, parallel, sampling, world
 from kinema.config import ModelConfig
 from kinema.data import CachedBucket, Source, WorldSource, stable_seed
 from kinema.models.dit import DiT
 from kinema.models.text import TextEncoder
+from kinema.parallel import ONE_CPU, Dist
 from kinema.recipe import Recipe
-from kinema.train_loop import CPU, EMA, Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
+from kinema.train_loop import EMA, Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
 
 
 class DiTStage:
@@ -33,8 +37,9 @@ class DiTStage:
 
     def __init__(self, recipe: Recipe, model_cfg: ModelConfig, folder: Path, cache: list[CachedBucket],
                  source: Source, vae: torch.nn.Module, resume: bool,
-                 init_state: dict[str, torch.Tensor] | None = None, device: torch.device = CPU):
+                 init_state: dict[str, torch.Tensor] | None = None, dist: Dist = ONE_CPU):
         self.recipe, self.cfg, self.model_cfg, self.folder = recipe, recipe.dit, model_cfg, folder
+        self.dist, device = dist, dist.device
         self.device = device
         self.cache = [dataclasses.replace(c, latents=c.latents.to(device)) for c in cache]
         self.source, self.vae = source, vae.to(device)
@@ -44,6 +49,8 @@ class DiTStage:
         if init_state is not None:
             self.dit.load_state_dict(init_state)
         self.dit.to(device)
+        if dist.world_size > 1:
+            parallel.parallelize(self.dit, fsdp=True)
         self.ema = EMA(self.dit, self.cfg.ema_decay)
         self.opt = torch.optim.AdamW(_param_groups(self.dit, self.cfg.weight_decay), lr=self.cfg.lr,
                                      betas=(0.9, 0.99))
@@ -53,24 +60,29 @@ class DiTStage:
         self.cursor = [[0, 0] for _ in cache]  # per bucket: [epoch, position in that epoch's order]
         weights = [w if len(c.latents) else 0.0 for w, c in zip(recipe.bucket_weights, cache, strict=True)]
         self.bucket_weights = torch.tensor(weights, dtype=torch.float64)
-        self.batch_sizes = [c.bucket.batch_size(model_cfg, self.cfg.batch_tokens, self.cfg.max_batch)
-                            for c in cache]
+        world = dist.world_size  # every rank gets the same share of each batch
+        self.batch_sizes = [max(world, b - b % world) for b in
+                            (c.bucket.batch_size(model_cfg, self.cfg.batch_tokens, self.cfg.max_batch) for c in cache)]
         if resume:
             self._load(load_state(folder / "checkpoint.pt"))
-        self.metrics = Metrics(folder / "metrics.jsonl", self.step if resume else None)
+        self.metrics = Metrics(folder / "metrics.jsonl", self.step if resume else None, enabled=dist.is_main)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _load(self, state: dict) -> None:
-        self.dit.load_state_dict(state["dit"])
-        self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"].items()}
-        self.opt.load_state_dict(state["opt"])
+        parallel.scatter_state(self.dit, self.opt, state["dit"], state["opt"])
+        self.ema.shadow = parallel.shard_like(self.dit, state["ema"])
         self.step, self.cursor = state["step"], state["cursor"]
         self.gen.set_state(state["gen"])
         set_rng_state(state["rng"])
 
     def save(self) -> None:
+        """Full tensors in one file (gathered from every rank), written by the first rank only."""
+        dit_state, opt_state = parallel.gather_state(self.dit, self.opt)
+        ema = parallel.full_tensors(self.ema.shadow)
+        if not self.dist.is_main:
+            return
         save_state(self.folder / "checkpoint.pt", {
-            "dit": self.dit.state_dict(), "ema": self.ema.shadow, "opt": self.opt.state_dict(),
+            "dit": dit_state, "ema": ema, "opt": opt_state,
             "step": self.step, "cursor": self.cursor, "gen": self.gen.get_state(), "rng": rng_state()})
         self.metrics.plot(self.folder / "loss.png", "DiT (rectified flow)")
 
@@ -105,18 +117,21 @@ class DiTStage:
 
     def train_step(self) -> dict[str, float]:
         start = time.perf_counter()
-        cached, x0, captions = self.next_batch()  # x0 (B, C, T, h, w)
+        cached, x0, captions = self.next_batch()  # the global batch: x0 (B, C, T, h, w)
         batch, frames = x0.shape[0], x0.shape[2]
-        context, context_mask = self.text(captions)  # (B, L, D), (B, L)
-
-        eps = torch.randn(x0.shape, generator=self.gen).to(self.device)
+        eps = torch.randn(x0.shape, generator=self.gen)
         tokens = cached.bucket.tokens(self.model_cfg)
         sampler = self.model_cfg.sampler
         shift = flow.shift_for(tokens, sampler.shift, sampler.shift_base_tokens)  # as sampling will use
         t = flow.sample_t(batch, self.gen, self.cfg.t_mean, self.cfg.t_std, shift)  # (B,)
         given = conditioning.random_masks(batch, frames, self.gen, self.cfg.mask_probs)  # (B, T) True = clean
         t_frames = torch.where(given, torch.zeros(()), t[:, None].expand(batch, frames))  # (B, T)
-        t_frames, given = t_frames.to(self.device), given.to(self.device)
+
+        weight_total = (~given).sum().float().to(self.device) / self.dist.world_size  # loss frames, per rank
+        rows = slice(self.dist.rank, None, self.dist.world_size)  # this rank's share (all rows in one process)
+        x0, eps = x0[rows], eps[rows].to(self.device)  # (b, C, T, h, w)
+        t_frames, given = t_frames[rows].to(self.device), given[rows].to(self.device)  # (b, T)
+        context, context_mask = self.text(captions[rows])  # (b, L, D), (b, L)
         x_t = flow.interpolate(x0, eps, t_frames)
 
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
@@ -125,14 +140,15 @@ class DiTStage:
         self.dit.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             v = self.dit(x_t, t_frames, context, context_mask)
-        loss = flow.loss(v, x0, eps, frame_weight=(~given).float())
+        loss = flow.loss(v, x0, eps, frame_weight=(~given).float(), weight_total=weight_total)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.ema.update(self.dit, self.step)
         self.step += 1
-        return {"loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm), "batch": batch,
+        return {"loss": parallel.mean_over_ranks(loss.item()), "lr": lr,
+                "grad_norm": float(parallel.full_tensor(grad_norm)), "batch": batch,
                 "tokens_per_s": batch * tokens / (time.perf_counter() - start)}
 
     # -- samples ---------------------------------------------------------------------------------
@@ -156,8 +172,12 @@ class DiTStage:
         """A grid of the fixed prompts sampled with the EMA weights, from the same noise every time."""
         from kinema.io import save_grid, to_uint8
 
-        ema_dit = DiT(self.model_cfg.dit).eval().to(self.device)
-        ema_dit.load_state_dict(self.ema.model_state(self.dit))
+        shadow = parallel.full_tensors(self.ema.shadow)  # on every rank: gathering shards is collective
+        if not self.dist.is_main:
+            return
+        ema_dit = DiT(self.model_cfg.dit).eval()
+        ema_dit.load_state_dict(self.ema.model_state(ema_dit, shadow))
+        ema_dit.to(self.device)
         prompts, sampler, bucket = self.sample_prompts(), self.model_cfg.sampler, self.cache[0].bucket
         context, context_mask = self.text(prompts)  # (P, L, D), (P, L)
         uncond, uncond_mask = self.text([""])

@@ -25,9 +25,9 @@ import torch
 
 from kinema.checkpoint import atomic_write
 from kinema.errors import KinemaError
+from kinema.parallel import any_rank
 
 OnStep = Callable[[str, int], None]  # (stage name, step just finished) -> None; a test hook
-CPU = torch.device("cpu")
 
 
 class Stage(Protocol):
@@ -69,7 +69,7 @@ def run_loop(stage: Stage, log_every: int, checkpoint_every: int, progress: bool
                     stage.save()
                 if on_step is not None:
                     on_step(stage.name, stage.step)
-                if interrupted():
+                if any_rank(interrupted()):  # under torchrun every rank stops at the same step
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         stage.save()
@@ -165,9 +165,12 @@ class EMA:
         for name, param in model.named_parameters():
             self.shadow[name].lerp_(param.detach().float(), 1 - decay)
 
-    def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """`model`'s state dict with the averaged parameters (buffers as the model has them)."""
-        return {k: self.shadow.get(k, v) for k, v in model.state_dict().items()}
+    def model_state(self, model: torch.nn.Module, shadow: dict[str, torch.Tensor] | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """`model`'s state dict with the averaged parameters (`shadow`: gathered full ones; buffers as the
+        model has them)."""
+        shadow = self.shadow if shadow is None else shadow
+        return {k: shadow.get(k, v) for k, v in model.state_dict().items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,16 +178,23 @@ class EMA:
 # ---------------------------------------------------------------------------------------------
 
 class Metrics:
-    """Append-only JSONL of per-step metrics; a resumed run drops rows past its checkpoint first."""
+    """Append-only JSONL of per-step metrics; a resumed run drops rows past its checkpoint first.
 
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
+    `enabled=False` (every rank but the first in a distributed run) writes nothing.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = self.rows() if resume_step is not None else []
         with atomic_write(path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= (resume_step or 0)))
 
     def log(self, step: int, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **_rounded(row)}) + "\n")
 
