@@ -13,7 +13,8 @@ from kinema.pipeline import Pipeline
 def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["eval", "--model", "debug", "--n", "2", "--steps", "1", "--aspects", "1:1,16:9",
-                 "--aspect-n", "1", "--cache", "0.5", "--sampler", "heun", "--out", str(out)])
+                 "--aspect-n", "1", "--cache", "0.5", "--sampler", "heun", "--guidance", "2.5",
+                 "--out", str(out)])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["aspects"]) == {"1:1", "16:9"}
@@ -26,7 +27,8 @@ def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     assert report["targets_met"]["colour"] is False
     table = (out / "README.md").read_text()
     assert report["cache"] == 0.5 and "(step cache 0.5)" in table
-    assert report["sampler"] == "heun" and "1 heun sampling steps" in table
+    assert report["sampler"] == "heun" and report["guidance"] == 2.5
+    assert "1 heun sampling steps, guidance 2.5" in table
     assert "| 16:9 | 112x64 | 1 |" in table and "shuffled" in table and "VAE ceiling" in table
     assert set(report["vae_ceiling"]) >= {"colour", "shape", "motion", "count"}
     assert (out / "samples.png").stat().st_size > 0

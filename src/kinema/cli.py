@@ -166,6 +166,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--aspect-n", type=int, default=None, help="prompts per extra aspect (default --n)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     _add_cache_option(p, "judge the step cache's videos (as kinema generate --cache; default off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="eval", help="report folder (default ./eval)")
@@ -184,7 +185,7 @@ def cmd_eval(args) -> None:
     aspects = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
     with progress_bar(False) as report:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
-                              args.steps, cache=args.cache, sampler=args.sampler,
+                              args.steps, cache=args.cache, sampler=args.sampler, guidance=args.guidance,
                               progress=lambda i, n: report(i / n, f"judging {i}/{n}"))
     scores = next(iter(result["aspects"].values()))["scores"]
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))

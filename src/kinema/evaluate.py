@@ -54,12 +54,13 @@ def vae_ceiling(pipe: Pipeline, pairs: list[tuple[str, world.Scene]], width: int
 
 def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, seconds: float = 2.0,
              steps: int | None = None, seed: int = 0, cache: float = 0.0, sampler: str | None = None,
-             progress=None) -> tuple[list[dict], list[np.ndarray]]:
+             guidance: float | None = None, progress=None) -> tuple[list[dict], list[np.ndarray]]:
     """Judge one generated video per prompt; returns the per-clip verdicts and the videos."""
     results, videos = [], []
     for i, prompt in enumerate(prompts):
         video = pipe.generate(Request(prompt, width=width, height=height, seconds=seconds, steps=steps,
-                                      seed=seed + i, expand=False, cache=cache, sampler=sampler))
+                                      seed=seed + i, expand=False, cache=cache, sampler=sampler,
+                                      guidance=guidance))
         frames = pipe.decode(video)
         results.append({"prompt": prompt, **judge.judge(prompt, frames, video.fps)})
         videos.append(frames)
@@ -70,7 +71,8 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
 
 def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int = 200, seed: int = 0,
         aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, steps: int | None = None,
-        validate_n: int = 200, cache: float = 0.0, sampler: str | None = None, progress=None) -> dict:
+        validate_n: int = 200, cache: float = 0.0, sampler: str | None = None, guidance: float | None = None,
+        progress=None) -> dict:
     """Evaluate `model` and write report.json, README.md and samples.png into `out`."""
     from kinema.pipeline import parse_aspect, size_for
 
@@ -81,13 +83,14 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     prompts = [prompt for prompt, _ in pairs]
     report: dict = {"model": pipe.cfg.name, "source": pipe.model.source, "prompts": prompt_set, "n": n,
                     "steps": steps or pipe.cfg.sampler.steps, "sampler": sampler or pipe.cfg.sampler.method,
+                    "guidance": pipe.cfg.sampler.guidance if guidance is None else guidance,
                     "cache": cache, "targets": TARGETS, "aspects": {}}
     start = time.perf_counter()
     for aspect in aspects:
         width, height = size_for(parse_aspect(aspect), min(pipe.cfg.width, pipe.cfg.height))
         count = n if aspect == aspects[0] else (aspect_n or n)
         results, videos = evaluate(pipe, prompts[:count], width, height, steps=steps, seed=seed, cache=cache,
-                                   sampler=sampler, progress=progress)
+                                   sampler=sampler, guidance=guidance, progress=progress)
         report["aspects"][aspect] = {"size": f"{width}x{height}", "n": count,
                                      "scores": judge.score_many(results), "clips": results}
         if aspect == aspects[0]:
@@ -108,8 +111,8 @@ def markdown(report: dict) -> str:
     """The report as a Markdown page: per-attribute accuracy per aspect, targets, judge validation."""
     names = [*judge.ATTRIBUTES, "overall"]
     lines = [f"# Evaluation of {report['model']}", "",
-             f"{report['n']} `{report['prompts']}` prompts, {report['steps']} {report.get('sampler', 'euler')} "
-             "sampling steps"
+             f"{report['n']} `{report['prompts']}` prompts, {report['steps']} {report['sampler']} "
+             f"sampling steps, guidance {report['guidance']}"
              f"{f' (step cache {cache})' if (cache := report.get('cache')) else ''}, one video each "
              f"(seed = index), judged from the pixels by `kinema.judge`. Wall time {report['seconds']} s.", "",
              "| aspect | size | n | " + " | ".join(names) + " | flicker | sharpness |",
