@@ -227,7 +227,8 @@ def cmd_bench(args) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on the procedural world or your own videos",
                        description="Train the VAE, cache latents and train the DiT, as a recipe file says. "
-                       "Checkpoints are atomic; --resume continues where a run stopped (Ctrl-C saves).")
+                       "Checkpoints are atomic; --resume continues where a run stopped (Ctrl-C saves). Under torchrun, "
+                       "--stage dit trains on every rank with the DiT sharded by FSDP2.")
     p.add_argument("--config", required=True, help="recipe TOML file, e.g. configs/small.toml")
     p.add_argument("--stage", choices=["vae", "cache", "dit", "all"], default="all")
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")

@@ -39,8 +39,8 @@ class DiTStage:
                  source: Source, vae: torch.nn.Module, resume: bool,
                  init_state: dict[str, torch.Tensor] | None = None, dist: Dist = ONE_CPU):
         self.recipe, self.cfg, self.model_cfg, self.folder = recipe, recipe.dit, model_cfg, folder
-        self.dist, device = dist, dist.device
-        self.device = device
+        self.dist = dist
+        self.device = device = dist.device
         self.cache = [dataclasses.replace(c, latents=c.latents.to(device)) for c in cache]
         self.source, self.vae = source, vae.to(device)
         self.total, self.seed = self.cfg.steps, recipe.data.seed
@@ -60,9 +60,8 @@ class DiTStage:
         self.cursor = [[0, 0] for _ in cache]  # per bucket: [epoch, position in that epoch's order]
         weights = [w if len(c.latents) else 0.0 for w, c in zip(recipe.bucket_weights, cache, strict=True)]
         self.bucket_weights = torch.tensor(weights, dtype=torch.float64)
-        world = dist.world_size  # every rank gets the same share of each batch
-        self.batch_sizes = [max(world, b - b % world) for b in
-                            (c.bucket.batch_size(model_cfg, self.cfg.batch_tokens, self.cfg.max_batch) for c in cache)]
+        self.batch_sizes = [_share_evenly(c.bucket.batch_size(model_cfg, self.cfg.batch_tokens, self.cfg.max_batch),
+                                          dist.world_size) for c in cache]
         if resume:
             self._load(load_state(folder / "checkpoint.pt"))
         self.metrics = Metrics(folder / "metrics.jsonl", self.step if resume else None, enabled=dist.is_main)
@@ -191,6 +190,11 @@ class DiTStage:
             videos = self.vae.eval().decode(latents.float()).cpu()  # (P, 3, T, H, W)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(path, [to_uint8(v) for v in videos], [f"step {self.step}: {p}" for p in prompts])
+
+
+def _share_evenly(batch: int, ranks: int) -> int:
+    """The batch rounded down to a multiple of the ranks (at least one clip each): equal shares."""
+    return max(ranks, batch - batch % ranks)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
