@@ -235,7 +235,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export", default=None, help="after training, write a model folder here")
     p.add_argument("--device", default="auto",
-                   help="where the latent cache and the DiT train: auto (the GPU if there is one), cpu, cuda")
+                   help="where to train: auto (the GPU if there is one), cpu, cuda")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a recipe value, e.g. --set vae.steps=8000 --set dit.lr=6e-4 (TOML values)")
     p.set_defaults(func=cmd_train)

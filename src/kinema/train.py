@@ -42,8 +42,8 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
         device: str = "auto") -> Path:
     """Run one stage (or all) of a recipe in the run folder `out` (default runs/<recipe name>).
 
-    `device` ("auto", "cpu", "cuda", "cuda:1") runs the latent cache and the DiT there; "auto" takes the
-    GPU when there is one. The VAE stage trains on the CPU. Under torchrun (WORLD_SIZE > 1) the DiT stage
+    `device` ("auto", "cpu", "cuda", "cuda:1") runs every stage there; "auto" takes the GPU when there is
+    one. Under torchrun (WORLD_SIZE > 1) the DiT stage
     trains on every rank (each process takes the GPU of its LOCAL_RANK, or gloo on CPUs).
     """
     if stage not in STAGES:
@@ -56,7 +56,7 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
         with atomic_write(run_dir / "recipe.json") as tmp:
             tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
     if stage in ("vae", "all"):
-        train_vae(recipe, run_dir, resume, progress, on_step)
+        train_vae(recipe, run_dir, resume, progress, on_step, ranks.device)
     if stage in ("cache", "all"):
         cache_latents(recipe, run_dir, progress, ranks.device)
     try:
@@ -122,7 +122,7 @@ def _init_state(recipe: Recipe, part: str) -> dict[str, torch.Tensor] | None:
 # ---------------------------------------------------------------------------------------------
 
 def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True,
-              on_step: OnStep | None = None) -> dict:
+              on_step: OnStep | None = None, device: torch.device = ONE_CPU.device) -> dict:
     from kinema.train_vae import VAEStage
 
     folder = run_dir / "vae"
@@ -130,7 +130,7 @@ def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     done = _vae_result(run_dir)
     if resuming and done is not None and done["steps"] == recipe.vae.steps:
         return done
-    stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"))
+    stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"), device)
     run_loop(stage, recipe.vae.log_every, recipe.vae.checkpoint_every, progress, on_step)
     # A fine-tuned model whose VAE is not trained keeps the statistics its DiT learned with.
     keep = recipe.model.vae if recipe.init and recipe.vae.steps == 0 else None

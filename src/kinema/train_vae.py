@@ -23,6 +23,7 @@ from kinema.config import VAEConfig
 from kinema.data import Bucket, Source, WorldSource, to_video
 from kinema.errors import KinemaError
 from kinema.models.vae import CausalVAE
+from kinema.parallel import ONE_CPU
 from kinema.recipe import Recipe
 from kinema.train_loop import Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
 
@@ -57,13 +58,15 @@ class VAEStage:
     name = "vae"
 
     def __init__(self, recipe: Recipe, folder: Path, source: Source, resume: bool,
-                 init_state: dict[str, torch.Tensor] | None = None):
+                 init_state: dict[str, torch.Tensor] | None = None, device: torch.device = ONE_CPU.device):
         self.recipe, self.cfg, self.folder, self.source = recipe, recipe.vae, folder, source
+        self.device = device
         self.total = self.cfg.steps
         torch.manual_seed(recipe.data.seed)  # the posterior sample in CausalVAE.forward uses it
         self.vae = CausalVAE(recipe.model.vae)
         if init_state is not None:
             self.vae.load_state_dict(init_state)
+        self.vae.to(device)
         self.opt = torch.optim.AdamW(self.vae.parameters(), lr=self.cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.gen = torch.Generator().manual_seed(recipe.data.seed)
         self.step, self.next_clip = 0, 0
@@ -102,7 +105,7 @@ class VAEStage:
         return to_video(crops)
 
     def train_step(self) -> dict[str, float]:
-        x = self.batch()  # (B, 3, T, crop, crop)
+        x = self.batch().to(self.device)  # (B, 3, T, crop, crop)
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -127,7 +130,8 @@ class VAEStage:
         source = self.source
         if isinstance(source, WorldSource):
             source = WorldSource(source.seed, source.fps, split="eval")
-        return to_video([source.clip(i, self.eval_bucket).frames for i in range(self.cfg.eval_clips)])
+        clips = to_video([source.clip(i, self.eval_bucket).frames for i in range(self.cfg.eval_clips)])
+        return clips.to(self.device)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +150,7 @@ class VAEStage:
         x = self.eval_clips()
         recon = self.reconstruct(x)
         score = psnr(recon, x)
-        videos = [to_uint8(v) for pair in zip(x, recon, strict=True) for v in pair]
+        videos = [to_uint8(v.cpu()) for pair in zip(x, recon, strict=True) for v in pair]
         save_grid(self.folder / "reconstructions.png", videos,
                   [f"held-out clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(videos))])
         mean, std = (keep_stats.latents_mean, keep_stats.latents_std) if keep_stats else self.latent_stats()
@@ -163,7 +167,7 @@ class VAEStage:
         means = []
         for i in range(self.cfg.stats_clips):
             clip = self.source.clip(i, bucket, TRAIN_STREAM)
-            means.append(self.vae.encode_dist(to_video([clip.frames]))[0])  # (1, z, T', h, w)
+            means.append(self.vae.encode_dist(to_video([clip.frames]).to(self.device))[0].cpu())  # (1, z, T', h, w)
         z = torch.cat(means).transpose(0, 1).flatten(1)  # (z, N * T' * h * w)
         mean, std = z.mean(dim=1), z.std(dim=1).clamp_min(1e-4)
         if not torch.isfinite(std).all():
