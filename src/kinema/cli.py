@@ -185,8 +185,8 @@ def cmd_eval(args) -> None:
     aspects = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
     with progress_bar(False) as report:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
-                              args.steps, cache=args.cache, sampler=args.sampler, guidance=args.guidance,
-                              progress=lambda i, n: report(i / n, f"judging {i}/{n}"))
+                              progress=lambda i, n: report(i / n, f"judging {i}/{n}"), steps=args.steps,
+                              sampler=args.sampler, guidance=args.guidance, cache=args.cache)
     scores = next(iter(result["aspects"].values()))["scores"]
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")

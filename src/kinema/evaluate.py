@@ -53,14 +53,15 @@ def vae_ceiling(pipe: Pipeline, pairs: list[tuple[str, world.Scene]], width: int
 
 
 def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, seconds: float = 2.0,
-             steps: int | None = None, seed: int = 0, cache: float = 0.0, sampler: str | None = None,
-             guidance: float | None = None, progress=None) -> tuple[list[dict], list[np.ndarray]]:
-    """Judge one generated video per prompt; returns the per-clip verdicts and the videos."""
+             seed: int = 0, progress=None, **tuning) -> tuple[list[dict], list[np.ndarray]]:
+    """Judge one generated video per prompt; returns the per-clip verdicts and the videos.
+
+    `tuning`: Request's sampling fields (steps, sampler, guidance, cache); None keeps the model's default.
+    """
     results, videos = [], []
     for i, prompt in enumerate(prompts):
-        video = pipe.generate(Request(prompt, width=width, height=height, seconds=seconds, steps=steps,
-                                      seed=seed + i, expand=False, cache=cache, sampler=sampler,
-                                      guidance=guidance))
+        video = pipe.generate(Request(prompt, width=width, height=height, seconds=seconds, seed=seed + i,
+                                      expand=False, **tuning))
         frames = pipe.decode(video)
         results.append({"prompt": prompt, **judge.judge(prompt, frames, video.fps)})
         videos.append(frames)
@@ -70,9 +71,9 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
 
 
 def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int = 200, seed: int = 0,
-        aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, steps: int | None = None,
-        validate_n: int = 200, cache: float = 0.0, sampler: str | None = None, guidance: float | None = None,
-        progress=None) -> dict:
+        aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int = 200, progress=None,
+        steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+        cache: float = 0.0) -> dict:
     """Evaluate `model` and write report.json, README.md and samples.png into `out`."""
     from kinema.pipeline import parse_aspect, size_for
 
@@ -81,16 +82,16 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     pipe = Pipeline.load(model)
     pairs = scenes_for(prompt_set, n, seed)
     prompts = [prompt for prompt, _ in pairs]
+    tuning = {"steps": steps, "sampler": sampler, "guidance": guidance, "cache": cache}
+    resolved = pipe.resolve(Request(prompts[0], expand=False, **tuning))  # the model's defaults, checked
     report: dict = {"model": pipe.cfg.name, "source": pipe.model.source, "prompts": prompt_set, "n": n,
-                    "steps": steps or pipe.cfg.sampler.steps, "sampler": sampler or pipe.cfg.sampler.method,
-                    "guidance": pipe.cfg.sampler.guidance if guidance is None else guidance,
-                    "cache": cache, "targets": TARGETS, "aspects": {}}
+                    "steps": resolved.steps, "sampler": resolved.sampler, "guidance": resolved.guidance,
+                    "cache": resolved.cache, "targets": TARGETS, "aspects": {}}
     start = time.perf_counter()
     for aspect in aspects:
         width, height = size_for(parse_aspect(aspect), min(pipe.cfg.width, pipe.cfg.height))
         count = n if aspect == aspects[0] else (aspect_n or n)
-        results, videos = evaluate(pipe, prompts[:count], width, height, steps=steps, seed=seed, cache=cache,
-                                   sampler=sampler, guidance=guidance, progress=progress)
+        results, videos = evaluate(pipe, prompts[:count], width, height, seed=seed, progress=progress, **tuning)
         report["aspects"][aspect] = {"size": f"{width}x{height}", "n": count,
                                      "scores": judge.score_many(results), "clips": results}
         if aspect == aspects[0]:

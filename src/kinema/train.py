@@ -43,8 +43,8 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     """Run one stage (or all) of a recipe in the run folder `out` (default runs/<recipe name>).
 
     `device` ("auto", "cpu", "cuda", "cuda:1") runs every stage there; "auto" takes the GPU when there is
-    one. Under torchrun (WORLD_SIZE > 1) the DiT stage
-    trains on every rank (each process takes the GPU of its LOCAL_RANK, or gloo on CPUs).
+    one. Under torchrun (WORLD_SIZE > 1) the DiT stage trains on every rank (each process takes the GPU of
+    its LOCAL_RANK, or gloo on CPUs).
     """
     if stage not in STAGES:
         raise KinemaError(f"unknown training stage {stage!r}; use one of {', '.join(STAGES)}")
