@@ -118,3 +118,27 @@ def test_save_picks_filmstrip_frames_while_writing(debug_pipe, tmp_path, monkeyp
     debug_pipe.save(video, tmp_path / "v.mp4", filmstrip=tmp_path / "strip.png")
     assert len(read_video(tmp_path / "v.mp4")[0]) == 37
     assert Image.open(tmp_path / "strip.png").size == (8 * 18 - 2, 2 * 18 - 2)  # 16 frames, 8 per row
+
+
+@pytest.mark.parametrize("patch", [(1, 2, 2), (1, 4, 4)])
+def test_schedule_shift_counts_tokens_as_training_does(debug_pipe, monkeypatch, patch):
+    """The sampler's shift grows with the DiT's token count, counted with its own patch size (the bundled
+    model's is 1x4x4), so a bucket is sampled with the shift it was trained with."""
+    from kinema import flow, sampling
+    from kinema.checkpoint import Model
+    from kinema.data import Bucket
+    from kinema.models.dit import DiT
+    from kinema.pipeline import Pipeline
+
+    cfg = replace(debug_pipe.cfg, dit=replace(debug_pipe.cfg.dit, patch_size=patch),
+                  sampler=replace(debug_pipe.cfg.sampler, shift=2.0, shift_base_tokens=16))
+    pipe = Pipeline(Model(cfg, debug_pipe.model.vae, DiT(cfg.dit), debug_pipe.model.text, "test"))
+    shifts = []
+    schedule = sampling.schedule
+    monkeypatch.setattr(sampling, "schedule", lambda steps, shift, start=1.0: shifts.append(shift)
+                        or schedule(steps, shift, start))
+    bucket = Bucket(96, 64, 9)
+    pipe.generate(Request("a red circle", width=bucket.width, height=bucket.height, frames=bucket.frames, steps=1))
+    expected = flow.shift_for(bucket.tokens(cfg), cfg.sampler.shift, cfg.sampler.shift_base_tokens)
+    assert bucket.tokens(cfg) == 3 * (8 // patch[1]) * (12 // patch[2])
+    assert shifts == [pytest.approx(expected)] and expected > 2.0

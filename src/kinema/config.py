@@ -90,6 +90,11 @@ class DiTConfig:
     def dim(self) -> int:
         return self.num_heads * self.head_dim
 
+    def tokens(self, frames: int, height: int, width: int) -> int:
+        """Spacetime patches (the DiT's sequence length) for latents of (frames, height, width)."""
+        pt, ph, pw = self.patch_size
+        return (frames // pt) * (height // ph) * (width // pw)
+
     def validate(self) -> None:
         if self.head_dim % 2 or self.head_dim < 12:
             raise KinemaError(f"dit.head_dim={self.head_dim} must be even and at least 12 so rotary "

@@ -54,9 +54,7 @@ class Bucket:
         return cfg.vae.z_dim, 1 + (self.frames - 1) // tf, self.height // sf, self.width // sf
 
     def tokens(self, cfg: ModelConfig) -> int:
-        _, t, h, w = self.latent_shape(cfg)
-        pt, ph, pw = cfg.dit.patch_size
-        return (t // pt) * (h // ph) * (w // pw)
+        return cfg.dit.tokens(*self.latent_shape(cfg)[1:])
 
     def batch_size(self, cfg: ModelConfig, batch_tokens: int, max_batch: int) -> int:
         """Batches hold about the same number of tokens, so images come many to a batch."""

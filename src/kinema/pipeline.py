@@ -215,7 +215,7 @@ class Pipeline:
 
         The shift grows with the window's token count, as in training; `cond`'s frames stay clean.
         """
-        tokens = x.shape[2] * (x.shape[3] // 2) * (x.shape[4] // 2)
+        tokens = self.cfg.dit.tokens(*x.shape[2:])  # counted as training counts them (Bucket.tokens)
         shift = flow.shift_for(tokens, self.cfg.sampler.shift, self.cfg.sampler.shift_base_tokens)
         times = sampling.schedule(req.steps, shift, start=start)
         d = self.device
