@@ -4,13 +4,14 @@ from kinema import flow
 
 
 def test_interpolation_endpoints_and_per_frame_time():
+    # x0 + 1 * (eps - x0) rounds: near-zero eps can miss allclose's relative tolerance, so give an absolute one.
     x0, eps = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 3, 4, 4)
     assert torch.equal(flow.interpolate(x0, eps, torch.zeros(2)), x0)
-    assert torch.allclose(flow.interpolate(x0, eps, torch.ones(2)), eps)
+    assert torch.allclose(flow.interpolate(x0, eps, torch.ones(2)), eps, atol=1e-6)
     t = torch.tensor([[0.0, 0.5, 1.0], [1.0, 0.0, 0.25]])
     xt = flow.interpolate(x0, eps, t)
-    assert torch.equal(xt[0, :, 0], x0[0, :, 0]) and torch.allclose(xt[0, :, 2], eps[0, :, 2])
-    assert torch.allclose(xt[1, :, 2], 0.75 * x0[1, :, 2] + 0.25 * eps[1, :, 2])
+    assert torch.equal(xt[0, :, 0], x0[0, :, 0]) and torch.allclose(xt[0, :, 2], eps[0, :, 2], atol=1e-6)
+    assert torch.allclose(xt[1, :, 2], 0.75 * x0[1, :, 2] + 0.25 * eps[1, :, 2], atol=1e-6)
 
 
 def test_velocity_moves_noise_to_data():
@@ -47,3 +48,12 @@ def test_loss_zero_for_perfect_prediction_and_masks_frames():
     weight[:, 0] = 0
     assert flow.loss(bad, x0, eps, weight).item() == 0
     assert flow.loss(bad, x0, eps).item() > 1
+
+
+def test_loss_is_the_velocity_loss_against_the_straight_line():
+    x0, eps, v = torch.randn(3, 2, 4, 2, 2), torch.randn(3, 2, 4, 2, 2), torch.randn(3, 2, 4, 2, 2)
+    weight = torch.tensor([[1.0, 1, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+    expected = ((v - (eps - x0)).pow(2).mean(dim=(1, 3, 4)) * weight).sum() / weight.sum()
+    assert torch.allclose(flow.loss(v, x0, eps, weight), expected)
+    assert torch.allclose(flow.velocity_loss(v, eps - x0, weight, weight_total=torch.tensor(18.0)),
+                          expected * weight.sum() / 18)

@@ -44,12 +44,18 @@ def shift_for(num_tokens: int, base_shift: float, base_tokens: int) -> float:
 
 def loss(v_pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, frame_weight: torch.Tensor | None = None,
          weight_total: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error against the straight line's velocity eps - x0."""
+    return velocity_loss(v_pred, velocity_target(x0, eps), frame_weight, weight_total)
+
+
+def velocity_loss(v_pred: torch.Tensor, target: torch.Tensor, frame_weight: torch.Tensor | None = None,
+                  weight_total: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared velocity error; `frame_weight` (B, T) zeroes frames given as clean conditioning.
 
     `weight_total` divides instead of frame_weight's own sum: a rank holding part of a global batch passes the
     batch's total over the number of ranks, so the ranks' average is the whole batch's loss.
     """
-    err = (v_pred.float() - velocity_target(x0, eps).float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
+    err = (v_pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     if frame_weight is None:
         return err.mean()
     total = frame_weight.sum() if weight_total is None else weight_total

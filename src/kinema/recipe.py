@@ -76,6 +76,9 @@ class DiTRecipe:
     log_every: int = 20
     sample_prompts: tuple[str, ...] = ()  # () = a few captions of the training data
     sample_steps: int = 0  # 0 = the model's default sampler steps
+    # N > 0: distil the init model (the teacher, sampled with 2N guided steps) into an N-step student that needs
+    # no CFG, instead of training with rectified flow (kinema.train_distill)
+    distill_steps: int = 0
 
 
 @dataclass
@@ -171,6 +174,9 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError("recipe [dit] mask_probs need non-negative weights with a positive sum, e.g. none = 1")
     if not 0 <= dit.caption_dropout < 1 or not 0 < dit.ema_decay < 1:
         raise KinemaError("recipe [dit] needs 0 <= caption_dropout < 1 and 0 < ema_decay < 1")
+    if dit.distill_steps < 0 or (dit.distill_steps and not recipe.init):
+        raise KinemaError("recipe [dit] distill_steps distils a trained model: set [model] init to the teacher's "
+                          "folder (or \"default\"), or distill_steps = 0 to train with rectified flow")
     for section, values in (("vae", vae), ("dit", dit)):
         if values.steps < 0 or values.lr <= 0:
             raise KinemaError(f"recipe [{section}] needs steps >= 0 and lr > 0")

@@ -208,6 +208,9 @@ def _source(recipe: Recipe):
 
 def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True,
               on_step: OnStep | None = None, ranks: Dist = ONE_CPU) -> None:
+    """Rectified flow from the recipe's init (or random weights); with [dit] distill_steps = N, distil the
+    init model (the teacher) into an N-step student without CFG (kinema.train_distill)."""
+    from kinema.train_distill import DistillStage
     from kinema.train_dit import DiTStage
 
     folder = run_dir / "dit"
@@ -215,12 +218,20 @@ def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     resuming = _check_resume(folder, resume)
     if resuming and load_state(folder / "checkpoint.pt")["step"] >= recipe.dit.steps:
         return
+    steps = recipe.dit.distill_steps
+    if steps:  # the student samples in `steps` Euler steps, with the teacher's guidance built in
+        cfg = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, method="euler", steps=steps,
+                                                                   guidance=1.0))
     if ranks.is_main:
         with atomic_write(run_dir / "model_config.json") as tmp:
             tmp.write_text(cfg.to_json())
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
-    stage = DiTStage(recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming,
-                     _init_state(recipe, "dit"), ranks)
+    args = (recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming)
+    if steps:
+        stage = DistillStage(*args, dist=ranks, teacher_state=_init_state(recipe, "dit"),
+                             guidance=recipe.model.sampler.guidance)
+    else:
+        stage = DiTStage(*args, _init_state(recipe, "dit"), ranks)
     run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
 
 

@@ -122,16 +122,18 @@ class DiTStage:
         tokens = cached.bucket.tokens(self.model_cfg)
         sampler = self.model_cfg.sampler
         shift = flow.shift_for(tokens, sampler.shift, sampler.shift_base_tokens)  # as sampling will use
-        t = flow.sample_t(batch, self.gen, self.cfg.t_mean, self.cfg.t_std, shift)  # (B,)
+        path = self.draw_times(batch, shift)  # (B, K): each clip's noise level t, then the times its step visits
         given = conditioning.random_masks(batch, frames, self.gen, self.cfg.mask_probs)  # (B, T) True = clean
-        t_frames = torch.where(given, torch.zeros(()), t[:, None].expand(batch, frames))  # (B, T)
 
         weight_total = (~given).sum().float().to(self.device) / self.dist.world_size  # loss frames, per rank
         rows = slice(self.dist.rank, None, self.dist.world_size)  # this rank's share (all rows in one process)
-        x0, eps = x0[rows], eps[rows].to(self.device)  # (b, C, T, h, w)
-        t_frames, given = t_frames[rows].to(self.device), given[rows].to(self.device)  # (b, T)
+        x0, eps, given = x0[rows].to(self.device), eps[rows].to(self.device), given[rows].to(self.device)
+        path = path[rows].to(self.device)
+        t = path[:, 0]  # (b,)
         context, context_mask = self.text(captions[rows])  # (b, L, D), (b, L)
-        x_t = flow.interpolate(x0, eps, t_frames)
+        t_frames = frame_times(t, given)  # (b, T)
+        x_t = flow.interpolate(x0, eps, t_frames)  # (b, C, T, h, w)
+        target = self.velocity_target(x0, eps, x_t, path, given, context, context_mask)
 
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
         for group in self.opt.param_groups:
@@ -139,7 +141,7 @@ class DiTStage:
         self.dit.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             v = self.dit(x_t, t_frames, context, context_mask)
-        loss = flow.loss(v, x0, eps, frame_weight=(~given).float(), weight_total=weight_total)
+        loss = flow.velocity_loss(v, target, frame_weight=(~given).float(), weight_total=weight_total)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip)
@@ -149,6 +151,16 @@ class DiTStage:
         return {"loss": parallel.mean_over_ranks(loss.item()), "lr": lr,
                 "grad_norm": float(parallel.full_tensor(grad_norm)), "batch": batch,
                 "tokens_per_s": batch * tokens / (time.perf_counter() - start)}
+
+    def draw_times(self, batch: int, shift: float) -> torch.Tensor:
+        """(B, 1): each clip's noise level, logit-normal and shifted as sampling will be. Rectified flow learns
+        the velocity at that instant; a distillation also returns the times its step passes through."""
+        return flow.sample_t(batch, self.gen, self.cfg.t_mean, self.cfg.t_std, shift)[:, None]
+
+    def velocity_target(self, x0: torch.Tensor, eps: torch.Tensor, x_t: torch.Tensor, path: torch.Tensor,
+                        given: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """What the DiT should output at x_t (b, C, T, h, w): for rectified flow, the straight line's eps - x0."""
+        return flow.velocity_target(x0, eps)
 
     # -- samples ---------------------------------------------------------------------------------
     def periodic(self) -> dict[str, float]:
@@ -190,6 +202,11 @@ class DiTStage:
             videos = self.vae.eval().decode(latents.float()).cpu()  # (P, 3, T, H, W)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_grid(path, [to_uint8(v) for v in videos], [f"step {self.step}: {p}" for p in prompts])
+
+
+def frame_times(t: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Per-frame times (B, T): each clip's t, and 0 on the frames given as clean conditioning."""
+    return torch.where(given, torch.zeros((), device=t.device), t[:, None].expand_as(given))
 
 
 def _share_evenly(batch: int, ranks: int) -> int:

@@ -1,0 +1,100 @@
+"""Distillation (kinema.train_distill): a teacher's two guided Euler steps become one student step."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinema import flow, recipe, sampling, train
+from kinema.checkpoint import load_model, load_tensors
+from kinema.conditioning import FrameCondition
+from kinema.data import load_cache
+from kinema.errors import KinemaError
+from kinema.pipeline import Pipeline, Request
+from kinema.train_distill import DistillStage
+
+DEBUG = Path(__file__).parents[1] / "configs" / "debug.toml"
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """A debug run with VAE, cache and a 6-step DiT exported to model/: the teacher."""
+    out = tmp_path_factory.mktemp("teacher")
+    train.run(DEBUG, out=out, progress=False)
+    return out
+
+
+def _distill_overrides(teacher_run, **dit) -> dict:
+    return {"model.init": str(teacher_run / "model"), "vae.steps": 0, "dit.distill_steps": 2, "dit.bf16": False,
+            **{f"dit.{k}": v for k, v in dit.items()}}
+
+
+def _stage(teacher_run, tmp_path, guidance: float) -> DistillStage:
+    r = recipe.load(DEBUG, _distill_overrides(teacher_run))
+    cfg = train.trained_config(r, teacher_run)
+    student = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, steps=2, guidance=1.0))
+    cache = load_cache(teacher_run / "cache", train._buckets(r), train._counts(r))
+    return DistillStage(r, student, tmp_path / "dit", cache, train._source(r), train.load_trained_vae(cfg, teacher_run),
+                        resume=False, teacher_state=load_tensors(teacher_run / "model" / "dit.safetensors"),
+                        guidance=guidance)
+
+
+def test_student_steps_are_pairs_of_teacher_steps(teacher_run, tmp_path):
+    stage = _stage(teacher_run, tmp_path, guidance=3.0)
+    grid = sampling.schedule(4, 2.0)  # the teacher's 4 steps; the student takes every other time
+    triples = {tuple(grid[k:k + 3].tolist()) for k in (0, 2)}
+    path = stage.draw_times(64, 2.0)
+    assert path.shape == (64, 3)
+    assert {tuple(row) for row in path.tolist()} == triples  # both student steps drawn, nothing else
+
+
+def test_target_lands_where_two_guided_sampler_steps_land(teacher_run, tmp_path):
+    """One student step with the target velocity = the teacher's guided Euler sampler over the same two steps,
+    given frames kept clean: what the student learns is exactly what sampling the teacher does."""
+    stage = _stage(teacher_run, tmp_path, guidance=3.0)
+    _, x0, _ = stage.next_batch()
+    x0 = x0[:2]  # (2, C, T, h, w)
+    gen = torch.Generator().manual_seed(0)
+    eps = torch.randn(x0.shape, generator=gen)
+    given = torch.zeros(2, x0.shape[2], dtype=torch.bool)
+    given[0, 0] = True  # clip 0 starts on a given frame (image-to-video)
+    path = stage.draw_times(2, 2.0)
+    context, mask = stage.text(["a red circle moves left", "two blue squares"])
+    x_t = flow.interpolate(x0, eps, torch.where(given, 0.0, path[:, :1]))
+    target = stage.velocity_target(x0, eps, x_t, path, given, context, mask)
+
+    for i in range(2):
+        fn = sampling.guided(stage.teacher, context[i:i + 1], mask[i:i + 1], stage.uncond, stage.uncond_mask, 3.0)
+        cond = FrameCondition(x0[i:i + 1], given[i:i + 1])
+        teacher = sampling.sample(fn, x_t[i:i + 1], path[i], cond)
+        student = x_t[i:i + 1] + (path[i, 2] - path[i, 0]) * target[i:i + 1]
+        student = cond.apply(student)
+        assert torch.allclose(student, teacher, atol=1e-5), (student - teacher).abs().max()
+    assert (target[0, :, 0] == 0).all() and target[1].abs().mean() > 1e-3  # given frames: no motion asked
+
+
+def test_distilled_model_samples_in_n_steps_without_cfg(teacher_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run, ignore=shutil.ignore_patterns("dit", "model"))
+    train.run(DEBUG, stage="dit", out=run, progress=False, overrides=_distill_overrides(teacher_run))
+    train.export(run, run / "model")
+    student, teacher = load_model(run / "model"), load_model(teacher_run / "model")
+    assert dataclasses.asdict(student.cfg.sampler) == {**dataclasses.asdict(teacher.cfg.sampler), "steps": 2,
+                                                       "guidance": 1.0, "method": "euler"}
+    moved = [(student.dit.state_dict()[k] - v).abs().max() for k, v in teacher.dit.state_dict().items()]
+    assert max(moved) > 0  # the student trained
+    rows = [json.loads(line) for line in (run / "dit" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7)) and all(r["loss"] > 0 for r in rows)
+
+    batches = []
+    student.dit.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    video = Pipeline(student).generate(Request("a red circle moves left", width=32, height=32, frames=5))
+    assert batches == [1, 1] and torch.isfinite(video.latents).all()  # 2 steps, no unconditional pass
+
+
+def test_distillation_needs_a_teacher():
+    with pytest.raises(KinemaError, match="set \\[model\\] init"):
+        recipe.load(DEBUG, {"dit.distill_steps": 4})
