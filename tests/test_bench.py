@@ -46,6 +46,18 @@ def test_e2e_section_reports_stages_and_speedups(quick):
     assert shipped["frames_per_s"] > 0 and shipped["s_per_video_s"] > 0 and shipped["cpu_s"] > 0
 
 
+def test_e2e_without_pyav_times_decoding_only(monkeypatch):
+    """A bare GPU host has no PyAV: the e2e row still comes, without the MP4 stage, and says so."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else find_spec(name, *a))
+    result = bench_sections.e2e_section(bench_sections.Setup(model=None, quick=True))
+    shipped = result["rows"][0]
+    assert shipped["mp4_share"] == 0 and shipped["decode_share"] > 0 and shipped["dit_calls"] == 2
+    assert any(note.startswith("no MP4 written: PyAV") for note in result["notes"])
+
+
 def test_train_and_gpu_sections(quick):
     train = quick[1]["train"]["rows"][0]
     assert train["tokens_per_s"] > 0 and 0 < train["mfu_vs_bf16_peak"] < 1

@@ -142,3 +142,11 @@ def test_schedule_shift_counts_tokens_as_training_does(debug_pipe, monkeypatch, 
     expected = flow.shift_for(bucket.tokens(cfg), cfg.sampler.shift, cfg.sampler.shift_base_tokens)
     assert bucket.tokens(cfg) == 3 * (8 // patch[1]) * (12 // patch[2])
     assert shifts == [pytest.approx(expected)] and expected > 2.0
+
+
+def test_negative_prompt_without_cfg_is_noted(debug_pipe):
+    """At guidance 1 (a distilled model's default) there is no unconditional pass for a negative prompt to steer."""
+    video = debug_pipe.generate(Request("a blue star", frames=1, steps=1, guidance=1.0, negative_prompt="red"))
+    assert any(note.startswith("negative prompt: no effect at guidance 1") for note in video.notes)
+    assert not debug_pipe.generate(Request("a blue star", frames=1, steps=1, guidance=4.0,
+                                           negative_prompt="red")).notes

@@ -98,3 +98,9 @@ def test_distilled_model_samples_in_n_steps_without_cfg(teacher_run, tmp_path):
 def test_distillation_needs_a_teacher():
     with pytest.raises(KinemaError, match="set \\[model\\] init"):
         recipe.load(DEBUG, {"dit.distill_steps": 4})
+
+
+def test_the_committed_distill_recipe_halves_the_bundled_models_steps():
+    r = recipe.load(Path(__file__).parents[1] / "configs" / "small_distill.toml")
+    assert r.init == "default" and r.vae.steps == 0
+    assert r.dit.distill_steps * 2 == r.model.sampler.steps and r.model.sampler.guidance > 1  # the teacher's

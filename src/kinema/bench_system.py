@@ -6,7 +6,6 @@ subprocess (`probe` is its entry point) and reports back one JSON line.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -232,14 +231,8 @@ def gpu_section(setup: Setup) -> dict:
     if not torch.cuda.is_available():
         return {"rows": [], "notes": ["skipped: no GPU"], "skipped": "no GPU"}
     on_gpu = Setup(setup.model, setup.quick, device="cuda")
-    parts = {"dit": dit_section(on_gpu, precisions=("bf16",))}
-    skipped = []
-    if importlib.util.find_spec("av") is not None:  # MP4 encoding; a bare GPU host may lack PyAV
-        parts["e2e"] = e2e_section(on_gpu)
-    else:
-        skipped.append("e2e skipped: PyAV (pip install av) is not installed on this host")
-    parts["train"] = train_section(on_gpu)
+    parts = {"dit": dit_section(on_gpu, precisions=("bf16",)), "e2e": e2e_section(on_gpu),
+             "train": train_section(on_gpu)}
     rows = [{"part": part, **row} for part, result in parts.items() for row in result["rows"]]
     rows.append({"part": "wan2.1-1.3b step", **wan_step("cuda", setup.quick)})
-    return {"rows": rows, "notes": [torch.cuda.get_device_name(), *skipped,
-                                    *(n for r in parts.values() for n in r["notes"])]}
+    return {"rows": rows, "notes": [torch.cuda.get_device_name(), *(n for r in parts.values() for n in r["notes"])]}

@@ -178,6 +178,9 @@ class Job:
         self.captions: dict[str, str] = {}  # prompt -> what the text encoder was given
         self._texts: dict[str, Text] = {}
         self.notes: list[str] = []
+        if req.guidance == 1.0 and req.negative_prompt.strip():  # CFG's unconditional pass is skipped at 1
+            self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
+                              "pass a guidance above 1 to use it")
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:
