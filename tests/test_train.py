@@ -90,6 +90,22 @@ def test_dit_batches_come_from_one_bucket(vae_run):
     assert len(seen) > 1
 
 
+def test_a_resumed_cursor_past_a_shrunk_cache_starts_the_next_epoch(vae_run):
+    """Resuming after the recipe's clips (or bucket weights) changed: a cursor past the cache's end must not hang."""
+    from kinema.data import load_cache
+    from kinema.train_dit import DiTStage
+
+    r = recipe.load(DEBUG)
+    cfg = train.trained_config(r, vae_run)
+    cache = load_cache(vae_run / "cache", train._buckets(r), train._counts(r))
+    stage = DiTStage(r, cfg, vae_run / "scratch", cache, train._source(r), train.load_trained_vae(cfg, vae_run),
+                     resume=False)
+    size = len(cache[0].latents)
+    stage.cursor[0] = [3, size + 5]  # saved when this bucket held more clips
+    picked = stage._indices(0, 2)
+    assert len(picked) == 2 and max(picked) < size and stage.cursor[0] == [4, 2]
+
+
 def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
     resumed = _copy(vae_run, tmp_path / "resumed")
 

@@ -91,6 +91,8 @@ class DiTStage:
         epoch, pos = self.cursor[bucket]
         size, picked = len(self.cache[bucket].latents), []
         while len(picked) < count:
+            if pos >= size:  # a resumed run whose cache has since shrunk: that epoch is over
+                epoch, pos = epoch + 1, 0
             shuffle = torch.Generator().manual_seed(stable_seed(self.seed, bucket, epoch))
             order = torch.randperm(size, generator=shuffle)
             take = order[pos:pos + count - len(picked)].tolist()
