@@ -360,3 +360,15 @@ def test_kill_9_loses_no_job(tmp_path):
     finally:
         second.terminate()
         second.wait(DEADLINE_S)
+
+
+def test_the_server_also_offers_the_bundled_models():
+    """Serving another default model keeps both bundled models one request away (by their names)."""
+    from kinema.checkpoint import BUNDLED_MODELS
+    from kinema.jobs import Models
+
+    models = Models("debug")
+    installed = [name for name, folder in BUNDLED_MODELS.items() if (folder / "config.json").exists()]
+    assert models.default == "debug" and models.name_for(None) == "debug" and models.name_for("default") == "debug"
+    assert list(models.specs) == [*installed, "debug"]
+    assert all(models.name_for(name) == name for name in installed)

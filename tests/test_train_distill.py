@@ -102,5 +102,5 @@ def test_distillation_needs_a_teacher():
 
 def test_the_committed_distill_recipe_halves_the_bundled_models_steps():
     r = recipe.load(Path(__file__).parents[1] / "configs" / "small_distill.toml")
-    assert r.init == "default" and r.vae.steps == 0
+    assert r.init == "default" and r.vae.steps == 0 and r.model.name == "kinema-small-fast"
     assert r.dit.distill_steps * 2 == r.model.sampler.steps and r.model.sampler.guidance > 1  # the teacher's

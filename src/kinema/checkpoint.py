@@ -21,7 +21,17 @@ from kinema.config import ModelConfig, TextConfig, load_json, preset
 from kinema.errors import KinemaError
 from kinema.io import atomic_path
 
-BUNDLED = Path(__file__).parent / "weights" / "small"
+WEIGHTS = Path(__file__).parent / "weights"
+BUNDLED = WEIGHTS / "small"  # kinema-small: the trained base, where fine-tunes and distillations start
+BUNDLED_FAST = WEIGHTS / "small-fast"  # kinema-small-fast: distilled from it (8 steps, no CFG)
+BUNDLED_MODELS = {"kinema-small": BUNDLED, "kinema-small-fast": BUNDLED_FAST}
+DEFAULT_MODEL = "kinema-small-fast"  # what `kinema generate`, `eval`, `bench` and the server use unless told
+
+
+def bundled_folder(spec: str | Path | None) -> Path | None:
+    """The folder of a bundled model's name ("", "default" and None: the default one); None for anything else."""
+    name = DEFAULT_MODEL if spec is None or str(spec) in ("", "default") else str(spec)
+    return BUNDLED_MODELS.get(name)
 
 
 @dataclass
@@ -70,11 +80,14 @@ def save_model(folder: str | Path, cfg: ModelConfig, vae: torch.nn.Module, dit: 
 
 
 def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Model:
-    """Load by preset name (random weights), Kinema folder, or diffusers folder; None = bundled model."""
-    if spec is None or str(spec) in ("", "default", "kinema-small"):
-        if not (BUNDLED / "config.json").exists():
-            raise KinemaError("the bundled model is not installed; reinstall kinema or pass --model debug")
-        return _load_kinema(BUNDLED, dtype)
+    """Load by bundled name, preset name (random weights), Kinema folder, or diffusers folder; None = the
+    default bundled model."""
+    bundled = bundled_folder(spec)
+    if bundled is not None:
+        if not (bundled / "config.json").exists():
+            raise KinemaError(f"the bundled model {bundled.name} is not installed; reinstall kinema or pass "
+                              "--model debug")
+        return _load_kinema(bundled, dtype)
     path = Path(spec)
     if path.is_dir():
         if (path / "config.json").exists() and (path / "dit.safetensors").exists():

@@ -20,8 +20,9 @@ EXAMPLES = """examples:
   kinema train --config configs/small.toml                            (train your own model)
   kinema eval --model path/to/model --prompts heldout --n 200         (judge a model)
 
-Models: with no --model, the bundled model trained by this project is used. --model takes a
-preset (debug: tiny random weights, for tests) or a folder (Kinema or diffusers Wan2.1 layout).
+Models: with no --model, the bundled kinema-small-fast is used (trained by this project, then distilled
+to 8 steps without CFG); kinema-small is the model it was distilled from (16 steps with CFG). --model also
+takes a preset (debug: tiny random weights, for tests) or a folder (Kinema or diffusers Wan2.1 layout).
 """
 
 
@@ -68,7 +69,7 @@ def _add_generate(sub) -> None:
     p.add_argument("prompt", nargs="?", default="",
                    help="what the video shows, e.g. \"a red ball bounces left\" (optional with --segments)")
     p.add_argument("-o", "--output", default="kinema.mp4", help="output file (default kinema.mp4)")
-    p.add_argument("--model", default=None, help="preset name or model folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help="bundled name, preset or model folder (default: kinema-small-fast)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
     p.add_argument("--negative-prompt", default="", help="what the video should not show")
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
@@ -108,7 +109,7 @@ def _add_generate(sub) -> None:
     prompts = p.add_argument_group("prompt expansion")
     prompts.add_argument("--expand", action=argparse.BooleanOptionalAction, default=None,
                          help="rewrite the prompt into the detailed captions the model was trained on "
-                         "(default: on for the bundled model)")
+                         "(default: on for the bundled models)")
     prompts.add_argument("--prompt-api", default=None, metavar="URL",
                          help="OpenAI-compatible endpoint that rewrites prompts, e.g. http://localhost:8000/v1 "
                          "(or KINEMA_PROMPT_API_BASE; the key is read from KINEMA_PROMPT_API_KEY)")
@@ -131,7 +132,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--data", default="kinema-data", help="folder for the job store and videos")
-    p.add_argument("--model", default=None, help="default model: preset or folder (default: the bundled model)")
+    p.add_argument("--model", default=None,
+                   help="default model: bundled name, preset or folder (default: kinema-small-fast)")
     p.add_argument("--extra-model", action="append", default=[], metavar="NAME=FOLDER",
                    help="also serve this model under NAME (repeatable)")
     p.add_argument("--api-keys-file", default=None, help="file of bearer keys, one per line (also KINEMA_API_KEYS)")
@@ -158,7 +160,7 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="generate videos for world prompts and score them with the judge",
                        description="Evaluate a model: one video per prompt, judged from the pixels; writes "
                        "report.json, README.md (a table) and samples.png into --out.")
-    p.add_argument("--model", default=None, help="preset or model folder (default: the bundled model)")
+    p.add_argument("--model", default=None, help="preset or model folder (default: the bundled kinema-small-fast)")
     p.add_argument("--prompts", choices=["heldout", "train"], default="heldout",
                    help="heldout: compositional hold-out never seen in training (default)")
     p.add_argument("--n", type=int, default=200, help="number of prompts (default 200)")
@@ -209,7 +211,7 @@ def _add_bench(sub) -> None:
                        description="Benchmark Kinema on this machine (DiT vs diffusers' Wan, end-to-end "
                        "generation, VAE, peak memory, training throughput); results go to --out.")
     p.add_argument("--out", default="bench/results", help="folder for bench.json and bench.md")
-    p.add_argument("--model", default=None, help="model folder or preset (default: the bundled model)")
+    p.add_argument("--model", default=None, help="model folder or preset (default: the bundled kinema-small-fast)")
     p.add_argument("--quick", action="store_true", help="tiny debug shapes, one repetition (seconds)")
     p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--repeat", type=int, default=None, help="repetitions per timed call (default 5, quick 1)")

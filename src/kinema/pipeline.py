@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kinema import accel, flow, provenance, safety, sampling
-from kinema.checkpoint import BUNDLED, Model, load_model
+from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
@@ -120,8 +120,8 @@ class Pipeline:
 
     @property
     def expands_by_default(self) -> bool:
-        """Prompt expansion is on for the bundled model, which was trained on the world's detailed captions."""
-        return Path(self.model.source).resolve() == BUNDLED.resolve()
+        """Prompt expansion is on for the bundled models, which were trained on the world's detailed captions."""
+        return Path(self.model.source).resolve() in {folder.resolve() for folder in BUNDLED_MODELS.values()}
 
     # -- 1. check the request ---------------------------------------------------------------
     def resolve(self, req: Request) -> Request:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kinema.checkpoint import BUNDLED
+from kinema.checkpoint import BUNDLED, BUNDLED_MODELS
 from kinema.conditioning import MASK_KINDS
 from kinema.config import ModelConfig, from_dict, load_json, preset
 from kinema.errors import KinemaError
@@ -131,8 +131,9 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
 
 
 def init_folder(init: str) -> Path:
-    """The Kinema model folder a recipe's `init` names ("default" = the bundled model)."""
-    folder = BUNDLED if init in ("default", "kinema-small") else Path(init)
+    """The Kinema model folder a recipe's `init` names: a bundled name, "default" (the bundled base model that
+    training continues, kinema-small) or a folder."""
+    folder = BUNDLED if init == "default" else BUNDLED_MODELS.get(init, Path(init))
     if not (folder / "dit.safetensors").is_file():
         raise KinemaError(f"recipe [model] init={init!r} is not a Kinema model folder (config.json + "
                           "dit.safetensors + vae.safetensors); give one, or \"\" to start from random weights")

@@ -1,0 +1,30 @@
+"""Model names and folders: the two bundled models, presets and folders (kinema.checkpoint)."""
+
+import pytest
+
+from kinema import recipe
+from kinema.checkpoint import BUNDLED, BUNDLED_FAST, DEFAULT_MODEL, bundled_folder, load_model
+from kinema.errors import KinemaError
+
+
+def test_bundled_names_map_to_their_folders():
+    assert DEFAULT_MODEL == "kinema-small-fast"
+    for spec in (None, "", "default", "kinema-small-fast"):
+        assert bundled_folder(spec) == BUNDLED_FAST
+    assert bundled_folder("kinema-small") == BUNDLED
+    assert bundled_folder("debug") is None and bundled_folder("my/model") is None
+
+
+def test_recipes_start_from_the_base_model_by_default():
+    """A recipe's init "default" is the trainable base (kinema-small), not the distilled default for generation."""
+    assert recipe.init_folder("default") == BUNDLED == recipe.init_folder("kinema-small")
+    with pytest.raises(KinemaError, match="not a Kinema model folder"):
+        recipe.init_folder("no/such/folder")
+
+
+@pytest.mark.skipif(not (BUNDLED_FAST / "config.json").exists(), reason="needs both bundled models installed")
+def test_the_default_model_is_the_distilled_one():
+    fast, base = load_model(None), load_model("kinema-small")
+    assert (fast.cfg.sampler.steps, fast.cfg.sampler.guidance) == (base.cfg.sampler.steps // 2, 1.0)
+    assert fast.cfg.dit == base.cfg.dit and fast.cfg.vae == base.cfg.vae  # same shapes and latent space
+    assert fast.cfg.name == "kinema-small-fast" and base.cfg.name == "kinema-small"
