@@ -72,15 +72,21 @@ def test_vae_stage_writes_checkpoint_metrics_and_plots(vae_run):
     assert len(list((vae_run / "cache").glob("*/shard_*.safetensors"))) == 3
 
 
-def test_dit_batches_come_from_one_bucket(vae_run):
+def _dit_stage(vae_run):
+    """A fresh DiT stage of the debug recipe on the shared run's cache (never saved)."""
     from kinema.data import load_cache
     from kinema.train_dit import DiTStage
 
     r = recipe.load(DEBUG)
     cfg = train.trained_config(r, vae_run)
     cache = load_cache(vae_run / "cache", train._buckets(r), train._counts(r))
-    stage = DiTStage(r, cfg, vae_run / "scratch", cache, train._source(r), train.load_trained_vae(cfg, vae_run),
-                     resume=False)
+    return DiTStage(r, cfg, vae_run / "scratch", cache, train._source(r), train.load_trained_vae(cfg, vae_run),
+                    resume=False)
+
+
+def test_dit_batches_come_from_one_bucket(vae_run):
+    stage = _dit_stage(vae_run)
+    r, cfg = stage.recipe, stage.model_cfg
     seen = set()
     for _ in range(8):
         cached, x0, captions = stage.next_batch()
@@ -92,15 +98,8 @@ def test_dit_batches_come_from_one_bucket(vae_run):
 
 def test_a_resumed_cursor_past_a_shrunk_cache_starts_the_next_epoch(vae_run):
     """Resuming after the recipe's clips (or bucket weights) changed: a cursor past the cache's end must not hang."""
-    from kinema.data import load_cache
-    from kinema.train_dit import DiTStage
-
-    r = recipe.load(DEBUG)
-    cfg = train.trained_config(r, vae_run)
-    cache = load_cache(vae_run / "cache", train._buckets(r), train._counts(r))
-    stage = DiTStage(r, cfg, vae_run / "scratch", cache, train._source(r), train.load_trained_vae(cfg, vae_run),
-                     resume=False)
-    size = len(cache[0].latents)
+    stage = _dit_stage(vae_run)
+    size = len(stage.cache[0].latents)
     stage.cursor[0] = [3, size + 5]  # saved when this bucket held more clips
     picked = stage._indices(0, 2)
     assert len(picked) == 2 and max(picked) < size and stage.cursor[0] == [4, 2]

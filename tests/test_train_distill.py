@@ -104,3 +104,12 @@ def test_the_committed_distill_recipe_halves_the_bundled_models_steps():
     r = recipe.load(Path(__file__).parents[1] / "configs" / "small_distill.toml")
     assert r.init == "default" and r.vae.steps == 0 and r.model.name == "kinema-small-fast"
     assert r.dit.distill_steps * 2 == r.model.sampler.steps and r.model.sampler.guidance > 1  # the teacher's
+
+
+def test_time_dit_steps_probes_either_stage_without_touching_the_run(teacher_run):
+    """What scripts/offline_gpu/train_timeboxed.py divides its budget by, for training and for distillation."""
+    before = sorted(p.relative_to(teacher_run) for p in teacher_run.rglob("*"))
+    assert train.time_dit_steps(DEBUG, teacher_run, "cpu", steps=2, warmup=1) > 0
+    assert train.time_dit_steps(DEBUG, teacher_run, "cpu", steps=2, warmup=1,
+                                overrides=_distill_overrides(teacher_run)) > 0
+    assert sorted(p.relative_to(teacher_run) for p in teacher_run.rglob("*")) == before

@@ -1,6 +1,10 @@
-"""Fine-tune within a time budget: keep the VAE, build the cache, time the DiT, train until the deadline.
+"""Train within a time budget: keep the VAE, build the cache, time the DiT, train until the deadline, export;
+then, with a distillation budget, distil the result into the fast default model the same way.
 
-    python scripts/offline_gpu/train_timeboxed.py SECONDS [RECIPE] [RUN_DIR]
+    python scripts/offline_gpu/train_timeboxed.py SECONDS [RECIPE] [RUN_DIR] [DISTILL_SECONDS]
+
+DISTILL_SECONDS > 0 (taken out of SECONDS) runs configs/small_distill.toml on RUN_DIR/model in RUN_DIR/distill,
+with GPU-sized batches, and exports RUN_DIR/distill/model (kinema-small-fast).
 """
 
 import os
@@ -9,47 +13,29 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from kinema import recipe as recipes
 from kinema import train
-from kinema.data import load_cache
 from kinema.errors import KinemaError
-from kinema.parallel import Dist
-from kinema.train_dit import DiTStage
 
 START = time.time()
+DISTILL_RECIPE = "configs/small_distill.toml"
+DISTILL_ON_GPU = {"data.clips": 30000, "dit.batch_tokens": 40960, "dit.max_batch": 512, "dit.lr": 3e-4,
+                  "dit.ema_decay": 0.999, "dit.checkpoint_every": 500, "dit.sample_every": 1000, "dit.log_every": 50}
 
 
-def seconds_per_step(recipe_path: str, run: Path, device: torch.device, steps: int = 30) -> float:
-    recipe = recipes.load(recipe_path)
-    cfg = train.trained_config(recipe, run)
-    cache = load_cache(run / "cache", train._buckets(recipe), train._counts(recipe))
-    probe = DiTStage(recipe, cfg, run / "probe", cache, train._source(recipe), train.load_trained_vae(cfg, run),
-                     False, None, Dist(0, 1, 0, device))
-    for _ in range(8):  # warm-up: allocations, kernels
-        probe.train_step()
-    began = time.time()
-    for _ in range(steps):
-        probe.train_step()
-    return (time.time() - began) / steps
-
-
-def main(budget: float, recipe: str, run: Path) -> None:
-    device = train.resolve_device("auto")
-    train.run(recipe, stage="vae", out=run, resume=True, progress=False)
-    train.run(recipe, stage="cache", out=run, progress=False, device=str(device))
-    print(f"cache ready after {time.time() - START:.0f} s", flush=True)
-    step_s = seconds_per_step(recipe, run, device)
-    left = budget - (time.time() - START) - 25  # loading, samples, the last checkpoint
-    steps = max(100, int(left / (1.04 * step_s)))
-    print(f"{1000 * step_s:.0f} ms per step: {steps} steps", flush=True)
-    # Past the deadline, act as Ctrl-C: the loop finishes its step, saves and stops.
-    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    signal.alarm(max(1, int(budget - (time.time() - START))))
+def timeboxed(recipe: str, run: Path, deadline: float, overrides: dict) -> None:
+    """Every stage of `recipe` in `run`, the DiT stage stopped (as by Ctrl-C) at `deadline`; then export."""
+    device = str(train.resolve_device("auto"))
+    train.run(recipe, stage="vae", out=run, resume=True, progress=False, overrides=overrides)
+    train.run(recipe, stage="cache", out=run, progress=False, device=device, overrides=overrides)
+    print(f"{run}: cache ready after {time.time() - START:.0f} s", flush=True)
+    step_s = train.time_dit_steps(recipe, run, device, overrides=overrides)
+    steps = max(100, int((deadline - time.time() - 25) / (1.04 * step_s)))  # 25 s: loading, samples, saving
+    print(f"{run}: {1000 * step_s:.0f} ms per step: {steps} steps", flush=True)
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))  # the loop saves and stops
+    signal.alarm(max(1, int(deadline - time.time())))
     try:
-        train.run(recipe, stage="dit", out=run, progress=False, device=str(device),
-                  overrides={"dit.steps": steps, "dit.warmup": min(300, steps // 10)})
+        train.run(recipe, stage="dit", out=run, progress=False, device=device,
+                  overrides={**overrides, "dit.steps": steps, "dit.warmup": min(300, steps // 10)})
     except KinemaError as err:
         print(err, flush=True)
     signal.alarm(0)
@@ -57,7 +43,14 @@ def main(budget: float, recipe: str, run: Path) -> None:
     print(f"exported {run / 'model'} after {time.time() - START:.0f} s", flush=True)
 
 
+def main(budget: float, recipe: str, run: Path, distill: float) -> None:
+    timeboxed(recipe, run, START + budget - distill, {})
+    if distill > 0:
+        overrides = {**DISTILL_ON_GPU, "model.init": str(run / "model")}
+        timeboxed(DISTILL_RECIPE, run / "distill", START + budget, overrides)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     main(float(args[0]), args[1] if len(args) > 1 else "configs/small_gpu.toml",
-         Path(args[2] if len(args) > 2 else "runs/gpu"))
+         Path(args[2] if len(args) > 2 else "runs/gpu"), float(args[3]) if len(args) > 3 else 0.0)

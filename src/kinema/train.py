@@ -19,6 +19,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,29 +212,54 @@ def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
               on_step: OnStep | None = None, ranks: Dist = ONE_CPU) -> None:
     """Rectified flow from the recipe's init (or random weights); with [dit] distill_steps = N, distil the
     init model (the teacher) into an N-step student without CFG (kinema.train_distill)."""
-    from kinema.train_distill import DistillStage
-    from kinema.train_dit import DiTStage
-
     folder = run_dir / "dit"
-    cfg = trained_config(recipe, run_dir)
+    cfg = dit_config(recipe, run_dir)
     resuming = _check_resume(folder, resume)
     if resuming and load_state(folder / "checkpoint.pt")["step"] >= recipe.dit.steps:
         return
-    steps = recipe.dit.distill_steps
-    if steps:  # the student samples in `steps` Euler steps, with the teacher's guidance built in
-        cfg = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, method="euler", steps=steps,
-                                                                   guidance=1.0))
     if ranks.is_main:
         with atomic_write(run_dir / "model_config.json") as tmp:
             tmp.write_text(cfg.to_json())
+    stage = _dit_stage(recipe, run_dir, folder, resuming, ranks)
+    run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
+
+
+def dit_config(recipe: Recipe, run_dir: Path) -> ModelConfig:
+    """The config the DiT stage trains and exports: a distilled student samples in `distill_steps` Euler steps,
+    with the teacher's guidance built in (guidance 1: no unconditional pass)."""
+    cfg = trained_config(recipe, run_dir)
+    if recipe.dit.distill_steps:
+        sampler = dataclasses.replace(cfg.sampler, method="euler", steps=recipe.dit.distill_steps, guidance=1.0)
+        cfg = dataclasses.replace(cfg, sampler=sampler)
+    return cfg
+
+
+def _dit_stage(recipe: Recipe, run_dir: Path, folder: Path, resuming: bool, ranks: Dist):
+    from kinema.train_distill import DistillStage
+    from kinema.train_dit import DiTStage
+
+    cfg = dit_config(recipe, run_dir)
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
     args = (recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming)
-    if steps:
-        stage = DistillStage(*args, dist=ranks, teacher_state=_init_state(recipe, "dit"),
-                             guidance=recipe.model.sampler.guidance)
-    else:
-        stage = DiTStage(*args, _init_state(recipe, "dit"), ranks)
-    run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
+    if recipe.dit.distill_steps:
+        return DistillStage(*args, dist=ranks, teacher_state=_init_state(recipe, "dit"),
+                            guidance=recipe.model.sampler.guidance)
+    return DiTStage(*args, _init_state(recipe, "dit"), ranks)
+
+
+def time_dit_steps(recipe_path: str | Path, run_dir: str | Path, device: str = "auto", steps: int = 30,
+                   warmup: int = 8, overrides: dict[str, Any] | None = None) -> float:
+    """Seconds per DiT (or distillation) training step of a recipe whose vae and cache stages are done, from
+    a throwaway stage: what a run with a time budget divides it by (scripts/offline_gpu)."""
+    recipe = recipes.load(recipe_path, overrides)
+    with tempfile.TemporaryDirectory() as scratch:
+        stage = _dit_stage(recipe, Path(run_dir), Path(scratch), False, Dist(0, 1, 0, resolve_device(device)))
+        for _ in range(warmup):  # allocations, kernels
+            stage.train_step()
+        began = time.perf_counter()
+        for _ in range(steps):
+            stage.train_step()
+        return (time.perf_counter() - began) / steps
 
 
 # ---------------------------------------------------------------------------------------------
