@@ -84,6 +84,25 @@ def _dit_stage(vae_run):
                     resume=False)
 
 
+def test_vae_batches_rendered_ahead_are_the_same_batches(tmp_path):
+    """With a pool of render processes the VAE's batches are drawn in the same order, and a checkpoint saved
+    mid-prefetch holds the state before the first batch not yet trained on: resume stays exact."""
+    from kinema.data import render_pool
+    from kinema.train_vae import VAEStage
+
+    r = recipe.load(DEBUG)
+    plain = VAEStage(r, tmp_path / "plain", train._source(r), resume=False)
+    with render_pool(2) as pool:
+        ahead = VAEStage(r, tmp_path / "ahead", train._source(r), resume=False, pool=pool)
+        for _ in range(3):
+            assert torch.equal(plain.batch(), ahead.batch())
+        assert len(ahead.ahead) > 0  # batches are waiting: the stage's generator has run ahead
+        plain.save()
+        ahead.save()
+    a, b = (load_state(tmp_path / name / "checkpoint.pt") for name in ("plain", "ahead"))
+    assert a["next_clip"] == b["next_clip"] == 3 * r.vae.batch and torch.equal(a["gen"], b["gen"])
+
+
 def test_dit_batches_come_from_one_bucket(vae_run):
     stage = _dit_stage(vae_run)
     r, cfg = stage.recipe, stage.model_cfg

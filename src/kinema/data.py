@@ -322,14 +322,27 @@ def build_cache(folder: Path, source: Source, buckets: list[Bucket], counts: lis
 
 
 @contextlib.contextmanager
+def render_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` processes that render or decode clips (None for none: the caller does it itself).
+
+    fork, not spawn: spawn re-runs the caller's main module (an unguarded script trains again), and the
+    children only render with numpy or decode with PyAV, never touching torch's threads or CUDA.
+    """
+    if workers <= 0:
+        yield None
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield pool
+
+
+@contextlib.contextmanager
 def _clip_reader(source: Source, workers: int) -> Iterator[Callable[[range, Bucket, int], list[Clip]]]:
     """A function (indices, bucket, stream) -> clips, rendered here or in a pool of processes."""
-    if workers <= 0:
-        yield lambda indices, bucket, stream: [source.clip(i, bucket, stream) for i in indices]
-        return
-    # fork, not spawn: spawn re-runs the caller's main module (an unguarded script trains again), and the
-    # children only render with numpy or decode with PyAV, never touching torch's threads or CUDA.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with render_pool(workers) as pool:
+        if pool is None:
+            yield lambda indices, bucket, stream: [source.clip(i, bucket, stream) for i in indices]
+            return
+
         def read(indices: range, bucket: Bucket, stream: int) -> list[Clip]:
             chunk = max(1, len(indices) // (4 * workers))
             return list(pool.map(source.clip, indices, itertools.repeat(bucket), itertools.repeat(stream),

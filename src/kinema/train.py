@@ -30,7 +30,7 @@ from kinema import parallel
 from kinema import recipe as recipes
 from kinema.checkpoint import atomic_write, load_tensors, save_model
 from kinema.config import ModelConfig, load_json
-from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, split_counts
+from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, render_pool, split_counts
 from kinema.errors import KinemaError
 from kinema.parallel import ONE_CPU, Dist
 from kinema.recipe import Recipe
@@ -98,8 +98,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def render_workers() -> int:
-    """Processes that render clips for the latent cache: none on a small CPU, whose cores the
-    encoder already keeps busy; on a bigger host (a GPU server) all cores but one."""
+    """Processes that render clips for the latent cache and the VAE's batches: none on a small CPU, whose cores
+    the models already keep busy; on a bigger host (a GPU server) all cores but one."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 4 else min(16, cores - 1)
 
@@ -132,8 +132,9 @@ def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     done = _vae_result(run_dir)
     if resuming and done is not None and done["steps"] == recipe.vae.steps:
         return done
-    stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"), device)
-    run_loop(stage, recipe.vae.log_every, recipe.vae.checkpoint_every, progress, on_step)
+    with render_pool(render_workers()) as pool:  # batches render ahead in other processes on a big host
+        stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"), device, pool)
+        run_loop(stage, recipe.vae.log_every, recipe.vae.checkpoint_every, progress, on_step)
     # A fine-tuned model whose VAE is not trained keeps the statistics its DiT learned with.
     keep = recipe.model.vae if recipe.init and recipe.vae.steps == 0 else None
     result = stage.finish(keep_stats=keep)

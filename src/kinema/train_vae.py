@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
+from concurrent.futures import Executor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kinema.checkpoint import atomic_write, save_tensors
@@ -28,6 +31,7 @@ from kinema.recipe import Recipe
 from kinema.train_loop import Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
 
 TRAIN_STREAM = -1  # the source's random stream for VAE training clips (buckets use 0, 1, ...)
+PREFETCH = 4  # batches rendered ahead when a pool of render processes is given
 
 
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
@@ -58,8 +62,13 @@ class VAEStage:
     name = "vae"
 
     def __init__(self, recipe: Recipe, folder: Path, source: Source, resume: bool,
-                 init_state: dict[str, torch.Tensor] | None = None, device: torch.device = ONE_CPU.device):
+                 init_state: dict[str, torch.Tensor] | None = None, device: torch.device = ONE_CPU.device,
+                 pool: Executor | None = None):
         self.recipe, self.cfg, self.folder, self.source = recipe, recipe.vae, folder, source
+        # With a pool, the next PREFETCH batches render in other processes while this one trains. Their crops are
+        # drawn here in order, each with the generator state before it, so batches and checkpoints are the same
+        # as without one.
+        self.pool, self.ahead = pool, deque()
         self.device = device
         self.total = self.cfg.steps
         torch.manual_seed(recipe.data.seed)  # the posterior sample in CausalVAE.forward uses it
@@ -84,9 +93,11 @@ class VAEStage:
         set_rng_state(state["rng"])
 
     def save(self) -> None:
+        """The generator state and clip counter are those before the first batch not yet trained on."""
+        gen, next_clip = self.ahead[0][0] if self.ahead else (self.gen.get_state(), self.next_clip)
         save_state(self.folder / "checkpoint.pt", {
             "vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-            "next_clip": self.next_clip, "gen": self.gen.get_state(), "rng": rng_state()})
+            "next_clip": next_clip, "gen": gen, "rng": rng_state()})
         self.metrics.plot(self.folder / "loss.png", "VAE")
 
     def _randint(self, high: int) -> int:
@@ -94,15 +105,24 @@ class VAEStage:
 
     def batch(self) -> torch.Tensor:
         """Random crops (B, 3, T, crop, crop) of fresh clips rendered at a bucket's size; one T per batch."""
+        if self.pool is None:
+            return to_video([_crop(self.source, *spec) for spec in self._draw_crops()])
+        while len(self.ahead) < PREFETCH:
+            before = (self.gen.get_state(), self.next_clip)
+            self.ahead.append((before, [self.pool.submit(_crop, self.source, *spec) for spec in self._draw_crops()]))
+        _, crops = self.ahead.popleft()
+        return to_video([crop.result() for crop in crops])
+
+    def _draw_crops(self) -> list[tuple[int, Bucket, int, int, int]]:
+        """One batch's crops as (clip index, bucket, top, left, size); one frame count for the whole batch."""
         frames = self.cfg.frames[self._randint(len(self.cfg.frames))]
         crops = []
         for _ in range(self.cfg.batch):
             width, height = self.sizes[self._randint(len(self.sizes))]
-            clip = self.source.clip(self.next_clip, Bucket(width, height, frames), TRAIN_STREAM)
-            self.next_clip += 1
             top, left = self._randint(height - self.cfg.crop + 1), self._randint(width - self.cfg.crop + 1)
-            crops.append(clip.frames[:, top:top + self.cfg.crop, left:left + self.cfg.crop])
-        return to_video(crops)
+            crops.append((self.next_clip, Bucket(width, height, frames), top, left, self.cfg.crop))
+            self.next_clip += 1
+        return crops
 
     def train_step(self) -> dict[str, float]:
         x = self.batch().to(self.device)  # (B, 3, T, crop, crop)
@@ -173,6 +193,11 @@ class VAEStage:
         if not torch.isfinite(std).all():
             raise KinemaError("the VAE's latents are not finite; lower [vae] lr and train the VAE again")
         return [round(v, 5) for v in mean.tolist()], [round(v, 5) for v in std.tolist()]
+
+
+def _crop(source: Source, index: int, bucket: Bucket, top: int, left: int, size: int) -> np.ndarray:
+    """Frames (T, size, size, 3) of training clip `index` rendered at the bucket's size, cut at (top, left)."""
+    return source.clip(index, bucket, TRAIN_STREAM).frames[:, top:top + size, left:left + size]
 
 
 def _eval_bucket(recipe: Recipe) -> Bucket:
