@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from kinema import io
-from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, bundled_folder
+from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
 
@@ -45,7 +45,6 @@ VARIANTS = {  # download variant -> (file name in videos/<id>/, content type)
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 PROGRESS_WRITE_INTERVAL_S = 0.25  # progress arrives per sampling step; the DB needs far fewer writes
 SPRITESHEET_FRAMES = 16
-DEFAULT_MODEL_NAME = DEFAULT_MODEL  # the default bundled model's public name
 # Model names the OpenAI SDK and Sora clients send; they mean "the server's default model".
 SORA_MODELS = {"sora-2", "sora-2-pro", "sora-2-2025-10-06", "sora-2-pro-2025-10-06", "sora-2-2025-12-08"}
 
@@ -255,10 +254,10 @@ class Models:
 
     def __init__(self, default: str | None = None, extra: dict[str, str] | None = None):
         self.default = public_name(default)
-        if self.default == DEFAULT_MODEL_NAME and not (bundled_folder(None) / "config.json").exists():
+        bundled = {name: name for name, folder in BUNDLED_MODELS.items() if (folder / "config.json").exists()}
+        if self.default == DEFAULT_MODEL and DEFAULT_MODEL not in bundled:
             raise KinemaError("the bundled model is not installed; serve another with --model (a model folder, "
                               "or debug: tiny random weights for trying the API)")
-        bundled = {name: name for name, folder in BUNDLED_MODELS.items() if (folder / "config.json").exists()}
         self.specs: dict[str, str | None] = {**bundled, self.default: default, **(extra or {})}
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
@@ -282,8 +281,8 @@ class Models:
 
 def public_name(spec: str | None) -> str:
     """The name clients see for a model spec: the preset name or the folder's name."""
-    if spec is None or spec in ("", "default", DEFAULT_MODEL_NAME):
-        return DEFAULT_MODEL_NAME
+    if spec is None or spec in ("", "default", DEFAULT_MODEL):
+        return DEFAULT_MODEL
     return Path(spec).name if Path(spec).is_dir() else str(spec)
 
 

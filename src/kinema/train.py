@@ -221,7 +221,7 @@ def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     if ranks.is_main:
         with atomic_write(run_dir / "model_config.json") as tmp:
             tmp.write_text(cfg.to_json())
-    stage = _dit_stage(recipe, run_dir, folder, resuming, ranks)
+    stage = _dit_stage(recipe, cfg, run_dir, folder, resuming, ranks)
     run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
 
 
@@ -235,11 +235,11 @@ def dit_config(recipe: Recipe, run_dir: Path) -> ModelConfig:
     return cfg
 
 
-def _dit_stage(recipe: Recipe, run_dir: Path, folder: Path, resuming: bool, ranks: Dist):
+def _dit_stage(recipe: Recipe, cfg: ModelConfig, run_dir: Path, folder: Path, resuming: bool, ranks: Dist):
+    """The DiT stage (or the distillation) training `cfg` (from dit_config) on run_dir's cache."""
     from kinema.train_distill import DistillStage
     from kinema.train_dit import DiTStage
 
-    cfg = dit_config(recipe, run_dir)
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
     args = (recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming)
     if recipe.dit.distill_steps:
@@ -254,7 +254,9 @@ def time_dit_steps(recipe_path: str | Path, run_dir: str | Path, device: str = "
     a throwaway stage: what a run with a time budget divides it by (scripts/offline_gpu)."""
     recipe = recipes.load(recipe_path, overrides)
     with tempfile.TemporaryDirectory() as scratch:
-        stage = _dit_stage(recipe, Path(run_dir), Path(scratch), False, Dist(0, 1, 0, resolve_device(device)))
+        run_dir = Path(run_dir)
+        stage = _dit_stage(recipe, dit_config(recipe, run_dir), run_dir, Path(scratch), False,
+                           Dist(0, 1, 0, resolve_device(device)))
         for _ in range(warmup):  # allocations, kernels
             stage.train_step()
         began = time.perf_counter()
