@@ -1,10 +1,9 @@
-"""Train within a time budget: keep the VAE, build the cache, time the DiT, train until the deadline, export;
-then, with a distillation budget, distil the result into the fast default model the same way.
+"""Train within a time budget: keep the VAE, build the cache, time the DiT, train until the deadline, export.
 
-    python scripts/offline_gpu/train_timeboxed.py SECONDS [RECIPE] [RUN_DIR] [DISTILL_SECONDS]
+    python scripts/offline_gpu/train_timeboxed.py SECONDS [RECIPE] [RUN_DIR] [KEY=VALUE ...]
 
-DISTILL_SECONDS > 0 (taken out of SECONDS) runs configs/small_distill.toml on RUN_DIR/model in RUN_DIR/distill,
-with GPU-sized batches, and exports RUN_DIR/distill/model (kinema-small-fast).
+KEY=VALUE pairs override RECIPE's values as `kinema train --set` does, e.g. dit.lr=4e-4 data.seed=3.
+run.sh calls it twice: kinema-small's recipe, then configs/small_distill.toml on its export.
 """
 
 import os
@@ -14,12 +13,10 @@ import time
 from pathlib import Path
 
 from kinema import train
+from kinema.cli import parse_override
 from kinema.errors import KinemaError
 
 START = time.time()
-DISTILL_RECIPE = "configs/small_distill.toml"
-DISTILL_ON_GPU = {"data.clips": 30000, "dit.batch_tokens": 40960, "dit.max_batch": 512, "dit.lr": 3e-4,
-                  "dit.ema_decay": 0.999, "dit.checkpoint_every": 500, "dit.sample_every": 1000, "dit.log_every": 50}
 
 
 def timeboxed(recipe: str, run: Path, deadline: float, overrides: dict) -> None:
@@ -43,14 +40,8 @@ def timeboxed(recipe: str, run: Path, deadline: float, overrides: dict) -> None:
     print(f"exported {run / 'model'} after {time.time() - START:.0f} s", flush=True)
 
 
-def main(budget: float, recipe: str, run: Path, distill: float) -> None:
-    timeboxed(recipe, run, START + budget - distill, {})
-    if distill > 0:
-        overrides = {**DISTILL_ON_GPU, "model.init": str(run / "model")}
-        timeboxed(DISTILL_RECIPE, run / "distill", START + budget, overrides)
-
-
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    main(float(args[0]), args[1] if len(args) > 1 else "configs/small_gpu.toml",
-         Path(args[2] if len(args) > 2 else "runs/gpu"), float(args[3]) if len(args) > 3 else 0.0)
+    pairs = [arg for arg in sys.argv[1:] if "=" in arg]
+    args = [arg for arg in sys.argv[1:] if "=" not in arg]
+    timeboxed(args[1] if len(args) > 1 else "configs/small_gpu.toml", Path(args[2] if len(args) > 2 else "runs/gpu"),
+              START + float(args[0]), dict(parse_override(pair) for pair in pairs))

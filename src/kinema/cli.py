@@ -345,7 +345,7 @@ def _segment(start: str, prompt: str, sep: str, part: str, example: str) -> tupl
     return seconds, prompt.strip()
 
 
-def _parse_override(item: str) -> tuple[str, object]:
+def parse_override(item: str) -> tuple[str, object]:
     """'dit.steps=4000' -> ('dit.steps', 4000): the value is read as TOML, else kept as a string."""
     import tomllib
 
@@ -361,7 +361,7 @@ def _parse_override(item: str) -> tuple[str, object]:
 def cmd_train(args) -> None:
     from kinema import train
 
-    overrides = dict(_parse_override(item) for item in args.overrides)
+    overrides = dict(parse_override(item) for item in args.overrides)
     run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides,
                         device=args.device)
     print(f"training run in {run_dir}")
