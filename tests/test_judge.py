@@ -1,4 +1,5 @@
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -147,14 +148,16 @@ def test_bad_inputs_are_user_errors():
 
 
 def test_judge_survives_noise_and_blank_video():
-    """Generated videos can be anything: the judge must score them, not crash."""
+    """Generated videos can be anything: the judge must score them without crashing or computing with NaNs."""
     from kinema.judge import judge
 
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
     blank = np.zeros((9, 64, 64, 3), np.uint8)
     for frames in (noise, blank):
-        verdict = judge("a small red circle moves to the right over a navy background", frames, 8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            verdict = judge("a small red circle moves to the right over a navy background", frames, 8)
         assert verdict["colour"] is False and 0 <= verdict["overall"] < 0.75
 
 

@@ -105,8 +105,11 @@ def background_rows(video: np.ndarray) -> np.ndarray:
     rows, count = _masked_median(video, ~near)
     if count.all():
         return rows
-    # Rows wholly covered by object colours borrow the frame's background.
-    frame_level, _ = _masked_median(video.reshape(video.shape[0], 1, -1, 3), ~near.reshape(len(near), 1, -1))
+    # Rows wholly covered by object colours borrow the frame's background; a frame wholly covered by them (a
+    # blank or noisy video) takes its plain median, which is finite where the masked one would be infinite.
+    pixels = video.reshape(video.shape[0], 1, -1, 3)
+    frame_level, frame_count = _masked_median(pixels, ~near.reshape(len(near), 1, -1))
+    frame_level = np.where((frame_count > 0)[..., None], frame_level, np.median(pixels, axis=-2))
     return np.where((count > 0)[..., None], rows, frame_level)
 
 
