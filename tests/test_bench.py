@@ -46,16 +46,32 @@ def test_e2e_section_reports_stages_and_speedups(quick):
     assert shipped["frames_per_s"] > 0 and shipped["s_per_video_s"] > 0 and shipped["cpu_s"] > 0
 
 
-def test_e2e_without_pyav_times_decoding_only(monkeypatch):
-    """A bare GPU host has no PyAV: the e2e row still comes, without the MP4 stage, and says so."""
+def hide_pyav(monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else find_spec(name, *a))
+
+
+def test_e2e_without_pyav_times_decoding_only(monkeypatch):
+    """A bare GPU host has no PyAV: the e2e row still comes, without the MP4 stage, and says so."""
+    hide_pyav(monkeypatch)
     result = bench_sections.e2e_section(bench_sections.Setup(model=None, quick=True))
     shipped = result["rows"][0]
     assert shipped["mp4_share"] == 0 and shipped["decode_share"] > 0 and shipped["dit_calls"] == 2
     assert any(note.startswith("no MP4 written: PyAV") for note in result["notes"])
+
+
+def test_memory_probe_without_pyav_decodes_instead(monkeypatch):
+    """The gpu section's memory rows on a host without PyAV: the video is decoded, not written."""
+    from kinema import bench_system
+    from kinema.pipeline import Pipeline
+
+    hide_pyav(monkeypatch)
+    monkeypatch.setattr(Pipeline, "save", lambda *a, **k: pytest.fail("wrote an MP4 without PyAV"))
+    row = bench_system._memory_probe(None, quick=True, seconds=1.0, steps=1, device="cpu")
+    assert row["frames"] == 8 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
+    assert "peak_gpu_memory_mb" not in row  # only on CUDA
 
 
 def test_train_and_gpu_sections(quick):

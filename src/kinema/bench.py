@@ -10,7 +10,7 @@ Sections (all by default, in this order):
     vae      VAE encode/decode frames/s at 128x128
     memory   peak RSS of 5, 20 and 60 s generations, each in a fresh process
     train    DiT training tokens/s and FLOPs utilisation against the matmul peak measured in the run
-    gpu      dit, e2e and train on CUDA plus a Wan2.1-1.3B-shaped step ("skipped: no GPU" without one)
+    gpu      dit, e2e, vae, memory and train on CUDA plus a Wan2.1-1.3B-shaped step ("skipped: no GPU" without one)
 `quick` uses tiny debug shapes and one repetition, for tests. The measurement code lives in
 kinema.bench_sections and kinema.bench_system.
 """

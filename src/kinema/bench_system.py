@@ -6,6 +6,7 @@ subprocess (`probe` is its entry point) and reports back one JSON line.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from kinema.bench_sections import (
     randomize,
     time_alternating,
     tokens,
+    vae_section,
 )
 from kinema.config import preset
 
@@ -117,12 +119,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int) -> dict:
+def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int, device: str = "cpu") -> dict:
     from kinema import modes
     from kinema.pipeline import Pipeline, Request
 
     loaded, note = load(model, quick)
-    pipe = Pipeline(loaded, device="cpu")
+    pipe = Pipeline(loaded, device=device)
     req = pipe.resolve(Request(PROMPT, seconds=seconds, steps=steps))
     windows = modes.plan_windows(modes.latent_count(req.frames, pipe.cfg.vae.temporal_factor), 0, req.window,
                                  req.context)
@@ -130,18 +132,27 @@ def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int) ->
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         video = pipe.generate(req)
-        pipe.save(video, Path(tmp) / "out.mp4")
-    return {"seconds": seconds, "frames": video.frames, "windows": len(windows), "steps": steps,
-            "rss_after_load_mb": after_load, "peak_rss_mb": _peak_rss_mb(),
-            "growth_mb": _peak_rss_mb() - after_load, "wall_s": time.perf_counter() - start, "model": note}
+        if importlib.util.find_spec("av") is not None:  # a bare GPU host may lack PyAV: then decode only
+            pipe.save(video, Path(tmp) / "out.mp4")
+        else:
+            pipe.decode(video)
+    row = {"seconds": seconds, "frames": video.frames, "windows": len(windows), "steps": steps,
+           "rss_after_load_mb": after_load, "peak_rss_mb": _peak_rss_mb(),
+           "growth_mb": _peak_rss_mb() - after_load, "wall_s": time.perf_counter() - start, "model": note}
+    if device.startswith("cuda"):
+        row["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
 
 
 def memory_section(setup: Setup) -> dict:
     durations, steps = ((1.0,), 1) if setup.quick else ((5.0, 20.0, 60.0), 1)
-    rows = [_child("memory", quick=setup.quick, model=setup.model, seconds=s, steps=steps) | {"seconds": s}
-            for s in durations]
+    rows = [_child("memory", quick=setup.quick, model=setup.model, seconds=s, steps=steps, device=setup.device)
+            | {"seconds": s} for s in durations]
+    gpu = "; on CUDA also the peak of torch's allocator" if setup.device.startswith("cuda") else ""
     notes = [rows[0].get("model", ""), f"{steps} sampling steps (memory does not depend on steps); each in a fresh "
-             "process; peak = ru_maxrss; long videos chain windows of the DiT and decode in one causal stream"]
+             f"process; peak = ru_maxrss{gpu}; long videos chain windows of the DiT and decode in one causal stream"]
+    if importlib.util.find_spec("av") is None:
+        notes.append("no MP4 written: PyAV is not installed here, so each video was decoded into one array instead")
     for row in rows:
         row.pop("model", None)
     return {"rows": rows, "notes": notes}
@@ -202,7 +213,7 @@ def train_section(setup: Setup) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# gpu: the DiT, e2e and training sections on CUDA, and a Wan2.1-1.3B-shaped sampling step
+# gpu: the DiT, e2e, VAE, memory and training sections on CUDA, and a Wan2.1-1.3B-shaped sampling step
 # ---------------------------------------------------------------------------------------------
 
 def wan_step(device: str, quick: bool) -> dict:
@@ -232,7 +243,7 @@ def gpu_section(setup: Setup) -> dict:
         return {"rows": [], "notes": ["skipped: no GPU"], "skipped": "no GPU"}
     on_gpu = Setup(setup.model, setup.quick, device="cuda")
     parts = {"dit": dit_section(on_gpu, precisions=("bf16",)), "e2e": e2e_section(on_gpu),
-             "train": train_section(on_gpu)}
+             "vae": vae_section(on_gpu), "memory": memory_section(on_gpu), "train": train_section(on_gpu)}
     rows = [{"part": part, **row} for part, result in parts.items() for row in result["rows"]]
     rows.append({"part": "wan2.1-1.3b step", **wan_step("cuda", setup.quick)})
     return {"rows": rows, "notes": [torch.cuda.get_device_name(), *(n for r in parts.values() for n in r["notes"])]}
