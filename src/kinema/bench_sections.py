@@ -256,6 +256,11 @@ def stage_clock(pipe):
         del pipe.encode_text, pipe.denoise, vae.decode_stream
 
 
+def pyav_installed() -> bool:
+    """Whether MP4s can be written here: a bare GPU host may lack PyAV, and then benchmarks decode only."""
+    return importlib.util.find_spec("av") is not None
+
+
 def timed_generation(pipe, req, path: Path | None) -> tuple[dict, object]:
     """Generate and write an MP4 (path None: decode only); wall seconds in all and per stage (text, denoise,
     decode, mp4, other), CPU seconds of this process in all (`cpu`, every thread), and the video."""
@@ -285,7 +290,7 @@ def e2e_section(setup: Setup) -> dict:
     variants = {"as shipped": req, f"step cache {threshold:g} (--cache)": replace(req, cache=threshold)}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     frames, calls = {}, {}
-    writes_mp4 = importlib.util.find_spec("av") is not None  # a bare GPU host may lack PyAV
+    writes_mp4 = pyav_installed()
     pipe.decode(pipe.generate(replace(req, steps=1)))  # warm-up: first-call allocations, rope tables
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(setup.rounds):

@@ -6,7 +6,6 @@ subprocess (`probe` is its entry point) and reports back one JSON line.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -30,8 +29,10 @@ from kinema.bench_sections import (
     dit_section,
     e2e_section,
     load,
+    pyav_installed,
     randomize,
     time_alternating,
+    timed_generation,
     tokens,
     vae_section,
 )
@@ -131,11 +132,7 @@ def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int, de
     after_load = _peak_rss_mb()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        video = pipe.generate(req)
-        if importlib.util.find_spec("av") is not None:  # a bare GPU host may lack PyAV: then decode only
-            pipe.save(video, Path(tmp) / "out.mp4")
-        else:
-            pipe.decode(video)
+        _, video = timed_generation(pipe, req, Path(tmp) / "out.mp4" if pyav_installed() else None)
     row = {"seconds": seconds, "frames": video.frames, "windows": len(windows), "steps": steps,
            "rss_after_load_mb": after_load, "peak_rss_mb": _peak_rss_mb(),
            "growth_mb": _peak_rss_mb() - after_load, "wall_s": time.perf_counter() - start, "model": note}
@@ -151,8 +148,8 @@ def memory_section(setup: Setup) -> dict:
     gpu = "; on CUDA also the peak of torch's allocator" if setup.device.startswith("cuda") else ""
     notes = [rows[0].get("model", ""), f"{steps} sampling steps (memory does not depend on steps); each in a fresh "
              f"process; peak = ru_maxrss{gpu}; long videos chain windows of the DiT and decode in one causal stream"]
-    if importlib.util.find_spec("av") is None:
-        notes.append("no MP4 written: PyAV is not installed here, so each video was decoded into one array instead")
+    if not pyav_installed():
+        notes.append("no MP4 written: PyAV is not installed here, so each video was decoded as a stream instead")
     for row in rows:
         row.pop("model", None)
     return {"rows": rows, "notes": notes}
