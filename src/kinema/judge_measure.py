@@ -292,6 +292,8 @@ def _track_frame(video: np.ndarray, rows: np.ndarray, pixels: np.ndarray, blocke
     alpha = np.sum((video[y0:y1, x0:x1] - background) * direction, axis=-1) / np.maximum(
         np.sum(direction * direction, axis=-1), 1.0)
     alpha = np.clip(alpha, 0, 1) * region
+    if not alpha.any():  # no pixel leans from the background towards the track's median colour (a generated
+        alpha = own.astype(np.float64)  # blob can drift in colour): its hard mask still has a centroid and area
     signature, phases, cx, cy, area = shape_signature(alpha)
     return signature, phases, cx + x0, cy + y0, area, edge_width(alpha)
 
