@@ -147,6 +147,8 @@ def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
     losses = [[json.loads(line)["loss"] for line in (run / "dit" / "metrics.jsonl").read_text().splitlines()]
               for run in (dit_run, resumed)]
     assert losses[0] == losses[1] and len(losses[0]) == 6
+    last = json.loads((dit_run / "dit" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= last["prefers colour"] <= 1  # the word probe runs with the samples, on the world
     assert (dit_run / "dit" / "loss.png").exists() and list((dit_run / "dit" / "samples").glob("*.png"))
 
 

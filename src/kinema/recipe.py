@@ -76,6 +76,9 @@ class DiTRecipe:
     log_every: int = 20
     sample_prompts: tuple[str, ...] = ()  # () = a few captions of the training data
     sample_steps: int = 0  # 0 = the model's default sampler steps
+    # Held-out world clips for the word probe (kinema.probe) at every sample: metrics.jsonl logs, per attribute,
+    # how often the true caption beats a changed one (0.5 = the word is ignored). 0 = off; world data only.
+    probe_clips: int = 16
     # N > 0: distil the init model (the teacher, sampled with 2N guided steps) into an N-step student that needs
     # no CFG, instead of training with rectified flow (kinema.train_distill)
     distill_steps: int = 0

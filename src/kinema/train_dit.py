@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema import conditioning, flow, parallel, sampling, world
+from kinema import conditioning, flow, parallel, probe, sampling, world
+from kinema.checkpoint import Model
 from kinema.config import ModelConfig
 from kinema.data import CachedBucket, Source, WorldSource, stable_seed
 from kinema.models.dit import DiT
 from kinema.models.text import TextEncoder
 from kinema.parallel import ONE_CPU, Dist
+from kinema.pipeline import Pipeline
 from kinema.recipe import Recipe
 from kinema.train_loop import EMA, Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
 
@@ -166,9 +168,19 @@ class DiTStage:
 
     # -- samples ---------------------------------------------------------------------------------
     def periodic(self) -> dict[str, float]:
-        if self.step % self.cfg.sample_every == 0 or self.step == self.total:
-            self.sample(self.folder / "samples" / f"step_{self.step:06d}.png")
-        return {}
+        """Samples and, on the world, the word probe: which words the EMA model reads so far."""
+        if self.step % self.cfg.sample_every and self.step != self.total:
+            return {}
+        ema_dit = self.ema_model()  # collective: every rank gathers, only the first gets the model
+        if ema_dit is None:
+            return {}
+        self.sample(self.folder / "samples" / f"step_{self.step:06d}.png", ema_dit)
+        if not (self.cfg.probe_clips and isinstance(self.source, WorldSource)):
+            return {}
+        pipe = Pipeline(Model(self.model_cfg, self.vae.eval(), ema_dit, self.text, str(self.folder)),
+                        self.device, bf16=self.cfg.bf16)
+        gaps = probe.word_gaps(pipe, self.cfg.probe_clips, self.seed)
+        return {f"prefers {name}": row["prefers"] for name, row in gaps.items()}
 
     def sample_prompts(self) -> list[str]:
         """The recipe's prompts, else two training captions and, for the world, two held-out ones."""
@@ -180,17 +192,20 @@ class DiTStage:
             prompts += [text for text, _ in world.heldout_prompts(2, self.seed)]
         return prompts
 
+    def ema_model(self) -> DiT | None:
+        """The EMA weights as a DiT on the first rank (None on the others)."""
+        shadow = parallel.full_tensors(self.ema.shadow)  # on every rank: gathering shards is collective
+        if not self.dist.is_main:
+            return None
+        ema_dit = DiT(self.model_cfg.dit).eval()
+        ema_dit.load_state_dict(self.ema.model_state(ema_dit, shadow))
+        return ema_dit.to(self.device)
+
     @torch.no_grad()
-    def sample(self, path: Path) -> None:
+    def sample(self, path: Path, ema_dit: DiT) -> None:
         """A grid of the fixed prompts sampled with the EMA weights, from the same noise every time."""
         from kinema.io import save_grid, to_uint8
 
-        shadow = parallel.full_tensors(self.ema.shadow)  # on every rank: gathering shards is collective
-        if not self.dist.is_main:
-            return
-        ema_dit = DiT(self.model_cfg.dit).eval()
-        ema_dit.load_state_dict(self.ema.model_state(ema_dit, shadow))
-        ema_dit.to(self.device)
         prompts, sampler, bucket = self.sample_prompts(), self.model_cfg.sampler, self.cache[0].bucket
         context, context_mask = self.text(prompts)  # (P, L, D), (P, L)
         uncond, uncond_mask = self.text([""])
