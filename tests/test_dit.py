@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from kinema.config import DiTConfig
 from kinema.errors import KinemaError
-from kinema.models.dit import DiT, config_from_diffusers, state_dict_from_diffusers
+from kinema.models.dit import DiT, config_from_diffusers, resize_patches, state_dict_from_diffusers
 
 TINY = dict(in_channels=4, out_channels=4, num_heads=2, head_dim=24, ffn_dim=64, num_layers=2,
             text_dim=32, freq_dim=32)
@@ -157,3 +157,24 @@ def test_bad_latent_size_raises(random_dit, shape):
 def test_rejects_image_to_video_configs(field):
     with pytest.raises(KinemaError, match=field):
         config_from_diffusers({"num_attention_heads": 2, "attention_head_dim": 24, field: 16})
+
+
+def test_resize_patches_keeps_what_the_model_computes():
+    """1x4x4 -> 1x2x2: a small patch embeds as the old patch filled with it upsampled 2x, and each new output
+    pixel is the mean of the old outputs over its 2x2 block; every other tensor is unchanged."""
+    coarse = DiT(DiTConfig(**{**TINY, "patch_size": (1, 4, 4)}))
+    _randomize(coarse)
+    state = resize_patches(coarse.state_dict(), (1, 2, 2))
+    fine = DiT(DiTConfig(**{**TINY, "patch_size": (1, 2, 2)}))
+    fine.load_state_dict(state)  # strict: every shape fits
+    x = torch.randn(2, TINY["in_channels"], 3, 2, 2)  # one 2x2 patch per frame
+    upsampled = x.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)  # fills one 4x4 patch
+    torch.testing.assert_close(fine.patch_embedding(x), coarse.patch_embedding(upsampled), rtol=1e-5, atol=1e-5)
+    h = torch.randn(5, fine.cfg.dim)
+    old = coarse.proj_out(h).view(5, 4, 4, TINY["out_channels"])  # (ph, pw, C) as _unpatchify reads it
+    new = fine.proj_out(h).view(5, 2, 2, TINY["out_channels"])
+    torch.testing.assert_close(new, old.view(5, 2, 2, 2, 2, -1).mean(dim=(2, 4)), rtol=1e-5, atol=1e-5)
+    assert torch.equal(state["blocks.0.ffn.0.weight"], coarse.state_dict()["blocks.0.ffn.0.weight"])
+    assert resize_patches(state, (1, 2, 2)) is state  # already that size
+    with pytest.raises(KinemaError, match="1 x q x q with q dividing 4"):
+        resize_patches(coarse.state_dict(), (1, 3, 3))

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import socket
@@ -228,6 +229,30 @@ def test_recipes_in_configs_load():
     gpu = recipe.load(Path(__file__).parents[1] / "configs" / "small_gpu.toml")
     assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000
     assert gpu.model.dit == recipe.load(SMALL).model.dit
+
+
+def test_a_fine_tune_may_only_refine_the_patch():
+    gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
+    finer = recipe.load(gpu, {"model.dit.patch_size": [1, 2, 2]})
+    assert finer.model.dit.patch_size == (1, 2, 2) and finer.model.dit.num_layers == 8
+    with pytest.raises(KinemaError, match="num_layers = 4 differs from the init model's 8"):
+        recipe.load(gpu, {"model.dit.num_layers": 4})
+    distill = Path(__file__).parents[1] / "configs" / "small_distill.toml"
+    with pytest.raises(KinemaError, match="patch_size .* not when distilling"):
+        recipe.load(distill, {"model.dit.patch_size": [1, 2, 2]})
+
+
+def test_a_fine_tune_to_finer_patches_trains(dit_run, tmp_path):
+    """The debug model (1x2x2) fine-tuned at 1x1x1: its weights are resized from the init, then trained."""
+    out = tmp_path / "finer"
+    overrides = {"model.init": str(dit_run / "model"), "vae.steps": 0, "model.dit.patch_size": [1, 1, 1],
+                 "dit.steps": 2, "dit.probe_clips": 0}
+    train.run(DEBUG, out=out, overrides=overrides, progress=False)
+    state = load_state(out / "dit" / "checkpoint.pt")["dit"]
+    channels = state["patch_embedding.weight"].shape[1]  # the VAE's latent channels, in and out
+    assert state["patch_embedding.weight"].shape[-2:] == (1, 1) and state["proj_out.weight"].shape[0] == channels
+    rows = [json.loads(line) for line in (out / "dit" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(row["loss"]) for row in rows)
 
 
 def _stop_at_3(stage: str, step: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +125,25 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
     if init:  # fine-tuning: the architecture is the init model's
         base = ModelConfig.from_dict(load_json(init_folder(init) / "config.json"))
     model = ModelConfig.from_dict(merge(base.to_dict(), model_raw))
+    if init:
+        _check_architecture(base, model, distill=bool(raw.get("dit", {}).get("distill_steps")))
     recipe = Recipe(name=name, model=model, init=init,
                     data=from_dict(DataRecipe, raw.get("data", {}), where="recipe [data]"),
                     vae=from_dict(VAERecipe, raw.get("vae", {}), where="recipe [vae]"),
                     dit=from_dict(DiTRecipe, raw.get("dit", {}), where="recipe [dit]"), raw=raw)
     validate(recipe)
     return recipe
+
+
+def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool) -> None:
+    """A fine-tune keeps its init model's DiT; only the patch may get finer (train.py resizes those weights),
+    and not for a distillation, whose student starts as its teacher."""
+    old, new = asdict(base.dit), asdict(model.dit)
+    for key in old:
+        if old[key] != new[key] and (key != "patch_size" or distill):
+            raise KinemaError(f"recipe [model.dit] {key} = {new[key]} differs from the init model's {old[key]}; a "
+                              "fine-tune keeps its init's architecture (only patch_size may be made finer, and not "
+                              "when distilling): drop the setting, or set [model] init = \"\" to train from scratch")
 
 
 def init_folder(init: str) -> Path:

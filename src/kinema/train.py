@@ -32,6 +32,7 @@ from kinema.checkpoint import atomic_write, load_tensors, save_model
 from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, render_pool, split_counts
 from kinema.errors import KinemaError
+from kinema.models.dit import resize_patches
 from kinema.parallel import ONE_CPU, Dist
 from kinema.recipe import Recipe
 from kinema.train_loop import EMA, OnStep, load_state, run_loop
@@ -242,10 +243,12 @@ def _dit_stage(recipe: Recipe, cfg: ModelConfig, run_dir: Path, folder: Path, re
 
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
     args = (recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming)
+    init = _init_state(recipe, "dit")
     if recipe.dit.distill_steps:
-        return DistillStage(*args, dist=ranks, teacher_state=_init_state(recipe, "dit"),
-                            guidance=recipe.model.sampler.guidance)
-    return DiTStage(*args, _init_state(recipe, "dit"), ranks)
+        return DistillStage(*args, dist=ranks, teacher_state=init, guidance=recipe.model.sampler.guidance)
+    if init is not None:  # [model.dit] patch_size may refine the init model's patches (e.g. 1x4x4 -> 1x2x2)
+        init = resize_patches(init, tuple(cfg.dit.patch_size))
+    return DiTStage(*args, init, ranks)
 
 
 def time_dit_steps(recipe_path: str | Path, run_dir: str | Path, device: str = "auto", steps: int = 30,

@@ -451,3 +451,29 @@ def _fuse_attention(block: str, attn: str, kind: str, p: dict) -> dict:
             out[f"{prefix}.q.{kind}"] = take("to_q")
             out[f"{prefix}.kv.{kind}"] = torch.cat([take("to_k"), take("to_v")])
     return out
+
+
+def resize_patches(state: dict[str, Tensor], patch: tuple[int, int, int]) -> dict[str, Tensor]:
+    """A DiT state dict moved to a smaller spatial patch that divides its own (e.g. 1x4x4 -> 1x2x2), to
+    fine-tune a trained model at a finer token grid; every other tensor carries over unchanged.
+
+    A small patch, upsampled by f = old / new to fill an old patch, embeds as that old patch did: the new
+    embedding weights are the old ones summed over each f x f block. The output projection predicts each
+    new patch pixel as the mean of the old predictions over its f x f block.
+    """
+    weight = state["patch_embedding.weight"]  # (D, C, 1, p, p)
+    old, new = weight.shape[-1], patch[-1]
+    if tuple(weight.shape[-3:]) == tuple(patch):
+        return state
+    if patch[0] != 1 or patch[1] != patch[2] or weight.shape[-2] != old or old % new:
+        raise KinemaError(f"cannot move a DiT with 1x{old}x{old} patches to {list(patch)}: the new patch must be "
+                          f"1 x q x q with q dividing {old}; keep the init model's patch_size")
+    blocks = new, old // new  # an old patch axis = (new position, offset inside its f-block)
+    dim, channels = weight.shape[:2]
+    out = dict(state)
+    out["patch_embedding.weight"] = weight.reshape(dim, channels, 1, *blocks, *blocks).sum(dim=(4, 6))
+    proj, bias = state["proj_out.weight"], state["proj_out.bias"]  # rows ordered (ph, pw, C) as _unpatchify
+    out_channels = proj.shape[0] // (old * old)
+    out["proj_out.weight"] = proj.reshape(*blocks, *blocks, out_channels, -1).mean(dim=(1, 3)).flatten(0, 2)
+    out["proj_out.bias"] = bias.reshape(*blocks, *blocks, out_channels).mean(dim=(1, 3)).flatten()
+    return out
