@@ -205,7 +205,7 @@ class Pipeline:
         from kinema.io import from_uint8
 
         x = from_uint8(frames)[None].to(self.device)  # (1, 3, T, H, W) in [-1, 1]
-        with self._autocast():
+        with self.autocast():
             return self.model.vae.encode(x).float().cpu()
 
     @torch.no_grad()
@@ -219,7 +219,7 @@ class Pipeline:
         shift = flow.shift_for(tokens, self.cfg.sampler.shift, self.cfg.sampler.shift_base_tokens)
         times = sampling.schedule(req.steps, shift, start=start)
         d = self.device
-        with self._autocast():  # the prepared text keys/values are made in the forward's dtype
+        with self.autocast():  # the prepared text keys/values are made in the forward's dtype
             model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),
                                        text.uncond_mask.to(d), req.guidance, prepare=self.model.dit.prepare_context)
             if req.cache:
@@ -237,7 +237,7 @@ class Pipeline:
         after = 0 if video.after is None else len(video.after)
         left = video.frames - after - (0 if video.before is None else len(video.before))
         skip = video.skip
-        with self._autocast():
+        with self.autocast():
             for chunk in self.model.vae.decode_stream(video.latents.to(self.device)):
                 frames = to_uint8(chunk.float().cpu())
                 frames, skip = frames[skip:][:left], max(0, skip - len(frames))
@@ -282,7 +282,8 @@ class Pipeline:
             contact_sheet(np.stack(kept)).save(filmstrip)
         return path
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast where this pipeline runs in bf16 (the CPU default), else nothing."""
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()

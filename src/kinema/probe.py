@@ -65,7 +65,7 @@ def _losses(pipe: Pipeline, x0: torch.Tensor, eps: torch.Tensor, captions: list[
     tokens, mask = pipe.model.text(captions)  # (B, L, D), (B, L)
     times = torch.where(given, 0.0, t)  # (B, T)
     x_t = flow.interpolate(x0, eps, times)
-    with torch.no_grad(), pipe._autocast():
+    with torch.no_grad(), pipe.autocast():
         v = pipe.model.dit(x_t.to(device), times.to(device), tokens.to(device), mask.to(device))
     err = (v.float().cpu() - flow.velocity_target(x0, eps)).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     return (err * ~given).sum(1) / (~given).sum(1)
