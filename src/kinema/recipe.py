@@ -125,12 +125,12 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
     if init:  # fine-tuning: the architecture is the init model's
         base = ModelConfig.from_dict(load_json(init_folder(init) / "config.json"))
     model = ModelConfig.from_dict(merge(base.to_dict(), model_raw))
-    if init:
-        _check_architecture(base, model, distill=bool(raw.get("dit", {}).get("distill_steps")))
     recipe = Recipe(name=name, model=model, init=init,
                     data=from_dict(DataRecipe, raw.get("data", {}), where="recipe [data]"),
                     vae=from_dict(VAERecipe, raw.get("vae", {}), where="recipe [vae]"),
                     dit=from_dict(DiTRecipe, raw.get("dit", {}), where="recipe [dit]"), raw=raw)
+    if init:
+        _check_architecture(base, model, distill=bool(recipe.dit.distill_steps))
     validate(recipe)
     return recipe
 
