@@ -307,3 +307,49 @@ def test_torchrun_trains_only_the_dit_stage(monkeypatch, tmp_path):
     for stage in ("vae", "cache", "all"):
         with pytest.raises(KinemaError, match=f"--stage {stage} runs in one process.*--stage dit"):
             train.run(DEBUG, stage=stage, out=tmp_path, progress=False)
+
+
+def _patch_vae_model(folder: Path, decoder_time_kernel: int | None = None) -> Path:
+    """A tiny random model folder with a patch VAE; by default its decoder sees one latent frame (as the bundled
+    one's did)."""
+    import dataclasses
+
+    from kinema.checkpoint import save_model
+    from kinema.config import preset
+    from kinema.models.dit import DiT
+    from kinema.models.vae import CausalVAE
+
+    base = preset("debug")
+    vae_cfg = dataclasses.replace(base.vae, kind="patch", base_dim=16, num_res_blocks=1, time_kernel=1,
+                                  decoder_time_kernel=decoder_time_kernel)
+    cfg = dataclasses.replace(base, vae=vae_cfg, dit=dataclasses.replace(base.dit, patch_size=(1, 4, 4)))
+    torch.manual_seed(0)
+    return save_model(folder, cfg, CausalVAE(cfg.vae), DiT(cfg.dit))
+
+
+def test_a_decoder_fine_tune_lengthens_its_time_kernel_and_keeps_encoder_and_dit(tmp_path):
+    init = _patch_vae_model(tmp_path / "init")
+    overrides = {"model.init": str(init), "model.vae.decoder_time_kernel": 2, "dit.steps": 0,
+                 "vae": {"steps": 3, "train_encoder": False, "batch": 2, "eval_every": 3, "eval_clips": 1}}
+    run = train.run(DEBUG, out=tmp_path / "run", overrides=overrides, progress=False)
+    before, after = load_model(init), load_model(run / "model")
+    assert after.cfg.vae.decoder_kernel == 2 and after.vae.decoder.blocks[0].conv1.weight.shape[2] == 2
+    assert after.cfg.vae.latents_std == before.cfg.vae.latents_std  # the latents are the init's
+    old, new = before.vae.state_dict(), after.vae.state_dict()
+    kept = [k for k in old if k.startswith(("encoder.", "quant_conv."))]  # (exported in fp16)
+    assert kept and all(torch.equal(old[k].half().float(), new[k]) for k in kept)
+    assert not torch.equal(old["decoder.conv_out.weight"], new["decoder.conv_out.weight"])
+    assert all(torch.equal(v.half().float(), after.dit.state_dict()[k]) for k, v in before.dit.state_dict().items())
+    assert not (run / "cache").exists() and not (run / "dit").exists()  # nothing for the DiT to train on
+
+
+def test_a_fine_tune_keeps_the_init_vae_but_may_lengthen_the_decoder_kernel(tmp_path):
+    tuned = recipe.load(Path(__file__).parents[1] / "configs" / "small_decoder.toml")
+    assert tuned.model.vae.decoder_kernel == 2 and tuned.model.vae.time_kernel == 1 and not tuned.vae.train_encoder
+    gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
+    with pytest.raises(KinemaError, match="base_dim = 64 differs from the init model's 128"):
+        recipe.load(gpu, {"model.vae.base_dim": 64})
+    with pytest.raises(KinemaError, match="decoder_time_kernel = 1 is shorter than the init model's 2"):
+        recipe.load(DEBUG, {"model.init": str(_patch_vae_model(tmp_path, 2)), "model.vae.decoder_time_kernel": 1})
+    with pytest.raises(KinemaError, match="train_encoder = false fine-tunes a trained model's decoder"):
+        recipe.load(DEBUG, {"vae.train_encoder": False})

@@ -9,7 +9,7 @@ from torch import nn
 from kinema.config import VAEConfig
 from kinema.errors import KinemaError
 from kinema.models import vae as vae_module
-from kinema.models.patch_vae import PatchBlock, fold, unfold
+from kinema.models.patch_vae import PatchBlock, fold, unfold, widen_time_kernels
 from kinema.models.vae import CausalCache, CausalVAE, config_from_diffusers, state_dict_from_diffusers
 
 Z = 4
@@ -253,7 +253,45 @@ def test_patch_vae_chunked_equals_whole_clip_and_is_causal(patch_vae):
 
 @pytest.mark.parametrize(("overrides", "words"), [({"kind": "bogus"}, "vae.kind 'bogus' is unknown"),
                                                   ({"kind": "patch", "patch": (4, 4, 2)}, "vae.patch"),
-                                                  ({"kind": "patch", "time_kernel": 0}, "time_kernel")])
+                                                  ({"kind": "patch", "time_kernel": 0}, "time_kernel"),
+                                                  ({"kind": "patch", "decoder_time_kernel": 0}, "decoder_time_kernel")])
 def test_bad_patch_configs_are_one_line_errors(overrides, words):
     with pytest.raises(KinemaError, match=words):
         CausalVAE(tiny_cfg(**overrides))
+
+
+def test_a_widened_decoder_starts_as_the_narrow_one_and_then_sees_the_frame_before():
+    torch.manual_seed(1)
+    narrow = CausalVAE(tiny_cfg(kind="patch", base_dim=16, num_res_blocks=1, time_kernel=1)).eval()
+    for block in narrow.modules():
+        if isinstance(block, PatchBlock):
+            nn.init.normal_(block.conv2.weight, std=0.05)
+    wide = CausalVAE(tiny_cfg(kind="patch", base_dim=16, num_res_blocks=1, time_kernel=1,
+                              decoder_time_kernel=2)).eval()
+    state = widen_time_kernels(narrow.state_dict(), wide.state_dict())
+    wide.load_state_dict(state)
+    assert wide.decoder.blocks[0].conv1.weight.shape[2] == 2 and wide.encoder.blocks[0].conv1.weight.shape[2] == 1
+    assert torch.equal(state["encoder.blocks.0.conv1.weight"], narrow.state_dict()["encoder.blocks.0.conv1.weight"])
+    z = torch.randn(1, Z, 4, 6, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.decode(z), narrow.decode(z), atol=1e-5, rtol=0)
+        for block in wide.decoder.blocks:  # once the earlier taps learn something, frame 2 depends on frame 1
+            nn.init.normal_(block.conv1.weight[:, :, 0], std=0.05)
+        changed = z.clone()
+        changed[:, :, 1] += 1
+        a, b = wide.decode(z), wide.decode(changed)
+    assert torch.equal(a[:, :, :1], b[:, :, :1])  # causal: latent frame 0 (frame 0) comes before the change
+    assert not torch.allclose(a[:, :, 5:9], b[:, :, 5:9], atol=1e-3)  # latent frame 2 (frames 5-8) looks back at 1
+
+
+def test_the_widened_decoder_streams_like_the_whole_clip():
+    torch.manual_seed(2)
+    vae = CausalVAE(tiny_cfg(kind="patch", base_dim=16, num_res_blocks=1, time_kernel=1,
+                             decoder_time_kernel=3)).eval()
+    for block in vae.decoder.blocks:
+        nn.init.normal_(block.conv2.weight, std=0.05)
+    z = torch.randn(1, Z, 4, 6, 8)
+    with torch.no_grad():
+        whole = vae.decode(z).clamp(-1, 1)
+        chunks = torch.cat(list(vae.decode_stream(z)), dim=2)
+    torch.testing.assert_close(chunks, whole, atol=1e-4, rtol=0)

@@ -42,6 +42,9 @@ class VAEConfig:
     dropout: float = 0.0
     patch: tuple[int, int, int] = (4, 4, 4)  # kind "patch": frames, height, width per latent pixel
     time_kernel: int = 2  # kind "patch": latent frames each conv sees (causal)
+    # kind "patch": the same for the decoder, None = time_kernel. A decoder that sees the latent frame before
+    # can carry motion across the 4-frame blocks, which one that sees a single latent frame draws as stills.
+    decoder_time_kernel: int | None = None
     # Per-channel statistics that map raw latents to ~N(0, 1) for the DiT.
     latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN
     latents_std: tuple[float, ...] = WAN_LATENTS_STD
@@ -51,6 +54,10 @@ class VAEConfig:
         return self.patch[1] if self.kind == "patch" else 2 ** (len(self.dim_mult) - 1)
 
     @property
+    def decoder_kernel(self) -> int:
+        return self.time_kernel if self.decoder_time_kernel is None else self.decoder_time_kernel
+
+    @property
     def temporal_factor(self) -> int:
         return self.patch[0] if self.kind == "patch" else 2 ** sum(bool(d) for d in self.temporal_downsample)
 
@@ -58,9 +65,9 @@ class VAEConfig:
         if self.kind not in ("wan", "patch"):
             raise KinemaError(f"vae.kind {self.kind!r} is unknown; use \"wan\" or \"patch\" in the model's config")
         if self.kind == "patch" and (len(self.patch) != 3 or self.patch[1] != self.patch[2] or min(self.patch) < 1
-                                     or self.time_kernel < 1):
+                                     or min(self.time_kernel, self.decoder_kernel) < 1):
             raise KinemaError(f"vae.patch {list(self.patch)} must be [frames, size, size] with positive values and "
-                              "vae.time_kernel at least 1; fix the model's config")
+                              "vae.time_kernel and decoder_time_kernel at least 1; fix the model's config")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
             raise KinemaError("vae.temporal_downsample needs one entry per downsampling stage "
                               f"({len(self.dim_mult) - 1}); fix the model's config.json")

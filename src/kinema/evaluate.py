@@ -136,7 +136,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {k} | {_pct(v)} | {_pct(main[k])} | {_pct(ceiling[k])} | {met} |")
     lines += ["", "## Does the DiT read each word? (kinema.probe)", "",
               "The DiT's loss on held-out clips with the true caption against the same caption with one attribute "
-              "changed. A word the model reads raises the loss when changed (gap > 0) and the true caption "
+              f"changed, at the noise levels t = {', '.join(map(str, probe.TIMES))} where sampling decides layout and "
+              "motion. A word the model reads raises the loss when changed (gap > 0) and the true caption "
               "predicts better in nearly every case; 50% is a coin flip. (A distilled model predicts a guided jump, "
               "not the velocity, so its gaps run larger; read the last column.)", "",
               "| changed | clips | gap | true caption better |", "|---|---|---|---|"]

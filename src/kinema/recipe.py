@@ -49,6 +49,9 @@ class VAERecipe:
     # std shrinks only slowly (still ~0.65 after 3k steps), so sampling teaches the decoder to blur; the
     # DiT only ever sees latent means.
     sample_posterior: bool = False
+    # false: fine-tune the init model's decoder only. Its latents, their statistics and so its DiT stay valid,
+    # e.g. to give the decoder a longer time kernel ([model.vae] decoder_time_kernel).
+    train_encoder: bool = True
     eval_every: int = 200
     eval_clips: int = 4  # held-out clips (never trained on) for PSNR
     stats_clips: int = 32  # clips over which the per-channel latent mean/std are measured
@@ -136,8 +139,18 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
 
 
 def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool) -> None:
-    """A fine-tune keeps its init model's DiT; only the patch may get finer (train.py resizes those weights),
-    and not for a distillation, whose student starts as its teacher."""
+    """A fine-tune keeps its init model's VAE and DiT. Only the decoder's time kernel may grow (train_vae widens
+    those weights), and the DiT's patch may get finer (train.py resizes those), but not for a distillation, whose
+    student starts as its teacher."""
+    old_vae, new_vae = asdict(base.vae), asdict(model.vae)
+    for key in old_vae.keys() - {"decoder_time_kernel"}:
+        if old_vae[key] != new_vae[key]:
+            raise KinemaError(f"recipe [model.vae] {key} = {new_vae[key]} differs from the init model's "
+                              f"{old_vae[key]}; a fine-tune keeps its init's VAE (only decoder_time_kernel may grow): "
+                              "drop the setting, or set [model] init = \"\" to train from scratch")
+    if model.vae.decoder_kernel < base.vae.decoder_kernel:
+        raise KinemaError(f"recipe [model.vae] decoder_time_kernel = {model.vae.decoder_kernel} is shorter than the "
+                          f"init model's {base.vae.decoder_kernel}; a fine-tune may only lengthen it")
     old, new = asdict(base.dit), asdict(model.dit)
     for key in old:
         if old[key] != new[key] and (key != "patch_size" or distill):
@@ -191,6 +204,9 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError("recipe [dit] mask_probs need non-negative weights with a positive sum, e.g. none = 1")
     if not 0 <= dit.caption_dropout < 1 or not 0 < dit.ema_decay < 1:
         raise KinemaError("recipe [dit] needs 0 <= caption_dropout < 1 and 0 < ema_decay < 1")
+    if not vae.train_encoder and not recipe.init:
+        raise KinemaError("recipe [vae] train_encoder = false fine-tunes a trained model's decoder: set [model] init "
+                          "to its folder (or \"default\"), or train_encoder = true to train a whole VAE")
     if dit.distill_steps < 0 or (dit.distill_steps and not recipe.init):
         raise KinemaError("recipe [dit] distill_steps distils a trained model: set [model] init to the teacher's "
                           "folder (or \"default\"), or distill_steps = 0 to train with rectified flow")

@@ -60,10 +60,11 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
             tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
     if stage in ("vae", "all"):
         train_vae(recipe, run_dir, resume, progress, on_step, ranks.device)
-    if stage in ("cache", "all"):
+    trains_dit = recipe.dit.steps > 0 or not recipe.init  # else a VAE fine-tune: the init's DiT is exported as is
+    if stage in ("cache", "all") and trains_dit:
         cache_latents(recipe, run_dir, progress, ranks.device)
     try:
-        if stage in ("dit", "all"):
+        if stage in ("dit", "all") and trains_dit:
             train_dit(recipe, run_dir, resume, progress and ranks.is_main, on_step, ranks)
     finally:
         if ranks.world_size > 1:
@@ -136,8 +137,8 @@ def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     with render_pool(render_workers()) as pool:  # batches render ahead in other processes on a big host
         stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"), device, pool)
         run_loop(stage, recipe.vae.log_every, recipe.vae.checkpoint_every, progress, on_step)
-    # A fine-tuned model whose VAE is not trained keeps the statistics its DiT learned with.
-    keep = recipe.model.vae if recipe.init and recipe.vae.steps == 0 else None
+    # A fine-tuned model whose encoder is not trained keeps the statistics its DiT learned with.
+    keep = recipe.model.vae if recipe.init and (recipe.vae.steps == 0 or not recipe.vae.train_encoder) else None
     result = stage.finish(keep_stats=keep)
     print(f"VAE: held-out PSNR {result['psnr']:.2f} dB after {result['steps']} steps")
     return result
@@ -279,11 +280,26 @@ def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = to
     run_dir = Path(run_dir)
     config_path = run_dir / "model_config.json"
     checkpoint = run_dir / "dit" / "checkpoint.pt"
-    if not config_path.exists() or not checkpoint.exists():
+    recipe = _run_recipe(run_dir)
+    if config_path.exists() and checkpoint.exists():
+        cfg = ModelConfig.from_dict(load_json(config_path))
+        dit = DiT(cfg.dit)
+        ema = EMA(dit, decay=0.0)
+        ema.shadow = load_state(checkpoint)["ema"]
+        dit.load_state_dict(ema.model_state(dit))
+    elif recipe is not None and recipe.init and recipe.dit.steps == 0:  # a VAE fine-tune keeps its init's DiT
+        cfg = trained_config(recipe, run_dir)
+        dit = DiT(cfg.dit)
+        dit.load_state_dict(_init_state(recipe, "dit"))
+    else:
         raise KinemaError(f"{run_dir} holds no trained DiT to export; train it first (kinema train --stage dit)")
-    cfg = ModelConfig.from_dict(load_json(config_path))
-    dit = DiT(cfg.dit)
-    ema = EMA(dit, decay=0.0)
-    ema.shadow = load_state(checkpoint)["ema"]
-    dit.load_state_dict(ema.model_state(dit))
     return save_model(dest_folder, cfg, load_trained_vae(cfg, run_dir), dit, dtype)
+
+
+def _run_recipe(run_dir: Path) -> Recipe | None:
+    """The recipe a run folder was trained with (its recipe.json), or None when it has none."""
+    path = run_dir / "recipe.json"
+    if not path.exists():
+        return None
+    saved = load_json(path)
+    return recipes.from_raw(saved["recipe"], name=saved["name"])

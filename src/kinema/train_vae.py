@@ -25,11 +25,13 @@ from kinema.checkpoint import atomic_write, save_tensors
 from kinema.config import VAEConfig
 from kinema.data import Bucket, Source, WorldSource, to_video
 from kinema.errors import KinemaError
+from kinema.models.patch_vae import widen_time_kernels
 from kinema.models.vae import CausalVAE
 from kinema.parallel import ONE_CPU
 from kinema.recipe import Recipe
 from kinema.train_loop import Metrics, load_state, lr_factor, rng_state, save_state, set_rng_state
 
+DECODER_SIDE = ("decoder.", "post_quant_conv.")  # parameters that act after the latents
 TRAIN_STREAM = -1  # the source's random stream for VAE training clips (buckets use 0, 1, ...)
 PREFETCH = 4  # batches rendered ahead when a pool of render processes is given
 
@@ -73,10 +75,14 @@ class VAEStage:
         self.total = self.cfg.steps
         torch.manual_seed(recipe.data.seed)  # the posterior sample in CausalVAE.forward uses it
         self.vae = CausalVAE(recipe.model.vae)
-        if init_state is not None:
-            self.vae.load_state_dict(init_state)
+        if init_state is not None:  # a longer decoder time kernel starts as the init's (patch_vae.widen_time_kernels)
+            self.vae.load_state_dict(widen_time_kernels(init_state, self.vae.state_dict()))
         self.vae.to(device)
-        self.opt = torch.optim.AdamW(self.vae.parameters(), lr=self.cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        if not self.cfg.train_encoder:  # the latents stay the init model's: only the decoder side learns
+            for name, param in self.vae.named_parameters():
+                param.requires_grad_(name.startswith(DECODER_SIDE))
+        trainable = [p for p in self.vae.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(trainable, lr=self.cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.gen = torch.Generator().manual_seed(recipe.data.seed)
         self.step, self.next_clip = 0, 0
         self.sizes = sorted({(w, h) for w, h, _ in recipe.buckets})

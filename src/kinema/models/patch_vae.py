@@ -75,7 +75,7 @@ class PatchDecoder(nn.Module):
         super().__init__()
         pt, ph, pw = self.patch = tuple(cfg.patch)
         self.conv_in = CausalConv3d(cfg.z_dim, cfg.base_dim, (1, 3, 3))
-        self.blocks = nn.ModuleList(PatchBlock(cfg.base_dim, cfg.time_kernel)
+        self.blocks = nn.ModuleList(PatchBlock(cfg.base_dim, cfg.decoder_kernel)
                                     for _ in range(cfg.num_res_blocks + 1))
         self.conv_out = Conv3d(cfg.base_dim, 3 * pt * ph * pw, 1)
 
@@ -86,3 +86,17 @@ class PatchDecoder(nn.Module):
         x = unfold(self.conv_out(F.silu(h)), self.patch)  # (B, 3, 4T', H, W)
         starts = cache is None or cache.first_call(self)
         return x[:, :, self.patch[0] - 1:] if starts else x  # the first block holds 1 frame, repeated
+
+
+def widen_time_kernels(state: dict[str, Tensor], like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`state` with each conv weight whose temporal kernel is shorter than its counterpart in `like` padded with
+    zero taps for the earlier frames. A causal conv's last tap reads the current frame, so the widened conv
+    computes what the narrow one did until training teaches it to use the frames before."""
+    out = dict(state)
+    for key, weight in state.items():
+        target = like.get(key)
+        if (target is not None and weight.ndim == 5 and target.shape[2] > weight.shape[2]
+                and target.shape[:2] + target.shape[3:] == weight.shape[:2] + weight.shape[3:]):
+            out[key] = torch.cat([weight.new_zeros(*weight.shape[:2], target.shape[2] - weight.shape[2],
+                                                   *weight.shape[3:]), weight], dim=2)
+    return out
