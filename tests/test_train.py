@@ -353,3 +353,13 @@ def test_a_fine_tune_keeps_the_init_vae_but_may_lengthen_the_decoder_kernel(tmp_
         recipe.load(DEBUG, {"model.init": str(_patch_vae_model(tmp_path, 2)), "model.vae.decoder_time_kernel": 1})
     with pytest.raises(KinemaError, match="train_encoder = false fine-tunes a trained model's decoder"):
         recipe.load(DEBUG, {"vae.train_encoder": False})
+
+
+def test_a_trained_fine_tune_exports_after_its_init_folder_is_gone(dit_run, tmp_path):
+    """Export reads the run's own checkpoint; only a VAE fine-tune (dit.steps = 0) needs its init's DiT."""
+    init = _copy(dit_run / "model", tmp_path / "init")
+    overrides = {"model.init": str(init), "vae.steps": 0, "dit.steps": 1, "dit.probe_clips": 0}
+    run = train.run(DEBUG, out=tmp_path / "run", overrides=overrides, progress=False)
+    shutil.rmtree(init)
+    exported = load_model(train.export(run, tmp_path / "again"))
+    assert torch.equal(exported.dit.proj_out.weight, load_model(run / "model").dit.proj_out.weight)

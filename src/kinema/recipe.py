@@ -105,6 +105,11 @@ class Recipe:
     def bucket_weights(self) -> list[float]:
         return list(self.data.bucket_weights) or [1.0] * len(self.data.buckets)
 
+    @property
+    def keeps_init_dit(self) -> bool:
+        """A fine-tune of the VAE alone (dit.steps = 0 on an init model): its DiT is exported as it is, untrained."""
+        return bool(self.init) and self.dit.steps == 0
+
 
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe TOML file, with overrides merged in."""
@@ -142,21 +147,26 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool) ->
     """A fine-tune keeps its init model's VAE and DiT. Only the decoder's time kernel may grow (train_vae widens
     those weights), and the DiT's patch may get finer (train.py resizes those), but not for a distillation, whose
     student starts as its teacher."""
-    old_vae, new_vae = asdict(base.vae), asdict(model.vae)
-    for key in old_vae.keys() - {"decoder_time_kernel"}:
-        if old_vae[key] != new_vae[key]:
-            raise KinemaError(f"recipe [model.vae] {key} = {new_vae[key]} differs from the init model's "
-                              f"{old_vae[key]}; a fine-tune keeps its init's VAE (only decoder_time_kernel may grow): "
-                              "drop the setting, or set [model] init = \"\" to train from scratch")
+    _keep_init("vae", base.vae, model.vae, "decoder_time_kernel", "only decoder_time_kernel may grow")
     if model.vae.decoder_kernel < base.vae.decoder_kernel:
         raise KinemaError(f"recipe [model.vae] decoder_time_kernel = {model.vae.decoder_kernel} is shorter than the "
                           f"init model's {base.vae.decoder_kernel}; a fine-tune may only lengthen it")
-    old, new = asdict(base.dit), asdict(model.dit)
+    _keep_init("dit", base.dit, model.dit, None if distill else "patch_size",
+               "only patch_size may be made finer, and not when distilling")
+
+
+_PART_NAMES = {"vae": "VAE", "dit": "DiT"}
+
+
+def _keep_init(section: str, old_cfg: Any, new_cfg: Any, may_change: str | None, allowed: str) -> None:
+    """One-line error for the first field (in declaration order) of [model.<section>] that differs from the init's,
+    other than `may_change`."""
+    old, new = asdict(old_cfg), asdict(new_cfg)
     for key in old:
-        if old[key] != new[key] and (key != "patch_size" or distill):
-            raise KinemaError(f"recipe [model.dit] {key} = {new[key]} differs from the init model's {old[key]}; a "
-                              "fine-tune keeps its init's architecture (only patch_size may be made finer, and not "
-                              "when distilling): drop the setting, or set [model] init = \"\" to train from scratch")
+        if key != may_change and old[key] != new[key]:
+            raise KinemaError(f"recipe [model.{section}] {key} = {new[key]} differs from the init model's {old[key]}; "
+                              f"a fine-tune keeps its init's {_PART_NAMES[section]} ({allowed}): drop the setting, "
+                              "or set [model] init = \"\" to train from scratch")
 
 
 def init_folder(init: str) -> Path:

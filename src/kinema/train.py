@@ -60,11 +60,10 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
             tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
     if stage in ("vae", "all"):
         train_vae(recipe, run_dir, resume, progress, on_step, ranks.device)
-    trains_dit = recipe.dit.steps > 0 or not recipe.init  # else a VAE fine-tune: the init's DiT is exported as is
-    if stage in ("cache", "all") and trains_dit:
+    if stage in ("cache", "all") and not recipe.keeps_init_dit:
         cache_latents(recipe, run_dir, progress, ranks.device)
     try:
-        if stage in ("dit", "all") and trains_dit:
+        if stage in ("dit", "all") and not recipe.keeps_init_dit:
             train_dit(recipe, run_dir, resume, progress and ranks.is_main, on_step, ranks)
     finally:
         if ranks.world_size > 1:
@@ -280,14 +279,13 @@ def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = to
     run_dir = Path(run_dir)
     config_path = run_dir / "model_config.json"
     checkpoint = run_dir / "dit" / "checkpoint.pt"
-    recipe = _run_recipe(run_dir)
     if config_path.exists() and checkpoint.exists():
         cfg = ModelConfig.from_dict(load_json(config_path))
         dit = DiT(cfg.dit)
         ema = EMA(dit, decay=0.0)
         ema.shadow = load_state(checkpoint)["ema"]
         dit.load_state_dict(ema.model_state(dit))
-    elif recipe is not None and recipe.init and recipe.dit.steps == 0:  # a VAE fine-tune keeps its init's DiT
+    elif (recipe := _run_recipe(run_dir)) is not None and recipe.keeps_init_dit:
         cfg = trained_config(recipe, run_dir)
         dit = DiT(cfg.dit)
         dit.load_state_dict(_init_state(recipe, "dit"))
