@@ -4,8 +4,9 @@ The report says how often a model's videos show what their prompts ask for, per 
 compositional hold-out (colour x shape x motion triples never rendered for training) and per aspect
 ratio; it also carries the judge's own validation (true renders vs shuffled captions), so every number
 can be read against what a perfect and a random video would score, and the VAE ceiling: the judge on the
-model's VAE round trips of the prompts' true renders, the most any DiT on that VAE could score, and the
-word probe (kinema.probe): whether the DiT reads each attribute's words at all.
+model's VAE round trips of the prompts' true renders, the most any DiT on that VAE could score, the
+word probe (kinema.probe): whether the DiT reads each attribute's words at all, and steering: whether the
+direction words choose where an image-to-video clip's object goes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kinema.pipeline import Pipeline, Request, Video, frames_for
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
 PROMPT_SETS = ("heldout", "train")
 PROBE_CLIPS = 32  # held-out clips for the word probe (kinema.probe): ~30 s for the bundled model on 2 cores
+STEER_FRAMES = 6  # first frames for the steering check, 4 clips each: ~40 s for the bundled model on 2 cores
 
 
 def prompts_for(kind: str, n: int, seed: int) -> list[str]:
@@ -101,6 +103,7 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
             report["vae_ceiling"] = vae_ceiling(pipe, pairs, width, height)
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["word_gaps"] = probe.word_gaps(pipe, min(n, PROBE_CLIPS), seed)
+    report["steering"] = probe.steering(pipe, min(n, STEER_FRAMES), seed, **tuning)
     report["judge_validation"] = judge.validate(validate_n, seed)
     main = report["aspects"][aspects[0]]["scores"]
     report["targets_met"] = {k: bool(main[k] >= v) for k, v in TARGETS.items()}
@@ -143,6 +146,13 @@ def markdown(report: dict) -> str:
               "| changed | clips | gap | true caption better |", "|---|---|---|---|"]
     for name, row in report["word_gaps"].items():
         lines.append(f"| {name} | {row['n']} | {row['gap']:+.1f}% | {_pct(row['prefers'])} |")
+    steer = report["steering"]
+    lines += ["", "## Do the direction words steer image to video? (kinema.probe.steering)", "",
+              f"{steer['n']} world frames, each one object alone in the middle, animated once per direction word; "
+              "a clip counts when the object's centroid travels mostly the asked way (25% is a coin flip).", "",
+              "| asked | " + " | ".join(probe.STEER) + " | all |", "|---|" + "---|" * (len(probe.STEER) + 1),
+              "| went that way | " + " | ".join(_pct(steer[way]) for way in probe.STEER)
+              + f" | {_pct(steer['asked way'])} |"]
     val = report["judge_validation"]
     lines += ["", "## The judge's own validation", "",
               "World renders judged against their own captions (true) and against another clip's (shuffled):",

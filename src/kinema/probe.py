@@ -10,6 +10,9 @@ changed (a colour for another colour, a direction for its opposite, ...), on the
 
 A model that reads a word prefers the true caption nearly always. Motion is also probed with the clip's first
 frame given (image to video): the start is then known, so only the words can say where the object goes.
+
+`steering` asks the same question of finished videos: image to video from one still frame, once per direction
+word, judged by where the object's centroid travels.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import numpy as np
 import torch
 
 from kinema import flow, world
+from kinema.judge import STILL
+from kinema.judge_measure import measure
 from kinema.modes import decoded_count, latent_count
-from kinema.pipeline import Pipeline, frames_for
+from kinema.pipeline import Pipeline, Request, frames_for
 from kinema.world_scene import TEXTURES
 
 # Noise levels probed. The world's flat shapes stay readable through the noise up to t ~ 0.95 (the DiT's x0
@@ -35,6 +40,8 @@ PROBES = {  # probe name -> (attribute changed, first latent frame given)
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up", "up_left": "down_right",
             "down_right": "up_left", "up_right": "down_left", "down_left": "up_right", "grow": "shrink",
             "shrink": "grow"}  # still, bounce and rotate have no opposite to swap to
+STEER = {"right": "moves to the right", "left": "moves to the left", "up": "rises", "down": "falls"}
+STEER_COLOURS = ("red", "orange", "yellow", "green", "white", "purple")  # all far from the navy backdrop
 
 
 def _next(names, current: str, taken: frozenset[str] = frozenset()) -> str:
@@ -109,3 +116,40 @@ def word_gaps(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict[str, dict[str,
         results[name] = {"gap": float(100 * (ratios.mean() - 1)), "prefers": float((ratios > 1).float().mean()),
                          "n": len(rows)}
     return results
+
+
+def steering(pipe: Pipeline, n: int = 6, seed: int = 0, **tuning) -> dict[str, float]:
+    """Image to video from n world frames, each one medium object alone in the middle, asked once per way of
+    STEER: the share of clips whose object travels the asked way ("asked way"), and per way. The frame fixes
+    what the object is and where it starts; only the words can say where it goes (25% is a coin flip).
+    `tuning`: Request's sampling fields, as for `kinema eval`."""
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list[bool]] = {way: [] for way in STEER}
+    for i in range(n):
+        colour, shape = str(rng.choice(STEER_COLOURS)), str(rng.choice(world.SHAPES))
+        scene = world.Scene([world.Obj(shape, colour, "medium", "still", 0.5, 0.5)],
+                            world.Background("solid", "navy"))
+        first = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]  # (H, W, 3)
+        for way, phrase in STEER.items():
+            request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=first,
+                              seconds=2.0, seed=seed + i, expand=False, **tuning)
+            hits[way].append(travel(pipe.decode(pipe.generate(request)), colour, pipe.cfg.fps) == way)
+    every = [hit for way_hits in hits.values() for hit in way_hits]
+    return {"asked way": float(np.mean(every)), **{way: float(np.mean(h)) for way, h in hits.items()}, "n": n}
+
+
+def travel(frames: np.ndarray, colour: str, fps: float) -> str:
+    """Which way the `colour` object went (T, H, W, 3): the main axis of its centroid's travel and its sign;
+    "still" under the judge's STILL, "lost" when no track has that colour."""
+    found = measure(frames, fps)
+    tracks = [t for t in found.tracks if t.colour == colour and t.seen.sum() >= 2]
+    if not tracks:
+        return "lost"
+    track = max(tracks, key=lambda t: t.seen.sum())
+    x, y = track.x[track.seen] / found.short, track.y[track.seen] / found.short
+    dx, dy = x[-1] - x[0], y[-1] - y[0]
+    if max(abs(dx), abs(dy)) < STILL:
+        return "still"
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"  # image y points down
