@@ -100,6 +100,7 @@ def test_steering_tells_a_model_that_obeys_the_words_from_one_that_ignores_them(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (BUNDLED / "config.json").exists(), reason="needs the bundled model")
-def test_bundled_base_model_lets_direction_words_steer_image_to_video():
-    # Session 9's kinema-small goes the asked way in 15 of 24 clips; the one before it in 5 (a coin flip is 6).
-    assert steering(Pipeline.load("kinema-small"), n=6)["asked way"] >= 0.5
+@pytest.mark.parametrize("model", ["kinema-small", "kinema-small-fast"])
+def test_bundled_models_let_direction_words_steer_image_to_video(model):
+    # Session 9's models go the asked way in 15 and 17 of 24 clips; the ones before them in 5 (a coin flip is 6).
+    assert steering(Pipeline.load(model), n=6)["asked way"] >= 0.5
