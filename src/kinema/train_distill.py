@@ -26,6 +26,8 @@ class DistillStage(DiTStage):
     """The DiT stage with the teacher's two guided steps as the target; everything else (data, masks,
     optimizer, EMA, checkpoints, samples) is the DiT stage's. `model_cfg.sampler` is the student's."""
 
+    plot_title = "DiT distillation (two guided teacher steps in one)"
+
     def __init__(self, *args, teacher_state: dict[str, torch.Tensor], guidance: float, **kwargs):
         super().__init__(*args, init_state=teacher_state, **kwargs)
         self.teacher = DiT(self.model_cfg.dit).eval().requires_grad_(False)

@@ -36,6 +36,7 @@ from kinema.train_loop import EMA, Metrics, load_state, lr_factor, rng_state, sa
 
 class DiTStage:
     name = "dit"
+    plot_title = "DiT (rectified flow)"  # of loss.png
 
     def __init__(self, recipe: Recipe, model_cfg: ModelConfig, folder: Path, cache: list[CachedBucket],
                  source: Source, vae: torch.nn.Module, resume: bool,
@@ -85,7 +86,7 @@ class DiTStage:
         save_state(self.folder / "checkpoint.pt", {
             "dit": dit_state, "ema": ema, "opt": opt_state,
             "step": self.step, "cursor": self.cursor, "gen": self.gen.get_state(), "rng": rng_state()})
-        self.metrics.plot(self.folder / "loss.png", "DiT (rectified flow)")
+        self.metrics.plot(self.folder / "loss.png", self.plot_title)
 
     # -- one step --------------------------------------------------------------------------------
     def _indices(self, bucket: int, count: int) -> list[int]:
