@@ -53,12 +53,16 @@ def _reversals(values: np.ndarray, step: float) -> int:
     return count
 
 
+def centroid_path(track: Track, found: Measurement) -> tuple[np.ndarray, np.ndarray]:
+    """The track's centroid (x, y) in su over the frames it is seen in, x corrected for the camera's pan."""
+    seen = track.seen
+    return (track.x[seen] + found.camera_x[seen]) / found.short, track.y[seen] / found.short
+
+
 def classify_motion(track: Track, found: Measurement) -> str:
     """One of world.MOTIONS, from the track's pan-corrected centroid, area and orientation."""
-    seen = track.seen
-    x = (track.x[seen] + found.camera_x[seen]) / found.short
-    y = track.y[seen] / found.short
-    area = track.area[seen]
+    x, y = centroid_path(track, found)
+    area = track.area[track.seen]
     if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and area[:2].mean() > 0):
         return "unknown"  # a blob seen once, or a camera estimate lost in noise: no motion to read
     growth = area[-2:].mean() / area[:2].mean()

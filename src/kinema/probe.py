@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kinema import flow, world
-from kinema.judge import STILL
+from kinema.judge import STILL, centroid_path
 from kinema.judge_measure import measure
 from kinema.modes import decoded_count, latent_count
 from kinema.pipeline import Pipeline, Request, frames_for
@@ -134,19 +134,18 @@ def steering(pipe: Pipeline, n: int = 6, seed: int = 0, **tuning) -> dict[str, f
             request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=first,
                               seconds=2.0, seed=seed + i, expand=False, **tuning)
             hits[way].append(travel(pipe.decode(pipe.generate(request)), colour, pipe.cfg.fps) == way)
-    every = [hit for way_hits in hits.values() for hit in way_hits]
-    return {"asked way": float(np.mean(every)), **{way: float(np.mean(h)) for way, h in hits.items()}, "n": n}
+    return {"asked way": float(np.mean(list(hits.values()))), **{way: float(np.mean(h)) for way, h in hits.items()},
+            "n": n}
 
 
 def travel(frames: np.ndarray, colour: str, fps: float) -> str:
-    """Which way the `colour` object went (T, H, W, 3): the main axis of its centroid's travel and its sign;
-    "still" under the judge's STILL, "lost" when no track has that colour."""
+    """Which way the `colour` object went (T, H, W, 3): the main axis of its centroid's travel (pan-corrected, as
+    the judge reads it) and its sign; "still" under the judge's STILL, "lost" when no track has that colour."""
     found = measure(frames, fps)
     tracks = [t for t in found.tracks if t.colour == colour and t.seen.sum() >= 2]
     if not tracks:
         return "lost"
-    track = max(tracks, key=lambda t: t.seen.sum())
-    x, y = track.x[track.seen] / found.short, track.y[track.seen] / found.short
+    x, y = centroid_path(max(tracks, key=lambda t: t.seen.sum()), found)
     dx, dy = x[-1] - x[0], y[-1] - y[0]
     if max(abs(dx), abs(dy)) < STILL:
         return "still"
