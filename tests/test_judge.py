@@ -8,6 +8,7 @@ from kinema.errors import KinemaError
 from kinema.judge import ATTRIBUTES, classify_motion, judge, score, score_many, validate
 from kinema.judge_measure import classify_shape, label_components, measure, shape_signature
 from kinema.world import SHAPES, SIZES, Background, Obj, Scene, caption, parse_prompt, render, sample_scene
+from kinema.world_scene import BACKGROUND_COLOURS, TEXTURES
 
 
 def _soft_blur(video):
@@ -98,6 +99,24 @@ def test_judge_survives_soft_noisy_video():
         video = _soft_blur(render(scene, 128, 128, 17, 8.0)) + rng.normal(0, 3, (17, 128, 128, 3))
         results.append(judge(caption(scene, rng), np.clip(np.rint(video), 0, 255).astype(np.uint8), 8.0))
     assert score_many(results)["overall"] >= 0.9
+
+
+@pytest.mark.parametrize("colour", list(BACKGROUND_COLOURS))
+def test_a_plain_background_with_a_static_grain_stays_plain_and_a_soft_texture_stays_textured(colour):
+    """Generated plain backgrounds keep a faint grain that does not change between frames (about 1 grey
+    level); the judge once read every such background as a texture (session 10). The hue twins (navy and
+    night, forest and meadow, brown and brick, beige and snow) must still be told apart both ways."""
+    rng = np.random.default_rng(3)
+    grain = rng.normal(0, 1.5, (1, 128, 128, 3))  # mean absolute deviation ~1.2, the same in every frame
+    obj = Obj("square", "yellow", "medium", "still", 0.3, 0.3)
+    for kind in ("solid", "gradient"):
+        clip = render(Scene([obj], Background(kind, colour, 1)), 128, 128, 9, 8.0) + grain
+        found = measure(np.clip(np.rint(clip), 0, 255).astype(np.uint8), 8.0)
+        assert (found.background, found.background_colour) == (kind, colour)
+    texture = TEXTURES[list(BACKGROUND_COLOURS).index(colour) % len(TEXTURES)]
+    soft = _soft_blur(render(Scene([obj], Background(texture, None, 1)), 128, 128, 9, 8.0))
+    found = measure(np.clip(np.rint(soft), 0, 255).astype(np.uint8), 8.0)
+    assert (found.background, found.background_colour) == (texture, None)
 
 
 def test_quality_scores_see_blur_and_flicker():

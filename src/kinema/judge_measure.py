@@ -30,7 +30,11 @@ OBJECT_LIKE = 50.0  # pixels this close to an object colour are left out of the 
 FOREGROUND = 40.0  # colour distance from the background that makes a pixel foreground
 MIN_AREA = 0.0012  # smallest object component, as a fraction of short side squared (specks are smaller)
 HARMONICS = 6  # angular harmonics in the shape signature
-TEXTURED = 0.5  # lasting background texture (per-channel grey levels) above which a background is textured
+# Lasting background texture (per-channel grey levels) from which a textured background pays no texture cost:
+# world textures render at 1.7-5.6 and a flat background at 0, but generated flat ones keep a static grain of
+# about 0.6-1.9 (session 10, 80 hold-out clips of kinema-small-fast).
+TEXTURED = 2.0
+TEXTURE_WEIGHT = 20.0  # grey levels of colour distance that one grey level of missing or extra texture costs
 BLUR_LEVELS = (0.0, 0.1, 0.2)  # reference blurs, as fractions of the circumradius
 GRADIENT = 15.0  # top-to-bottom colour change above which a flat background counts as a gradient
 FLAT_COST = 0.2  # grey levels a shift must beat "no shift" by to count as camera motion
@@ -375,19 +379,26 @@ def _classify_background(video: np.ndarray, rows: np.ndarray, free: np.ndarray,
     """Background kind and colour name (None for textures).
 
     Texture is the background's deviation from its row colours minus what frame-to-frame change explains:
-    noise changes every frame, texture stays (or moves with the camera, which `flicker` undoes).
+    noise changes every frame, texture stays (or moves with the camera, which `flicker` undoes). Colour and
+    texture decide together: a generated plain background keeps a faint grain, and three textures share a
+    hue with a flat colour (night and navy, meadow and forest, brick and brown), so neither alone can tell
+    them apart. Each candidate costs its colour distance plus the texture it lacks (a texture) or carries
+    beyond none (a flat colour).
     """
     deviation = np.abs(video - rows[:, :, None, :]).mean(axis=-1)
-    texture = float(deviation[free].mean()) - flicker / math.sqrt(2) if free.any() else 0.0
+    texture = max(float(deviation[free].mean()) - flicker / math.sqrt(2), 0.0) if free.any() else 0.0
     profile = rows.mean(axis=0)
     base = profile.mean(axis=0)
-    if texture > TEXTURED:
-        references = texture_references()
-        return min(references, key=lambda name: float(np.linalg.norm(references[name] - base))), None
+    costs = {name: float(np.linalg.norm(np.array(rgb) - base)) + TEXTURE_WEIGHT * texture
+             for name, rgb in BACKGROUND_COLOURS.items()}
+    costs.update({name: float(np.linalg.norm(rgb - base)) + TEXTURE_WEIGHT * max(TEXTURED - texture, 0.0)
+                  for name, rgb in texture_references().items()})
+    best = min(costs, key=costs.__getitem__)
+    if best in TEXTURES:
+        return best, None
     band = max(len(profile) * 15 // 100, 1)
     change = float(np.linalg.norm(profile[:band].mean(axis=0) - profile[-band:].mean(axis=0)))
-    colour = min(BACKGROUND_COLOURS, key=lambda name: float(np.linalg.norm(np.array(BACKGROUND_COLOURS[name]) - base)))
-    return ("gradient" if change > GRADIENT else "solid"), colour
+    return ("gradient" if change > GRADIENT else "solid"), best
 
 
 def _flicker(video: np.ndarray, camera_x: np.ndarray, free: np.ndarray) -> float:
