@@ -56,6 +56,17 @@ def test_world_clips_are_deterministic_and_never_heldout():
     assert all(isinstance(source.caption(a.meta, rng), str) for _ in range(3))
 
 
+def test_world_objects_may_leave_the_frame_in_their_own_cache():
+    from kinema.data import open_source
+
+    kept, free = open_source("world", 0, 8), open_source("world", 0, 8, stay_in_frame=False)
+    assert kept.describe() != free.describe()  # a cache of one is never reused for the other
+    assert kept.describe() == "world seed=0 fps=8"  # caches built before the option stay valid
+    starts = [obj["x"] > 0.5 for i in range(300)
+              for obj in free.clip(i, Bucket(16, 16, 17)).meta["scene"]["objects"] if obj["motion"] == "right"]
+    assert 0.3 < np.mean(starts) < 0.7  # in frame, hardly any right-mover starts in the right half
+
+
 def _videos(folder, count=2, frames=12):
     for i in range(count):
         video = np.zeros((frames, 40, 56, 3), np.uint8)

@@ -54,6 +54,9 @@ def test_recipes_parse_and_reject_typos(tmp_path):
         recipe.load(DEBUG, {"model.dit.layers": 3})
     with pytest.raises(KinemaError, match="multiples of 16"):
         recipe.load(DEBUG, {"data.buckets": [[40, 32, 5]]})
+    assert not recipe.load(DEBUG, {"data.stay_in_frame": False}).data.stay_in_frame
+    with pytest.raises(KinemaError, match="stay_in_frame"):
+        recipe.load(DEBUG, {"data.stay_in_frame": False, "data.source": str(tmp_path)})
     bad = tmp_path / "bad.toml"
     bad.write_text("[dit\nsteps = 1")
     with pytest.raises(KinemaError, match="not valid TOML"):

@@ -103,6 +103,31 @@ def test_objects_stay_in_frame_and_apart_for_the_sampled_duration():
                     assert np.all(np.hypot(xa - xb, ya - yb) > ra + rb)
 
 
+def _side_shares(scenes):
+    """Of the objects moving right and left: the share that starts in the right half of the frame."""
+    starts = {"right": [], "left": []}
+    for scene in scenes:
+        for obj in scene.objects:
+            if obj.motion in starts:
+                starts[obj.motion].append(obj.x > 0.5)
+    return {way: float(np.mean(flags)) for way, flags in starts.items()}
+
+
+def test_in_frame_starts_give_the_direction_away_and_free_starts_do_not():
+    kept = _side_shares(_scenes(600, seed=5))
+    assert kept["right"] < 0.2 and kept["left"] > 0.8  # the first frame nearly tells the direction
+    free = _scenes(600, seed=5, stay_in_frame=False)
+    shares = _side_shares(free)
+    assert 0.35 < shares["right"] < 0.65 and 0.35 < shares["left"] < 0.65
+    leaving = [obj for scene in free for obj in scene.objects if obj.motion in ("right", "left")
+               and not 0 <= obj.x + obj.offsets(np.array([2.0]))[0][0] <= 1]
+    assert leaving  # some centres end outside the (square) frame
+    scene = next(scene for scene in free if any(obj in leaving for obj in scene.objects))
+    video = render(scene, 128, 128, 17, 8.0)  # renders the object as it slides out
+    colour = next(obj for obj in scene.objects if obj in leaving).colour
+    assert _mask(video[0], colour).sum() > _mask(video[-1], colour).sum()
+
+
 def test_scene_vocabulary_is_covered_and_colours_are_distinct_per_scene():
     scenes = _scenes(600, seed=2)
     objects = [o for s in scenes for o in s.objects]

@@ -85,9 +85,9 @@ class Source(Protocol):
         """A fingerprint of the data, so a latent cache built from other data is never reused."""
 
 
-def open_source(spec: str, seed: int, fps: int) -> Source:
+def open_source(spec: str, seed: int, fps: int, stay_in_frame: bool = True) -> Source:
     if spec == "world":
-        return WorldSource(seed, fps)
+        return WorldSource(seed, fps, stay_in_frame=stay_in_frame)
     return FolderSource(Path(spec), fps)
 
 
@@ -109,13 +109,14 @@ def stable_seed(*parts: Any) -> int:
 class WorldSource:
     """Scenes from the world's training distribution; `split` keeps evaluation clips apart."""
 
-    def __init__(self, seed: int, fps: int, split: str = "train"):
-        self.seed, self.fps, self.split = seed, fps, split
+    def __init__(self, seed: int, fps: int, split: str = "train", stay_in_frame: bool = True):
+        self.seed, self.fps, self.split, self.stay_in_frame = seed, fps, split, stay_in_frame
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         rng = np.random.default_rng(stable_seed(self.seed, self.split, stream, index))
-        # Motion is paced to the clip's duration, so it is visible and stays in frame.
-        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps)
+        # Motion is paced to the clip's duration, so it is visible (and, unless told otherwise, stays in frame).
+        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps,
+                                   stay_in_frame=self.stay_in_frame)
         frames = world.render(scene, bucket.width, bucket.height, bucket.frames, self.fps)
         return Clip(frames, world.caption(scene, rng), {"scene": scene.to_dict()})
 
@@ -123,7 +124,7 @@ class WorldSource:
         return world.caption(world.Scene.from_dict(meta["scene"]), rng)
 
     def describe(self) -> str:
-        return f"world seed={self.seed} fps={self.fps}"
+        return f"world seed={self.seed} fps={self.fps}" + ("" if self.stay_in_frame else " leaving the frame")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -168,13 +168,17 @@ def _motion_parameters(obj: Obj, rng: np.random.Generator, duration: float) -> N
         obj.bounce_period = float(rng.uniform(0.6, 0.9))
 
 
-def _start_range(obj: Obj, pan: float, t: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+def _start_range(obj: Obj, pan: float, t: np.ndarray,
+                 stay_in_frame: bool = True) -> tuple[tuple[float, float], tuple[float, float]]:
     """Start positions (as frame fractions) that keep the object inside the frame for all of t.
 
     Checked in su on a square frame; a wider or taller frame only adds room, because frame fractions
-    stretch with the frame while motion in su does not.
+    stretch with the frame while motion in su does not. stay_in_frame=False places a moving object as if it
+    stood still, so it may glide out of the frame: its start no longer tells which way it goes.
     """
     dx, dy = obj.offsets(t)
+    if not stay_in_frame and obj.motion in DIRECTIONS:
+        dx, dy = np.zeros_like(dx), np.zeros_like(dy)
     dx = dx - pan * t
     reach = obj.radius * obj.scale(t) + EDGE_MARGIN
     x_range = (float(np.max(reach - dx)), float(np.min(1 - reach - dx)))
@@ -223,8 +227,9 @@ def _sample_background(rng: np.random.Generator, duration: float) -> tuple[Backg
     return Background(str(rng.choice(TEXTURES)), None, seed), pan
 
 
-def _place(obj: Obj, placed: list[Obj], pan: float, t: np.ndarray, rng: np.random.Generator) -> bool:
-    (x_lo, x_hi), (y_lo, y_hi) = _start_range(obj, pan, t)
+def _place(obj: Obj, placed: list[Obj], pan: float, t: np.ndarray, rng: np.random.Generator,
+           stay_in_frame: bool = True) -> bool:
+    (x_lo, x_hi), (y_lo, y_hi) = _start_range(obj, pan, t, stay_in_frame)
     if x_lo > x_hi or y_lo > y_hi:
         return False
     for _ in range(30):
@@ -234,11 +239,16 @@ def _place(obj: Obj, placed: list[Obj], pan: float, t: np.ndarray, rng: np.rando
     return False
 
 
-def sample_scene(rng: np.random.Generator, holdout: bool = False, duration: float = 2.0) -> Scene:
+def sample_scene(rng: np.random.Generator, holdout: bool = False, duration: float = 2.0,
+                 stay_in_frame: bool = True) -> Scene:
     """A random scene whose objects stay in frame, apart and clearly moving for `duration` seconds.
 
     holdout=False never produces an object matching a HELDOUT triple; holdout=True makes the first
     object a HELDOUT triple (the others are ordinary objects).
+    stay_in_frame=False lets objects that move in a straight line leave the frame (training data only: in
+    frame, an object moving right must start in the left part, so a given first frame tells the direction
+    and the model learns to ignore the words; the judge and the hold-out keep every object in frame).
+    The same rng draws the same scene either way except for the moving objects' start positions.
     """
     if duration <= 0:
         raise KinemaError(f"scene duration must be positive, got {duration}; pass seconds > 0")
@@ -253,7 +263,7 @@ def sample_scene(rng: np.random.Generator, holdout: bool = False, duration: floa
             for _ in range(20):
                 obj = _sample_object(rng, colours, triple, holdout_ok=triple is not None)
                 _motion_parameters(obj, rng, duration)
-                if _place(obj, placed, pan, t, rng):
+                if _place(obj, placed, pan, t, rng, stay_in_frame):
                     placed.append(obj)
                     colours.remove(obj.colour)
                     break
