@@ -380,9 +380,9 @@ def _classify_background(video: np.ndarray, rows: np.ndarray, free: np.ndarray,
 
     Texture is the background's deviation from its row colours minus what frame-to-frame change explains:
     noise changes every frame, texture stays (or moves with the camera, which `flicker` undoes). Colour and
-    texture decide together: a generated plain background keeps a faint grain, and three textures share a
-    hue with a flat colour (night and navy, meadow and forest, brick and brown), so neither alone can tell
-    them apart. Each candidate costs its colour distance plus the texture it lacks (a texture) or carries
+    texture decide together: a generated plain background keeps a faint grain, and each texture has a plain
+    twin of a similar hue (night and navy, meadow and forest, brick and brown, snow and beige), so neither
+    alone can tell them apart. Each candidate costs its colour distance plus the texture it lacks (a texture) or carries
     beyond none (a flat colour).
     """
     deviation = np.abs(video - rows[:, :, None, :]).mean(axis=-1)
