@@ -1,6 +1,9 @@
 """Model names and folders: the two bundled models, presets and folders (kinema.checkpoint)."""
 
+import dataclasses
+
 import pytest
+import torch
 
 from kinema import recipe
 from kinema.checkpoint import BUNDLED, BUNDLED_FAST, DEFAULT_MODEL, bundled_folder, load_model
@@ -26,5 +29,9 @@ def test_recipes_start_from_the_base_model_by_default():
 def test_the_default_model_is_the_distilled_one():
     fast, base = load_model(None), load_model("kinema-small")
     assert (fast.cfg.sampler.steps, fast.cfg.sampler.guidance) == (base.cfg.sampler.steps // 2, 1.0)
-    assert fast.cfg.dit == base.cfg.dit and fast.cfg.vae == base.cfg.vae  # same shapes and latent space
+    assert fast.cfg.dit == base.cfg.dit  # same shapes
+    # The same latent space: one encoder and its statistics; only the default's decoder looks back a latent frame.
+    assert dataclasses.replace(fast.cfg.vae, decoder_time_kernel=None) == base.cfg.vae
+    fast_vae, base_vae = fast.vae.state_dict(), base.vae.state_dict()
+    assert all(torch.equal(fast_vae[name], tensor) for name, tensor in base_vae.items() if name.startswith("encoder"))
     assert fast.cfg.name == "kinema-small-fast" and base.cfg.name == "kinema-small"
