@@ -33,7 +33,8 @@ def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     assert set(report["vae_ceiling"]) >= {"colour", "shape", "motion", "count"}
     assert report["word_gaps"]["colour"]["n"] == 2 and "| colour | 2 |" in table  # the word probe's rows
     assert report["steering"]["n"] == 2 and 0 <= report["steering"]["asked way"] <= 1
-    assert "| went that way |" in table
+    assert report["steering_against"]["n"] == 2 and 0 <= report["steering_against"]["asked way"] <= 1
+    assert "| in the middle |" in table and "| against the way |" in table
     assert (out / "samples.png").stat().st_size > 0
 
 

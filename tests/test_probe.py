@@ -7,7 +7,7 @@ from kinema import world
 from kinema.checkpoint import BUNDLED
 from kinema.pipeline import Pipeline
 from kinema.probe import OPPOSITE, PROBES, STEER, counterfactual, steering, travel, word_gaps
-from kinema.world import Background, Obj, Scene, render
+from kinema.world import OBJECT_COLOURS, Background, Obj, Scene, render
 
 
 @pytest.mark.parametrize("attribute", ["colour", "shape", "motion", "background"])
@@ -74,7 +74,8 @@ def test_travel_reads_which_way_an_object_went(way):
 
 
 class ScriptedPipe:
-    """Stands in for a model: its 'video' is a world render of the asked object going the way `go` picks."""
+    """Stands in for a model: its 'video' is a world render of the asked object going the way `go` picks from
+    the asked way and the first frame's object centre (x, y as frame fractions)."""
 
     cfg = SimpleNamespace(width=128, height=128, fps=8)
 
@@ -88,14 +89,31 @@ class ScriptedPipe:
         colour, shape = request.prompt.split()[2:4]  # "a medium <colour> <shape> <motion> ..."
         asked = next(way for way, phrase in STEER.items() if phrase in request.prompt)
         assert request.image.shape == (128, 128, 3)  # image to video: the still frame rides along
-        return _moving(self.go(asked), colour, shape)
+        ys, xs = np.nonzero(np.abs(request.image.astype(int) - OBJECT_COLOURS[colour]).sum(axis=-1) < 30)
+        return _moving(self.go(asked, (xs.mean() / 128, ys.mean() / 128)), colour, shape)
+
+
+def _from_the_start(asked, start):
+    """What a model that reads the way off the start does: away from the nearer edge, as the world moves objects."""
+    x, y = start
+    if abs(x - 0.5) >= abs(y - 0.5) and abs(x - 0.5) > 0.05:
+        return "right" if x < 0.5 else "left"
+    if abs(y - 0.5) > 0.05:
+        return "down" if y < 0.5 else "up"
+    return asked  # from the middle the start says nothing, so the words decide
 
 
 def test_steering_tells_a_model_that_obeys_the_words_from_one_that_ignores_them():
-    obeys = steering(ScriptedPipe(lambda asked: asked), n=3)
+    obeys = steering(ScriptedPipe(lambda asked, start: asked), n=3)
     assert obeys["asked way"] == 1.0 and obeys["n"] == 3
-    ignores = steering(ScriptedPipe(lambda asked: "right"), n=3)
+    assert steering(ScriptedPipe(lambda asked, start: asked), n=3, against=True)["asked way"] == 1.0
+    ignores = steering(ScriptedPipe(lambda asked, start: "right"), n=3)
     assert ignores["asked way"] == 0.25 and ignores["right"] == 1.0 and ignores["left"] == 0.0
+
+
+def test_steering_against_the_start_catches_a_model_that_reads_the_start():
+    assert steering(ScriptedPipe(_from_the_start), n=2)["asked way"] == 1.0  # from the middle it looks obedient
+    assert steering(ScriptedPipe(_from_the_start), n=2, against=True)["asked way"] == 0.0
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ ratio; it also carries the judge's own validation (true renders vs shuffled capt
 can be read against what a perfect and a random video would score, and the VAE ceiling: the judge on the
 model's VAE round trips of the prompts' true renders, the most any DiT on that VAE could score, the
 word probe (kinema.probe): whether the DiT reads each attribute's words at all, and steering: whether the
-direction words choose where an image-to-video clip's object goes.
+direction words choose where an image-to-video clip's object goes, from the middle and from a start that
+suggests the other way.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from kinema.pipeline import Pipeline, Request, Video, frames_for
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
 PROMPT_SETS = ("heldout", "train")
 PROBE_CLIPS = 32  # held-out clips for the word probe (kinema.probe): ~30 s for the bundled model on 2 cores
-STEER_FRAMES = 6  # first frames for the steering check, 4 clips each: ~40 s for the bundled model on 2 cores
+STEER_FRAMES = 6  # first frames per steering check (middle, against), 4 clips each: ~30 s each for the default model
 
 
 def prompts_for(kind: str, n: int, seed: int) -> list[str]:
@@ -104,6 +105,7 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["word_gaps"] = probe.word_gaps(pipe, min(n, PROBE_CLIPS), seed)
     report["steering"] = probe.steering(pipe, min(n, STEER_FRAMES), seed, **tuning)
+    report["steering_against"] = probe.steering(pipe, min(n, STEER_FRAMES), seed, against=True, **tuning)
     report["judge_validation"] = judge.validate(validate_n, seed)
     main = report["aspects"][aspects[0]]["scores"]
     report["targets_met"] = {k: bool(main[k] >= v) for k, v in TARGETS.items()}
@@ -146,13 +148,16 @@ def markdown(report: dict) -> str:
               "| changed | clips | gap | true caption better |", "|---|---|---|---|"]
     for name, row in report["word_gaps"].items():
         lines.append(f"| {name} | {row['n']} | {row['gap']:+.1f}% | {_pct(row['prefers'])} |")
-    steer = report["steering"]
+    steer, against = report["steering"], report["steering_against"]
     lines += ["", "## Do the direction words steer image to video? (kinema.probe.steering)", "",
-              f"{steer['n']} world frames, each one object alone in the middle, animated once per direction word; "
-              "a clip counts when the object's centroid travels mostly the asked way (25% is a coin flip).", "",
-              "| asked | " + " | ".join(probe.STEER) + " | all |", "|---|" + "---|" * (len(probe.STEER) + 1),
-              "| went that way | " + " | ".join(_pct(steer[way]) for way in probe.STEER)
-              + f" | {_pct(steer['asked way'])} |"]
+              f"{steer['n']} world frames, each one object alone, animated once per direction word; a clip counts "
+              "when the object's centroid travels mostly the asked way (25% is a coin flip). In the second row each "
+              "object starts where training clips start objects going the other way (`probe.AGAINST`): a model "
+              "that reads the way off the start position, not the words, scores near 0 there.", "",
+              "| object starts | " + " | ".join(probe.STEER) + " | all |", "|---|" + "---|" * (len(probe.STEER) + 1)]
+    for label, row in (("in the middle", steer), ("against the way", against)):
+        cells = [_pct(row[way]) for way in (*probe.STEER, "asked way")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     val = report["judge_validation"]
     lines += ["", "## The judge's own validation", "",
               "World renders judged against their own captions (true) and against another clip's (shuffled):",

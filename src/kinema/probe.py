@@ -118,19 +118,26 @@ def word_gaps(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict[str, dict[str,
     return results
 
 
-def steering(pipe: Pipeline, n: int = 6, seed: int = 0, **tuning) -> dict[str, float]:
+# Where each way's object starts when `steering` places it against the way: where the in-frame world starts objects
+# going the opposite way (world_scene keeps moving objects in frame, so a right-mover starts in the left part).
+AGAINST = {"right": (0.7, 0.5), "left": (0.3, 0.5), "up": (0.5, 0.3), "down": (0.5, 0.7)}
+
+
+def steering(pipe: Pipeline, n: int = 6, seed: int = 0, against: bool = False, **tuning) -> dict[str, float]:
     """Image to video from n world frames, each one medium object alone in the middle, asked once per way of
     STEER: the share of clips whose object travels the asked way ("asked way"), and per way. The frame fixes
     what the object is and where it starts; only the words can say where it goes (25% is a coin flip).
+    against=True starts each object where the training world starts objects going the other way (AGAINST):
+    a model that reads the way off the start position, not the words, then scores near 0.
     `tuning`: Request's sampling fields, as for `kinema eval`."""
     rng = np.random.default_rng(seed)
     hits: dict[str, list[bool]] = {way: [] for way in STEER}
     for i in range(n):
         colour, shape = str(rng.choice(STEER_COLOURS)), str(rng.choice(world.SHAPES))
-        scene = world.Scene([world.Obj(shape, colour, "medium", "still", 0.5, 0.5)],
-                            world.Background("solid", "navy"))
-        first = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]  # (H, W, 3)
         for way, phrase in STEER.items():
+            x, y = AGAINST[way] if against else (0.5, 0.5)
+            scene = world.Scene([world.Obj(shape, colour, "medium", "still", x, y)], world.Background("solid", "navy"))
+            first = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]  # (H, W, 3)
             request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=first,
                               seconds=2.0, seed=seed + i, expand=False, **tuning)
             hits[way].append(travel(pipe.decode(pipe.generate(request)), colour, pipe.cfg.fps) == way)
