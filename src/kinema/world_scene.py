@@ -248,7 +248,6 @@ def sample_scene(rng: np.random.Generator, holdout: bool = False, duration: floa
     stay_in_frame=False lets objects that move in a straight line leave the frame (training data only: in
     frame, an object moving right must start in the left part, so a given first frame tells the direction
     and the model learns to ignore the words; the judge and the hold-out keep every object in frame).
-    The same rng draws the same scene either way except for the moving objects' start positions.
     """
     if duration <= 0:
         raise KinemaError(f"scene duration must be positive, got {duration}; pass seconds > 0")
