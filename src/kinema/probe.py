@@ -131,14 +131,16 @@ def steering(pipe: Pipeline, n: int = 6, seed: int = 0, against: bool = False, *
     a model that reads the way off the start position, not the words, then scores near 0.
     `tuning`: Request's sampling fields, as for `kinema eval`."""
     rng = np.random.default_rng(seed)
+    starts = {way: AGAINST[way] if against else (0.5, 0.5) for way in STEER}
     hits: dict[str, list[bool]] = {way: [] for way in STEER}
     for i in range(n):
         colour, shape = str(rng.choice(STEER_COLOURS)), str(rng.choice(world.SHAPES))
-        for way, phrase in STEER.items():
-            x, y = AGAINST[way] if against else (0.5, 0.5)
+        firsts = {}  # start -> the still frame (H, W, 3); from the middle, one serves every way
+        for x, y in set(starts.values()):
             scene = world.Scene([world.Obj(shape, colour, "medium", "still", x, y)], world.Background("solid", "navy"))
-            first = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]  # (H, W, 3)
-            request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=first,
+            firsts[x, y] = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]
+        for way, phrase in STEER.items():
+            request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=firsts[starts[way]],
                               seconds=2.0, seed=seed + i, expand=False, **tuning)
             hits[way].append(travel(pipe.decode(pipe.generate(request)), colour, pipe.cfg.fps) == way)
     return {"asked way": float(np.mean(list(hits.values()))), **{way: float(np.mean(h)) for way, h in hits.items()},
