@@ -207,3 +207,21 @@ def test_a_blob_off_its_tracks_colour_still_has_a_centroid():
         warnings.simplefilter("error", RuntimeWarning)
         _, _, cx, cy, area, _ = _track_frame(frame, rows, pixels, np.zeros((32, 32), bool), rgb=navy - 50)
     assert (cx, cy, area) == (16.0, 12.0, 64.0)
+
+
+def test_a_lasting_speck_is_not_an_object_but_the_smallest_object_is():
+    # The smallest object the world draws: a small star, shrinking for 2 s. Beside it, a white speck in every
+    # frame, as generated night skies keep (a 5x5 px star: 0.0015 of the short side squared).
+    prompt = "a small red star shrinks over a navy background"
+    star = Obj("star", "red", "small", "shrink", 0.3, 0.5, rate=-0.3)
+    video = render(Scene([star], Background("solid", "navy")), 128, 128, 16, 8)
+    speckled = video.copy()
+    speckled[:, 90:95, 100:105] = 255
+    for clip in (video, speckled):
+        verdict = judge(prompt, clip, 8)
+        assert verdict["count"] and verdict["shape"] and verdict["colour"], verdict
+    found = measure(speckled, 8)
+    assert [t.colour for t in found.tracks] == ["red"]
+    bigger = speckled.copy()
+    bigger[:, 85:100, 95:110] = 255  # 15x15 px: as big as a small object, so it counts
+    assert not judge(prompt, bigger, 8)["count"]

@@ -29,6 +29,10 @@ PALETTE = np.array([OBJECT_COLOURS[name] for name in PALETTE_NAMES], np.float32)
 OBJECT_LIKE = 50.0  # pixels this close to an object colour are left out of the background estimate
 FOREGROUND = 40.0  # colour distance from the background that makes a pixel foreground
 MIN_AREA = 0.0012  # smallest object component, as a fraction of short side squared (specks are smaller)
+# Smallest peak area (same units) of a track that counts as an object: half the world's smallest object, which
+# at its largest covers 0.007 (a small star or triangle, 114 px at 128 px). Generated videos keep lasting specks
+# of 0.001-0.0025, most of them stars of a generated night sky, that were counted as extra objects.
+MIN_OBJECT_PEAK = 0.0035
 HARMONICS = 6  # angular harmonics in the shape signature
 # Lasting background texture (per-channel grey levels) from which a textured background pays no texture cost:
 # world textures render at 1.7-5.6 and a flat background at 0, but generated flat ones keep a static grain of
@@ -303,8 +307,10 @@ def _track_frame(video: np.ndarray, rows: np.ndarray, pixels: np.ndarray, blocke
 
 
 def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -> list[Track]:
-    """One track per colour seen in at least half the frames: the largest component of it per frame."""
+    """One track per colour seen in at least half the frames, and big enough once to be an object: the largest
+    component of it per frame."""
     frames, height, width = video.shape[:3]
+    min_peak = MIN_OBJECT_PEAK * min(height, width) ** 2
     largest: dict[tuple[str, int], _Component] = {}
     for comp in components:
         key = (comp.colour, comp.frame)
@@ -327,6 +333,8 @@ def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -
             track.signature[frame], track.phases[frame] = measured[0], measured[1]
             track.x[frame], track.y[frame], track.area[frame], track.edge_width[frame] = measured[2:]
             track.seen[frame] = True
+        if np.nanmax(track.area) < min_peak:
+            continue
         votes: dict[str, float] = {}
         for frame in np.flatnonzero(track.seen):
             name = classify_shape(track.signature[frame])
