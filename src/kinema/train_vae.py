@@ -157,7 +157,11 @@ class VAEStage:
         if self.step % self.cfg.eval_every == 0 or self.step == self.total:
             x = self.eval_clips()
             recon = self.reconstruct(x)
-            return {"psnr": psnr(recon, x), "block_jump": block_jump(recon, self.recipe.model.vae.patch[0])}
+            scores = {"psnr": psnr(recon, x)}
+            block = self.recipe.model.vae.temporal_factor
+            if x.shape[2] > block:  # frames on both sides of a latent-frame boundary
+                scores["block_jump"] = block_jump(recon, block)
+            return scores
         return {}
 
     def eval_clips(self) -> torch.Tensor:
@@ -172,10 +176,6 @@ class VAEStage:
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         self.vae.eval()  # decodes the posterior mean
         return torch.cat([self.vae(x[i:i + 1])[0] for i in range(len(x))])
-
-    def evaluate(self) -> float:
-        x = self.eval_clips()
-        return psnr(self.reconstruct(x), x)
 
     def finish(self, keep_stats: VAEConfig | None = None) -> dict:
         """Write the VAE weights, a reconstruction grid and result.json with the latent statistics
