@@ -49,9 +49,6 @@ class VAERecipe:
     grad_clip: float = 1.0
     kl_weight: float = 1e-4
     edge_weight: float = 0.5  # L1 on spatial gradients keeps edges sharp
-    # L1 on frame-to-frame differences: a patch VAE scored on frames alone draws each 4-frame block as a
-    # near-still and jumps at the next one (docs/MODEL.md); this scores the motion between frames directly.
-    temporal_weight: float = 0.0
     # Decode a posterior sample (a classic VAE) instead of the mean. With a small KL weight the posterior
     # std shrinks only slowly (still ~0.65 after 3k steps), so sampling teaches the decoder to blur; the
     # DiT only ever sees latent means.

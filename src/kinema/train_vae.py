@@ -2,8 +2,6 @@
 
     loss = L1 + MSE                          pixels in [-1, 1]
          + edge_weight * L1(grad recon - grad x)   spatial gradients: keeps edges sharp
-         + temporal_weight * L1(d/dt recon - d/dt x)   frame differences: motion spread over the frames as in x,
-                                                        not drawn as stills that jump at each latent frame
          + kl_weight * KL(q(z|x) || N(0, 1))       small: only keeps the latent scale in check
 
 The decoder sees the posterior mean unless [vae] sample_posterior is set (see recipe.VAERecipe).
@@ -39,18 +37,14 @@ PREFETCH = 4  # batches rendered ahead when a pool of render processes is given
 
 
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-             kl_weight: float, edge_weight: float, temporal_weight: float = 0.0,
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             kl_weight: float, edge_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts; recon, x (B, 3, T, H, W), mean/logvar (B, z, T', h, w)."""
     diff = recon - x
     l1, mse = diff.abs().mean(), diff.pow(2).mean()
     edge = _gradient_l1(recon, x)
-    # A single frame has no differences: the term is 0 for images.
-    temporal = diff.diff(dim=2).abs().mean() if x.shape[2] > 1 else diff.new_zeros(())
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-    loss = l1 + mse + edge_weight * edge + temporal_weight * temporal + kl_weight * kl
-    return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item(), "temporal": temporal.item(),
-                  "kl": kl.item()}
+    loss = l1 + mse + edge_weight * edge + kl_weight * kl
+    return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item(), "kl": kl.item()}
 
 
 def _gradient_l1(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -144,8 +138,7 @@ class VAEStage:
         # Eval mode makes forward decode the posterior mean (it would also switch off vae.dropout, 0 in presets).
         self.vae.train(self.cfg.sample_posterior)
         recon, mean, logvar = self.vae(x)
-        loss, parts = vae_loss(recon, x, mean, logvar, self.cfg.kl_weight, self.cfg.edge_weight,
-                               self.cfg.temporal_weight)
+        loss, parts = vae_loss(recon, x, mean, logvar, self.cfg.kl_weight, self.cfg.edge_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.grad_clip)
@@ -215,6 +208,8 @@ def block_jump(video: torch.Tensor, block: int) -> float:
 
     About 1 for motion spread evenly over the frames; well above 1 for stop motion (stills that jump at each
     latent frame). The first frame is its own latent frame, so boundaries fall after frames 0, block, 2*block...
+    An L1 loss on frame differences does not lower it: unsure of the motion, its optimum is none, so it makes
+    each block stiller (docs/MODEL.md, session 12).
     """
     diffs = video.diff(dim=2).abs().mean(dim=(0, 1, 3, 4))  # (T - 1,)
     at_boundary = torch.zeros_like(diffs, dtype=torch.bool)
