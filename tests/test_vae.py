@@ -254,7 +254,9 @@ def test_patch_vae_chunked_equals_whole_clip_and_is_causal(patch_vae):
 @pytest.mark.parametrize(("overrides", "words"), [({"kind": "bogus"}, "vae.kind 'bogus' is unknown"),
                                                   ({"kind": "patch", "patch": (4, 4, 2)}, "vae.patch"),
                                                   ({"kind": "patch", "time_kernel": 0}, "time_kernel"),
-                                                  ({"kind": "patch", "decoder_time_kernel": 0}, "decoder_time_kernel")])
+                                                  ({"kind": "patch", "decoder_time_kernel": 0}, "decoder_time_kernel"),
+                                                  ({"kind": "patch", "frame_head": -1}, "vae.frame_head = -1"),
+                                                  ({"frame_head": 8}, "positive with vae.kind \"patch\"")])
 def test_bad_patch_configs_are_one_line_errors(overrides, words):
     with pytest.raises(KinemaError, match=words):
         CausalVAE(tiny_cfg(**overrides))
@@ -295,3 +297,26 @@ def test_the_widened_decoder_streams_like_the_whole_clip():
         whole = vae.decode(z).clamp(-1, 1)
         chunks = torch.cat(list(vae.decode_stream(z)), dim=2)
     torch.testing.assert_close(chunks, whole, atol=1e-4, rtol=0)
+
+
+def test_the_frame_head_draws_across_block_boundaries_streams_like_the_whole_clip_and_is_causal():
+    torch.manual_seed(3)
+    vae = CausalVAE(tiny_cfg(kind="patch", base_dim=16, num_res_blocks=1, time_kernel=1, frame_head=4)).eval()
+    z = torch.randn(1, Z, 4, 6, 8)
+    with torch.no_grad():
+        whole = vae.decode(z)  # (1, 3, 13, 24, 32)
+        chunks = list(vae.decode_stream(z))
+        changed = z.clone()
+        changed[:, :, 2] += 1  # latent frame 2: video frames 5-8
+        after = vae.decode(changed)
+        head = vae.decoder.frame_head
+        vae.decoder.frame_head = None
+        without = vae.decode(z)
+        vae.decoder.frame_head = head
+    assert whole.shape == (1, 3, 13, 24, 32) and [c.shape[2] for c in chunks] == [1, 4, 4, 4]
+    torch.testing.assert_close(torch.cat(chunks, dim=2), whole, atol=1e-4, rtol=0)
+    assert torch.equal(after[:, :, :5], whole[:, :, :5])  # causal: frames before the changed block are kept
+    # The block head alone sees one latent frame (time_kernel 1); the frame head's 3-frame convs carry the change
+    # into the next block's first frames.
+    assert not torch.allclose(after[:, :, 9:11], whole[:, :, 9:11], atol=1e-4)
+    assert not torch.allclose(without, whole, atol=1e-3)

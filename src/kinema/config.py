@@ -45,6 +45,10 @@ class VAEConfig:
     # kind "patch": the same for the decoder, None = time_kernel. A decoder that sees the latent frame before
     # can carry motion across the 4-frame blocks, which one that sees a single latent frame draws as stills.
     decoder_time_kernel: int | None = None
+    # kind "patch": channels per video frame of a decoder head that runs at frame rate (0: none). The block head
+    # draws each latent frame's frames from the same features, as stills that jump at the next block; this one
+    # convolves across frames and block boundaries (docs/MODEL.md, session 12). A new VAE: it changes the latents.
+    frame_head: int = 0
     # Per-channel statistics that map raw latents to ~N(0, 1) for the DiT.
     latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN
     latents_std: tuple[float, ...] = WAN_LATENTS_STD
@@ -68,6 +72,9 @@ class VAEConfig:
                                      or min(self.time_kernel, self.decoder_kernel) < 1):
             raise KinemaError(f"vae.patch {list(self.patch)} must be [frames, size, size] with positive values and "
                               "vae.time_kernel and decoder_time_kernel at least 1; fix the model's config")
+        if self.frame_head < 0 or (self.frame_head and self.kind != "patch"):
+            raise KinemaError(f"vae.frame_head = {self.frame_head} must be 0, or positive with vae.kind \"patch\"; "
+                              "fix the model's config")
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
             raise KinemaError("vae.temporal_downsample needs one entry per downsampling stage "
                               f"({len(self.dim_mult) - 1}); fix the model's config.json")

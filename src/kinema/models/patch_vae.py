@@ -70,6 +70,28 @@ class PatchEncoder(nn.Module):
         return self.conv_out(F.silu(h), cache)  # (B, 2z, T', H/ph, W/pw)
 
 
+class FrameHead(nn.Module):
+    """Latent features (B, dim, T', h, w) -> an added image per video frame (B, 3, pt*T', ph*h, pw*w): each latent
+    pixel's features split into `channels` per frame, two causal 3-frame convs over the frames (across block
+    boundaries), then a 1x1 conv to its ph x pw pixels."""
+
+    def __init__(self, dim: int, channels: int, patch: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.patch, self.channels = patch, channels
+        self.split = Conv3d(dim, patch[0] * channels, 1)
+        self.conv1 = CausalConv3d(channels, channels, (3, 3, 3))
+        self.conv2 = CausalConv3d(channels, channels, (3, 3, 3))
+        self.out = Conv3d(channels, 3 * patch[1] * patch[2], 1)
+
+    def forward(self, h: Tensor, cache: CausalCache | None = None) -> Tensor:
+        b, _, t, height, width = h.shape
+        pt = self.patch[0]
+        f = self.split(F.silu(h)).view(b, pt, self.channels, t, height, width)
+        f = f.permute(0, 2, 3, 1, 4, 5).reshape(b, self.channels, t * pt, height, width)  # frame t*pt + j
+        f = self.conv2(F.silu(self.conv1(f, cache)), cache)
+        return unfold(self.out(F.silu(f)), (1, *self.patch[1:]))
+
+
 class PatchDecoder(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
@@ -78,12 +100,15 @@ class PatchDecoder(nn.Module):
         self.blocks = nn.ModuleList(PatchBlock(cfg.base_dim, cfg.decoder_kernel)
                                     for _ in range(cfg.num_res_blocks + 1))
         self.conv_out = Conv3d(cfg.base_dim, 3 * pt * ph * pw, 1)
+        self.frame_head = FrameHead(cfg.base_dim, cfg.frame_head, self.patch) if cfg.frame_head else None
 
     def forward(self, z: Tensor, cache: CausalCache | None = None) -> Tensor:  # (B, z, T', h, w)
         h = self.conv_in(z, cache)
         for block in self.blocks:
             h = block(h, cache)
         x = unfold(self.conv_out(F.silu(h)), self.patch)  # (B, 3, 4T', H, W)
+        if self.frame_head is not None:
+            x = x + self.frame_head(h, cache)
         starts = cache is None or cache.first_call(self)
         return x[:, :, self.patch[0] - 1:] if starts else x  # the first block holds 1 frame, repeated
 
