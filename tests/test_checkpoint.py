@@ -35,3 +35,12 @@ def test_the_default_model_is_the_distilled_one():
     fast_vae, base_vae = fast.vae.state_dict(), base.vae.state_dict()
     assert all(torch.equal(fast_vae[name], tensor) for name, tensor in base_vae.items() if name.startswith("encoder"))
     assert fast.cfg.name == "kinema-small-fast" and base.cfg.name == "kinema-small"
+
+
+def test_saved_tensors_get_the_permissions_of_any_new_file(tmp_path):
+    from kinema.checkpoint import load_tensors, save_tensors
+
+    (tmp_path / "plain").touch()
+    save_tensors(tmp_path / "w.safetensors", {"w": torch.arange(3.0)})
+    assert (tmp_path / "w.safetensors").stat().st_mode == (tmp_path / "plain").stat().st_mode  # not 0600
+    assert torch.equal(load_tensors(tmp_path / "w.safetensors")["w"], torch.arange(3.0))

@@ -346,6 +346,26 @@ def test_a_decoder_fine_tune_lengthens_its_time_kernel_and_keeps_encoder_and_dit
     assert not (run / "cache").exists() and not (run / "dit").exists()  # nothing for the DiT to train on
 
 
+def test_a_fresh_decoder_gets_a_frame_head_on_the_init_encoder(tmp_path):
+    init = _patch_vae_model(tmp_path / "init", decoder_time_kernel=2)
+    overrides = {"model.init": str(init), "model.vae.frame_head": 4, "model.vae.decoder_time_kernel": 1,
+                 "dit.steps": 0, "vae": {"steps": 2, "train_encoder": False, "fresh_decoder": True, "batch": 2,
+                                         "eval_every": 2, "eval_clips": 1}}
+    run = train.run(DEBUG, out=tmp_path / "run", overrides=overrides, progress=False)
+    before, after = load_model(init), load_model(run / "model")
+    assert after.cfg.vae.frame_head == 4 and after.cfg.vae.decoder_kernel == 1
+    assert after.cfg.vae.latents_std == before.cfg.vae.latents_std
+    old, new = before.vae.state_dict(), after.vae.state_dict()
+    kept = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert kept and all(torch.equal(old[k].half().float(), new[k]) for k in kept)
+    # the decoder started from its own random weights, not from the init's
+    assert (old["decoder.conv_out.weight"] - new["decoder.conv_out.weight"]).abs().max() > 0.01
+    with pytest.raises(KinemaError, match="frame_head = 4 differs from the init model's 0"):
+        recipe.load(DEBUG, {**overrides, "vae": {"train_encoder": False}})
+    with pytest.raises(KinemaError, match="fresh_decoder = true .* set train_encoder = false too"):
+        recipe.load(DEBUG, {**overrides, "vae": {"fresh_decoder": True}})
+
+
 def test_a_fine_tune_keeps_the_init_vae_but_may_lengthen_the_decoder_kernel(tmp_path):
     tuned = recipe.load(Path(__file__).parents[1] / "configs" / "small_decoder.toml")
     assert tuned.model.vae.decoder_kernel == 2 and tuned.model.vae.time_kernel == 1 and not tuned.vae.train_encoder

@@ -47,7 +47,8 @@ class VAEConfig:
     decoder_time_kernel: int | None = None
     # kind "patch": channels per video frame of a decoder head that runs at frame rate (0: none). The block head
     # draws each latent frame's frames from the same features, as stills that jump at the next block; this one
-    # convolves across frames and block boundaries (docs/MODEL.md, session 12). A new VAE: it changes the latents.
+    # convolves across frames and block boundaries (docs/MODEL.md, sessions 12-13). It needs a decoder trained
+    # with it: a new VAE, or a new decoder on a trained encoder ([vae] fresh_decoder in a recipe).
     frame_head: int = 0
     # Per-channel statistics that map raw latents to ~N(0, 1) for the DiT.
     latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN

@@ -56,6 +56,9 @@ class VAERecipe:
     # false: fine-tune the init model's decoder only. Its latents, their statistics and so its DiT stay valid,
     # e.g. to give the decoder a longer time kernel ([model.vae] decoder_time_kernel).
     train_encoder: bool = True
+    # With train_encoder = false: the decoder starts from random weights instead of the init's, so its shape may
+    # change too ([model.vae] frame_head, decoder_time_kernel) while the latents, and the DiT, stay the init's.
+    fresh_decoder: bool = False
     eval_every: int = 200
     eval_clips: int = 4  # held-out clips (never trained on) for PSNR
     stats_clips: int = 32  # clips over which the per-channel latent mean/std are measured
@@ -142,32 +145,37 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
                     vae=from_dict(VAERecipe, raw.get("vae", {}), where="recipe [vae]"),
                     dit=from_dict(DiTRecipe, raw.get("dit", {}), where="recipe [dit]"), raw=raw)
     if init:
-        _check_architecture(base, model, distill=bool(recipe.dit.distill_steps))
+        _check_architecture(base, model, distill=bool(recipe.dit.distill_steps),
+                            fresh_decoder=recipe.vae.fresh_decoder)
     validate(recipe)
     return recipe
 
 
-def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool) -> None:
+def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fresh_decoder: bool) -> None:
     """A fine-tune keeps its init model's VAE and DiT. Only the decoder's time kernel may grow (train_vae widens
-    those weights), and the DiT's patch may get finer (train.py resizes those), but not for a distillation, whose
-    student starts as its teacher."""
-    _keep_init("vae", base.vae, model.vae, "decoder_time_kernel", "only decoder_time_kernel may grow")
-    if model.vae.decoder_kernel < base.vae.decoder_kernel:
+    those weights), or the whole decoder change when it starts fresh, and the DiT's patch may get finer (train.py
+    resizes those), but not for a distillation, whose student starts as its teacher."""
+    if fresh_decoder:
+        _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel", "frame_head"),
+                   "a fresh decoder may change only decoder_time_kernel and frame_head")
+    else:
+        _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel",), "only decoder_time_kernel may grow")
+    if not fresh_decoder and model.vae.decoder_kernel < base.vae.decoder_kernel:
         raise KinemaError(f"recipe [model.vae] decoder_time_kernel = {model.vae.decoder_kernel} is shorter than the "
                           f"init model's {base.vae.decoder_kernel}; a fine-tune may only lengthen it")
-    _keep_init("dit", base.dit, model.dit, None if distill else "patch_size",
+    _keep_init("dit", base.dit, model.dit, () if distill else ("patch_size",),
                "only patch_size may be made finer, and not when distilling")
 
 
 _PART_NAMES = {"vae": "VAE", "dit": "DiT"}
 
 
-def _keep_init(section: str, old_cfg: Any, new_cfg: Any, may_change: str | None, allowed: str) -> None:
+def _keep_init(section: str, old_cfg: Any, new_cfg: Any, may_change: tuple[str, ...], allowed: str) -> None:
     """One-line error for the first field (in declaration order) of [model.<section>] that differs from the init's,
-    other than `may_change`."""
+    other than those in `may_change`."""
     old, new = asdict(old_cfg), asdict(new_cfg)
     for key in old:
-        if key != may_change and old[key] != new[key]:
+        if key not in may_change and old[key] != new[key]:
             raise KinemaError(f"recipe [model.{section}] {key} = {new[key]} differs from the init model's {old[key]}; "
                               f"a fine-tune keeps its init's {_PART_NAMES[section]} ({allowed}): drop the setting, "
                               "or set [model] init = \"\" to train from scratch")
@@ -224,6 +232,9 @@ def validate(recipe: Recipe) -> None:
     if not vae.train_encoder and not recipe.init:
         raise KinemaError("recipe [vae] train_encoder = false fine-tunes a trained model's decoder: set [model] init "
                           "to its folder (or \"default\"), or train_encoder = true to train a whole VAE")
+    if vae.fresh_decoder and vae.train_encoder:
+        raise KinemaError("recipe [vae] fresh_decoder = true trains a new decoder on the init model's frozen "
+                          "encoder: set train_encoder = false too")
     if dit.distill_steps < 0 or (dit.distill_steps and not recipe.init):
         raise KinemaError("recipe [dit] distill_steps distils a trained model: set [model] init to the teacher's "
                           "folder (or \"default\"), or distill_steps = 0 to train with rectified flow")

@@ -75,7 +75,9 @@ class VAEStage:
         self.total = self.cfg.steps
         torch.manual_seed(recipe.data.seed)  # the posterior sample in CausalVAE.forward uses it
         self.vae = CausalVAE(recipe.model.vae)
-        if init_state is not None:  # a longer decoder time kernel starts as the init's (patch_vae.widen_time_kernels)
+        if init_state is not None and self.cfg.fresh_decoder:  # only the encoder: the decoder starts random
+            self.vae.load_state_dict(encoder_side(init_state), strict=False)
+        elif init_state is not None:  # a longer decoder time kernel starts as the init's (widen_time_kernels)
             self.vae.load_state_dict(widen_time_kernels(init_state, self.vae.state_dict()))
         self.vae.to(device)
         if not self.cfg.train_encoder:  # the latents stay the init model's: only the decoder side learns
@@ -201,6 +203,11 @@ class VAEStage:
         if not torch.isfinite(std).all():
             raise KinemaError("the VAE's latents are not finite; lower [vae] lr and train the VAE again")
         return [round(v, 5) for v in mean.tolist()], [round(v, 5) for v in std.tolist()]
+
+
+def encoder_side(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of `state` that act before the latents."""
+    return {key: value for key, value in state.items() if not key.startswith(DECODER_SIDE)}
 
 
 def block_jump(video: torch.Tensor, block: int) -> float:
