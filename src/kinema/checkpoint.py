@@ -55,9 +55,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     with atomic_write(path) as tmp:
-        mode = tmp.stat().st_mode  # the umask's, as for any new file
         save_file(tensors, str(tmp))
-        tmp.chmod(mode)  # safetensors writes its files private (0600), which other users could not load
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

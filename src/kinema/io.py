@@ -80,7 +80,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         # Creating the file up front turns every permission problem into one clear error, and
         # unlike mkstemp it keeps the umask's permissions for the final file.
         open(tmp, "xb").close()
+        mode = tmp.stat().st_mode
         yield tmp
+        # Some writers replace the file with a private one (safetensors: 0600, which other users could not load).
+        tmp.chmod(mode)
         os.replace(tmp, path)
     except OSError as err:
         raise KinemaError(f"cannot write {path}: {err.strerror or err}; choose a writable path") from None
