@@ -2,11 +2,15 @@
 the DiT clean (t = 0), that given pixels come back exactly, that windows stay bounded. Quality (judge and
 seam metrics) is measured on the bundled model, in test_modes_quality.py."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import skimage.data
 import torch
 
+from kinema import flow
+from kinema.checkpoint import Model
 from kinema.errors import KinemaError
 from kinema.io import fit_image
 from kinema.modes import (
@@ -18,7 +22,8 @@ from kinema.modes import (
     seam_ratio,
     segment_spans,
 )
-from kinema.pipeline import Request, Video, parse_aspect, size_for
+from kinema.pipeline import Pipeline, Request, Video, parse_aspect, size_for
+from kinema.sampling import schedule
 from kinema.world import Background, Obj, Scene, render
 
 SMALL = {"width": 32, "height": 32, "steps": 2}
@@ -183,11 +188,19 @@ def test_edit_strength_zero_is_the_vae_round_trip_and_one_ignores_the_input(debu
     assert torch.equal(ignored.latents, generate(debug_pipe, frames=11, seed=5).latents)
 
 
-def test_edit_mid_strength_starts_part_way(debug_pipe, dit_calls):
+def test_edit_mid_strength_runs_the_last_share_of_the_schedule(debug_pipe, dit_calls):
+    """Strength 0.4 runs the last 40% of the text-to-video schedule (in its own steps, measured before the
+    shift), starting where the full schedule is 60% of its way: the same share at every size."""
     source = clip(9)
-    video = generate(debug_pipe, mode="edit", video=source, strength=0.4)
-    assert dit_calls[0][1].tolist() == pytest.approx([0.4] * 3)  # the sampler starts at t = strength
-    assert video.meta["strength"] == 0.4 and len(debug_pipe.decode(video)) == 9
+    sampler = replace(debug_pipe.cfg.sampler, shift=3.0, shift_base_tokens=1)  # the debug model's shift is 1
+    cfg = replace(debug_pipe.cfg, sampler=sampler)
+    pipe = Pipeline(Model(cfg, debug_pipe.model.vae, debug_pipe.model.dit, debug_pipe.model.text, "test"))
+    video = generate(pipe, mode="edit", video=source, strength=0.4, steps=5)
+    shape = pipe.encode(source).shape  # (1, C, 3, h, w)
+    full = schedule(5, flow.shift_for(cfg.dit.tokens(*shape[2:]), 3.0, 1))
+    assert len(dit_calls) == 5 and full[3] > 0.5  # the shift moved the start well above t = 0.4
+    assert dit_calls[0][1].tolist() == pytest.approx([full[3].item()] * 3)
+    assert video.meta["strength"] == 0.4 and len(pipe.decode(video)) == 9
     with pytest.raises(KinemaError, match="cannot edit 20 frames of a 9-frame video"):
         generate(debug_pipe, mode="edit", video=source, frames=20)
 

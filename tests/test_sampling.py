@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from kinema import sampling
@@ -14,6 +15,10 @@ def test_schedule_endpoints_and_sdedit_start():
     assert s.shape == (11,) and s[0] == 1 and s[-1] == 0 and torch.all(s.diff() < 0)
     part = sampling.schedule(10, shift=1.0, start=0.4)
     assert abs(part[0].item() - 0.4) < 1e-6 and part[-1] == 0
+    # With a shift, SDEdit's start is where the full schedule is after 60% of its way, then 10 finer steps.
+    part = sampling.schedule(10, shift=3.0, start=0.4)
+    assert part[0].item() == pytest.approx(s[6].item()) == pytest.approx(1.2 / 1.8)
+    assert part.shape == (11,) and part[-1] == 0 and torch.all(part.diff() < 0)
 
 
 def test_euler_and_heun_reach_the_data_point_of_an_exact_field():

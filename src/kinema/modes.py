@@ -10,7 +10,7 @@ time, laid out as [k context | m new | e end], the context and end frames given:
     extend backward   [m new | clip's first e]
     connect A -> B    [A's last k | m new | B's first e]
     loop              a clip, then connect its end back to its own start
-    edit (SDEdit)     the input's latents noised to t = strength, sampled from there
+    edit (SDEdit)     the input's latents noised part way, and the schedule's last `strength` share run
     prompt sequence   each segment extends the one before with its own prompt
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
@@ -249,22 +249,22 @@ class Job:
                init: torch.Tensor | None = None) -> torch.Tensor:
         """One window [before | new | after] -> its new latents (1, C, new, h, w).
 
-        `init` (1, C, new, h, w): SDEdit, the new frames start from these latents noised to t = strength.
+        `init` (1, C, new, h, w): SDEdit, the new frames start from these latents noised to the time where the
+        schedule's last `strength` share begins.
         """
         cond = FrameCondition.window((1, self.shape[0], new, *self.shape[1:]), before, after)
         k = 0 if before is None else before.shape[2]
         x = torch.randn(cond.latents.shape, generator=self.gen)
-        start = 1.0
+        times = self.pipe.times(self.req, x.shape, 1.0 if init is None else self.req.strength)
         if init is not None:
-            start = self.req.strength
-            x[:, :, k:k + new] = flow.interpolate(init, x[:, :, k:k + new], torch.tensor([start]))
+            x[:, :, k:k + new] = flow.interpolate(init, x[:, :, k:k + new], times[:1])
         self.done += 1
         label = f"window {self.done}/{self.windows}: " if self.windows > 1 else ""
 
         def on_step(i: int, n: int, t: float) -> None:
             self.report(0.9 * (self.done - 1 + i / n) / self.windows, f"{label}denoising step {i}/{n}")
 
-        return self.pipe.denoise(text, x, cond, self.req, start, on_step)[:, :, k:k + new]
+        return self.pipe.denoise(text, x, cond, self.req, times, on_step)[:, :, k:k + new]
 
     def extend(self, have: torch.Tensor | None, windows: list[Window], text: Text,
                end: torch.Tensor | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
@@ -380,7 +380,8 @@ def loop(job: Job) -> Video:
 
 
 def edit(job: Job) -> Video:
-    """SDEdit: sample from t = strength, starting at the input's latents noised to that time."""
+    """SDEdit: run the last `strength` share of the sampling schedule, from the input's latents noised to
+    where that share begins."""
     req = job.req
     video = job.fit("video")
     if req.frames > len(video):

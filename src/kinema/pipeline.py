@@ -208,16 +208,21 @@ class Pipeline:
         with self.autocast():
             return self.model.vae.encode(x).float().cpu()
 
-    @torch.no_grad()
-    def denoise(self, text: Text, x: torch.Tensor, cond: FrameCondition, req: Request, start: float = 1.0,
-                on_step: sampling.Callback | None = None) -> torch.Tensor:
-        """Sample latents x (1, C, T', h, w), which hold noise at time `start`, down to t = 0.
+    def times(self, req: Request, shape: tuple[int, ...], strength: float = 1.0) -> torch.Tensor:
+        """The sampling times (steps + 1,) for latents of `shape` (1, C, T', h, w), from noise down to 0.
 
-        The shift grows with the window's token count, as in training; `cond`'s frames stay clean.
+        The shift grows with the window's token count, as in training. SDEdit's `strength` keeps the schedule's
+        last share: measured along the shifted schedule, it leaves the same part of the work at every size.
         """
-        tokens = self.cfg.dit.tokens(*x.shape[2:])  # counted as training counts them (Bucket.tokens)
+        tokens = self.cfg.dit.tokens(*shape[2:])  # counted as training counts them (Bucket.tokens)
         shift = flow.shift_for(tokens, self.cfg.sampler.shift, self.cfg.sampler.shift_base_tokens)
-        times = sampling.schedule(req.steps, shift, start=start)
+        return sampling.schedule(req.steps, shift, start=strength)
+
+    @torch.no_grad()
+    def denoise(self, text: Text, x: torch.Tensor, cond: FrameCondition, req: Request, times: torch.Tensor,
+                on_step: sampling.Callback | None = None) -> torch.Tensor:
+        """Sample latents x (1, C, T', h, w), which hold noise at `times[0]`, down to t = 0 (`times`: from
+        `Pipeline.times`); `cond`'s frames stay clean."""
         d = self.device
         with self.autocast():  # the prepared text keys/values are made in the forward's dtype
             model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),

@@ -19,12 +19,13 @@ Callback = Callable[[int, int, float], None]  # (step done, total steps, t) -> N
 
 
 def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
-    """Times (steps + 1,) from `start` down to 0, warped by `shift` (more steps near the noise end).
+    """Times (steps + 1,) from noise down to 0, warped by `shift` (more steps near the noise end).
 
-    `start` < 1 begins part-way, for SDEdit: the schedule covers only t <= start.
+    `start` < 1 covers only the schedule's last `start` share, for SDEdit, still in `steps` steps: it begins at
+    shift_time(start). Measured before the warp, a strength leaves the same part of the work at every size,
+    where a raw time would not: a larger video keeps more of its content at the same t (why its shift is larger).
     """
-    t = shift_time(torch.linspace(1.0, 0.0, steps + 1), shift)
-    return t * start
+    return shift_time(torch.linspace(start, 0.0, steps + 1), shift)
 
 
 def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tensor | None,
