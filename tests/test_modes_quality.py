@@ -17,13 +17,21 @@ from kinema.world import Background, Obj, Scene, render
 
 pytestmark = [
     pytest.mark.slow,
-    # The bundled model misses these targets today (docs/MODEL.md: its patch VAE keeps colours and counts, but
-    # its DiT draws the prompt's colours as scattered blocks, not clean objects). Strict: the day a target is
-    # met this xfail fails, and the mark must go.
-    pytest.mark.xfail(strict=True, reason="bundled model below the Sora-mode quality targets; see docs/eval"),
     pytest.mark.skipif(not (BUNDLED / "config.json").exists(),
                        reason="needs the bundled model (src/kinema/weights/small); runs once it is installed"),
 ]
+
+
+def below_target(why: str):
+    """The bundled model misses this target today, for the measured reason given (docs/MODEL.md). Strict: the
+    day the target is met the test passes, the xfail fails, and the mark must go."""
+    return pytest.mark.xfail(strict=True, reason=why)
+
+
+# Every seam falls on a latent-frame boundary, where even a true clip's VAE round trip jumps 2.4x (the target
+# is 1.5x); the DiT's latent frames do not continue each other's motion, which makes generated seams 3-9x.
+SEAMS = below_target("the bundled DiT's latent frames do not continue each other's motion (docs/MODEL.md)")
+WORDS = below_target("the bundled DiT does not follow motion words in text or image to video (docs/MODEL.md)")
 
 FPS = 8
 SEAM = 1.5
@@ -50,6 +58,8 @@ def assert_shows(prompt: str, frames: np.ndarray, *attributes: str) -> None:
     assert all(verdict[a] for a in attributes), {a: verdict[a] for a in attributes}
 
 
+@below_target("the world-trained VAE keeps this photo at 23 dB; 8 latent channels per 4x4 patch "
+              "hold at most ~25 dB of it even as a linear code (docs/MODEL.md, session 14)")
 def test_image_to_video_starts_on_the_photo(pipe):
     photo = fit_image(skimage.data.astronaut(), pipe.cfg.width, pipe.cfg.height)[0]
     frames = make(pipe, RED_RIGHT, image=photo, seconds=2)
@@ -58,6 +68,7 @@ def test_image_to_video_starts_on_the_photo(pipe):
     assert psnr(frames[0], photo) >= 28
 
 
+@WORDS
 def test_image_to_video_animates_a_world_frame(pipe):
     first = world_clip(pipe, 1)
     frames = make(pipe, RED_RIGHT, image=first[0], seconds=2)
@@ -65,6 +76,7 @@ def test_image_to_video_animates_a_world_frame(pipe):
     assert_shows(RED_RIGHT, frames, "colour", "shape", "motion")
 
 
+@SEAMS
 def test_extend_forward_has_no_seam(pipe):
     source = world_clip(pipe, 17)
     frames = make(pipe, RED_RIGHT, mode="extend", video=source, seconds=2)
@@ -72,6 +84,7 @@ def test_extend_forward_has_no_seam(pipe):
     assert_shows(RED_RIGHT, frames[len(source):], "colour", "shape", "motion")
 
 
+@SEAMS
 def test_extend_backward_has_no_seam(pipe):
     source = world_clip(pipe, 17)
     frames = make(pipe, RED_RIGHT, mode="extend_backward", video=source, seconds=2)
@@ -79,6 +92,7 @@ def test_extend_backward_has_no_seam(pipe):
     assert_shows(RED_RIGHT, frames[:16], "colour", "shape")
 
 
+@SEAMS
 def test_loop_wraps_around_without_a_seam(pipe):
     prompt = "a medium blue heart bounces over a beige background"
     frames = make(pipe, prompt, mode="loop", seconds=3)
@@ -86,6 +100,7 @@ def test_loop_wraps_around_without_a_seam(pipe):
     assert_shows(prompt, frames, "colour", "shape")
 
 
+@SEAMS
 def test_connect_joins_both_ends(pipe):
     whole = world_clip(pipe, 41)  # A is its first 2 s, B its last 2 s; the bridge replaces the second between
     a, b = whole[:17], whole[25:]
@@ -94,12 +109,16 @@ def test_connect_joins_both_ends(pipe):
     assert seam_ratio(frames, 17) <= SEAM and seam_ratio(frames, 25) <= SEAM
 
 
+@below_target("the edit recolours the circle only from t = 0.8 up, where the bundled DiT redraws it as a "
+              "blob that no longer moves (docs/MODEL.md, session 14)")
 def test_edit_changes_colour_and_keeps_motion(pipe):
     prompt = "a medium blue circle moves to the right over a navy background"
     frames = make(pipe, prompt, mode="edit", video=world_clip(pipe, 17), strength=0.7)
     assert_shows(prompt, frames, "colour", "shape", "motion")
 
 
+@below_target("each segment keeps the red colour, but the bundled DiT draws a blob that follows neither "
+              "segment's motion words (docs/MODEL.md)")
 def test_prompt_sequence_follows_each_prompt(pipe):
     up = "a medium red circle moves up over a navy background"
     video = pipe.generate(Request(RED_RIGHT, fps=FPS, seconds=4, segments=[(0, RED_RIGHT), (2, up)]))
@@ -108,6 +127,8 @@ def test_prompt_sequence_follows_each_prompt(pipe):
         assert_shows(prompt, frames[start:end], "colour", "shape", "motion")
 
 
+@below_target("over 8 s of chained windows the star decays into a mottled yellow and teal blob: the colour "
+              "holds for 4 s, and the bundled DiT draws no star (docs/MODEL.md, session 14)")
 def test_long_video_keeps_its_object_across_windows(pipe):
     prompt = "a large yellow star spins in place over a teal background"
     frames = make(pipe, prompt, seconds=8)  # 17 latent frames: five windows
