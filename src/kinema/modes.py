@@ -38,7 +38,7 @@ from kinema.pipeline import Pipeline, Progress, Request, Text, Video
 
 WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)
 CONTEXT = 2  # latent frames each later window takes as context from what came before
-EDIT_STRENGTH = 0.7  # keeps the input's layout and motion, follows the prompt's colours and shapes
+EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
