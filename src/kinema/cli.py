@@ -91,7 +91,8 @@ def _add_generate(sub) -> None:
     modes.add_argument("--connect", nargs=2, metavar=("A", "B"), help="a bridge of --seconds from video A to B")
     modes.add_argument("--edit", metavar="VIDEO", help="video to video: redo this video to follow the prompt")
     modes.add_argument("--strength", type=float, default=None,
-                       help="with --edit: 0 keeps the input, 1 ignores it (default 0.7)")
+                       help="with --edit: the share of the sampling schedule run again; 0 keeps the input, "
+                            "1 ignores it (default 0.7)")
     modes.add_argument("--segments", default=None, metavar="'T:PROMPT;T:PROMPT'",
                        help="prompts over time, e.g. \"0:a red circle moves right;2:a red circle moves up\"")
     modes.add_argument("--prompt-at", action="append", default=[], metavar="T=PROMPT",
