@@ -45,7 +45,8 @@ EXTRA_FIELDS = {
               "model)",
     "loop": "true makes a video that ends where it starts (create)",
     "segments": "a prompt sequence (create): a JSON list of {\"start\": seconds, \"prompt\": text}",
-    "strength": f"edits and remixes: 0 keeps the input, 1 ignores it (default {EDIT_STRENGTH})",
+    "strength": f"edits and remixes: the share of the sampling schedule run again; 0 keeps the input, 1 ignores "
+                f"it (default {EDIT_STRENGTH})",
     "direction": "extensions: \"forward\" continues the end (default), \"backward\" leads into the start",
     "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
 }
