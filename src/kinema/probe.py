@@ -12,7 +12,8 @@ A model that reads a word prefers the true caption nearly always. Motion is also
 frame given (image to video): the start is then known, so only the words can say where the object goes.
 
 `steering` asks the same question of finished videos: image to video from one still frame, once per direction
-word, judged by where the object's centroid travels.
+word, judged by where the object's centroid travels. `shape_words` asks it of text to image: one large object
+per shape word, judged by the outline drawn.
 """
 
 from __future__ import annotations
@@ -145,6 +146,31 @@ def steering(pipe: Pipeline, n: int = 6, seed: int = 0, against: bool = False, *
             hits[way].append(travel(pipe.decode(pipe.generate(request)), colour, pipe.cfg.fps) == way)
     return {"asked way": float(np.mean(list(hits.values()))), **{way: float(np.mean(h)) for way, h in hits.items()},
             "n": n}
+
+
+def shape_words(pipe: Pipeline, n: int = 4, seed: int = 0, **tuning) -> dict[str, float]:
+    """Text to image, one large still object per shape word of the world, n seeds each: the share of stills whose
+    object the judge reads as the asked shape ("asked shape"), and per shape (1/8 is chance). The words alone say
+    what to draw; a model that draws the seed's blob whatever the word (docs/MODEL.md, session 15) scores near
+    chance. `tuning`: Request's sampling fields, as for `kinema eval`."""
+    hits: dict[str, list[bool]] = {shape: [] for shape in world.SHAPES}
+    for i in range(n):
+        colour = STEER_COLOURS[i % len(STEER_COLOURS)]
+        for shape in world.SHAPES:
+            request = Request(f"a large {colour} {shape} stays still over a navy background", frames=1,
+                              seed=seed + i, expand=False, **tuning)
+            hits[shape].append(drawn_shape(pipe.decode(pipe.generate(request)), pipe.cfg.fps) == shape)
+    return {"asked shape": float(np.mean(list(hits.values()))), **{s: float(np.mean(h)) for s, h in hits.items()},
+            "n": n}
+
+
+def drawn_shape(frames: np.ndarray, fps: float) -> str:
+    """The judge's shape class of the largest object in frames (T, H, W, 3); "none" when there is no object.
+    A still is shown as 5 equal frames, since the judge tracks objects over time."""
+    if len(frames) == 1:
+        frames = np.repeat(frames, 5, axis=0)
+    tracks = measure(frames, fps).tracks
+    return max(tracks, key=lambda t: np.nanmax(t.area)).shape if tracks else "none"
 
 
 def travel(frames: np.ndarray, colour: str, fps: float) -> str:
