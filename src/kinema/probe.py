@@ -165,10 +165,8 @@ def shape_words(pipe: Pipeline, n: int = 4, seed: int = 0, **tuning) -> dict[str
 
 
 def drawn_shape(frames: np.ndarray, fps: float) -> str:
-    """The judge's shape class of the largest object in frames (T, H, W, 3); "none" when there is no object.
-    A still is shown as 5 equal frames, since the judge tracks objects over time."""
-    if len(frames) == 1:
-        frames = np.repeat(frames, 5, axis=0)
+    """The judge's shape class of the largest object in frames (T, H, W, 3), a still too; "none" when there is
+    no object."""
     tracks = measure(frames, fps).tracks
     return max(tracks, key=lambda t: np.nanmax(t.area)).shape if tracks else "none"
 
