@@ -230,7 +230,7 @@ def test_device_choice_is_checked():
 def test_recipes_in_configs_load():
     """Every committed recipe parses (the GPU one fine-tunes the bundled model, so it names it)."""
     gpu = recipe.load(Path(__file__).parents[1] / "configs" / "small_gpu.toml")
-    assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000
+    assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000 and not gpu.data.stay_in_frame
     assert gpu.model.dit == recipe.load(SMALL).model.dit
 
 
