@@ -17,6 +17,7 @@ from kinema.data import (
 )
 from kinema.errors import KinemaError
 from kinema.io import write_video
+from kinema.world import MOTIONS, SceneMix
 
 
 def test_bucket_shapes_tokens_and_batch_sizes():
@@ -59,12 +60,26 @@ def test_world_clips_are_deterministic_and_never_heldout():
 def test_world_objects_may_leave_the_frame_in_their_own_cache():
     from kinema.data import open_source
 
-    kept, free = open_source("world", 0, 8), open_source("world", 0, 8, stay_in_frame=False)
+    kept, free = open_source("world", 0, 8), open_source("world", 0, 8, SceneMix(stay_in_frame=False))
     assert kept.describe() != free.describe()  # a cache of one is never reused for the other
     assert kept.describe() == "world seed=0 fps=8"  # caches built before the option stay valid
+    assert free.describe() == "world seed=0 fps=8 leaving the frame"
     starts = [obj["x"] > 0.5 for i in range(300)
               for obj in free.clip(i, Bucket(16, 16, 17)).meta["scene"]["objects"] if obj["motion"] == "right"]
     assert 0.3 < np.mean(starts) < 0.7  # about half start in the right half (in frame: ~12%, tests/test_world.py)
+
+
+def test_a_narrow_scene_mix_draws_only_its_scenes_into_its_own_cache():
+    from kinema.data import open_source
+
+    mix = SceneMix(objects=(1,), motions=("left", "right"), backgrounds=("solid",))
+    source = open_source("world", 0, 8, mix)
+    assert source.describe() == "world seed=0 fps=8 objects=(1,) motions=('left', 'right') backgrounds=('solid',)"
+    assert open_source("world", 0, 8, SceneMix(motions=("right", "left", *MOTIONS))).describe() == "world seed=0 fps=8"
+    scenes = [source.clip(i, Bucket(16, 16, 9)).meta["scene"] for i in range(40)]
+    assert {len(s["objects"]) for s in scenes} == {1}
+    assert {s["objects"][0]["motion"] for s in scenes} == {"left", "right"}
+    assert {s["background"]["kind"] for s in scenes} == {"solid"}
 
 
 def _videos(folder, count=2, frames=12):

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from kinema import recipe, train, train_vae
+from kinema import recipe, train, train_vae, world
 from kinema.checkpoint import load_model
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
@@ -54,9 +54,14 @@ def test_recipes_parse_and_reject_typos(tmp_path):
         recipe.load(DEBUG, {"model.dit.layers": 3})
     with pytest.raises(KinemaError, match="multiples of 16"):
         recipe.load(DEBUG, {"data.buckets": [[40, 32, 5]]})
-    assert not recipe.load(DEBUG, {"data.stay_in_frame": False}).data.stay_in_frame
-    with pytest.raises(KinemaError, match="stay_in_frame"):
-        recipe.load(DEBUG, {"data.stay_in_frame": False, "data.source": str(tmp_path)})
+    narrow = recipe.load(DEBUG, {"data.world.stay_in_frame": False, "data.world.objects": [1]}).data.world
+    assert not narrow.stay_in_frame and narrow.objects == (1,) and narrow.motions == world.MOTIONS
+    with pytest.raises(KinemaError, match=r"\[data.world\] chooses the world's scenes"):
+        recipe.load(DEBUG, {"data.world.stay_in_frame": False, "data.source": str(tmp_path)})
+    with pytest.raises(KinemaError, match="unknown 'pink'; use some of red"):
+        recipe.load(DEBUG, {"data.world.colours": ["red", "pink"]})
+    with pytest.raises(KinemaError, match="unknown key 'object'"):
+        recipe.load(DEBUG, {"data.world.object": [1]})
     bad = tmp_path / "bad.toml"
     bad.write_text("[dit\nsteps = 1")
     with pytest.raises(KinemaError, match="not valid TOML"):
@@ -230,7 +235,7 @@ def test_device_choice_is_checked():
 def test_recipes_in_configs_load():
     """Every committed recipe parses (the GPU one fine-tunes the bundled model, so it names it)."""
     gpu = recipe.load(Path(__file__).parents[1] / "configs" / "small_gpu.toml")
-    assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000 and not gpu.data.stay_in_frame
+    assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000 and not gpu.data.world.stay_in_frame
     assert gpu.model.dit == recipe.load(SMALL).model.dit
 
 

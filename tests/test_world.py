@@ -15,6 +15,7 @@ from kinema.world import (
     Background,
     Obj,
     Scene,
+    SceneMix,
     caption,
     parse_prompt,
     render,
@@ -103,6 +104,47 @@ def test_objects_stay_in_frame_and_apart_for_the_sampled_duration():
                     assert np.all(np.hypot(xa - xb, ya - yb) > ra + rb)
 
 
+def test_a_scene_mix_draws_only_what_it_allows_at_the_worlds_odds():
+    mix = SceneMix(objects=(2, 3), colours=("red", "blue", "white"), shapes=("star", "ring"), sizes=("small",),
+                   motions=("rotate", "up"), backgrounds=("gradient", "snow"), pan=False)
+    scenes = _scenes(300, seed=3, mix=mix)
+    objects = [obj for scene in scenes for obj in scene.objects]
+    assert {obj.colour for obj in objects} == {"red", "blue", "white"}
+    assert {(obj.shape, obj.motion) for obj in objects} == {("star", "rotate"), ("star", "up"), ("ring", "up")}
+    assert {obj.size for obj in objects} == {"small"}
+    assert {scene.background.kind for scene in scenes} == {"gradient", "snow"}
+    assert all(scene.pan == 0 for scene in scenes)
+    twos = np.mean([len(scene.objects) == 2 for scene in scenes])
+    assert 0.5 < twos < 0.7  # the world's 3:2 odds of two objects to three
+    gradients = np.mean([scene.background.kind == "gradient" for scene in scenes])
+    assert 0.6 < gradients < 0.8  # gradient 0.3 against one of four textures' 0.4 / 4: 75%
+
+
+def test_the_default_mix_is_the_whole_world():
+    a, b = _scenes(50, seed=8), _scenes(50, seed=8, mix=SceneMix(shapes=tuple(reversed(SHAPES))))
+    assert [s.to_dict() for s in a] == [s.to_dict() for s in b]  # the order of a mix's words does not matter
+    assert SceneMix().describe() == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"colours": ("pink",)}, "colours = \\['pink'\\]: unknown 'pink'; use some of red"),
+    ({"objects": ()}, "objects = \\[\\]: empty"),
+    ({"objects": (3,), "colours": ("red", "blue")}, "3 objects need as many colours"),
+    ({"objects": (1,), "colours": ("red",), "shapes": ("star",), "motions": ("rotate",)},
+     "every allowed colour, shape and motion"),
+    ({"shapes": ("circle",), "motions": ("rotate",)}, "every allowed colour, shape and motion"),
+])
+def test_a_scene_mix_that_cannot_draw_a_scene_is_refused(kwargs, message):
+    with pytest.raises(KinemaError, match=message):
+        SceneMix(**kwargs)
+
+
+def test_a_scene_mix_whose_objects_never_fit_says_so():
+    mix = SceneMix(objects=(3,), sizes=("large",), motions=("grow",))
+    with pytest.raises(KinemaError, match="fits the frame in 1000 tries; allow fewer objects or smaller sizes"):
+        sample_scene(np.random.default_rng(0), duration=2.0, mix=mix)
+
+
 def _side_shares(scenes):
     """Of the objects moving right and left: the share that starts in the right half of the frame."""
     starts = {"right": [], "left": []}
@@ -116,7 +158,7 @@ def _side_shares(scenes):
 def test_in_frame_starts_give_the_direction_away_and_free_starts_do_not():
     kept = _side_shares(_scenes(600, seed=5))
     assert kept["right"] < 0.2 and kept["left"] > 0.8  # the first frame nearly tells the direction
-    free = _scenes(600, seed=5, stay_in_frame=False)
+    free = _scenes(600, seed=5, mix=SceneMix(stay_in_frame=False))
     shares = _side_shares(free)
     assert 0.35 < shares["right"] < 0.65 and 0.35 < shares["left"] < 0.65
     leaving = [obj for scene in free for obj in scene.objects if obj.motion in ("right", "left")

@@ -85,9 +85,10 @@ class Source(Protocol):
         """A fingerprint of the data, so a latent cache built from other data is never reused."""
 
 
-def open_source(spec: str, seed: int, fps: int, stay_in_frame: bool = True) -> Source:
+def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD) -> Source:
+    """The world (its scenes drawn from `mix`), or a folder / JSONL / CSV of videos with captions."""
     if spec == "world":
-        return WorldSource(seed, fps, stay_in_frame=stay_in_frame)
+        return WorldSource(seed, fps, mix=mix)
     return FolderSource(Path(spec), fps)
 
 
@@ -109,14 +110,13 @@ def stable_seed(*parts: Any) -> int:
 class WorldSource:
     """Scenes from the world's training distribution; `split` keeps evaluation clips apart."""
 
-    def __init__(self, seed: int, fps: int, split: str = "train", stay_in_frame: bool = True):
-        self.seed, self.fps, self.split, self.stay_in_frame = seed, fps, split, stay_in_frame
+    def __init__(self, seed: int, fps: int, split: str = "train", mix: world.SceneMix = world.WHOLE_WORLD):
+        self.seed, self.fps, self.split, self.mix = seed, fps, split, mix
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         rng = np.random.default_rng(stable_seed(self.seed, self.split, stream, index))
         # Motion is paced to the clip's duration, so it is visible (and, unless told otherwise, stays in frame).
-        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps,
-                                   stay_in_frame=self.stay_in_frame)
+        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps, mix=self.mix)
         frames = world.render(scene, bucket.width, bucket.height, bucket.frames, self.fps)
         return Clip(frames, world.caption(scene, rng), {"scene": scene.to_dict()})
 
@@ -124,7 +124,7 @@ class WorldSource:
         return world.caption(world.Scene.from_dict(meta["scene"]), rng)
 
     def describe(self) -> str:
-        return f"world seed={self.seed} fps={self.fps}" + ("" if self.stay_in_frame else " leaving the frame")
+        return f"world seed={self.seed} fps={self.fps}" + self.mix.describe()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
     [model]  preset = "small" plus any ModelConfig keys to override (e.g. [model.dit] num_layers = 6);
              init = a model folder (or "default") to fine-tune instead of starting from random weights
-    [data]   source = "world" or a folder / JSONL / CSV of (path, caption); buckets; latent-cache clips; seed;
-             stay_in_frame = false lets the world's moving objects leave the frame
+    [data]   source = "world" or a folder / JSONL / CSV of (path, caption); buckets; latent-cache clips; seed
+    [data.world]  which of the world's scenes to draw (kinema.world_scene.SceneMix), e.g. objects = [1] or
+             stay_in_frame = false (moving objects may leave the frame)
     [vae]    stage 1: the causal VAE on small fp32 crops
     [dit]    stage 2: the DiT on cached latents with rectified flow
 
@@ -23,6 +24,7 @@ from kinema.checkpoint import BUNDLED, BUNDLED_MODELS
 from kinema.conditioning import MASK_KINDS
 from kinema.config import ModelConfig, from_dict, load_json, preset
 from kinema.errors import KinemaError
+from kinema.world_scene import WHOLE_WORLD, SceneMix
 
 
 @dataclass
@@ -33,9 +35,10 @@ class DataRecipe:
     bucket_weights: tuple[float, ...] = ()  # share of cached clips and of batches per bucket; () = equal
     clips: int = 2000  # clips in the latent cache, over all buckets
     seed: int = 0
-    # World only: false lets objects glide out of the frame, so a first frame no longer tells their direction
-    # (kinema.world_scene.sample_scene); the eval's hold-out keeps them in frame either way.
-    stay_in_frame: bool = True
+    # World only: which scenes to draw; the whole world by default. Narrower mixes make curricula, and
+    # stay_in_frame = false lets objects glide out of the frame, so a first frame no longer tells their direction.
+    # The eval's hold-out is always the whole world, in frame.
+    world: SceneMix = field(default_factory=SceneMix)
 
 
 @dataclass
@@ -214,9 +217,9 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError("recipe [data] bucket_weights needs one non-negative weight per bucket")
     if data.clips < len(data.buckets):
         raise KinemaError(f"recipe [data] clips={data.clips} is fewer than the {len(data.buckets)} buckets")
-    if not data.stay_in_frame and data.source != "world":
-        raise KinemaError("recipe [data] stay_in_frame = false places the world's objects; a folder's videos "
-                          "are as they are, so drop it or set source = \"world\"")
+    if data.world != WHOLE_WORLD and data.source != "world":
+        raise KinemaError("recipe [data.world] chooses the world's scenes; a folder's videos are as they are, "
+                          "so drop it or set source = \"world\"")
     if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in data.buckets):
         raise KinemaError(f"recipe [vae] crop={vae.crop} must be a multiple of {recipe.model.vae.spatial_factor} "
                           "and no larger than the smallest bucket side")

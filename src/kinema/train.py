@@ -203,7 +203,7 @@ def _counts(recipe: Recipe) -> list[int]:
 
 
 def _source(recipe: Recipe):
-    return open_source(recipe.data.source, recipe.data.seed, recipe.model.fps, recipe.data.stay_in_frame)
+    return open_source(recipe.data.source, recipe.data.seed, recipe.model.fps, recipe.data.world)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,17 +25,19 @@ from kinema.world_scene import (
     OBJECT_COLOURS,
     SHAPES,
     SIZES,
+    WHOLE_WORLD,
     Background,
     Obj,
     Scene,
+    SceneMix,
     is_heldout,
     sample_scene,
 )
 from kinema.world_text import ObjectSpec, PromptSpec, caption, parse_prompt, spec_of
 
 __all__ = [
-    "BACKGROUND_COLOURS", "BACKGROUND_KINDS", "HELDOUT", "MOTIONS", "OBJECT_COLOURS", "SHAPES", "SIZES",
-    "Background", "Obj", "ObjectSpec", "PromptSpec", "Scene", "caption", "heldout_prompts", "is_heldout",
+    "BACKGROUND_COLOURS", "BACKGROUND_KINDS", "HELDOUT", "MOTIONS", "OBJECT_COLOURS", "SHAPES", "SIZES", "WHOLE_WORLD",
+    "Background", "Obj", "ObjectSpec", "PromptSpec", "Scene", "SceneMix", "caption", "heldout_prompts", "is_heldout",
     "parse_prompt", "render", "sample_scene", "spec_of", "train_prompts",
 ]
 

@@ -199,32 +199,96 @@ def _apart(a: Obj, b: Obj, t: np.ndarray) -> bool:
     return True
 
 
+COUNT_ODDS = {1: 0.5, 2: 0.3, 3: 0.2}  # how often a scene holds 1, 2 or 3 objects
+BACKGROUND_ODDS = {"solid": 0.3, "gradient": 0.3, "texture": 0.4}  # the textures share theirs equally
+MIX_WORDS = {"objects": tuple(COUNT_ODDS), "colours": tuple(OBJECT_COLOURS), "shapes": SHAPES, "sizes": tuple(SIZES),
+             "motions": MOTIONS, "backgrounds": BACKGROUND_KINDS}  # what a SceneMix may allow, in the world's order
+
+
+@dataclass(frozen=True)
+class SceneMix:
+    """Which scenes `sample_scene` draws. The defaults are the whole world; a narrower mix (one object, only the
+    directions, plain backgrounds...) makes a curriculum for the words a model has not learnt yet. Each tuple
+    lists the allowed words (order does not matter); what is allowed keeps the world's odds among itself."""
+
+    objects: tuple[int, ...] = (1, 2, 3)
+    colours: tuple[str, ...] = tuple(OBJECT_COLOURS)
+    shapes: tuple[str, ...] = SHAPES
+    sizes: tuple[str, ...] = tuple(SIZES)
+    motions: tuple[str, ...] = MOTIONS
+    backgrounds: tuple[str, ...] = BACKGROUND_KINDS
+    pan: bool = True  # textured backgrounds may pan
+    # False lets objects that move in a straight line leave the frame (training data only: in frame, an object
+    # moving right must start in the left part, so a given first frame tells the direction and the model learns
+    # to ignore the words; the judge and the hold-out keep every object in frame).
+    stay_in_frame: bool = True
+
+    def __post_init__(self) -> None:
+        for name, known in MIX_WORDS.items():
+            given = getattr(self, name)
+            unknown = [word for word in given if word not in known]
+            if unknown or not given:
+                problem = f"unknown {unknown[0]!r}" if unknown else "empty"
+                words = ", ".join(map(str, known))
+                raise KinemaError(f"scene mix {name} = {list(given)}: {problem}; use some of {words}")
+        if len(self.colours) < max(self.objects):
+            raise KinemaError(f"scene mix: {max(self.objects)} objects need as many colours (each object has its "
+                              f"own), got {len(self.colours)}; allow more colours or fewer objects")
+        if not any(not is_heldout(Obj(shape, colour, "small", motion, 0, 0))
+                   for shape in self.shapes for motion in self.motions_for(shape) for colour in self.colours):
+            raise KinemaError("scene mix: every allowed colour, shape and motion is a hold-out triple or a round "
+                              "shape rotating; allow more colours, shapes or motions")
+
+    def allowed(self, name: str) -> tuple:
+        """The allowed words of one MIX_WORDS list, in the world's order (so the same draws for any order)."""
+        return tuple(word for word in MIX_WORDS[name] if word in getattr(self, name))
+
+    def motions_for(self, shape: str) -> list[str]:
+        """The allowed motions that show on `shape` (a round shape cannot visibly rotate)."""
+        return [m for m in self.allowed("motions") if not (m == "rotate" and shape in ROUND_SHAPES)]
+
+    def describe(self) -> str:
+        """What sets this mix apart from the whole world ("" for the whole world), for cache fingerprints."""
+        narrowed = "".join(f" {name}={self.allowed(name)}" for name in MIX_WORDS
+                           if self.allowed(name) != MIX_WORDS[name])
+        return ("" if self.stay_in_frame else " leaving the frame") + ("" if self.pan else " no pan") + narrowed
+
+
+WHOLE_WORLD = SceneMix()
+
+
 def _sample_object(rng: np.random.Generator, colours: list[str], triple: tuple[str, str, str] | None,
-                   holdout_ok: bool) -> Obj:
+                   holdout_ok: bool, mix: SceneMix) -> Obj:
+    shapes = [s for s in mix.allowed("shapes") if mix.motions_for(s)]
+    sizes = mix.allowed("sizes")
     while True:
         if triple is not None:
             colour, shape, motion = triple
         else:
             colour = str(rng.choice(colours))
-            shape = str(rng.choice(SHAPES))
-            motions = [m for m in MOTIONS if not (m == "rotate" and shape in ROUND_SHAPES)]
-            motion = str(rng.choice(motions))
-        obj = Obj(shape, colour, str(rng.choice(list(SIZES))), motion, 0.5, 0.5)
+            shape = str(rng.choice(shapes))
+            motion = str(rng.choice(mix.motions_for(shape)))
+        obj = Obj(shape, colour, str(rng.choice(sizes)), motion, 0.5, 0.5)
         if holdout_ok or not is_heldout(obj):
             return obj
 
 
-def _sample_background(rng: np.random.Generator, duration: float) -> tuple[Background, float]:
+def _sample_background(rng: np.random.Generator, duration: float, mix: SceneMix) -> tuple[Background, float]:
     draw = rng.uniform()
     seed = int(rng.integers(0, 2**31 - 1))
-    if draw < 0.3:
+    textures = [t for t in mix.allowed("backgrounds") if t in TEXTURES]
+    odds = {"solid": BACKGROUND_ODDS["solid"] * ("solid" in mix.backgrounds),
+            "gradient": BACKGROUND_ODDS["gradient"] * ("gradient" in mix.backgrounds),
+            "texture": BACKGROUND_ODDS["texture"] * len(textures) / len(TEXTURES)}
+    draw *= sum(odds.values())  # the allowed kinds keep their odds among themselves
+    if draw < odds["solid"]:
         return Background("solid", str(rng.choice(list(BACKGROUND_COLOURS))), seed), 0.0
-    if draw < 0.6:
+    if draw < odds["solid"] + odds["gradient"]:
         colour = str(rng.choice(list(BACKGROUND_COLOURS)))
         return Background("gradient", colour, seed, bool(rng.uniform() < 0.5)), 0.0
     # Only a textured background shows a camera pan, so only those pan; 0.3-0.5 su over the clip.
-    pan = float(rng.uniform(0.3, 0.5) / duration * rng.choice([-1, 1])) if rng.uniform() < 0.5 else 0.0
-    return Background(str(rng.choice(TEXTURES)), None, seed), pan
+    pan = float(rng.uniform(0.3, 0.5) / duration * rng.choice([-1, 1])) if mix.pan and rng.uniform() < 0.5 else 0.0
+    return Background(str(rng.choice(textures)), None, seed), pan
 
 
 def _place(obj: Obj, placed: list[Obj], pan: float, t: np.ndarray, rng: np.random.Generator,
@@ -239,32 +303,37 @@ def _place(obj: Obj, placed: list[Obj], pan: float, t: np.ndarray, rng: np.rando
     return False
 
 
+SCENE_TRIES = 1000  # scenes drawn before a mix whose objects cannot be placed is reported
+
+
 def sample_scene(rng: np.random.Generator, holdout: bool = False, duration: float = 2.0,
-                 stay_in_frame: bool = True) -> Scene:
-    """A random scene whose objects stay in frame, apart and clearly moving for `duration` seconds.
+                 mix: SceneMix = WHOLE_WORLD) -> Scene:
+    """A random scene of `mix` (the whole world by default) whose objects stay apart, clearly moving for
+    `duration` seconds and, unless the mix lets them leave, in frame.
 
     holdout=False never produces an object matching a HELDOUT triple; holdout=True makes the first
-    object a HELDOUT triple (the others are ordinary objects).
-    stay_in_frame=False lets objects that move in a straight line leave the frame (training data only: in
-    frame, an object moving right must start in the left part, so a given first frame tells the direction
-    and the model learns to ignore the words; the judge and the hold-out keep every object in frame).
+    object a HELDOUT triple (the others are ordinary objects of the mix).
     """
     if duration <= 0:
         raise KinemaError(f"scene duration must be positive, got {duration}; pass seconds > 0")
     t = np.linspace(0.0, duration, 25)
-    while True:
-        count = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-        background, pan = _sample_background(rng, duration)
-        colours = list(OBJECT_COLOURS)
+    counts = mix.allowed("objects")
+    odds = [COUNT_ODDS[c] for c in counts]
+    for _ in range(SCENE_TRIES):
+        count = int(rng.choice(counts, p=[o / sum(odds) for o in odds]))
+        background, pan = _sample_background(rng, duration, mix)
+        colours = list(mix.allowed("colours"))
         placed: list[Obj] = []
         for index in range(count):
             triple = HELDOUT[int(rng.integers(len(HELDOUT)))] if holdout and index == 0 else None
             for _ in range(20):
-                obj = _sample_object(rng, colours, triple, holdout_ok=triple is not None)
+                obj = _sample_object(rng, colours, triple, triple is not None, mix)
                 _motion_parameters(obj, rng, duration)
-                if _place(obj, placed, pan, t, rng, stay_in_frame):
+                if _place(obj, placed, pan, t, rng, mix.stay_in_frame):
                     placed.append(obj)
-                    colours.remove(obj.colour)
+                    colours = [c for c in colours if c != obj.colour]
                     break
         if len(placed) == count:
             return Scene(placed, background, pan)
+    raise KinemaError(f"scene mix: no scene of {max(mix.objects)} object(s) of sizes {list(mix.sizes)} fits the frame "
+                      f"in {SCENE_TRIES} tries; allow fewer objects or smaller sizes")
