@@ -32,9 +32,9 @@ def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     assert "| 16:9 | 112x64 | 1 |" in table and "shuffled" in table and "VAE ceiling" in table
     assert set(report["vae_ceiling"]) >= {"colour", "shape", "motion", "count"}
     assert report["word_gaps"]["colour"]["n"] == 2 and "| colour | 2 |" in table  # the word probe's rows
-    assert report["steering"]["n"] == 2 and 0 <= report["steering"]["asked way"] <= 1
-    assert report["steering_against"]["n"] == 2 and 0 <= report["steering_against"]["asked way"] <= 1
-    assert "| in the middle |" in table and "| against the way |" in table
+    for key in ("steering", "steering_against", "steering_text"):
+        assert report[key]["n"] == 2 and 0 <= report[key]["asked way"] <= 1
+    assert "| in the middle |" in table and "| against the way |" in table and "| where the model puts it |" in table
     assert (out / "samples.png").stat().st_size > 0
 
 

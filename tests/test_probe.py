@@ -5,8 +5,20 @@ import pytest
 
 from kinema import world
 from kinema.checkpoint import BUNDLED
+from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
-from kinema.probe import OPPOSITE, PROBES, STEER, counterfactual, drawn_shape, shape_words, steering, travel, word_gaps
+from kinema.probe import (
+    OPPOSITE,
+    PROBES,
+    STARTS,
+    STEER,
+    counterfactual,
+    drawn_shape,
+    shape_words,
+    steering,
+    travel,
+    word_gaps,
+)
 from kinema.world import OBJECT_COLOURS, Background, Obj, Scene, render
 
 
@@ -89,13 +101,18 @@ class ScriptedPipe:
     def decode(self, request):
         colour, shape = request.prompt.split()[2:4]  # "a medium <colour> <shape> <motion> ..."
         asked = next(way for way, phrase in STEER.items() if phrase in request.prompt)
+        if request.image is None:  # text to video: the model chooses the start, here the middle
+            return _moving(self.go(asked, None), colour, shape)
         assert request.image.shape == (128, 128, 3)  # image to video: the still frame rides along
         ys, xs = np.nonzero(np.abs(request.image.astype(int) - OBJECT_COLOURS[colour]).sum(axis=-1) < 30)
         return _moving(self.go(asked, (xs.mean() / 128, ys.mean() / 128)), colour, shape)
 
 
 def _from_the_start(asked, start):
-    """What a model that reads the way off the start does: away from the nearer edge, as the world moves objects."""
+    """What a model that reads the way off the start does: away from the nearer edge, as the world moves objects.
+    With no start (text to video) it has nothing to read, and always goes right."""
+    if start is None:
+        return "right"
     x, y = start
     if abs(x - 0.5) >= abs(y - 0.5) and abs(x - 0.5) > 0.05:
         return "right" if x < 0.5 else "left"
@@ -104,17 +121,20 @@ def _from_the_start(asked, start):
     return asked  # from the middle the start says nothing, so the words decide
 
 
-def test_steering_tells_a_model_that_obeys_the_words_from_one_that_ignores_them():
-    obeys = steering(ScriptedPipe(lambda asked, start: asked), n=3)
+@pytest.mark.parametrize("start", STARTS)
+def test_steering_tells_a_model_that_obeys_the_words_from_one_that_ignores_them(start):
+    obeys = steering(ScriptedPipe(lambda asked, start: asked), n=3, start=start)
     assert obeys["asked way"] == 1.0 and obeys["n"] == 3
-    assert steering(ScriptedPipe(lambda asked, start: asked), n=3, against=True)["asked way"] == 1.0
-    ignores = steering(ScriptedPipe(lambda asked, start: "right"), n=3)
+    ignores = steering(ScriptedPipe(lambda asked, start: "right"), n=3, start=start)
     assert ignores["asked way"] == 0.25 and ignores["right"] == 1.0 and ignores["left"] == 0.0
 
 
 def test_steering_against_the_start_catches_a_model_that_reads_the_start():
     assert steering(ScriptedPipe(_from_the_start), n=2)["asked way"] == 1.0  # from the middle it looks obedient
-    assert steering(ScriptedPipe(_from_the_start), n=2, against=True)["asked way"] == 0.0
+    assert steering(ScriptedPipe(_from_the_start), n=2, start="against")["asked way"] == 0.0
+    assert steering(ScriptedPipe(_from_the_start), n=2, start="text")["asked way"] == 0.25  # no start to read
+    with pytest.raises(KinemaError, match="steering start 'left' is not one of middle, against, text"):
+        steering(ScriptedPipe(_from_the_start), start="left")
 
 
 @pytest.mark.slow
@@ -130,7 +150,7 @@ def test_bundled_models_let_direction_words_steer_image_to_video(model):
 def test_bundled_model_steers_against_the_start():
     # Session 16's kinema-small, trained on objects that may leave the frame, goes the asked way in 13 of 24
     # clips started where training used to start the other way; session 9's, which read the start, in 5.
-    assert steering(Pipeline.load("kinema-small"), n=6, against=True)["asked way"] >= 0.4
+    assert steering(Pipeline.load("kinema-small"), n=6, start="against")["asked way"] >= 0.4
 
 
 class ScriptedStills:

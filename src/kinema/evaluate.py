@@ -7,7 +7,7 @@ can be read against what a perfect and a random video would score, and the VAE c
 model's VAE round trips of the prompts' true renders, the most any DiT on that VAE could score, the
 word probe (kinema.probe): whether the DiT reads each attribute's words at all, and steering: whether the
 direction words choose where an image-to-video clip's object goes, from the middle and from a start that
-suggests the other way.
+suggests the other way, and where a text-to-video clip's object goes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from kinema.pipeline import Pipeline, Request, Video, frames_for
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
 PROMPT_SETS = ("heldout", "train")
 PROBE_CLIPS = 32  # held-out clips for the word probe (kinema.probe): ~30 s for the bundled model on 2 cores
-STEER_FRAMES = 6  # first frames per steering check (middle, against), 4 clips each: ~30 s each for the default model
+STEER_FRAMES = 6  # objects per steering check (middle, against, text), 4 clips each: ~30 s each for the default model
 
 
 def prompts_for(kind: str, n: int, seed: int) -> list[str]:
@@ -104,8 +104,8 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
             report["vae_ceiling"] = vae_ceiling(pipe, pairs, width, height)
     report["seconds"] = round(time.perf_counter() - start, 1)
     report["word_gaps"] = probe.word_gaps(pipe, min(n, PROBE_CLIPS), seed)
-    report["steering"] = probe.steering(pipe, min(n, STEER_FRAMES), seed, **tuning)
-    report["steering_against"] = probe.steering(pipe, min(n, STEER_FRAMES), seed, against=True, **tuning)
+    for key, start in (("steering", "middle"), ("steering_against", "against"), ("steering_text", "text")):
+        report[key] = probe.steering(pipe, min(n, STEER_FRAMES), seed, start=start, **tuning)
     report["judge_validation"] = judge.validate(validate_n, seed)
     main = report["aspects"][aspects[0]]["scores"]
     report["targets_met"] = {k: bool(main[k] >= v) for k, v in TARGETS.items()}
@@ -148,16 +148,20 @@ def markdown(report: dict) -> str:
               "| changed | clips | gap | true caption better |", "|---|---|---|---|"]
     for name, row in report["word_gaps"].items():
         lines.append(f"| {name} | {row['n']} | {row['gap']:+.1f}% | {_pct(row['prefers'])} |")
-    steer, against = report["steering"], report["steering_against"]
-    lines += ["", "## Do the direction words steer image to video? (kinema.probe.steering)", "",
-              f"{steer['n']} world frames, each one object alone, animated once per direction word; a clip counts "
-              "when the object's centroid travels mostly the asked way (25% is a coin flip). In the second row each "
-              "object starts where training clips start objects going the other way (`probe.AGAINST`): a model "
-              "that reads the way off the start position, not the words, scores near 0 there.", "",
-              "| object starts | " + " | ".join(probe.STEER) + " | all |", "|---|" + "---|" * (len(probe.STEER) + 1)]
-    for label, row in (("in the middle", steer), ("against the way", against)):
-        cells = [_pct(row[way]) for way in (*probe.STEER, "asked way")]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Do the direction words steer the video? (kinema.probe.steering)", "",
+              f"{report['steering']['n']} objects, each alone, animated once per direction word; a clip counts when "
+              "the object's centroid travels mostly the asked way (25% is a coin flip). In the first two rows the "
+              "object is given as a first frame (image to video): in the middle, then where training clips start "
+              "objects going the other way (`probe.AGAINST`), where a model that reads the way off the start "
+              "position, not the words, scores near 0. In the last row only the prompt is given (text to video).",
+              "", "| object starts | " + " | ".join(probe.STEER) + " | all |",
+              "|---|" + "---|" * (len(probe.STEER) + 1)]
+    rows = {"in the middle": "steering", "against the way": "steering_against",
+            "where the model puts it": "steering_text"}
+    for label, key in rows.items():
+        if key in report:  # reports written before session 17 have no text-to-video row
+            cells = [_pct(report[key][way]) for way in (*probe.STEER, "asked way")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     val = report["judge_validation"]
     lines += ["", "## The judge's own validation", "",
               "World renders judged against their own captions (true) and against another clip's (shuffled):",

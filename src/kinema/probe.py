@@ -11,9 +11,9 @@ changed (a colour for another colour, a direction for its opposite, ...), on the
 A model that reads a word prefers the true caption nearly always. Motion is also probed with the clip's first
 frame given (image to video): the start is then known, so only the words can say where the object goes.
 
-`steering` asks the same question of finished videos: image to video from one still frame, once per direction
-word, judged by where the object's centroid travels. `shape_words` asks it of text to image: one large object
-per shape word, judged by the outline drawn.
+`steering` asks the same question of finished videos: image to video from one still frame (or text to video),
+once per direction word, judged by where the object's centroid travels. `shape_words` asks it of text to image:
+one large object per shape word, judged by the outline drawn.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from kinema import flow, world
+from kinema.errors import KinemaError
 from kinema.judge import STILL, centroid_path
 from kinema.judge_measure import measure
 from kinema.modes import decoded_count, latent_count
@@ -124,24 +125,33 @@ def word_gaps(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict[str, dict[str,
 AGAINST = {"right": (0.7, 0.5), "left": (0.3, 0.5), "up": (0.5, 0.3), "down": (0.5, 0.7)}
 
 
-def steering(pipe: Pipeline, n: int = 6, seed: int = 0, against: bool = False, **tuning) -> dict[str, float]:
-    """Image to video from n world frames, each one medium object alone in the middle, asked once per way of
-    STEER: the share of clips whose object travels the asked way ("asked way"), and per way. The frame fixes
-    what the object is and where it starts; only the words can say where it goes (25% is a coin flip).
-    against=True starts each object where the training world starts objects going the other way (AGAINST):
-    a model that reads the way off the start position, not the words, then scores near 0.
+STARTS = ("middle", "against", "text")  # where `steering` starts the object; "text": nowhere, text to video
+
+
+def steering(pipe: Pipeline, n: int = 6, seed: int = 0, start: str = "middle", **tuning) -> dict[str, float]:
+    """One medium object alone, n times (a colour and shape each), asked once per way of STEER: the share of clips
+    whose object travels the asked way ("asked way"), and per way (25% is a coin flip).
+
+    start="middle": image to video from a world frame with the object in the middle. The frame fixes what the
+    object is and where it starts; only the words can say where it goes.
+    start="against": the object starts where the training world starts objects going the other way (AGAINST):
+    a model that reads the way off the start position, not the words, scores near 0.
+    start="text": text to video, no frame; the model places the object too, and only the words say where it goes.
     `tuning`: Request's sampling fields, as for `kinema eval`."""
+    if start not in STARTS:
+        raise KinemaError(f"steering start {start!r} is not one of {', '.join(STARTS)}")
     rng = np.random.default_rng(seed)
-    starts = {way: AGAINST[way] if against else (0.5, 0.5) for way in STEER}
+    places = {way: AGAINST[way] if start == "against" else (0.5, 0.5) for way in STEER}
     hits: dict[str, list[bool]] = {way: [] for way in STEER}
     for i in range(n):
         colour, shape = str(rng.choice(STEER_COLOURS)), str(rng.choice(world.SHAPES))
         firsts = {}  # start -> the still frame (H, W, 3); from the middle, one serves every way
-        for x, y in set(starts.values()):
+        for x, y in set(places.values()):
             scene = world.Scene([world.Obj(shape, colour, "medium", "still", x, y)], world.Background("solid", "navy"))
             firsts[x, y] = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]
         for way, phrase in STEER.items():
-            request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=firsts[starts[way]],
+            image = None if start == "text" else firsts[places[way]]
+            request = Request(f"a medium {colour} {shape} {phrase} over a navy background", image=image,
                               seconds=2.0, seed=seed + i, expand=False, **tuning)
             hits[way].append(travel(pipe.decode(pipe.generate(request)), colour, pipe.cfg.fps) == way)
     return {"asked way": float(np.mean(list(hits.values()))), **{way: float(np.mean(h)) for way, h in hits.items()},
