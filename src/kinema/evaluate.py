@@ -159,9 +159,8 @@ def markdown(report: dict) -> str:
     rows = {"in the middle": "steering", "against the way": "steering_against",
             "where the model puts it": "steering_text"}
     for label, key in rows.items():
-        if key in report:  # reports written before session 17 have no text-to-video row
-            cells = [_pct(report[key][way]) for way in (*probe.STEER, "asked way")]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        cells = [_pct(report[key][way]) for way in (*probe.STEER, "asked way")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     val = report["judge_validation"]
     lines += ["", "## The judge's own validation", "",
               "World renders judged against their own captions (true) and against another clip's (shuffled):",

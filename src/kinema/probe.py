@@ -145,8 +145,8 @@ def steering(pipe: Pipeline, n: int = 6, seed: int = 0, start: str = "middle", *
     hits: dict[str, list[bool]] = {way: [] for way in STEER}
     for i in range(n):
         colour, shape = str(rng.choice(STEER_COLOURS)), str(rng.choice(world.SHAPES))
-        firsts = {}  # start -> the still frame (H, W, 3); from the middle, one serves every way
-        for x, y in set(places.values()):
+        firsts = {}  # start -> the still frame (H, W, 3); from the middle, one serves every way; text needs none
+        for x, y in set(places.values()) if start != "text" else ():
             scene = world.Scene([world.Obj(shape, colour, "medium", "still", x, y)], world.Background("solid", "navy"))
             firsts[x, y] = world.render(scene, pipe.cfg.width, pipe.cfg.height, 1, pipe.cfg.fps)[0]
         for way, phrase in STEER.items():

@@ -24,7 +24,7 @@ from kinema.checkpoint import BUNDLED, BUNDLED_MODELS
 from kinema.conditioning import MASK_KINDS
 from kinema.config import ModelConfig, from_dict, load_json, preset
 from kinema.errors import KinemaError
-from kinema.world_scene import WHOLE_WORLD, SceneMix
+from kinema.world_scene import SceneMix
 
 
 @dataclass
@@ -217,7 +217,7 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError("recipe [data] bucket_weights needs one non-negative weight per bucket")
     if data.clips < len(data.buckets):
         raise KinemaError(f"recipe [data] clips={data.clips} is fewer than the {len(data.buckets)} buckets")
-    if data.world != WHOLE_WORLD and data.source != "world":
+    if data.world.describe() and data.source != "world":  # describe() is "" for the whole world, in any order
         raise KinemaError("recipe [data.world] chooses the world's scenes; a folder's videos are as they are, "
                           "so drop it or set source = \"world\"")
     if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in data.buckets):
