@@ -57,6 +57,23 @@ def test_world_clips_are_deterministic_and_never_heldout():
     assert all(isinstance(source.caption(a.meta, rng), str) for _ in range(3))
 
 
+def test_a_blend_draws_its_share_of_clips_from_a_second_mix():
+    """blend (0.3, one object): about 30% of the clips come from the blend, the rest from the main mix (two or three
+    objects here, to tell them apart); an empty blend draws exactly the unblended scenes."""
+    from kinema import world
+
+    crowded, single = world.SceneMix(objects=(2, 3)), world.SceneMix(objects=(1,), motions=("left", "right"))
+    blended = WorldSource(seed=0, fps=8, mix=crowded, blend=(0.3, single))
+    scenes = [blended.clip(i, Bucket(16, 16, 1)).meta["scene"]["objects"] for i in range(200)]
+    alone = [objects for objects in scenes if len(objects) == 1]
+    assert 40 <= len(alone) <= 80  # 60 expected
+    assert all(objects[0]["motion"] in ("left", "right") for objects in alone)
+    plain, empty = WorldSource(seed=0, fps=8), WorldSource(seed=0, fps=8, blend=(0.0, single))
+    assert all(plain.clip(i, Bucket(16, 16, 1)).meta == empty.clip(i, Bucket(16, 16, 1)).meta for i in range(20))
+    assert plain.describe() == empty.describe() != WorldSource(seed=0, fps=8, blend=(0.3, single)).describe()
+    assert WorldSource(seed=0, fps=8, blend=(0.3, world.WHOLE_WORLD)).describe() != plain.describe()
+
+
 def test_world_objects_may_leave_the_frame_in_their_own_cache():
     from kinema.data import open_source
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from kinema.config import DiTConfig
 from kinema.errors import KinemaError
-from kinema.models.dit import DiT, config_from_diffusers, resize_patches, state_dict_from_diffusers
+from kinema.models.dit import DiT, config_from_diffusers, resize_patches, state_dict_from_diffusers, widen_text
 
 TINY = dict(in_channels=4, out_channels=4, num_heads=2, head_dim=24, ffn_dim=64, num_layers=2,
             text_dim=32, freq_dim=32)
@@ -178,3 +178,21 @@ def test_resize_patches_keeps_what_the_model_computes():
     assert resize_patches(state, (1, 2, 2)) is state  # already that size
     with pytest.raises(KinemaError, match="1 x q x q with q dividing 4"):
         resize_patches(coarse.state_dict(), (1, 3, 3))
+
+
+def test_widen_text_predicts_as_before_until_trained():
+    """Text states widened by appended layers ([-1] -> [-1, 0]): the new input columns start at zero, so the DiT
+    predicts exactly what the init did from the old columns, whatever the new ones hold."""
+    narrow = DiT(DiTConfig(**TINY))
+    _randomize(narrow)
+    text_dim = TINY["text_dim"]
+    wide = DiT(DiTConfig(**{**TINY, "text_dim": 2 * text_dim}))
+    wide.load_state_dict(widen_text(narrow.state_dict(), 2 * text_dim))  # strict: every shape fits
+    x, context, _ = _inputs((1, 4, 2, 4, 4))
+    t = torch.tensor([0.4])
+    extra = torch.randn_like(context)
+    torch.testing.assert_close(wide(x, t, torch.cat([context, extra], -1)), narrow(x, t, context))
+    state = narrow.state_dict()
+    assert widen_text(state, text_dim) is state  # already that wide
+    with pytest.raises(KinemaError, match="cannot narrow a DiT's text input from 64 to 32"):
+        widen_text(wide.state_dict(), text_dim)

@@ -39,6 +39,33 @@ def test_minilm_is_deterministic_and_prompt_dependent(minilm):
     assert not torch.allclose(first, other)
 
 
+def test_layers_put_the_token_embeddings_beside_the_last_states(minilm):
+    """text.layers = [-1, 0]: the last states, unchanged, then layer 0, where "left" and "right" stay far apart
+    (MiniLM's last states bring them 3.5x closer than "red" and "blue", docs/MODEL.md session 18)."""
+    wide = TextEncoder(TextConfig(kind="minilm", max_length=16, dim=768, layers=(-1, 0)))
+    prompts = ["a red circle moves to the left", "a red circle moves to the right", "a blue circle moves to the left"]
+    narrow_states, mask = minilm(prompts)
+    states, wide_mask = wide(prompts)
+    assert states.shape == (3, 16, 768) and torch.equal(wide_mask, mask)
+    torch.testing.assert_close(states[..., :384], narrow_states, rtol=0, atol=0)
+    assert torch.all(states[~mask] == 0)
+
+    def change(a: int, b: int, part: slice) -> float:  # how far two prompts' states are, over the whole prompt
+        return float((states[a, :, part] - states[b, :, part]).norm(dim=-1).sum())
+    last, embeddings = slice(0, 384), slice(384, 768)
+    assert change(0, 1, last) < 0.5 * change(0, 2, last)  # last states: the direction barely changes them
+    assert change(0, 1, embeddings) > 0.7 * change(0, 2, embeddings)  # layer 0: as far apart as two colours
+
+
+def test_layers_must_fit_the_encoder():
+    with pytest.raises(KinemaError, match=r"text.dim=384 .* gives 768 \(2 x 384\); set text.dim to 768"):
+        TextEncoder(TextConfig(kind="minilm", max_length=16, dim=384, layers=(-1, 0)))
+    with pytest.raises(KinemaError, match="reach past the minilm encoder's 7 hidden states"):
+        TextEncoder(TextConfig(kind="minilm", max_length=16, dim=768, layers=(-1, 7)))
+    with pytest.raises(KinemaError, match="distinct hidden-state indices"):
+        TextConfig(layers=(0, 0)).validate()
+
+
 def test_cache_skips_re_encoding(minilm, monkeypatch):
     calls = []
     encode = minilm._encode
@@ -92,6 +119,11 @@ def test_tiny_local_encoder_matches_transformers(tmp_path, kind):
         expected = model(**batch).last_hidden_state * batch["attention_mask"][..., None]
     torch.testing.assert_close(tokens, expected)
     assert torch.equal(mask, batch["attention_mask"].bool())
+    wide = TextEncoder(TextConfig(kind=kind, path=str(tmp_path / "enc"), max_length=12, dim=2 * TINY_DIM,
+                                  layers=(-1, 0)))
+    with torch.no_grad():  # the token embeddings, as the encoder's first hidden state
+        embeddings = model.get_input_embeddings()(batch["input_ids"]) * batch["attention_mask"][..., None]
+    torch.testing.assert_close(wide(prompts)[0], torch.cat([expected, embeddings], -1))
 
 
 def test_diffusers_layout(tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from kinema import recipe, train, train_vae, world
 from kinema.checkpoint import load_model
+from kinema.config import ModelConfig
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
 from kinema.train_loop import load_state
@@ -62,6 +63,14 @@ def test_recipes_parse_and_reject_typos(tmp_path):
         recipe.load(DEBUG, {"data.world.colours": ["red", "pink"]})
     with pytest.raises(KinemaError, match="unknown key 'object'"):
         recipe.load(DEBUG, {"data.world.object": [1]})
+    blended = recipe.load(DEBUG, {"data.blend_share": 0.2, "data.blend.objects": [1]}).data
+    assert blended.blend_share == 0.2 and blended.blend.objects == (1,) and blended.world.objects == (1, 2, 3)
+    with pytest.raises(KinemaError, match="blend_share = 1 must be at least 0 and below 1"):
+        recipe.load(DEBUG, {"data.blend_share": 1, "data.blend.objects": [1]})
+    with pytest.raises(KinemaError, match="blend_share = 0.2 .* only for source = \"world\""):
+        recipe.load(DEBUG, {"data.blend_share": 0.2, "data.source": str(tmp_path)})
+    with pytest.raises(KinemaError, match=r"\[data.blend\] is a scene mix no clip is drawn from"):
+        recipe.load(DEBUG, {"data.blend.objects": [1]})
     bad = tmp_path / "bad.toml"
     bad.write_text("[dit\nsteps = 1")
     with pytest.raises(KinemaError, match="not valid TOML"):
@@ -248,6 +257,37 @@ def test_a_fine_tune_may_only_refine_the_patch():
     distill = Path(__file__).parents[1] / "configs" / "small_distill.toml"
     with pytest.raises(KinemaError, match="patch_size .* not when distilling"):
         recipe.load(distill, {"model.dit.patch_size": [1, 2, 2]})
+
+
+WIDE_TEXT = {"model.text.layers": [-1, 0], "model.text.dim": 768, "model.dit.text_dim": 768}
+
+
+def test_a_fine_tune_may_only_append_text_layers():
+    gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
+    wide = recipe.load(gpu, WIDE_TEXT).model
+    assert wide.text.layers == (-1, 0) and wide.dit.text_dim == 768 and wide.dit.num_layers == 8
+    with pytest.raises(KinemaError, match=r"layers = \[0, -1\] must begin with the init model's \[-1\]"):
+        recipe.load(gpu, {**WIDE_TEXT, "model.text.layers": [0, -1]})
+    with pytest.raises(KinemaError, match="dit.text_dim=768 must equal text.dim=384"):
+        recipe.load(gpu, {"model.dit.text_dim": 768})  # a wider DiT input alone
+    assert recipe.load(gpu, {"model.text.max_length": 32}).model.text.max_length == 32
+    distill = Path(__file__).parents[1] / "configs" / "small_distill.toml"
+    with pytest.raises(KinemaError, match="text_dim .* not when distilling"):
+        recipe.load(distill, WIDE_TEXT)
+
+
+def test_a_fine_tune_with_more_text_layers_trains(dit_run, tmp_path):
+    """The debug model fine-tuned on MiniLM's last states and token embeddings: its text input is widened with
+    zero columns, then trained."""
+    out = tmp_path / "wide"
+    overrides = {"model.init": str(dit_run / "model"), "vae.steps": 0, "dit.steps": 2, "dit.probe_clips": 0,
+                 **WIDE_TEXT}
+    train.run(DEBUG, out=out, overrides=overrides, progress=False)
+    state = load_state(out / "dit" / "checkpoint.pt")["dit"]
+    init = load_state(dit_run / "dit" / "checkpoint.pt")["dit"]["text_embedding.0.weight"]
+    weight = state["text_embedding.0.weight"]
+    assert weight.shape == (init.shape[0], 768) and weight[:, 384:].abs().sum() > 0  # the new columns learn
+    assert ModelConfig.from_dict(json.loads((out / "model_config.json").read_text())).text.layers == (-1, 0)
 
 
 def test_a_fine_tune_to_finer_patches_trains(dit_run, tmp_path):

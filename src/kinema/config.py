@@ -123,9 +123,16 @@ class TextConfig:
     kind: str = "minilm"
     path: str | None = None  # local folder for t5/umt5; None = the packaged MiniLM
     max_length: int = 64
-    dim: int = 384
+    dim: int = 384  # the encoder's width times len(layers)
+    # Which hidden states the DiT reads, side by side: -1 the last (contextual), 0 the token embeddings before
+    # any attention. MiniLM, a sentence-similarity model, gives "moves to the left" and "... right" last states
+    # 3.5x closer than "red" and "blue" (docs/MODEL.md, session 18); layer 0 keeps every word apart.
+    layers: tuple[int, ...] = (-1,)
 
     def validate(self) -> None:
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise KinemaError(f"text.layers {list(self.layers)} must list distinct hidden-state indices, e.g. [-1] "
+                              "or [-1, 0]")
         if self.kind not in ("minilm", "t5", "umt5"):
             raise KinemaError(f"unknown text encoder kind {self.kind!r}; use minilm, t5 or umt5")
         if self.kind != "minilm" and not self.path:

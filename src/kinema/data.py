@@ -85,10 +85,12 @@ class Source(Protocol):
         """A fingerprint of the data, so a latent cache built from other data is never reused."""
 
 
-def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD) -> Source:
-    """The world (its scenes drawn from `mix`), or a folder / JSONL / CSV of videos with captions."""
+def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD,
+                blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD)) -> Source:
+    """The world (its scenes drawn from `mix`, a `blend` share of them from another), or a folder / JSONL / CSV of
+    videos with captions."""
     if spec == "world":
-        return WorldSource(seed, fps, mix=mix)
+        return WorldSource(seed, fps, mix=mix, blend=blend)
     return FolderSource(Path(spec), fps)
 
 
@@ -110,13 +112,16 @@ def stable_seed(*parts: Any) -> int:
 class WorldSource:
     """Scenes from the world's training distribution; `split` keeps evaluation clips apart."""
 
-    def __init__(self, seed: int, fps: int, split: str = "train", mix: world.SceneMix = world.WHOLE_WORLD):
-        self.seed, self.fps, self.split, self.mix = seed, fps, split, mix
+    def __init__(self, seed: int, fps: int, split: str = "train", mix: world.SceneMix = world.WHOLE_WORLD,
+                 blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD)):
+        self.seed, self.fps, self.split, self.mix, self.blend = seed, fps, split, mix, blend
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         rng = np.random.default_rng(stable_seed(self.seed, self.split, stream, index))
+        share, blended = self.blend
+        mix = blended if share and rng.random() < share else self.mix  # no draw unblended: the same scenes as ever
         # Motion is paced to the clip's duration, so it is visible (and, unless told otherwise, stays in frame).
-        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps, mix=self.mix)
+        scene = world.sample_scene(rng, holdout=False, duration=bucket.frames / self.fps, mix=mix)
         frames = world.render(scene, bucket.width, bucket.height, bucket.frames, self.fps)
         return Clip(frames, world.caption(scene, rng), {"scene": scene.to_dict()})
 
@@ -124,7 +129,9 @@ class WorldSource:
         return world.caption(world.Scene.from_dict(meta["scene"]), rng)
 
     def describe(self) -> str:
-        return f"world seed={self.seed} fps={self.fps}" + self.mix.describe()
+        share, blended = self.blend
+        return (f"world seed={self.seed} fps={self.fps}" + self.mix.describe()
+                + (f" blend {share}:{blended.describe() or ' whole world'}" if share else ""))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     [data]   source = "world" or a folder / JSONL / CSV of (path, caption); buckets; latent-cache clips; seed
     [data.world]  which of the world's scenes to draw (kinema.world_scene.SceneMix), e.g. objects = [1] or
              stay_in_frame = false (moving objects may leave the frame)
+    [data.blend]  a second scene mix, for [data] blend_share of the world's clips (e.g. a curriculum)
     [vae]    stage 1: the causal VAE on small fp32 crops
     [dit]    stage 2: the DiT on cached latents with rectified flow
 
@@ -39,6 +40,10 @@ class DataRecipe:
     # stay_in_frame = false lets objects glide out of the frame, so a first frame no longer tells their direction.
     # The eval's hold-out is always the whole world, in frame.
     world: SceneMix = field(default_factory=SceneMix)
+    # A share of the world's clips drawn from a second mix instead, e.g. a curriculum of single objects blended
+    # into the whole world so that what it teaches does not cost the rest (docs/MODEL.md, session 18).
+    blend_share: float = 0.0
+    blend: SceneMix = field(default_factory=SceneMix)
 
 
 @dataclass
@@ -155,9 +160,10 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
 
 
 def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fresh_decoder: bool) -> None:
-    """A fine-tune keeps its init model's VAE and DiT. Only the decoder's time kernel may grow (train_vae widens
-    those weights), or the whole decoder change when it starts fresh, and the DiT's patch may get finer (train.py
-    resizes those), but not for a distillation, whose student starts as its teacher."""
+    """A fine-tune keeps its init model's VAE, DiT and text encoder. Only the decoder's time kernel may grow
+    (train_vae widens those weights), or the whole decoder change when it starts fresh; the DiT's patch may get
+    finer and its text input wider, for text layers appended to the init's (train.py adapts those weights), but
+    not for a distillation, whose student starts as its teacher."""
     if fresh_decoder:
         _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel", "frame_head"),
                    "a fresh decoder may change only decoder_time_kernel and frame_head")
@@ -166,11 +172,16 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fr
     if not fresh_decoder and model.vae.decoder_kernel < base.vae.decoder_kernel:
         raise KinemaError(f"recipe [model.vae] decoder_time_kernel = {model.vae.decoder_kernel} is shorter than the "
                           f"init model's {base.vae.decoder_kernel}; a fine-tune may only lengthen it")
-    _keep_init("dit", base.dit, model.dit, () if distill else ("patch_size",),
-               "only patch_size may be made finer, and not when distilling")
+    _keep_init("dit", base.dit, model.dit, () if distill else ("patch_size", "text_dim"),
+               "only patch_size may be made finer and text_dim follow text.layers, and not when distilling")
+    _keep_init("text", base.text, model.text, ("max_length",) if distill else ("max_length", "layers", "dim"),
+               "only max_length may change, and layers be extended when not distilling")
+    if model.text.layers[:len(base.text.layers)] != base.text.layers:
+        raise KinemaError(f"recipe [model.text] layers = {list(model.text.layers)} must begin with the init model's "
+                          f"{list(base.text.layers)}: its DiT reads those states first; append new ones after them")
 
 
-_PART_NAMES = {"vae": "VAE", "dit": "DiT"}
+_PART_NAMES = {"vae": "VAE", "dit": "DiT", "text": "text encoder"}
 
 
 def _keep_init(section: str, old_cfg: Any, new_cfg: Any, may_change: tuple[str, ...], allowed: str) -> None:
@@ -220,6 +231,11 @@ def validate(recipe: Recipe) -> None:
     if data.world.describe() and data.source != "world":  # describe() is "" for the whole world, in any order
         raise KinemaError("recipe [data.world] chooses the world's scenes; a folder's videos are as they are, "
                           "so drop it or set source = \"world\"")
+    if not 0 <= data.blend_share < 1 or (data.blend_share and data.source != "world"):
+        raise KinemaError(f"recipe [data] blend_share = {data.blend_share} must be at least 0 and below 1, and above 0 "
+                          "only for source = \"world\" (the share of clips drawn from [data.blend])")
+    if data.blend.describe() and not data.blend_share:
+        raise KinemaError("recipe [data.blend] is a scene mix no clip is drawn from; set [data] blend_share, e.g. 0.2")
     if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in data.buckets):
         raise KinemaError(f"recipe [vae] crop={vae.crop} must be a multiple of {recipe.model.vae.spatial_factor} "
                           "and no larger than the smallest bucket side")

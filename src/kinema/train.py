@@ -32,7 +32,7 @@ from kinema.checkpoint import atomic_write, load_tensors, save_model
 from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, render_pool, split_counts
 from kinema.errors import KinemaError
-from kinema.models.dit import resize_patches
+from kinema.models.dit import resize_patches, widen_text
 from kinema.parallel import ONE_CPU, Dist
 from kinema.recipe import Recipe
 from kinema.train_loop import EMA, OnStep, load_state, run_loop
@@ -203,7 +203,8 @@ def _counts(recipe: Recipe) -> list[int]:
 
 
 def _source(recipe: Recipe):
-    return open_source(recipe.data.source, recipe.data.seed, recipe.model.fps, recipe.data.world)
+    data = recipe.data
+    return open_source(data.source, data.seed, recipe.model.fps, data.world, (data.blend_share, data.blend))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,8 +247,8 @@ def _dit_stage(recipe: Recipe, cfg: ModelConfig, run_dir: Path, folder: Path, re
     init = _init_state(recipe, "dit")
     if recipe.dit.distill_steps:
         return DistillStage(*args, dist=ranks, teacher_state=init, guidance=recipe.model.sampler.guidance)
-    if init is not None:  # [model.dit] patch_size may refine the init model's patches (e.g. 1x4x4 -> 1x2x2)
-        init = resize_patches(init, tuple(cfg.dit.patch_size))
+    if init is not None:  # the recipe may refine the init's patches (1x4x4 -> 1x2x2) and widen its text input
+        init = widen_text(resize_patches(init, tuple(cfg.dit.patch_size)), cfg.dit.text_dim)
     return DiTStage(*args, init, ranks)
 
 

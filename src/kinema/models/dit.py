@@ -477,3 +477,17 @@ def resize_patches(state: dict[str, Tensor], patch: tuple[int, int, int]) -> dic
     out["proj_out.weight"] = proj.reshape(*blocks, *blocks, out_channels, -1).mean(dim=(1, 3)).flatten(0, 2)
     out["proj_out.bias"] = bias.reshape(*blocks, *blocks, out_channels).mean(dim=(1, 3)).flatten()
     return out
+
+
+def widen_text(state: dict[str, Tensor], text_dim: int) -> dict[str, Tensor]:
+    """A DiT state dict that reads `text_dim`-wide text states whose first columns are the ones it was trained on
+    (text.layers extended, e.g. [-1] -> [-1, 0]): the new input columns start at zero, so the widened DiT predicts
+    exactly as before until a fine-tune teaches it the new features."""
+    weight = state["text_embedding.0.weight"]  # (D, old text_dim)
+    old = weight.shape[1]
+    if old == text_dim:
+        return state
+    if text_dim < old:
+        raise KinemaError(f"cannot narrow a DiT's text input from {old} to {text_dim}; a fine-tune may only add "
+                          "text.layers after the init model's")
+    return {**state, "text_embedding.0.weight": torch.cat([weight, weight.new_zeros(len(weight), text_dim - old)], 1)}

@@ -46,9 +46,14 @@ class TextEncoder(nn.Module):
             model_dir, tokenizer_dir = resolve_folders(cfg.path, root)
         self.model, self.tokenizer = _load(cfg.kind, model_dir, tokenizer_dir)
         hidden = self.model.config.hidden_size  # T5 configs map hidden_size to d_model
-        if hidden != cfg.dim:
-            raise KinemaError(f"text.dim={cfg.dim} but the {cfg.kind} encoder in {model_dir} gives {hidden}; "
-                              f"set text.dim to {hidden} (and dit.text_dim to match)")
+        depth = self.model.config.num_hidden_layers  # hidden states: the embeddings, then one per layer
+        if any(not -depth - 1 <= layer <= depth for layer in cfg.layers):
+            raise KinemaError(f"text.layers {list(cfg.layers)} reach past the {cfg.kind} encoder's {depth + 1} "
+                              f"hidden states; use indices from {-depth - 1} to {depth}")
+        if hidden * len(cfg.layers) != cfg.dim:
+            width = hidden * len(cfg.layers)
+            raise KinemaError(f"text.dim={cfg.dim} but the {cfg.kind} encoder in {model_dir} gives {width} "
+                              f"({len(cfg.layers)} x {hidden}); set text.dim to {width} (and dit.text_dim to match)")
         self.model.requires_grad_(False)
         self.train(False)
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -80,7 +85,11 @@ class TextEncoder(nn.Module):
                                max_length=self.cfg.max_length, return_tensors="pt")
         input_ids = batch["input_ids"].to(device)
         attention_mask = batch["attention_mask"].to(device)
-        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         output_hidden_states=self.cfg.layers != (-1,))
+        # -1 is always the encoder's output (T5's hidden_states end before its final norm).
+        states = torch.cat([out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+                            for layer in self.cfg.layers], dim=-1)  # (B, L, dim)
         mask = attention_mask.bool()
         return states.float() * mask[..., None], mask
 
