@@ -288,6 +288,10 @@ def test_a_fine_tune_with_more_text_layers_trains(dit_run, tmp_path):
     weight = state["text_embedding.0.weight"]
     assert weight.shape == (init.shape[0], 768) and weight[:, 384:].abs().sum() > 0  # the new columns learn
     assert ModelConfig.from_dict(json.loads((out / "model_config.json").read_text())).text.layers == (-1, 0)
+    pipe = Pipeline.load(train.export(out, out / "model"))  # the exported model reads both layers when it samples
+    assert pipe.cfg.text.layers == (-1, 0) and pipe.model.text(["a red circle"])[0].shape[-1] == 768
+    video = pipe.generate(Request("a red circle moves to the left", frames=1, steps=2, seed=0))
+    assert torch.isfinite(video.latents).all()
 
 
 def test_a_fine_tune_to_finer_patches_trains(dit_run, tmp_path):
