@@ -50,8 +50,8 @@ class TextEncoder(nn.Module):
         if any(not -depth - 1 <= layer <= depth for layer in cfg.layers):
             raise KinemaError(f"text.layers {list(cfg.layers)} reach past the {cfg.kind} encoder's {depth + 1} "
                               f"hidden states; use indices from {-depth - 1} to {depth}")
-        if hidden * len(cfg.layers) != cfg.dim:
-            width = hidden * len(cfg.layers)
+        width = hidden * len(cfg.layers)
+        if width != cfg.dim:
             raise KinemaError(f"text.dim={cfg.dim} but the {cfg.kind} encoder in {model_dir} gives {width} "
                               f"({len(cfg.layers)} x {hidden}); set text.dim to {width} (and dit.text_dim to match)")
         self.model.requires_grad_(False)
