@@ -64,6 +64,15 @@ def test_vae_ceiling_tells_the_bundled_vae_from_a_random_one(debug_pipe):
     assert trained["count"] >= 0.8 and trained["overall"] >= untrained["overall"] + 0.3
 
 
+def test_judging_round_trips_reads_what_the_round_trip_keeps():
+    pairs = world.heldout_prompts(8, seed=0)
+    kept = evaluate.judge_round_trips(lambda clip: clip, pairs, 128, 128, 16, 8, 4)
+    # Every frame the render's first: each of these 8 prompts asks some object to move, so motion is lost.
+    frozen = evaluate.judge_round_trips(lambda clip: np.repeat(clip[:1], len(clip), 0), pairs, 128, 128, 16, 8, 4)
+    assert all(kept[name] == 1.0 for name in ("colour", "shape", "motion", "count")), kept
+    assert frozen["motion"] == 0.0 and frozen["colour"] == frozen["shape"] == 1.0, frozen
+
+
 @pytest.mark.parametrize("size", ["large", "medium"])
 def test_bundled_vae_keeps_the_outline_of_every_shape_in_a_still(size):
     # Text to image draws the seed's blob whatever the shape word (docs/MODEL.md, session 15): not the VAE's doing.

@@ -71,6 +71,8 @@ def test_recipes_parse_and_reject_typos(tmp_path):
         recipe.load(DEBUG, {"data.blend_share": 0.2, "data.source": str(tmp_path)})
     with pytest.raises(KinemaError, match=r"\[data.blend\] is a scene mix no clip is drawn from"):
         recipe.load(DEBUG, {"data.blend.objects": [1]})
+    with pytest.raises(KinemaError, match=r"judge_clips = -1 must be at least 0 \(0: no judge\)"):
+        recipe.load(DEBUG, {"vae.judge_clips": -1})
     bad = tmp_path / "bad.toml"
     bad.write_text("[dit\nsteps = 1")
     with pytest.raises(KinemaError, match="not valid TOML"):
@@ -85,7 +87,9 @@ def test_vae_stage_writes_checkpoint_metrics_and_plots(vae_run):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert {"loss", "l1", "edge", "kl", "lr", "grad_norm", "s_per_step"} <= set(rows[0])
     assert "psnr" in rows[-1] and rows[-1]["block_jump"] > 0  # the eval clips hold 2 latent frames
+    assert all(0 <= rows[-1][f"judge_{name}"] <= 1 for name in ("colour", "shape", "motion", "count", "overall"))
     result = json.loads((vae / "result.json").read_text())
+    assert result["judge_overall"] == rows[-1]["judge_overall"]  # the last eval's round trips, judged once
     assert result["steps"] == 4 and len(result["latents_std"]) == 8 and min(result["latents_std"]) > 0
     assert len(list((vae_run / "cache").glob("*/shard_*.safetensors"))) == 3
 
@@ -444,3 +448,23 @@ def test_block_jump_reads_stop_motion():
     stills = frames[:, :, [0] + [4 * (1 + (t - 1) // 4) for t in range(1, 17)]]  # each block shows its last frame
     assert train_vae.block_jump(frames, 4) == pytest.approx(1.0)
     assert train_vae.block_jump(stills, 4) > 100
+
+
+def test_motion_weights_favour_what_moves_and_keep_the_loss_scale():
+    x = torch.full((1, 3, 5, 8, 8), -1.0)
+    for t in range(5):
+        x[:, :, t, 2:4, t:t + 2] = 1.0  # a 2x2 square one pixel further right each frame
+    weight = train_vae.motion_weights(x, 4.0)
+    assert weight.shape == (1, 1, 5, 8, 8) and weight.mean().item() == pytest.approx(1.0)
+    # At frame 2 the square left column 1 and reached column 3: both changed by 2 (the full range), so weigh 1 + 4 * 2
+    # against the unchanged pixels' 1.
+    assert weight[0, 0, 2, 2, 1] / weight[0, 0, 2, 6, 6] == pytest.approx(9.0)
+    assert weight[0, 0, 2, 2, 2] == weight[0, 0, 2, 6, 6]  # covered in both frames: unchanged
+    assert torch.equal(train_vae.motion_weights(x[:, :, :1], 4.0), torch.ones(1, 1, 1, 8, 8))  # a still
+    assert torch.equal(train_vae.motion_weights(x, 0.0), torch.ones(1, 1, 5, 8, 8))
+    recon = x + 0.1
+    plain, _ = train_vae.vae_loss(recon, x, torch.zeros(1), torch.zeros(1), 0.0, 0.0)
+    weighted, _ = train_vae.vae_loss(recon, x, torch.zeros(1), torch.zeros(1), 0.0, 0.0, motion_weight=4.0)
+    assert weighted.item() == pytest.approx(plain.item())  # an even error costs the same: the weights average 1
+    with pytest.raises(KinemaError, match="motion_weight = -1 must be at least 0"):
+        recipe.load(DEBUG, {"vae.motion_weight": -1})

@@ -324,3 +324,23 @@ def test_the_frame_head_draws_across_block_boundaries_streams_like_the_whole_cli
     # into the next block's first frames.
     assert not torch.allclose(after[:, :, 9:11], whole[:, :, 9:11], atol=1e-4)
     assert not torch.allclose(without, whole, atol=1e-3)
+
+
+def test_the_lookahead_decoder_reads_the_next_latent_frame_and_streams_like_the_whole_clip():
+    torch.manual_seed(4)
+    vae = CausalVAE(tiny_cfg(kind="patch", base_dim=16, num_res_blocks=1, time_kernel=1,
+                             decoder_lookahead=True)).eval()
+    assert vae.decoder.conv_in.weight.shape[1] == 2 * Z
+    z = torch.randn(1, Z, 4, 6, 8)
+    with torch.no_grad():
+        whole = torch.cat(list(vae.decode_stream(z)), dim=2)
+        recon = vae.decoder(vae._decoder_input(vae.post_quant_conv(z)))  # as training decodes (statistics 0 / 1)
+        changed = z.clone()
+        changed[:, :, 2] += 1  # latent frame 2: video frames 5-8
+        after = torch.cat(list(vae.decode_stream(changed)), dim=2)
+    torch.testing.assert_close(whole, recon.clamp(-1, 1), atol=1e-4, rtol=0)
+    assert torch.equal(after[:, :, :1], whole[:, :, :1])  # frame 0 reads latent frames 0 and 1 only
+    assert not torch.allclose(after[:, :, 1:5], whole[:, :, 1:5], atol=1e-3)  # latent frame 1 reads frame 2 ahead
+    assert torch.equal(after[:, :, 9:], whole[:, :, 9:])  # latent frame 3 reads 3 (and itself again), not 2
+    with pytest.raises(KinemaError, match="decoder_lookahead needs vae.kind"):
+        CausalVAE(tiny_cfg(decoder_lookahead=True))

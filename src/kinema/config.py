@@ -50,6 +50,10 @@ class VAEConfig:
     # convolves across frames and block boundaries (docs/MODEL.md, sessions 12-13). It needs a decoder trained
     # with it: a new VAE, or a new decoder on a trained encoder ([vae] fresh_decoder in a recipe).
     frame_head: int = 0
+    # kind "patch": the decoder also reads the next latent frame (the last reads itself again), so it knows where a
+    # moving object goes and need not smear it over the block; decoding a latent frame waits for the next one.
+    # Needs a decoder trained with it, as frame_head does (docs/MODEL.md, session 19).
+    decoder_lookahead: bool = False
     # Per-channel statistics that map raw latents to ~N(0, 1) for the DiT.
     latents_mean: tuple[float, ...] = WAN_LATENTS_MEAN
     latents_std: tuple[float, ...] = WAN_LATENTS_STD
@@ -73,6 +77,8 @@ class VAEConfig:
                                      or min(self.time_kernel, self.decoder_kernel) < 1):
             raise KinemaError(f"vae.patch {list(self.patch)} must be [frames, size, size] with positive values and "
                               "vae.time_kernel and decoder_time_kernel at least 1; fix the model's config")
+        if self.decoder_lookahead and self.kind != "patch":
+            raise KinemaError("vae.decoder_lookahead needs vae.kind \"patch\"; set it to false in the model's config")
         if self.frame_head < 0 or (self.frame_head and self.kind != "patch"):
             raise KinemaError(f"vae.frame_head = {self.frame_head} must be 0, or positive with vae.kind \"patch\"; "
                               "fix the model's config")

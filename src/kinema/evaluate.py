@@ -47,13 +47,24 @@ def vae_ceiling(pipe: Pipeline, pairs: list[tuple[str, world.Scene]], width: int
                 seconds: float = 2.0) -> dict[str, float]:
     """The judge's scores on the VAE's round trips of the scenes' true renders: a model whose DiT were
     perfect would score this, so it tells a weak VAE from a weak DiT."""
-    fps, tf, results = pipe.cfg.fps, pipe.cfg.vae.temporal_factor, []
+    fps, tf = pipe.cfg.fps, pipe.cfg.vae.temporal_factor
     frames = frames_for(seconds, fps)
-    rendered = decoded_count(latent_count(frames, tf), tf)  # the VAE takes 1 + 4k frames; judge the first `frames`
+
+    def round_trip(clip: np.ndarray) -> np.ndarray:
+        return pipe.decode(Video(pipe.encode(clip), frames, fps, width, height))
+
+    return judge_round_trips(round_trip, pairs, width, height, frames, fps, tf)
+
+
+def judge_round_trips(round_trip, pairs: list[tuple[str, world.Scene]], width: int, height: int, frames: int,
+                      fps: int, temporal_factor: int) -> dict[str, float]:
+    """The judge on `round_trip(clip)` (uint8 (T, H, W, 3) in and out) of each scene's true render, over its
+    first `frames` frames. The VAE takes 1 + tf*k frames, so the render is that much longer."""
+    rendered = decoded_count(latent_count(frames, temporal_factor), temporal_factor)
+    results = []
     for prompt, scene in pairs:
-        clip = world.render(scene, width, height, rendered, fps)  # (T, H, W, 3) uint8
-        decoded = pipe.decode(Video(pipe.encode(clip), frames, fps, width, height))
-        results.append(judge.judge(prompt, decoded, fps))
+        decoded = round_trip(world.render(scene, width, height, rendered, fps))  # (T, H, W, 3) uint8
+        results.append(judge.judge(prompt, decoded[:frames], fps))
     return judge.score_many(results)
 
 

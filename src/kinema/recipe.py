@@ -57,6 +57,7 @@ class VAERecipe:
     grad_clip: float = 1.0
     kl_weight: float = 1e-4
     edge_weight: float = 0.5  # L1 on spatial gradients keeps edges sharp
+    motion_weight: float = 0.0  # pixels that change from frame to frame weigh up to 1 + 2x this (train_vae)
     # Decode a posterior sample (a classic VAE) instead of the mean. With a small KL weight the posterior
     # std shrinks only slowly (still ~0.65 after 3k steps), so sampling teaches the decoder to blur; the
     # DiT only ever sees latent means.
@@ -69,6 +70,10 @@ class VAERecipe:
     fresh_decoder: bool = False
     eval_every: int = 200
     eval_clips: int = 4  # held-out clips (never trained on) for PSNR
+    # Hold-out prompts whose world renders the judge reads after the VAE's round trip, at each eval (0: none), whatever
+    # the source: the most any DiT on this VAE could score (docs/MODEL.md, session 19). PSNR is mostly the
+    # backgrounds; this is the small moving objects the targets are about.
+    judge_clips: int = 0
     stats_clips: int = 32  # clips over which the per-channel latent mean/std are measured
     checkpoint_every: int = 200
     log_every: int = 10
@@ -165,8 +170,8 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fr
     finer and its text input wider, for text layers appended to the init's (train.py adapts those weights), but
     not for a distillation, whose student starts as its teacher."""
     if fresh_decoder:
-        _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel", "frame_head"),
-                   "a fresh decoder may change only decoder_time_kernel and frame_head")
+        _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel", "frame_head", "decoder_lookahead"),
+                   "a fresh decoder may change only decoder_time_kernel, frame_head and decoder_lookahead")
     else:
         _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel",), "only decoder_time_kernel may grow")
     if not fresh_decoder and model.vae.decoder_kernel < base.vae.decoder_kernel:
@@ -236,6 +241,11 @@ def validate(recipe: Recipe) -> None:
                           "only for source = \"world\" (the share of clips drawn from [data.blend])")
     if data.blend.describe() and not data.blend_share:
         raise KinemaError("recipe [data.blend] is a scene mix no clip is drawn from; set [data] blend_share, e.g. 0.2")
+    if vae.motion_weight < 0 or vae.edge_weight < 0:
+        raise KinemaError(f"recipe [vae] edge_weight = {vae.edge_weight} and motion_weight = {vae.motion_weight} "
+                          "must be at least 0")
+    if vae.judge_clips < 0:
+        raise KinemaError(f"recipe [vae] judge_clips = {vae.judge_clips} must be at least 0 (0: no judge)")
     if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in data.buckets):
         raise KinemaError(f"recipe [vae] crop={vae.crop} must be a multiple of {recipe.model.vae.spatial_factor} "
                           "and no larger than the smallest bucket side")

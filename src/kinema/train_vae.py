@@ -1,6 +1,6 @@
 """Stage 1: the causal VAE, in fp32 on small random crops of short clips and single frames.
 
-    loss = L1 + MSE                          pixels in [-1, 1]
+    loss = L1 + MSE                          pixels in [-1, 1], each weighted 1 + motion_weight * |x_t - x_t-1|
          + edge_weight * L1(grad recon - grad x)   spatial gradients: keeps edges sharp
          + kl_weight * KL(q(z|x) || N(0, 1))       small: only keeps the latent scale in check
 
@@ -37,14 +37,26 @@ PREFETCH = 4  # batches rendered ahead when a pool of render processes is given
 
 
 def vae_loss(recon: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-             kl_weight: float, edge_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+             kl_weight: float, edge_weight: float, motion_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts; recon, x (B, 3, T, H, W), mean/logvar (B, z, T', h, w)."""
     diff = recon - x
-    l1, mse = diff.abs().mean(), diff.pow(2).mean()
+    weight = motion_weights(x, motion_weight)  # (B, 1, T, H, W), mean 1
+    l1, mse = (weight * diff.abs()).mean(), (weight * diff.pow(2)).mean()
     edge = _gradient_l1(recon, x)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
     loss = l1 + mse + edge_weight * edge + kl_weight * kl
     return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item(), "kl": kl.item()}
+
+
+def motion_weights(x: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, T, H, W) of videos x (B, 3, T, H, W), scaled to mean 1: 1 + strength times how
+    much each pixel changed from the frame before (frame 0 takes frame 1's change). Moving objects are a few pixels
+    of a clip, and the ones a 4-frame latent block smears (docs/MODEL.md, session 19); stills weigh 1 everywhere."""
+    if not strength or x.shape[2] < 2:
+        return x.new_ones(x.shape[0], 1, *x.shape[2:])
+    change = x.diff(dim=2).abs().mean(dim=1, keepdim=True)  # (B, 1, T - 1, H, W)
+    weight = 1 + strength * torch.cat([change[:, :, :1], change], dim=2)
+    return weight / weight.mean(dim=(1, 2, 3, 4), keepdim=True)
 
 
 def _gradient_l1(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +101,7 @@ class VAEStage:
         self.step, self.next_clip = 0, 0
         self.sizes = sorted({(w, h) for w, h, _ in recipe.buckets})
         self.eval_bucket = _eval_bucket(recipe)
+        self.judged: tuple[int, dict[str, float]] = (-1, {})  # (step, judge_scores) of the last judged eval
         if resume:
             self._load(load_state(folder / "checkpoint.pt"))
         self.metrics = Metrics(folder / "metrics.jsonl", self.step if resume else None)
@@ -140,7 +153,8 @@ class VAEStage:
         # Eval mode makes forward decode the posterior mean (it would also switch off vae.dropout, 0 in presets).
         self.vae.train(self.cfg.sample_posterior)
         recon, mean, logvar = self.vae(x)
-        loss, parts = vae_loss(recon, x, mean, logvar, self.cfg.kl_weight, self.cfg.edge_weight)
+        loss, parts = vae_loss(recon, x, mean, logvar, self.cfg.kl_weight, self.cfg.edge_weight,
+                               self.cfg.motion_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.vae.parameters(), self.cfg.grad_clip)
@@ -156,8 +170,27 @@ class VAEStage:
             block = self.recipe.model.vae.temporal_factor
             if x.shape[2] > block:  # frames on both sides of a latent-frame boundary
                 scores["block_jump"] = block_jump(recon, block)
-            return scores
+            return scores | self.judge_scores()
         return {}
+
+    def judge_scores(self) -> dict[str, float]:
+        """The judge on round trips of `judge_clips` hold-out prompts' true renders at the eval bucket's size, per
+        target attribute and overall (evaluate.judge_round_trips)."""
+        if not self.cfg.judge_clips:
+            return {}
+        if self.judged[0] == self.step:  # the last eval's, which finish() repeats
+            return self.judged[1]
+        from kinema.evaluate import TARGETS, judge_round_trips, scenes_for
+        from kinema.io import to_uint8
+
+        def round_trip(clip: np.ndarray) -> np.ndarray:
+            return to_uint8(self.reconstruct(to_video([clip]).to(self.device)).cpu())
+
+        bucket, tf = self.eval_bucket, self.recipe.model.vae.temporal_factor
+        pairs = scenes_for("heldout", self.cfg.judge_clips, seed=0)
+        scores = judge_round_trips(round_trip, pairs, bucket.width, bucket.height, bucket.frames, self.source.fps, tf)
+        self.judged = (self.step, {f"judge_{name}": round(scores[name], 4) for name in (*TARGETS, "overall")})
+        return self.judged[1]
 
     def eval_clips(self) -> torch.Tensor:
         """Held-out clips (B, 3, T, H, W): the world's separate eval split, or a folder's first clips."""
@@ -185,7 +218,8 @@ class VAEStage:
                   [f"held-out clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(videos))])
         mean, std = (keep_stats.latents_mean, keep_stats.latents_std) if keep_stats else self.latent_stats()
         save_tensors(self.folder / "vae.safetensors", self.vae.state_dict())
-        result = {"steps": self.step, "psnr": round(score, 3), "latents_mean": mean, "latents_std": std}
+        result = {"steps": self.step, "psnr": round(score, 3), **self.judge_scores(), "latents_mean": mean,
+                  "latents_std": std}
         with atomic_write(self.folder / "result.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
         return result

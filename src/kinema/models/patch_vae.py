@@ -96,13 +96,14 @@ class PatchDecoder(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         pt, ph, pw = self.patch = tuple(cfg.patch)
-        self.conv_in = CausalConv3d(cfg.z_dim, cfg.base_dim, (1, 3, 3))
+        # With decoder_lookahead each position reads its latent frame and the next, side by side (CausalVAE).
+        self.conv_in = CausalConv3d(cfg.z_dim * (1 + cfg.decoder_lookahead), cfg.base_dim, (1, 3, 3))
         self.blocks = nn.ModuleList(PatchBlock(cfg.base_dim, cfg.decoder_kernel)
                                     for _ in range(cfg.num_res_blocks + 1))
         self.conv_out = Conv3d(cfg.base_dim, 3 * pt * ph * pw, 1)
         self.frame_head = FrameHead(cfg.base_dim, cfg.frame_head, self.patch) if cfg.frame_head else None
 
-    def forward(self, z: Tensor, cache: CausalCache | None = None) -> Tensor:  # (B, z, T', h, w)
+    def forward(self, z: Tensor, cache: CausalCache | None = None) -> Tensor:  # (B, z or 2z, T', h, w)
         h = self.conv_in(z, cache)
         for block in self.blocks:
             h = block(h, cache)

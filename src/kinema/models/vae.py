@@ -287,7 +287,7 @@ class CausalVAE(nn.Module):
 
     @torch.no_grad()
     def _decode_stream(self, z: Tensor, tile: tuple[int, int] | None) -> Iterator[Tensor]:
-        x = self.post_quant_conv(z * self.latents_std + self.latents_mean)  # raw latents (B, z, T', h, w)
+        x = self._decoder_input(self.post_quant_conv(z * self.latents_std + self.latents_mean))  # (B, z|2z, T', h, w)
         if tile is None:
             cache = CausalCache()
             chunks = (self.decoder(x[:, :, k : k + 1], cache) for k in range(x.shape[2]))
@@ -330,9 +330,16 @@ class CausalVAE(nn.Module):
         self._check_video(x)
         mean, logvar = self._posterior(self.encoder(x))
         z = mean + (0.5 * logvar).exp() * torch.randn_like(mean) if self.training else mean
-        return self.decoder(self.post_quant_conv(z)), mean, logvar
+        return self.decoder(self._decoder_input(self.post_quant_conv(z))), mean, logvar
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    def _decoder_input(self, x: Tensor) -> Tensor:  # (B, z, T', h, w) raw latents
+        """x, or with decoder_lookahead x and its next latent frame side by side (B, 2z, T', h, w); the last latent
+        frame has no next one and reads itself again."""
+        if not self.cfg.decoder_lookahead:
+            return x
+        return torch.cat([x, torch.cat([x[:, :, 1:], x[:, :, -1:]], dim=2)], dim=1)
 
     def _posterior(self, h: Tensor) -> tuple[Tensor, Tensor]:  # (B, 2z, T', h, w) encoder output
         mean, logvar = self.quant_conv(h).float().chunk(2, dim=1)
