@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,8 @@ def vae_ceiling(pipe: Pipeline, pairs: list[tuple[str, world.Scene]], width: int
     return judge_round_trips(round_trip, pairs, width, height, frames, fps, tf)
 
 
-def judge_round_trips(round_trip, pairs: list[tuple[str, world.Scene]], width: int, height: int, frames: int,
-                      fps: int, temporal_factor: int) -> dict[str, float]:
+def judge_round_trips(round_trip: Callable[[np.ndarray], np.ndarray], pairs: list[tuple[str, world.Scene]],
+                      width: int, height: int, frames: int, fps: int, temporal_factor: int) -> dict[str, float]:
     """The judge on `round_trip(clip)` (uint8 (T, H, W, 3) in and out) of each scene's true render, over its
     first `frames` frames. The VAE takes 1 + tf*k frames, so the render is that much longer."""
     rendered = decoded_count(latent_count(frames, temporal_factor), temporal_factor)
