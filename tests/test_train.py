@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from kinema import recipe, train, train_vae, world
-from kinema.checkpoint import load_model
+from kinema.checkpoint import load_model, load_tensors
 from kinema.config import ModelConfig
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
@@ -246,10 +247,13 @@ def test_device_choice_is_checked():
 
 
 def test_recipes_in_configs_load():
-    """Every committed recipe parses (the GPU one fine-tunes the bundled model, so it names it)."""
+    """Every committed recipe parses. The GPU one fine-tunes the bundled model: small.toml's, with MiniLM's token
+    embeddings appended to the text it reads (session 20)."""
     gpu = recipe.load(Path(__file__).parents[1] / "configs" / "small_gpu.toml")
     assert gpu.init == "default" and gpu.vae.steps == 0 and gpu.data.clips == 30000 and not gpu.data.world.stay_in_frame
-    assert gpu.model.dit == recipe.load(SMALL).model.dit
+    small = recipe.load(SMALL).model
+    assert dataclasses.replace(gpu.model.dit, text_dim=small.dit.text_dim) == small.dit
+    assert gpu.model.text.layers == (*small.text.layers, 0) and gpu.model.dit.text_dim == 2 * small.dit.text_dim
 
 
 def test_a_fine_tune_may_only_refine_the_patch():
@@ -266,18 +270,22 @@ def test_a_fine_tune_may_only_refine_the_patch():
 WIDE_TEXT = {"model.text.layers": [-1, 0], "model.text.dim": 768, "model.dit.text_dim": 768}
 
 
-def test_a_fine_tune_may_only_append_text_layers():
-    gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
-    wide = recipe.load(gpu, WIDE_TEXT).model
-    assert wide.text.layers == (-1, 0) and wide.dit.text_dim == 768 and wide.dit.num_layers == 8
+def test_a_fine_tune_may_only_append_text_layers(dit_run):
+    init = {"model.init": str(dit_run / "model")}  # the debug model reads MiniLM's last states only
+    wide = recipe.load(DEBUG, {**init, **WIDE_TEXT}).model
+    assert wide.text.layers == (-1, 0) and wide.dit.text_dim == 768
     with pytest.raises(KinemaError, match=r"layers = \[0, -1\] must begin with the init model's \[-1\]"):
-        recipe.load(gpu, {**WIDE_TEXT, "model.text.layers": [0, -1]})
+        recipe.load(DEBUG, {**init, **WIDE_TEXT, "model.text.layers": [0, -1]})
     with pytest.raises(KinemaError, match="dit.text_dim=768 must equal text.dim=384"):
-        recipe.load(gpu, {"model.dit.text_dim": 768})  # a wider DiT input alone
-    assert recipe.load(gpu, {"model.text.max_length": 32}).model.text.max_length == 32
-    distill = Path(__file__).parents[1] / "configs" / "small_distill.toml"
+        recipe.load(DEBUG, {**init, "model.dit.text_dim": 768})  # a wider DiT input alone
+    assert recipe.load(DEBUG, {**init, "model.text.max_length": 16}).model.text.max_length == 16
     with pytest.raises(KinemaError, match="text_dim .* not when distilling"):
-        recipe.load(distill, WIDE_TEXT)
+        recipe.load(DEBUG, {**init, **WIDE_TEXT, "dit.distill_steps": 2})
+    # The bundled model reads both since session 20; a fine-tune of it keeps them.
+    gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
+    assert recipe.load(gpu).model.text.layers == (-1, 0)
+    with pytest.raises(KinemaError, match=r"layers = \[-1\] must begin with the init model's \[-1, 0\]"):
+        recipe.load(gpu, {"model.text.layers": [-1], "model.text.dim": 384, "model.dit.text_dim": 384})
 
 
 def test_a_fine_tune_with_more_text_layers_trains(dit_run, tmp_path):
@@ -368,7 +376,6 @@ def test_torchrun_trains_only_the_dit_stage(monkeypatch, tmp_path):
 def _patch_vae_model(folder: Path, decoder_time_kernel: int | None = None) -> Path:
     """A tiny random model folder with a patch VAE; by default its decoder sees one latent frame (as the bundled
     one's did)."""
-    import dataclasses
 
     from kinema.checkpoint import save_model
     from kinema.config import preset
@@ -425,7 +432,7 @@ def test_a_fine_tune_keeps_the_init_vae_but_may_lengthen_the_decoder_kernel(tmp_
     gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
     with pytest.raises(KinemaError, match="base_dim = 64 differs from the init model's 128"):
         recipe.load(gpu, {"model.vae.base_dim": 64})
-    with pytest.raises(KinemaError, match="decoder_time_kernel = 1 is shorter than the init model's 2"):
+    with pytest.raises(KinemaError, match="decoder_time_kernel = 1 is shorter than the trained VAE's 2"):
         recipe.load(DEBUG, {"model.init": str(_patch_vae_model(tmp_path, 2)), "model.vae.decoder_time_kernel": 1})
     with pytest.raises(KinemaError, match="train_encoder = false fine-tunes a trained model's decoder"):
         recipe.load(DEBUG, {"vae.train_encoder": False})
@@ -439,6 +446,31 @@ def test_a_trained_fine_tune_exports_after_its_init_folder_is_gone(dit_run, tmp_
     shutil.rmtree(init)
     exported = load_model(train.export(run, tmp_path / "again"))
     assert torch.equal(exported.dit.proj_out.weight, load_model(run / "model").dit.proj_out.weight)
+
+
+def test_a_dit_fine_tune_moves_to_another_trained_vae(dit_run, tmp_path):
+    """[vae] init swaps in another trained VAE: the init's DiT then learns that VAE's latents, with its statistics."""
+    other = train.run(DEBUG, stage="vae", out=tmp_path / "other", progress=False,
+                      overrides={"vae.steps": 2, "data.seed": 5})
+    overrides = {"model.init": str(dit_run / "model"), "vae.init": str(other), "vae.steps": 0, "dit.steps": 1,
+                 "dit.probe_clips": 0}
+    run = train.run(DEBUG, out=tmp_path / "run", overrides=overrides, progress=False)
+    init, moved = load_model(dit_run / "model"), load_model(run / "model")
+    stats = json.loads((other / "vae" / "result.json").read_text())
+    assert list(moved.cfg.vae.latents_std) == pytest.approx(stats["latents_std"])
+    assert list(moved.cfg.vae.latents_std) != pytest.approx(list(init.cfg.vae.latents_std))
+    trained_vae = load_tensors(other / "vae" / "vae.safetensors")
+    assert all(torch.equal(v.half().float(), moved.vae.state_dict()[k]) for k, v in trained_vae.items())
+    step = (moved.dit.proj_out.weight - init.dit.proj_out.weight).abs().max()
+    assert 0 < step < 0.01  # one step on from the init's DiT, not a new one
+    # a new DiT on a trained VAE takes that VAE's config; latents of another shape or a student are refused
+    assert recipe.load(DEBUG, {"vae.init": str(dit_run / "model")}).model.vae == init.cfg.vae
+    with pytest.raises(KinemaError, match="gives 8-channel latents of 4x4x4 patches, but the init model's DiT reads"):
+        recipe.load(DEBUG, {**overrides, "vae.init": str(_patch_vae_model(tmp_path / "patch"))})
+    with pytest.raises(KinemaError, match="is neither a model folder .* nor a run folder"):
+        recipe.load(DEBUG, {**overrides, "vae.init": str(tmp_path / "missing")})
+    with pytest.raises(KinemaError, match="a distilled student keeps its teacher's"):
+        recipe.load(DEBUG, {**overrides, "dit.distill_steps": 2})
 
 
 def test_block_jump_reads_stop_motion():

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kinema.checkpoint import BUNDLED, BUNDLED_MODELS
 from kinema.conditioning import MASK_KINDS
-from kinema.config import ModelConfig, from_dict, load_json, preset
+from kinema.config import ModelConfig, VAEConfig, from_dict, load_json, preset
 from kinema.errors import KinemaError
 from kinema.world_scene import SceneMix
 
@@ -48,6 +48,10 @@ class DataRecipe:
 
 @dataclass
 class VAERecipe:
+    # The VAE to start from instead of the init model's (or random weights): a model folder or bundled name, or a
+    # run folder whose vae stage has finished. With [model] init and steps = 0 the init's DiT moves to this VAE's
+    # latents; it must have the init's latent channels and patch (docs/MODEL.md, session 20).
+    init: str = ""
     steps: int = 1200
     batch: int = 2
     crop: int = 64  # square training crops; fp32 only (bf16 conv3d weight grads crash this CPU)
@@ -152,6 +156,10 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
     init = str(model_raw.pop("init", ""))
     if init:  # fine-tuning: the architecture is the init model's
         base = ModelConfig.from_dict(load_json(init_folder(init) / "config.json"))
+    vae_raw = raw.get("vae", {})
+    vae_init = str(vae_raw.get("init", "")) if isinstance(vae_raw, dict) else ""
+    if vae_init:  # a fine-tune (or a new DiT) on another trained VAE
+        base = _with_vae(base, vae_init_source(vae_init)[0], init)
     model = ModelConfig.from_dict(merge(base.to_dict(), model_raw))
     recipe = Recipe(name=name, model=model, init=init,
                     data=from_dict(DataRecipe, raw.get("data", {}), where="recipe [data]"),
@@ -160,6 +168,8 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
     if init:
         _check_architecture(base, model, distill=bool(recipe.dit.distill_steps),
                             fresh_decoder=recipe.vae.fresh_decoder)
+    elif vae_init:
+        _check_vae(base.vae, model.vae, recipe.vae.fresh_decoder)
     validate(recipe)
     return recipe
 
@@ -169,14 +179,7 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fr
     (train_vae widens those weights), or the whole decoder change when it starts fresh; the DiT's patch may get
     finer and its text input wider, for text layers appended to the init's (train.py adapts those weights), but
     not for a distillation, whose student starts as its teacher."""
-    if fresh_decoder:
-        _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel", "frame_head", "decoder_lookahead"),
-                   "a fresh decoder may change only decoder_time_kernel, frame_head and decoder_lookahead")
-    else:
-        _keep_init("vae", base.vae, model.vae, ("decoder_time_kernel",), "only decoder_time_kernel may grow")
-    if not fresh_decoder and model.vae.decoder_kernel < base.vae.decoder_kernel:
-        raise KinemaError(f"recipe [model.vae] decoder_time_kernel = {model.vae.decoder_kernel} is shorter than the "
-                          f"init model's {base.vae.decoder_kernel}; a fine-tune may only lengthen it")
+    _check_vae(base.vae, model.vae, fresh_decoder)
     _keep_init("dit", base.dit, model.dit, () if distill else ("patch_size", "text_dim"),
                "only patch_size may be made finer and text_dim follow text.layers, and not when distilling")
     _keep_init("text", base.text, model.text, ("max_length",) if distill else ("max_length", "layers", "dim"),
@@ -184,6 +187,46 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fr
     if model.text.layers[:len(base.text.layers)] != base.text.layers:
         raise KinemaError(f"recipe [model.text] layers = {list(model.text.layers)} must begin with the init model's "
                           f"{list(base.text.layers)}: its DiT reads those states first; append new ones after them")
+
+
+def _with_vae(base: ModelConfig, vae: VAEConfig, init: str) -> ModelConfig:
+    """`base` with the VAE of [vae] init; an init model's DiT reads latents of the same channels and patch only."""
+    if init and (vae.z_dim, vae.spatial_factor, vae.temporal_factor) != (
+            base.vae.z_dim, base.vae.spatial_factor, base.vae.temporal_factor):
+        raise KinemaError(f"recipe [vae] init gives {vae.z_dim}-channel latents of {vae.temporal_factor}x"
+                          f"{vae.spatial_factor}x{vae.spatial_factor} patches, but the init model's DiT reads "
+                          f"{base.vae.z_dim} channels of {base.vae.temporal_factor}x{base.vae.spatial_factor}x"
+                          f"{base.vae.spatial_factor}; give a VAE of the same latent shape, or drop [model] init")
+    return replace(base, vae=vae, dit=replace(base.dit, in_channels=vae.z_dim, out_channels=vae.z_dim))
+
+
+def vae_init_source(source: str) -> tuple[VAEConfig, Path]:
+    """The config (with its latent statistics) and weights file of a recipe's [vae] init: a model folder or bundled
+    name, or a run folder whose vae stage has finished."""
+    folder = BUNDLED_MODELS.get(source, Path(source))
+    if (folder / "config.json").is_file() and (folder / "vae.safetensors").is_file():
+        return ModelConfig.from_dict(load_json(folder / "config.json")).vae, folder / "vae.safetensors"
+    result, saved = folder / "vae" / "result.json", folder / "recipe.json"
+    if result.is_file() and saved.is_file():
+        stats, run = load_json(result), load_json(saved)
+        vae = from_raw(run["recipe"], name=run["name"]).model.vae
+        return (replace(vae, latents_mean=tuple(stats["latents_mean"]), latents_std=tuple(stats["latents_std"])),
+                folder / "vae" / "vae.safetensors")
+    raise KinemaError(f"recipe [vae] init={source!r} is neither a model folder (config.json + vae.safetensors) nor a "
+                      "run folder whose vae stage has finished (recipe.json + vae/result.json); give one of those")
+
+
+def _check_vae(old: VAEConfig, new: VAEConfig, fresh_decoder: bool) -> None:
+    """A VAE that starts from a trained one keeps its architecture, but for the decoder changes that train_vae
+    can start: a longer time kernel, or any decoder when it starts fresh."""
+    if fresh_decoder:
+        _keep_init("vae", old, new, ("decoder_time_kernel", "frame_head", "decoder_lookahead"),
+                   "a fresh decoder may change only decoder_time_kernel, frame_head and decoder_lookahead")
+    else:
+        _keep_init("vae", old, new, ("decoder_time_kernel",), "only decoder_time_kernel may grow")
+    if not fresh_decoder and new.decoder_kernel < old.decoder_kernel:
+        raise KinemaError(f"recipe [model.vae] decoder_time_kernel = {new.decoder_kernel} is shorter than the "
+                          f"trained VAE's {old.decoder_kernel} it starts from; a fine-tune may only lengthen it")
 
 
 _PART_NAMES = {"vae": "VAE", "dit": "DiT", "text": "text encoder"}
@@ -258,9 +301,12 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError("recipe [dit] mask_probs need non-negative weights with a positive sum, e.g. none = 1")
     if not 0 <= dit.caption_dropout < 1 or not 0 < dit.ema_decay < 1:
         raise KinemaError("recipe [dit] needs 0 <= caption_dropout < 1 and 0 < ema_decay < 1")
-    if not vae.train_encoder and not recipe.init:
+    if not vae.train_encoder and not (recipe.init or vae.init):
         raise KinemaError("recipe [vae] train_encoder = false fine-tunes a trained model's decoder: set [model] init "
-                          "to its folder (or \"default\"), or train_encoder = true to train a whole VAE")
+                          "(or [vae] init) to its folder, or train_encoder = true to train a whole VAE")
+    if vae.init and dit.distill_steps:
+        raise KinemaError("recipe [vae] init gives the model another VAE, but a distilled student keeps its teacher's: "
+                          "drop [vae] init, or distil a model that was trained on that VAE")
     if vae.fresh_decoder and vae.train_encoder:
         raise KinemaError("recipe [vae] fresh_decoder = true trains a new decoder on the init model's frozen "
                           "encoder: set train_encoder = false too")

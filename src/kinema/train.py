@@ -115,6 +115,8 @@ def _check_resume(folder: Path, resume: bool) -> bool:
 
 
 def _init_state(recipe: Recipe, part: str) -> dict[str, torch.Tensor] | None:
+    if part == "vae" and recipe.vae.init:
+        return load_tensors(recipes.vae_init_source(recipe.vae.init)[1])
     if not recipe.init:
         return None
     return load_tensors(recipes.init_folder(recipe.init) / f"{part}.safetensors")
@@ -136,8 +138,9 @@ def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     with render_pool(render_workers()) as pool:  # batches render ahead in other processes on a big host
         stage = VAEStage(recipe, folder, _source(recipe), resuming, _init_state(recipe, "vae"), device, pool)
         run_loop(stage, recipe.vae.log_every, recipe.vae.checkpoint_every, progress, on_step)
-    # A fine-tuned model whose encoder is not trained keeps the statistics its DiT learned with.
-    keep = recipe.model.vae if recipe.init and (recipe.vae.steps == 0 or not recipe.vae.train_encoder) else None
+    # A VAE started from a trained one whose encoder is not trained keeps the statistics its DiT learned with.
+    started = recipe.init or recipe.vae.init
+    keep = recipe.model.vae if started and (recipe.vae.steps == 0 or not recipe.vae.train_encoder) else None
     result = stage.finish(keep_stats=keep)
     print(f"VAE: held-out PSNR {result['psnr']:.2f} dB after {result['steps']} steps")
     return result
