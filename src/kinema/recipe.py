@@ -6,7 +6,7 @@
     [data.world]  which of the world's scenes to draw (kinema.world_scene.SceneMix), e.g. objects = [1] or
              stay_in_frame = false (moving objects may leave the frame)
     [data.blend]  a second scene mix, for [data] blend_share of the world's clips (e.g. a curriculum)
-    [vae]    stage 1: the causal VAE on small fp32 crops
+    [vae]    stage 1: the causal VAE on small fp32 crops; init = another trained VAE to start from
     [dit]    stage 2: the DiT on cached latents with rectified flow
 
 Unknown keys are errors (a typo never passes silently); `overrides` from the command line are
