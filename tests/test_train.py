@@ -254,6 +254,13 @@ def test_recipes_in_configs_load():
     small = recipe.load(SMALL).model
     assert dataclasses.replace(gpu.model.dit, text_dim=small.dit.text_dim) == small.dit
     assert gpu.model.text.layers == (*small.text.layers, 0) and gpu.model.dit.text_dim == 2 * small.dit.text_dim
+    # The motion-weighted VAE recipe fine-tunes kinema-small's VAE, encoder too, then trains its DiT as the GPU one.
+    motion = recipe.load(Path(__file__).parents[1] / "configs" / "small_motion_vae.toml")
+    assert motion.init == "default" and motion.vae.steps > 0 and motion.vae.train_encoder
+    assert motion.vae.motion_weight == 4.0 and motion.vae.judge_clips > 0
+    assert motion.model == gpu.model and motion.dit.mask_probs == gpu.dit.mask_probs
+    for path in (Path(__file__).parents[1] / "configs").glob("*.toml"):
+        assert recipe.load(path).name, path
 
 
 def test_a_fine_tune_may_only_refine_the_patch():

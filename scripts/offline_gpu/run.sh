@@ -17,7 +17,7 @@ shift 2 2>/dev/null || shift $#
 
 pack() {  # pack RUN_DIR NAME: the export, the metrics, the loss curve and the samples
   [ -n "${OUT:-}" ] || return 0
-  (cd "$1" && tar cf "/tmp/$2.tar" model/config.json model/dit.safetensors dit/metrics.jsonl dit/loss.png \
+  (cd "$1" && tar cf "/tmp/$2.tar" model/config.json model/*.safetensors dit/metrics.jsonl dit/loss.png \
     dit/samples recipe.json && split -b 15M "/tmp/$2.tar" "$OUT/$2.tar.")
 }
 
@@ -26,7 +26,7 @@ if [ -n "${BENCH:-}" ]; then
 fi
 TEACHER=default  # SECONDS = 0: no teacher run; distil the bundled kinema-small
 if [ "$TRAIN" != 0 ]; then
-  python3 scripts/offline_gpu/train_timeboxed.py "$TRAIN" configs/small_gpu.toml runs/gpu "$@" && pack runs/gpu small
+  python3 scripts/offline_gpu/train_timeboxed.py "$TRAIN" "${RECIPE:-configs/small_gpu.toml}" runs/gpu "$@" && pack runs/gpu small
   TEACHER=runs/gpu/model
 fi
 if [ "$DISTILL" != 0 ]; then
