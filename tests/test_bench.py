@@ -12,14 +12,14 @@ from kinema.errors import KinemaError
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    return out, bench.run(out, quick=True, sections=["dit", "e2e", "vae", "train", "gpu"])
+    return out, bench.run(out, quick=True, sections=["dit", "e2e", "vae", "train", "cache", "gpu"])
 
 
 def test_quick_run_writes_json_and_markdown(quick):
     out, results = quick
     assert json.loads((out / "bench-quick.json").read_text()) == results
     md = (out / "bench-quick.md").read_text()
-    for name in ("dit", "e2e", "vae", "train", "gpu"):
+    for name in ("dit", "e2e", "vae", "train", "cache", "gpu"):
         assert f"## {name}" in md
     assert "| precision | t | kinema_ms |" in md
     assert results["meta"]["quick"] and results["meta"]["threads_config"]["threads"] >= 1
@@ -79,6 +79,12 @@ def test_train_and_gpu_sections(quick):
     assert train["tokens_per_s"] > 0 and 0 < train["mfu_vs_bf16_peak"] < 1
     gpu = quick[1]["gpu"]
     assert gpu["rows"] or gpu["notes"] == ["skipped: no GPU"]
+
+
+def test_cache_section_builds_with_and_without_workers(quick):
+    rows = quick[1]["cache"]["rows"]
+    assert [row["workers"] for row in rows][0] == 0 and len(rows) == 2 and rows[1]["workers"] >= 1
+    assert all(row["clips"] == 8 and row["clip"] == "5x32x32" and row["clips_per_s"] > 0 for row in rows)
 
 
 def test_wan_step_runs_on_cpu_at_debug_size():

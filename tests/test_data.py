@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from kinema import data
 from kinema.config import preset
 from kinema.data import (
     Bucket,
@@ -189,7 +190,8 @@ def test_latent_cache_is_incremental_and_checked(tmp_path):
         load_cache(folder, buckets, counts)
 
 
-def test_cache_rendered_by_worker_processes_is_the_same(tmp_path):
+def test_cache_rendered_by_worker_processes_is_the_same(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SHARD_CLIPS", 2)  # several shards a bucket: the pool renders each next one ahead
     source = WorldSource(seed=3, fps=8)
     buckets, counts = [Bucket(32, 32, 5), Bucket(48, 32, 1)], [5, 3]
     build_cache(tmp_path / "here", source, buckets, counts, _pool_encoder, progress=False)
@@ -198,3 +200,4 @@ def test_cache_rendered_by_worker_processes_is_the_same(tmp_path):
     for a, b in zip(here, pool, strict=True):
         assert a.latents.abs().sum() > 0 and torch.equal(a.latents, b.latents)
         assert a.metas == b.metas
+    assert len(list((tmp_path / "pool" / "32x32x5").glob("shard_*"))) == 3

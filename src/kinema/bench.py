@@ -10,7 +10,9 @@ Sections (all by default, in this order):
     vae      VAE encode/decode frames/s at 128x128
     memory   peak RSS of 5, 20 and 60 s generations, each in a fresh process
     train    DiT training tokens/s and FLOPs utilisation against the matmul peak measured in the run
-    gpu      dit, e2e, vae, memory and train on CUDA plus a Wan2.1-1.3B-shaped step ("skipped: no GPU" without one)
+    cache    latent cache building, clips/s: world renders encoded by the model's VAE, rendered ahead by workers
+    gpu      dit, e2e, vae, memory, train and cache on CUDA plus a Wan2.1-1.3B-shaped step ("skipped: no GPU"
+             without one)
 `quick` uses tiny debug shapes and one repetition, for tests. The measurement code lives in
 kinema.bench_sections and kinema.bench_system.
 """
@@ -29,13 +31,13 @@ import torch
 
 from kinema import accel
 from kinema.bench_sections import Setup, dit_section, e2e_section, round_floats, vae_section
-from kinema.bench_system import gpu_section, memory_section, threads_section, train_section
+from kinema.bench_system import cache_section, gpu_section, memory_section, threads_section, train_section
 from kinema.checkpoint import atomic_write
 from kinema.errors import KinemaError
 
 SECTIONS: dict[str, Callable[[Setup], dict]] = {
     "threads": threads_section, "dit": dit_section, "e2e": e2e_section, "vae": vae_section,
-    "memory": memory_section, "train": train_section, "gpu": gpu_section,
+    "memory": memory_section, "train": train_section, "cache": cache_section, "gpu": gpu_section,
 }
 
 

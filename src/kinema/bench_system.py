@@ -209,6 +209,29 @@ def train_section(setup: Setup) -> dict:
                                      f"^3 matmuls at {torch.get_num_threads()} threads, measured in the same run"]}
 
 
+def cache_section(setup: Setup) -> dict:
+    """Building the latent cache (world renders -> the model's VAE -> shards), the step before DiT training, as
+    `kinema train` does it: rendered in this process, then in worker processes that render ahead."""
+    from kinema.data import Bucket, WorldSource, build_cache
+    from kinema.train import cache_batch, cache_encoder, render_workers
+
+    model, note = load(setup.model, setup.quick)
+    device = torch.device(setup.device)
+    encode = cache_encoder(model.vae.to(device).eval(), device)
+    bucket, clips = (Bucket(32, 32, 5), 8) if setup.quick else (Bucket(128, 128, 17), 256)
+    rows = []
+    for workers in sorted({0, max(1, render_workers())}):
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            build_cache(Path(folder), WorldSource(seed=0, fps=8), [bucket], [clips], encode, cache_batch(device),
+                        progress=False, workers=workers, device=device)
+            seconds = time.perf_counter() - start
+        rows.append({"clip": f"{bucket.frames}x{bucket.height}x{bucket.width}", "clips": clips, "workers": workers,
+                     "cache_s": seconds, "clips_per_s": clips / seconds})
+    return {"rows": rows, "notes": [note, f"{clips} world clips, encoded {cache_batch(device)} at a time in bf16; "
+                                          "workers 0 renders in the encoding process"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # gpu: the DiT, e2e, VAE, memory and training sections on CUDA, and a Wan2.1-1.3B-shaped sampling step
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +263,8 @@ def gpu_section(setup: Setup) -> dict:
         return {"rows": [], "notes": ["skipped: no GPU"], "skipped": "no GPU"}
     on_gpu = Setup(setup.model, setup.quick, device="cuda")
     parts = {"dit": dit_section(on_gpu, precisions=("bf16",)), "e2e": e2e_section(on_gpu),
-             "vae": vae_section(on_gpu), "memory": memory_section(on_gpu), "train": train_section(on_gpu)}
+             "vae": vae_section(on_gpu), "memory": memory_section(on_gpu), "train": train_section(on_gpu),
+             "cache": cache_section(on_gpu)}
     rows = [{"part": part, **row} for part, result in parts.items() for row in result["rows"]]
     rows.append({"part": "wan2.1-1.3b step", **wan_step("cuda", setup.quick)})
     return {"rows": rows, "notes": [torch.cuda.get_device_name(), *(n for r in parts.values() for n in r["notes"])]}

@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +94,12 @@ def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOL
     return FolderSource(Path(spec), fps)
 
 
-def to_video(clips: list[np.ndarray]) -> torch.Tensor:
-    """uint8 clips [(T, H, W, 3)] -> float (B, 3, T, H, W) in [-1, 1]."""
-    batch = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3)
+def to_video(clips: list[np.ndarray], device: torch.device | None = None) -> torch.Tensor:
+    """uint8 clips [(T, H, W, 3)] -> float (B, 3, T, H, W) in [-1, 1] on `device`.
+
+    Converted there: a GPU takes a quarter of float32's bytes and does the arithmetic, not the host's one process.
+    """
+    batch = torch.from_numpy(np.stack(clips)).to(device)  # (B, T, H, W, 3) uint8
     return batch.permute(0, 4, 1, 2, 3).float() / 127.5 - 1
 
 
@@ -309,23 +312,32 @@ def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def build_cache(folder: Path, source: Source, buckets: list[Bucket], counts: list[int], encode: Encoder,
-                batch: int = 4, progress: bool = True, workers: int = 0) -> None:
-    """Render/read, encode and store `counts[i]` clips per bucket; existing shards are kept.
+                batch: int = 4, progress: bool = True, workers: int = 0, device: torch.device | None = None) -> None:
+    """Render/read, encode (on `device`) and store `counts[i]` clips per bucket; existing shards are kept.
 
-    With `workers` > 0 clips are rendered/decoded in that many processes while this one encodes; a
-    clip depends only on (bucket, index), so the cache is the same for any number of workers.
+    With `workers` > 0 clips are rendered/decoded in that many processes, the next shard's while this one
+    encodes and writes the last; a clip depends only on (bucket, index), so the cache is the same for any
+    number of workers.
     """
     from tqdm import tqdm
 
+    todo = []  # (indices, bucket, stream, path) of each shard still to build
+    for stream, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
+        for shard in range(math.ceil(count / SHARD_CLIPS)):
+            indices = range(shard * SHARD_CLIPS, min(count, (shard + 1) * SHARD_CLIPS))
+            path = shard_path(folder, bucket, shard)
+            if _shard_length(path) != len(indices):  # missing, or the last shard before `clips` grew
+                todo.append((indices, bucket, stream, path))
     bar = tqdm(total=sum(counts), desc="cache", disable=not progress, dynamic_ncols=True)
+    bar.update(sum(counts) - sum(len(indices) for indices, *_ in todo))
     with _clip_reader(source, workers) as read:
-        for stream, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
-            for shard in range(math.ceil(count / SHARD_CLIPS)):
-                indices = range(shard * SHARD_CLIPS, min(count, (shard + 1) * SHARD_CLIPS))
-                path = shard_path(folder, bucket, shard)
-                if _shard_length(path) != len(indices):  # missing, or the last shard before `clips` grew
-                    _write_shard(path, read(indices, bucket, stream), encode, batch)
-                bar.update(len(indices))
+        pending = read(*todo[0][:3]) if todo else []
+        for n, (indices, _, _, path) in enumerate(todo):
+            clips = list(pending)
+            if n + 1 < len(todo):
+                pending = read(*todo[n + 1][:3])  # starts rendering now, in the pool's processes
+            _write_shard(path, clips, encode, batch, device)
+            bar.update(len(indices))
     bar.close()
 
 
@@ -344,24 +356,24 @@ def render_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
 
 
 @contextlib.contextmanager
-def _clip_reader(source: Source, workers: int) -> Iterator[Callable[[range, Bucket, int], list[Clip]]]:
-    """A function (indices, bucket, stream) -> clips, rendered here or in a pool of processes."""
+def _clip_reader(source: Source, workers: int) -> Iterator[Callable[[range, Bucket, int], Iterable[Clip]]]:
+    """A function (indices, bucket, stream) -> clips in order: rendered here as they are iterated, or submitted
+    to a pool of processes at once (so they render while the caller does other work)."""
     with render_pool(workers) as pool:
         if pool is None:
-            yield lambda indices, bucket, stream: [source.clip(i, bucket, stream) for i in indices]
+            yield lambda indices, bucket, stream: (source.clip(i, bucket, stream) for i in indices)
             return
 
-        def read(indices: range, bucket: Bucket, stream: int) -> list[Clip]:
+        def read(indices: range, bucket: Bucket, stream: int) -> Iterable[Clip]:
             chunk = max(1, len(indices) // (4 * workers))
-            return list(pool.map(source.clip, indices, itertools.repeat(bucket), itertools.repeat(stream),
-                                 chunksize=chunk))
+            return pool.map(source.clip, indices, itertools.repeat(bucket), itertools.repeat(stream), chunksize=chunk)
 
         yield read
 
 
 @torch.no_grad()
-def _write_shard(path: Path, clips: list[Clip], encode: Encoder, batch: int) -> None:
-    latents = torch.cat([encode(to_video([c.frames for c in clips[i:i + batch]]))
+def _write_shard(path: Path, clips: list[Clip], encode: Encoder, batch: int, device: torch.device | None) -> None:
+    latents = torch.cat([encode(to_video([c.frames for c in clips[i:i + batch]], device))
                          for i in range(0, len(clips), batch)])
     header = {"metas": json.dumps([{"caption": c.caption, **c.meta} for c in clips])}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +185,24 @@ def cache_latents(recipe: Recipe, run_dir: Path, progress: bool = True,
     check_manifest(folder, {"fingerprint": f"{weights_hash} {source.describe()}",
                             "buckets": dict(zip(_bucket_names(recipe), _counts(recipe), strict=True))})
 
+    build_cache(folder, source, _buckets(recipe), _counts(recipe), cache_encoder(vae, device),
+                batch=cache_batch(device), progress=progress, workers=render_workers(), device=device)
+
+
+def cache_encoder(vae: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How the cache encodes: (B, 3, T, H, W) on `device` -> normalized latents (B, C, T', h, w) on the CPU."""
+
     @torch.no_grad()
-    def encode(video: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> normalized (B, C, T', h, w)
+    def encode(video: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             return vae.encode(video.to(device)).cpu()
 
-    build_cache(folder, source, _buckets(recipe), _counts(recipe), encode, batch=4 if device.type == "cpu" else 32,
-                progress=progress, workers=render_workers())
+    return encode
+
+
+def cache_batch(device: torch.device) -> int:
+    """Clips the cache encodes at once: a GPU wants many, a CPU gains nothing from more than a few."""
+    return 4 if device.type == "cpu" else 32
 
 
 def _buckets(recipe: Recipe) -> list[Bucket]:
