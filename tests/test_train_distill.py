@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from kinema import flow, recipe, sampling, train
 from kinema.checkpoint import load_model, load_tensors
 from kinema.conditioning import FrameCondition
 from kinema.data import load_cache
 from kinema.errors import KinemaError
+from kinema.parallel import ONE_CPU
 from kinema.pipeline import Pipeline, Request
 from kinema.train_distill import DistillStage
 
@@ -93,6 +95,29 @@ def test_distilled_model_samples_in_n_steps_without_cfg(teacher_run, tmp_path):
     student.dit.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
     video = Pipeline(student).generate(Request("a red circle moves left", width=32, height=32, frames=5))
     assert batches == [1, 1] and torch.isfinite(video.latents).all()  # 2 steps, no unconditional pass
+
+
+def test_a_student_can_start_from_another_model_of_the_teachers_shape(teacher_run, tmp_path):
+    """[dit] student_init: e.g. an earlier student continues towards a better teacher, instead of starting over."""
+    other = tmp_path / "other"
+    shutil.copytree(teacher_run / "model", other)
+    state = {k: v + 0.01 for k, v in load_tensors(other / "dit.safetensors").items()}
+    save_file(state, str(other / "dit.safetensors"))
+    r = recipe.load(DEBUG, _distill_overrides(teacher_run, student_init=str(other)))
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run, ignore=shutil.ignore_patterns("dit", "model"))
+    stage = train._dit_stage(r, train.dit_config(r, run), run, run / "dit", False, ONE_CPU)
+    teacher = load_tensors(teacher_run / "model" / "dit.safetensors")
+    assert all(torch.equal(stage.dit.state_dict()[k], v) for k, v in state.items())
+    assert all(torch.equal(stage.teacher.state_dict()[k], v) for k, v in teacher.items())
+
+    config = json.loads((other / "config.json").read_text())
+    config["dit"]["num_layers"] += 1
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(KinemaError, match="student_init=.* has another DiT"):
+        recipe.load(DEBUG, _distill_overrides(teacher_run, student_init=str(other)))
+    with pytest.raises(KinemaError, match="set \\[dit\\] distill_steps"):
+        recipe.load(DEBUG, {"model.init": str(teacher_run / "model"), "dit.student_init": str(teacher_run / "model")})
 
 
 def test_distillation_needs_a_teacher():

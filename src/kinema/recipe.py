@@ -7,7 +7,8 @@
              stay_in_frame = false (moving objects may leave the frame)
     [data.blend]  a second scene mix, for [data] blend_share of the world's clips (e.g. a curriculum)
     [vae]    stage 1: the causal VAE on small fp32 crops; init = another trained VAE to start from
-    [dit]    stage 2: the DiT on cached latents with rectified flow
+    [dit]    stage 2: the DiT on cached latents with rectified flow, or with distill_steps the distillation of the
+             init model (the teacher) into a student, which starts as the teacher or from student_init
 
 Unknown keys are errors (a typo never passes silently); `overrides` from the command line are
 merged in first, as nested dicts or dotted keys ({"dit.steps": 10}).
@@ -109,6 +110,9 @@ class DiTRecipe:
     # N > 0: distil the init model (the teacher, sampled with 2N guided steps) into an N-step student that needs
     # no CFG, instead of training with rectified flow (kinema.train_distill)
     distill_steps: int = 0
+    # A distillation's student starts from this model's DiT (a bundled name or a folder, e.g. an earlier student of
+    # the same shape) instead of as a copy of its teacher. "" = the teacher.
+    student_init: str = ""
 
 
 @dataclass
@@ -168,6 +172,8 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
     if init:
         _check_architecture(base, model, distill=bool(recipe.dit.distill_steps),
                             fresh_decoder=recipe.vae.fresh_decoder)
+    if recipe.dit.student_init:
+        _check_student(recipe.dit.student_init, model)
     elif vae_init:
         _check_vae(base.vae, model.vae, recipe.vae.fresh_decoder)
     validate(recipe)
@@ -187,6 +193,14 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fr
     if model.text.layers[:len(base.text.layers)] != base.text.layers:
         raise KinemaError(f"recipe [model.text] layers = {list(model.text.layers)} must begin with the init model's "
                           f"{list(base.text.layers)}: its DiT reads those states first; append new ones after them")
+
+
+def _check_student(student_init: str, model: ModelConfig) -> None:
+    """A student started from another model must have its teacher's DiT and text encoder exactly."""
+    student = ModelConfig.from_dict(load_json(init_folder(student_init, "[dit] student_init") / "config.json"))
+    if (student.dit, student.text) != (model.dit, model.text):
+        raise KinemaError(f"recipe [dit] student_init={student_init!r} has another DiT or text encoder than the "
+                          "teacher ([model] init); name a model of the teacher's shape, e.g. an earlier student of it")
 
 
 def _with_vae(base: ModelConfig, vae: VAEConfig, init: str) -> ModelConfig:
@@ -243,12 +257,12 @@ def _keep_init(section: str, old_cfg: Any, new_cfg: Any, may_change: tuple[str, 
                               "or set [model] init = \"\" to train from scratch")
 
 
-def init_folder(init: str) -> Path:
-    """The Kinema model folder a recipe's `init` names: a bundled name, "default" (the bundled base model that
-    training continues, kinema-small) or a folder."""
+def init_folder(init: str, key: str = "[model] init") -> Path:
+    """The Kinema model folder a recipe's `init` (or another `key`) names: a bundled name, "default" (the bundled
+    base model that training continues, kinema-small) or a folder."""
     folder = BUNDLED if init == "default" else BUNDLED_MODELS.get(init, Path(init))
     if not (folder / "dit.safetensors").is_file():
-        raise KinemaError(f"recipe [model] init={init!r} is not a Kinema model folder (config.json + "
+        raise KinemaError(f"recipe {key}={init!r} is not a Kinema model folder (config.json + "
                           "dit.safetensors + vae.safetensors); give one, or \"\" to start from random weights")
     return folder
 
@@ -310,6 +324,9 @@ def validate(recipe: Recipe) -> None:
     if vae.fresh_decoder and vae.train_encoder:
         raise KinemaError("recipe [vae] fresh_decoder = true trains a new decoder on the init model's frozen "
                           "encoder: set train_encoder = false too")
+    if dit.student_init and not dit.distill_steps:
+        raise KinemaError("recipe [dit] student_init starts a distillation's student; set [dit] distill_steps too, or "
+                          "[model] init to continue training a model")
     if dit.distill_steps < 0 or (dit.distill_steps and not recipe.init):
         raise KinemaError("recipe [dit] distill_steps distils a trained model: set [model] init to the teacher's "
                           "folder (or \"default\"), or distill_steps = 0 to train with rectified flow")

@@ -261,7 +261,10 @@ def _dit_stage(recipe: Recipe, cfg: ModelConfig, run_dir: Path, folder: Path, re
     args = (recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming)
     init = _init_state(recipe, "dit")
     if recipe.dit.distill_steps:
-        return DistillStage(*args, dist=ranks, teacher_state=init, guidance=recipe.model.sampler.guidance)
+        student = recipe.dit.student_init
+        student_state = load_tensors(recipes.init_folder(student) / "dit.safetensors") if student else None
+        return DistillStage(*args, dist=ranks, teacher_state=init, guidance=recipe.model.sampler.guidance,
+                            student_state=student_state)
     if init is not None:  # the recipe may refine the init's patches (1x4x4 -> 1x2x2) and widen its text input
         init = widen_text(resize_patches(init, tuple(cfg.dit.patch_size)), cfg.dit.text_dim)
     return DiTStage(*args, init, ranks)

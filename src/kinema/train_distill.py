@@ -28,8 +28,10 @@ class DistillStage(DiTStage):
 
     plot_title = "DiT distillation (two guided teacher steps in one)"
 
-    def __init__(self, *args, teacher_state: dict[str, torch.Tensor], guidance: float, **kwargs):
-        super().__init__(*args, init_state=teacher_state, **kwargs)
+    def __init__(self, *args, teacher_state: dict[str, torch.Tensor], guidance: float,
+                 student_state: dict[str, torch.Tensor] | None = None, **kwargs):
+        """The student starts as the teacher, or from `student_state` (e.g. an earlier student of it)."""
+        super().__init__(*args, init_state=teacher_state if student_state is None else student_state, **kwargs)
         self.teacher = DiT(self.model_cfg.dit).eval().requires_grad_(False)
         self.teacher.load_state_dict(teacher_state)
         self.teacher.to(self.device)
