@@ -29,7 +29,9 @@ def below_target(why: str):
 
 
 # Every seam falls on a latent-frame boundary, where even a true clip's VAE round trip jumps 2.4x (the target
-# is 1.5x); the DiT's latent frames do not continue each other's motion, which makes generated seams 3-9x.
+# is 1.5x); the DiT's latent frames do not continue each other's motion, which makes generated seams 3-9x. It
+# continues a clip at its training clips' pace (3.2 px a frame after this 1.9 px one), and neither context guidance
+# nor longer windows or more context bring a seam under 4.5x (docs/MODEL.md, session 22).
 SEAMS = below_target("the bundled DiT's latent frames do not continue each other's motion (docs/MODEL.md)")
 
 FPS = 8

