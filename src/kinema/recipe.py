@@ -196,9 +196,9 @@ def _check_architecture(base: ModelConfig, model: ModelConfig, distill: bool, fr
 
 
 def _check_student(student_init: str, model: ModelConfig) -> None:
-    """A student started from another model must have its teacher's DiT and text encoder exactly."""
+    """A student started from another model must have its teacher's DiT and text encoder (any max_length)."""
     student = ModelConfig.from_dict(load_json(init_folder(student_init, "[dit] student_init") / "config.json"))
-    if (student.dit, student.text) != (model.dit, model.text):
+    if (student.dit, replace(student.text, max_length=model.text.max_length)) != (model.dit, model.text):
         raise KinemaError(f"recipe [dit] student_init={student_init!r} has another DiT or text encoder than the "
                           "teacher ([model] init); name a model of the teacher's shape, e.g. an earlier student of it")
 
