@@ -172,11 +172,11 @@ def from_raw(raw: dict[str, Any], name: str) -> Recipe:
     if init:
         _check_architecture(base, model, distill=bool(recipe.dit.distill_steps),
                             fresh_decoder=recipe.vae.fresh_decoder)
-    if recipe.dit.student_init:
-        _check_student(recipe.dit.student_init, model)
     elif vae_init:
         _check_vae(base.vae, model.vae, recipe.vae.fresh_decoder)
     validate(recipe)
+    if recipe.dit.student_init:  # after validate: a student_init without distill_steps is the first error
+        _check_student(recipe.dit.student_init, model)
     return recipe
 
 
