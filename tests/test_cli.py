@@ -38,6 +38,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--seconds", "-2"], "duration must be positive"),
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),
     (["-o", "v.avi"], "unknown output type"),
+    (["--noise-correlation", "1.5"], "noise_correlation must be at least 0"),
     (["--seconds", "2", "-o", "v.png"], "cannot be a PNG"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
@@ -51,6 +52,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
 def test_empty_prompt_is_an_error(tmp_path, capsys):
     code, _, err = run(["generate", "", "--model", "debug", "-o", str(tmp_path / "v.mp4")], capsys)
     assert code == 2 and "prompt is empty" in err
+    assert err.startswith("kinema: error:") and err.count("\n") == 1  # rejected before the progress bar is drawn
 
 
 def test_output_that_is_a_folder_or_under_a_file(tmp_path, capsys):

@@ -29,6 +29,16 @@ def test_same_seed_same_video_other_seed_differs(debug_pipe):
     assert not torch.equal(make(3), make(4))
 
 
+def test_noise_correlation_defaults_to_the_models_and_steadies_the_frames(moving_pipe, monkeypatch):
+    request = Request("a blue star", width=32, height=32, frames=9, steps=4)
+    assert moving_pipe.resolve(request).noise_correlation == 0.0  # the debug preset's: the noise it trained on
+    monkeypatch.setattr(moving_pipe.cfg.sampler, "noise_correlation", 0.5)
+    assert moving_pipe.resolve(request).noise_correlation == 0.5
+    latents = {rho: moving_pipe.generate(replace(request, noise_correlation=rho)).latents for rho in (0.0, 0.9)}
+    step = {rho: (x[:, :, 1:] - x[:, :, :-1]).abs().mean() for rho, x in latents.items()}
+    assert step[0.9] < 0.6 * step[0.0]  # latent frames start alike and stay closer
+
+
 def test_negative_prompt_is_the_unconditional_input(debug_pipe, monkeypatch):
     # The untrained DiT's output layer starts at zero, so look at what it is given rather than what it gives.
     dit, contexts = debug_pipe.model.dit, []
@@ -95,6 +105,7 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"fps": 0}, "fps must be between"),
     ({"steps": 0}, "steps must be between"),
     ({"cache": -0.1}, "cache must be between 0"),
+    ({"noise_correlation": 1.5}, "noise_correlation must be at least 0"),
 ])
 def test_bad_requests_are_one_line_errors(debug_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", **kwargs}

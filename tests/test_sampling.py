@@ -94,3 +94,15 @@ def test_same_seed_same_output_bit_identical():
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
+
+
+def test_initial_noise_correlates_neighbouring_frames_by_rho():
+    shape = (2, 8, 5, 16, 16)
+    plain = sampling.initial_noise(shape, 0.0, torch.Generator().manual_seed(7))
+    assert torch.equal(plain, torch.randn(shape, generator=torch.Generator().manual_seed(7)))  # old seeds hold
+    x = sampling.initial_noise(shape, 0.5, torch.Generator().manual_seed(7))
+    assert x.std().item() == pytest.approx(1.0, abs=0.03)  # still N(0, 1) per value
+    corr = torch.corrcoef(x.transpose(1, 2).flatten(2)[0])  # (T', T'): every pair of frames
+    for k, expected in ((1, 0.5), (2, 0.25), (4, 0.0625)):  # rho^k, k frames apart
+        assert torch.diagonal(corr, k).mean().item() == pytest.approx(expected, abs=0.05)
+    assert torch.corrcoef(plain[0].transpose(0, 1).flatten(1))[0, 1].abs() < 0.05

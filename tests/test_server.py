@@ -260,10 +260,11 @@ def test_kinema_modes_and_extras_are_accepted(paused):
     loop = client.videos.create(prompt="a spinning star", extra_body={"loop": True, "seed": 3}, size="64x64")
     sequence = client.videos.create(prompt="a ball", seconds="2", size="64x64", extra_body={
         "segments": [{"start": 0, "prompt": "a red ball"}, {"start": 1, "prompt": "a blue ball"}]})
-    tuned = client.videos.create(prompt="a ball", size="64x64", extra_body={"sampler": "heun", "cache": 0.2})
+    tuned = client.videos.create(prompt="a ball", size="64x64", extra_body={"sampler": "heun", "cache": 0.2,
+                                                                            "noise_correlation": 0.3})
     assert (loop.status, sequence.status, sequence.seconds, tuned.status) == ("queued", "queued", "2", "queued")
     params = paused.app.state.service.store.get(tuned.id).params
-    assert (params["sampler"], params["cache"]) == ("heun", 0.2)
+    assert (params["sampler"], params["cache"], params["noise_correlation"]) == ("heun", 0.2, 0.3)
     deleted = client.videos.delete(loop.id)  # cancelling a queued job
     assert deleted.deleted and not paused.app.state.service.store.input_dir(loop.id).exists()
 

@@ -38,6 +38,8 @@ EXTRA_FIELDS = {
     "steps": "sampling steps, 1-1000 (more is slower and finer; default: the model's)",
     "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
     "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
+    "noise_correlation": "0-0.99: how alike neighbouring frames' starting noise is (steadier colours and counts; "
+                         "default: the model's)",
     "cache": "0-1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
     "fps": "frames per second, 1-60 (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
@@ -50,7 +52,7 @@ EXTRA_FIELDS = {
     "direction": "extensions: \"forward\" continues the end (default), \"backward\" leads into the start",
     "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
 }
-TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache"}
+TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache", "noise_correlation"}
 COMMON = TUNING | {"model"}
 FIELDS = {
     "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
@@ -263,7 +265,8 @@ def common_scalars(f: Fields) -> dict[str, Any]:
             "steps": f.number("steps", int, 1, 1000), "guidance": f.number("guidance", float, 0, 100),
             "expand": f.flag("expand") if "expand" in f.values else None,
             "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
-            "cache": f.number("cache", float, 0, 1, 0.0)}
+            "cache": f.number("cache", float, 0, 1, 0.0),
+            "noise_correlation": f.number("noise_correlation", float, 0, 0.99)}
 
 
 def draft_create(f: Fields) -> Draft:

@@ -101,6 +101,7 @@ def _add_generate(sub) -> None:
     sampling.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, finer)")
     sampling.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     sampling.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
+    _add_noise_correlation_option(sampling)
     sampling.add_argument("--window", type=int, default=None,
                           help="latent frames the model sees at once in long videos (default 5)")
     sampling.add_argument("--context", type=int, default=None,
@@ -117,6 +118,12 @@ def _add_generate(sub) -> None:
     prompts.add_argument("--prompt-model", default=None, help="model name for --prompt-api "
                          "(or KINEMA_PROMPT_MODEL)")
     p.set_defaults(func=cmd_generate)
+
+
+def _add_noise_correlation_option(parser) -> None:
+    parser.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
+                        help="0-0.99: how alike neighbouring frames' starting noise is; steadier colours and "
+                             "counts, less travel (default: the model's; 0 = independent)")
 
 
 def _add_cache_option(group, help_text: str) -> None:
@@ -170,6 +177,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    _add_noise_correlation_option(p)
     _add_cache_option(p, "judge the step cache's videos (as kinema generate --cache; default off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="eval", help="report folder (default ./eval)")
@@ -189,7 +197,8 @@ def cmd_eval(args) -> None:
     with progress_bar(False) as report:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
                               progress=lambda i, n: report(i / n, f"judging {i}/{n}"), steps=args.steps,
-                              sampler=args.sampler, guidance=args.guidance, cache=args.cache)
+                              sampler=args.sampler, guidance=args.guidance, cache=args.cache,
+                              noise_correlation=args.noise_correlation)
     scores = next(iter(result["aspects"].values()))["scores"]
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")
@@ -255,6 +264,7 @@ def cmd_generate(args) -> None:
     req = generate_request(args, out)
     hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
     pipe = Pipeline.load(args.model)
+    pipe.resolve(req)  # a bad request is one error line, not a progress bar cut short by it
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
@@ -295,6 +305,7 @@ def generate_request(args, out: Path):
                    aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
+                   noise_correlation=args.noise_correlation,
                    **fields)
 
 

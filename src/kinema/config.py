@@ -155,12 +155,22 @@ class SamplerConfig:
     guidance: float = 5.0
     shift: float = 3.0  # time shift at `shift_base_tokens`; grows with sqrt(tokens)
     shift_base_tokens: int = 4096
+    # Correlation of neighbouring latent frames' starting noise (sampling.initial_noise); 0 is the independent
+    # noise every model is trained on.
+    noise_correlation: float = 0.0
 
     def validate(self) -> None:
         if self.method not in ("euler", "heun"):
             raise KinemaError(f"unknown sampler {self.method!r}; use euler or heun")
         if self.steps < 1:
             raise KinemaError(f"steps must be at least 1, got {self.steps}")
+        check_noise_correlation(self.noise_correlation)
+
+
+def check_noise_correlation(rho: float) -> None:
+    if not 0 <= rho < 1:
+        raise KinemaError(f"noise_correlation must be at least 0 (independent frames) and below 1, got {rho}; "
+                          "try 0.5", param="noise_correlation")
 
 
 @dataclass

@@ -31,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-from kinema import flow, provenance
+from kinema import flow, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Progress, Request, Text, Video
@@ -254,7 +254,7 @@ class Job:
         """
         cond = FrameCondition.window((1, self.shape[0], new, *self.shape[1:]), before, after)
         k = 0 if before is None else before.shape[2]
-        x = torch.randn(cond.latents.shape, generator=self.gen)
+        x = sampling.initial_noise(cond.latents.shape, self.req.noise_correlation, self.gen)
         times = self.pipe.times(self.req, x.shape, 1.0 if init is None else self.req.strength)
         if init is not None:
             x[:, :, k:k + new] = flow.interpolate(init, x[:, :, k:k + new], times[:1])

@@ -3,7 +3,7 @@
     1. check the request        sizes, aspect, duration, prompt, mode (`resolve`)
     2. encode text               expanded prompt and the negative prompt (the unconditional input)
     3. conditioning              given frames -> clean latents at their positions, per mode
-    4. noise                     seeded, one generator per job
+    4. noise                     seeded, one generator per job; neighbouring frames alike by `noise_correlation`
     5. denoise                   sampler over the shifted schedule, CFG batched, window by window
     6. decode                    causal VAE, streamed chunk by chunk into the writer
 
@@ -25,6 +25,7 @@ import torch
 from kinema import accel, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
+from kinema.config import check_noise_correlation
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
 
@@ -65,6 +66,7 @@ class Request:
     context: int | None = None
     # speed: reuse the last velocity while the latents barely change (accel.step_cache); 0 = off
     cache: float = 0.0
+    noise_correlation: float | None = None  # of neighbouring latent frames' starting noise (sampling.initial_noise)
 
 
 @dataclass
@@ -153,9 +155,11 @@ class Pipeline:
             raise KinemaError(f"steps must be between 1 and 1000, got {steps}", param="steps")
         if not 0 <= req.cache <= 1:
             raise KinemaError(f"cache must be between 0 (off) and 1, got {req.cache}; try 0.1", param="cache")
+        noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
+        check_noise_correlation(noise_correlation)
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=s.guidance if req.guidance is None else req.guidance,
-                      sampler=req.sampler or s.method,
+                      sampler=req.sampler or s.method, noise_correlation=noise_correlation,
                       strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
                       window=req.window or modes.WINDOW, context=req.context or modes.CONTEXT)

@@ -7,6 +7,7 @@ of files, prompts or the CLI. The same seed gives bit-identical output on CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,23 @@ def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor
     where a raw time would not: a larger video keeps more of its content at the same t (why its shift is larger).
     """
     return shift_time(torch.linspace(start, 0.0, steps + 1), shift)
+
+
+def initial_noise(shape: tuple[int, ...], correlation: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Starting noise (B, C, T', h, w) in which neighbouring latent frames correlate by `correlation` (rho).
+
+    An AR(1) chain along time: eps_t = rho eps_{t-1} + sqrt(1 - rho^2) eta_t, so every value stays N(0, 1) and
+    frames k apart correlate by rho^k. Neighbouring frames start alike (a temporally correlated noise prior, as
+    in PYoCo), so the sampler keeps an object's colour and number from frame to frame instead of drawing blobs
+    that split and change; distant frames stay free to differ, which leaves room for motion. rho = 0 draws
+    exactly the plain noise of the same generator.
+    """
+    x = torch.randn(shape, generator=generator)
+    keep = math.sqrt(1 - correlation**2)
+    for t in range(1, shape[2] if correlation else 0):
+        x[:, :, t] = correlation * x[:, :, t - 1] + keep * x[:, :, t]
+    return x
 
 
 def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tensor | None,

@@ -210,8 +210,8 @@ class DiTStage:
         prompts, sampler, bucket = self.sample_prompts(), self.model_cfg.sampler, self.cache[0].bucket
         context, context_mask = self.text(prompts)  # (P, L, D), (P, L)
         uncond, uncond_mask = self.text([""])
-        noise = torch.randn(len(prompts), *bucket.latent_shape(self.model_cfg),
-                            generator=torch.Generator().manual_seed(self.seed)).to(self.device)  # (P, C, T, h, w)
+        noise = sampling.initial_noise((len(prompts), *bucket.latent_shape(self.model_cfg)), sampler.noise_correlation,
+                                       torch.Generator().manual_seed(self.seed)).to(self.device)  # (P, C, T, h, w)
         shift = flow.shift_for(bucket.tokens(self.model_cfg), sampler.shift, sampler.shift_base_tokens)
         times = sampling.schedule(self.cfg.sample_steps or sampler.steps, shift)
         model_fn = sampling.guided(ema_dit, context, context_mask, uncond, uncond_mask, sampler.guidance)

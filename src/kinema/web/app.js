@@ -57,7 +57,8 @@ function requestFor(mode) {
   const data = new FormData();
   data.append("prompt", $("prompt").value);
   for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
-                            ["sampler", "sampler"], ["cache", "cache"], ["negative-prompt", "negative_prompt"]]) {
+                            ["sampler", "sampler"], ["cache", "cache"], ["noise-correlation", "noise_correlation"],
+                            ["negative-prompt", "negative_prompt"]]) {
     if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
   }
   data.append("seconds", $("seconds").value);
