@@ -40,9 +40,10 @@ def initial_noise(shape: tuple[int, ...], correlation: float = 0.0,
     exactly the plain noise of the same generator.
     """
     x = torch.randn(shape, generator=generator)
-    keep = math.sqrt(1 - correlation**2)
-    for t in range(1, shape[2] if correlation else 0):
-        x[:, :, t] = correlation * x[:, :, t - 1] + keep * x[:, :, t]
+    if correlation:
+        keep = math.sqrt(1 - correlation**2)  # what each frame draws afresh, so its variance stays 1
+        for t in range(1, shape[2]):
+            x[:, :, t] = correlation * x[:, :, t - 1] + keep * x[:, :, t]
     return x
 
 
