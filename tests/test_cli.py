@@ -38,8 +38,10 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--seconds", "-2"], "duration must be positive"),
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),
     (["-o", "v.avi"], "unknown output type"),
-    (["--noise-correlation", "1.5"], "noise_correlation must be at least 0"),
+    (["--noise-correlation", "1.5"], "noise_correlation must be from 0 (independent frames) to 0.99, got 1.5"),
     (["--seconds", "2", "-o", "v.png"], "cannot be a PNG"),
+    (["--guidance", "-1"], "guidance must be between 0 and 100"),
+    (["--seed", "-1"], "seed must be between 0"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -53,6 +55,17 @@ def test_empty_prompt_is_an_error(tmp_path, capsys):
     code, _, err = run(["generate", "", "--model", "debug", "-o", str(tmp_path / "v.mp4")], capsys)
     assert code == 2 and "prompt is empty" in err
     assert err.startswith("kinema: error:") and err.count("\n") == 1  # rejected before the progress bar is drawn
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "--model", "debug", "--n", "2", "--aspects", "1:1,2:0"], "aspect '2:0' is not a ratio W:H"),
+    (["eval", "--model", "debug", "--n", "2", "--steps", "0"], "steps must be between 1 and 1000, got 0"),
+    (["serve", "--port", "70000"], "port 70000 is not a TCP port"),
+])
+def test_eval_and_serve_errors_are_one_line_without_a_bar(tmp_path, capsys, args, message):
+    code, _, err = run(args + (["--out", str(tmp_path / "eval")] if args[0] == "eval" else []), capsys)
+    assert code == 2 and message in err
+    assert err.startswith("kinema: error:") and err.count("\n") == 1  # no progress bar was drawn first
 
 
 def test_output_that_is_a_folder_or_under_a_file(tmp_path, capsys):

@@ -105,7 +105,9 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"fps": 0}, "fps must be between"),
     ({"steps": 0}, "steps must be between"),
     ({"cache": -0.1}, "cache must be between 0"),
-    ({"noise_correlation": 1.5}, "noise_correlation must be at least 0"),
+    ({"guidance": -1.0}, r"guidance must be between 0 and 100 \(1 = off\), got -1"),
+    ({"seed": -1}, r"seed must be between 0 and 2\*\*63 - 1, got -1"),
+    ({"noise_correlation": 0.995}, "noise_correlation must be from 0 .* to 0.99, got"),
 ])
 def test_bad_requests_are_one_line_errors(debug_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", **kwargs}

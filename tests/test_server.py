@@ -22,8 +22,9 @@ import openai
 import pytest
 from PIL import Image
 
+from kinema.errors import KinemaError
 from kinema.jobs import Job, JobStore, new_id
-from kinema.server import create_app
+from kinema.server import create_app, serve
 
 API_KEY = "test-key"
 TINY = {"size": "64x64", "seconds": "1", "extra_body": {"steps": 2, "fps": 8}}
@@ -331,6 +332,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_bad_or_busy_port_is_a_one_line_error_before_the_model_loads(tmp_path):
+    with pytest.raises(KinemaError, match="port 99999 is not a TCP port; choose one from 1 to 65535"):
+        serve("127.0.0.1", 99999, tmp_path, "no-such-model")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(KinemaError, match=f"cannot listen on 127.0.0.1:{port} .*; stop what uses it"):
+            serve("127.0.0.1", port, tmp_path, "no-such-model")  # the model's error would come later
+    assert not any(tmp_path.iterdir())  # nothing was created: the job store was not opened
 
 
 def test_kill_9_loses_no_job(tmp_path):

@@ -74,6 +74,10 @@ def test_recipes_parse_and_reject_typos(tmp_path):
         recipe.load(DEBUG, {"data.blend.objects": [1]})
     with pytest.raises(KinemaError, match=r"judge_clips = -1 must be at least 0 \(0: no judge\)"):
         recipe.load(DEBUG, {"vae.judge_clips": -1})
+    with pytest.raises(KinemaError, match=r"\[dit\] noise_correlation = 0.5 .* \[model.sampler\] .* is 0.0"):
+        recipe.load(DEBUG, {"dit.noise_correlation": 0.5})
+    with pytest.raises(KinemaError, match="noise_correlation must be from 0"):
+        recipe.load(DEBUG, {"dit.noise_correlation": 1.0, "model.sampler.noise_correlation": 1.0})
     bad = tmp_path / "bad.toml"
     bad.write_text("[dit\nsteps = 1")
     with pytest.raises(KinemaError, match="not valid TOML"):
@@ -95,16 +99,33 @@ def test_vae_stage_writes_checkpoint_metrics_and_plots(vae_run):
     assert len(list((vae_run / "cache").glob("*/shard_*.safetensors"))) == 3
 
 
-def _dit_stage(vae_run):
+def _dit_stage(vae_run, overrides: dict | None = None):
     """A fresh DiT stage of the debug recipe on the shared run's cache (never saved)."""
     from kinema.data import load_cache
     from kinema.train_dit import DiTStage
 
-    r = recipe.load(DEBUG)
+    r = recipe.load(DEBUG, overrides)
     cfg = train.trained_config(r, vae_run)
     cache = load_cache(vae_run / "cache", train._buckets(r), train._counts(r))
     return DiTStage(r, cfg, vae_run / "scratch", cache, train._source(r), train.load_trained_vae(cfg, vae_run),
                     resume=False)
+
+
+def test_the_dit_learns_from_noise_as_correlated_as_the_recipe_says(vae_run, monkeypatch):
+    from kinema import train_dit
+
+    drawn: list[torch.Tensor] = []
+    real = train_dit.sampling.initial_noise
+    monkeypatch.setattr(train_dit.sampling, "initial_noise", lambda *a: drawn.append(real(*a)) or drawn[-1])
+    rho = 0.9
+    stage = _dit_stage(vae_run, {"dit.noise_correlation": rho, "model.sampler.noise_correlation": rho})
+    for _ in range(10):  # until a batch of clips (stills have one latent frame)
+        assert math.isfinite(stage.train_step()["loss"])
+        if any(eps.shape[2] > 1 for eps in drawn):
+            break
+    eps = next(eps for eps in drawn if eps.shape[2] > 1)
+    neighbours = torch.corrcoef(torch.stack([eps[:, :, :-1].flatten(), eps[:, :, 1:].flatten()]))[0, 1]
+    assert abs(neighbours - rho) < 0.05, neighbours
 
 
 def test_vae_batches_rendered_ahead_are_the_same_batches(tmp_path):

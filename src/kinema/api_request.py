@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from kinema import pipeline as pl
+from kinema.config import MAX_NOISE_CORRELATION
 from kinema.errors import KinemaError
 from kinema.jobs import Job, valid_id
 from kinema.modes import EDIT_STRENGTH
@@ -261,12 +262,13 @@ class Draft:
 
 
 def common_scalars(f: Fields) -> dict[str, Any]:
-    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, 2**63 - 1, 0),
-            "steps": f.number("steps", int, 1, 1000), "guidance": f.number("guidance", float, 0, 100),
+    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, pl.MAX_SEED, 0),
+            "steps": f.number("steps", int, 1, pl.MAX_STEPS),
+            "guidance": f.number("guidance", float, 0, pl.MAX_GUIDANCE),
             "expand": f.flag("expand") if "expand" in f.values else None,
             "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
             "cache": f.number("cache", float, 0, 1, 0.0),
-            "noise_correlation": f.number("noise_correlation", float, 0, 0.99)}
+            "noise_correlation": f.number("noise_correlation", float, 0, MAX_NOISE_CORRELATION)}
 
 
 def draft_create(f: Fields) -> Draft:

@@ -395,26 +395,30 @@ def check_writable(path: Path) -> None:
 
 
 class progress_bar:
-    """A tqdm bar driven by the pipeline's (fraction, stage) progress reports."""
+    """A tqdm bar driven by the pipeline's (fraction, stage) progress reports.
+
+    The bar is drawn at the first report, so an error found before any work starts (a bad model, aspect or
+    request) is one line, not a bar cut short by it.
+    """
 
     def __init__(self, quiet: bool):
-        self.quiet = quiet
+        self.quiet, self.bar = quiet, None
 
     def __enter__(self):
         if self.quiet:
             return lambda frac, stage: None
         from tqdm import tqdm
 
-        self.bar = tqdm(total=100, unit="%", bar_format="{desc:<24} {bar} {percentage:3.0f}% [{elapsed}]")
-
         def report(frac: float, stage: str) -> None:
+            if self.bar is None:
+                self.bar = tqdm(total=100, unit="%", bar_format="{desc:<24} {bar} {percentage:3.0f}% [{elapsed}]")
             self.bar.set_description_str(stage)
             self.bar.update(round(100 * frac) - self.bar.n)
 
         return report
 
     def __exit__(self, *exc):
-        if not self.quiet:
+        if self.bar is not None:
             self.bar.close()
 
 

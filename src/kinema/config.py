@@ -167,10 +167,13 @@ class SamplerConfig:
         check_noise_correlation(self.noise_correlation)
 
 
+MAX_NOISE_CORRELATION = 0.99  # the CLI, the pipeline, the API and the web page all take 0 to this
+
+
 def check_noise_correlation(rho: float) -> None:
-    if not 0 <= rho < 1:
-        raise KinemaError(f"noise_correlation must be at least 0 (independent frames) and below 1, got {rho}; "
-                          "try 0.5", param="noise_correlation")
+    if not 0 <= rho <= MAX_NOISE_CORRELATION:
+        raise KinemaError(f"noise_correlation must be from 0 (independent frames) to {MAX_NOISE_CORRELATION}, "
+                          f"got {rho}; try 0.5", param="noise_correlation")
 
 
 @dataclass

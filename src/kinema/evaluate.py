@@ -108,8 +108,9 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
                     "cache": resolved.cache, "noise_correlation": resolved.noise_correlation, "targets": TARGETS,
                     "aspects": {}}
     start = time.perf_counter()
-    for aspect in aspects:
-        width, height = size_for(parse_aspect(aspect), min(pipe.cfg.width, pipe.cfg.height))
+    short = min(pipe.cfg.width, pipe.cfg.height)
+    sizes = [size_for(parse_aspect(aspect), short) for aspect in aspects]  # every aspect checked before any work
+    for aspect, (width, height) in zip(aspects, sizes, strict=True):
         count = n if aspect == aspects[0] else (aspect_n or n)
         results, videos = evaluate(pipe, prompts[:count], width, height, seed=seed, progress=progress, **tuning)
         report["aspects"][aspect] = {"size": f"{width}x{height}", "n": count,

@@ -34,6 +34,7 @@ Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 MAX_SECONDS = 60.0
 MAX_PIXELS = 1920 * 1088
 SIZE_MULTIPLE = 16
+MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the CLI, the API and the web page share these
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
 
 
@@ -151,14 +152,12 @@ class Pipeline:
                               f"at {fps} fps", param="seconds")
         s = self.cfg.sampler
         steps = s.steps if req.steps is None else req.steps
-        if steps < 1 or steps > 1000:
-            raise KinemaError(f"steps must be between 1 and 1000, got {steps}", param="steps")
-        if not 0 <= req.cache <= 1:
-            raise KinemaError(f"cache must be between 0 (off) and 1, got {req.cache}; try 0.1", param="cache")
+        guidance = s.guidance if req.guidance is None else req.guidance
         noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
+        check_tuning(steps, guidance, req.seed, req.cache)
         check_noise_correlation(noise_correlation)
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
-                      steps=steps, guidance=s.guidance if req.guidance is None else req.guidance,
+                      steps=steps, guidance=guidance,
                       sampler=req.sampler or s.method, noise_correlation=noise_correlation,
                       strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
@@ -306,6 +305,19 @@ def frames_for(seconds: float | None, fps: int) -> int:
         raise KinemaError(f"duration must be positive, got {seconds:g} s; use --seconds 0 for an image",
                           param="seconds")
     return max(1, round(seconds * fps))
+
+
+def check_tuning(steps: int, guidance: float, seed: int, cache: float) -> None:
+    """The sampling settings' ranges; the API's fields take the same ones."""
+    if not 1 <= steps <= MAX_STEPS:
+        raise KinemaError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
+    if not 0 <= guidance <= MAX_GUIDANCE:
+        raise KinemaError(f"guidance must be between 0 and {MAX_GUIDANCE:g} (1 = off), got {guidance:g}",
+                          param="guidance")
+    if not 0 <= seed <= MAX_SEED:
+        raise KinemaError(f"seed must be between 0 and 2**63 - 1, got {seed}", param="seed")
+    if not 0 <= cache <= 1:
+        raise KinemaError(f"cache must be between 0 (off) and 1, got {cache}; try 0.1", param="cache")
 
 
 def parse_aspect(text: str) -> float:

@@ -24,7 +24,7 @@ from typing import Any
 
 from kinema.checkpoint import BUNDLED, BUNDLED_MODELS
 from kinema.conditioning import MASK_KINDS
-from kinema.config import ModelConfig, VAEConfig, from_dict, load_json, preset
+from kinema.config import ModelConfig, VAEConfig, check_noise_correlation, from_dict, load_json, preset
 from kinema.errors import KinemaError
 from kinema.world_scene import SceneMix
 
@@ -99,6 +99,10 @@ class DiTRecipe:
     mask_probs: dict[str, float] = field(default_factory=lambda: dict(MASK_KINDS))
     t_mean: float = 0.0  # logit-normal training times
     t_std: float = 1.0
+    # Correlation of neighbouring latent frames in the noise the DiT learns from (sampling.initial_noise's AR chain,
+    # a temporally correlated prior as in PYoCo). 0 = independent. A model trained at rho > 0 samples at rho, so
+    # [model.sampler] noise_correlation must say the same.
+    noise_correlation: float = 0.0
     checkpoint_every: int = 500
     sample_every: int = 1000
     log_every: int = 20
@@ -324,6 +328,11 @@ def validate(recipe: Recipe) -> None:
     if vae.fresh_decoder and vae.train_encoder:
         raise KinemaError("recipe [vae] fresh_decoder = true trains a new decoder on the init model's frozen "
                           "encoder: set train_encoder = false too")
+    check_noise_correlation(dit.noise_correlation)
+    if dit.noise_correlation and dit.noise_correlation != recipe.model.sampler.noise_correlation:
+        raise KinemaError(f"recipe [dit] noise_correlation = {dit.noise_correlation} trains the DiT on noise it must "
+                          f"be sampled from too, but [model.sampler] noise_correlation is "
+                          f"{recipe.model.sampler.noise_correlation}; set both to the same value")
     if dit.student_init and not dit.distill_steps:
         raise KinemaError("recipe [dit] student_init starts a distillation's student; set [dit] distill_steps too, or "
                           "[model] init to continue training a model")

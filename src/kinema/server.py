@@ -319,6 +319,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kin
     """Run the API and page with uvicorn until interrupted (`kinema serve`); options go to create_app."""
     import uvicorn
 
+    check_address(host, port)  # before the model loads: a busy port is known at once
     app = create_app(data_dir, model, list(api_keys), concurrency, max_queue, **options)
     print(f"Kinema: http://{host}:{port}/ (API at /v1, data in {Path(data_dir).resolve()})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def check_address(host: str, port: int) -> None:
+    """One-line errors for a port out of range, or an address this machine cannot listen on (e.g. in use)."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise KinemaError(f"port {port} is not a TCP port; choose one from 1 to 65535, e.g. --port 8000")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(infos[0][4])
+    except OSError as err:
+        raise KinemaError(f"cannot listen on {host}:{port} ({err.strerror or err}); stop what uses it or choose "
+                          "another --port / --host") from None

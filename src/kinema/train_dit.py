@@ -123,7 +123,7 @@ class DiTStage:
         start = time.perf_counter()
         cached, x0, captions = self.next_batch()  # the global batch: x0 (B, C, T, h, w)
         batch, frames = x0.shape[0], x0.shape[2]
-        eps = torch.randn(x0.shape, generator=self.gen)
+        eps = sampling.initial_noise(x0.shape, self.cfg.noise_correlation, self.gen)  # rho 0: plain randn
         tokens = cached.bucket.tokens(self.model_cfg)
         sampler = self.model_cfg.sampler
         shift = flow.shift_for(tokens, sampler.shift, sampler.shift_base_tokens)  # as sampling will use
