@@ -193,10 +193,23 @@ def test_train_set_overrides_the_recipe(tmp_path, capsys):
     assert json.loads((run_dir / "vae" / "result.json").read_text())["steps"] == 3
 
 
-@pytest.mark.parametrize("item,message", [("vae.steps", "needs KEY=VALUE"), ("vae.nope=1", "nope")])
+@pytest.mark.parametrize("item,message", [
+    ("vae.steps", "needs KEY=VALUE"), ("vae.nope=1", "nope"),
+    ("dit.steps=abc", "recipe [dit] steps must be a whole number, got 'abc'"),
+    ("dit.bf16=1", "recipe [dit] bf16 must be true or false, got 1"),
+])
 def test_train_set_errors_are_one_line(tmp_path, capsys, item, message):
     code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path), "--set", item], capsys)
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_checks_its_export_folder_before_training(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    for export, message in ((tmp_path / "a_file", "it is a file"), (tmp_path / "a_file" / "model", "is not a folder")):
+        code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"),
+                            "--export", str(export)], capsys)
+        assert code == 2 and f"cannot export to {export}" in err and message in err
+    assert not (tmp_path / "run").exists()  # nothing trained
 
 
 def test_bare_cache_flag_uses_the_default_threshold():

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from kinema.config import PRESETS, ModelConfig, load_json, preset
+from kinema.config import PRESETS, ModelConfig, SamplerConfig, from_dict, load_json, preset
 from kinema.errors import KinemaError
 
 
@@ -23,6 +23,11 @@ def test_unknown_keys_and_presets_are_clear_errors(tmp_path):
         ModelConfig.from_dict({"dit": {"bogus": 1}})
     with pytest.raises(KinemaError, match="unknown preset 'huge'.*debug"):
         preset("huge")
+    with pytest.raises(KinemaError, match="model config.dit num_layers must be a whole number, got '8'"):
+        ModelConfig.from_dict({"dit": {"num_layers": "8"}})
+    with pytest.raises(KinemaError, match="sampler shift must be a number, got True"):
+        from_dict(SamplerConfig, {"shift": True}, where="sampler")
+    assert from_dict(SamplerConfig, {"shift": 6}).shift == 6  # a whole number is a number
     with pytest.raises(KinemaError, match="must equal vae.z_dim"):
         ModelConfig.from_dict({"dit": {"in_channels": 3}})
     bad = tmp_path / "config.json"

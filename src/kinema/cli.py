@@ -374,6 +374,8 @@ def cmd_train(args) -> None:
     from kinema import train
 
     overrides = dict(parse_override(item) for item in args.overrides)
+    if args.export:
+        check_export_folder(Path(args.export))  # before training, not after it
     run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides,
                         device=args.device)
     print(f"training run in {run_dir}")
@@ -392,6 +394,15 @@ def check_writable(path: Path) -> None:
         raise KinemaError(f"cannot write {path}: permission denied; choose another -o")
     if path.suffix.lower() not in (".mp4", ".gif", ".webm", ".png"):
         raise KinemaError(f"unknown output type {path.suffix or '(none)'!r}; use .mp4, .gif, .webm or .png")
+
+
+def check_export_folder(path: Path) -> None:
+    """A model folder can be written at `path`: it is a folder or can become one."""
+    if path.exists() and not path.is_dir():
+        raise KinemaError(f"cannot export to {path}: it is a file; give a folder name for the model")
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise KinemaError(f"cannot export to {path}: {existing} is not a folder you can write; choose another --export")
 
 
 class progress_bar:

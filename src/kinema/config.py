@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 from kinema.errors import KinemaError
 
@@ -225,14 +225,29 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     if unknown:
         raise KinemaError(f"unknown key {unknown[0]!r} in {where}; valid keys: {', '.join(sorted(known))}")
     kwargs = {}
+    hints = get_type_hints(cls)
     for name, value in data.items():
         default = getattr(cls(), name) if _has_default(known[name]) else None
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = from_dict(type(default), value, where=f"{where}.{name}")
         elif isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
+        _check_type(value, hints[name], f"{where} {name}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+_PLAIN_TYPES = {bool: ((bool,), "true or false"), int: ((int,), "a whole number"), float: ((int, float), "a number"),
+                str: ((str,), "a string")}
+
+
+def _check_type(value: Any, hint: Any, where: str) -> None:
+    """A one-line error for a value of the wrong kind (e.g. steps = "abc"); composite hints are left to validate."""
+    if hint not in _PLAIN_TYPES:
+        return
+    kinds, wanted = _PLAIN_TYPES[hint]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and hint is not bool):
+        raise KinemaError(f"{where} must be {wanted}, got {value!r}")
 
 
 def _has_default(f: dataclasses.Field) -> bool:
