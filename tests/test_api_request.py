@@ -34,7 +34,9 @@ def test_create_fields_become_a_typed_draft():
     ({"colour": "red"}, "colour", "unknown parameter"),
     ({"size": "big"}, "size", "not WIDTHxHEIGHT"),
     ({"seconds": "61"}, "seconds", "out of range"),
-    ({"seed": "-1"}, "seed", "integer from 0"),
+    ({"seed": "-1"}, "seed", r"integer from 0 to 9223372036854775807, got '-1'"),
+    ({"steps": float("inf")}, "steps", "integer from 1 to 1000, got inf"),  # JSON's 1e309
+    ({"steps": 3.7}, "steps", "integer from 1 to 1000, got 3.7"),
     ({"cache": "nan"}, "cache", "number from 0 to 1"),
     ({"noise_correlation": "1"}, "noise_correlation", "number from 0 to 0.99"),
     ({"sampler": "ddim"}, "sampler", "one of euler, heun"),

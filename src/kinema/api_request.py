@@ -169,12 +169,13 @@ class Fields:
         if value is None or value == "":
             return default
         try:
-            number = cast(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
+            fractional = cast is int and isinstance(value, float) and not value.is_integer()  # 3.7 steps: no
+            number = None if isinstance(value, bool) or fractional else cast(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(1e309), which JSON reads as inf
             number = None
         if number is None or not math.isfinite(number) or not low <= number <= high:
-            kind = "an integer" if cast is int else "a number"
-            raise ApiError(400, f"{name} must be {kind} from {low:g} to {high:g}, got {value!r}", param=name)
+            kind, bounds = ("an integer", f"{low} to {high}") if cast is int else ("a number", f"{low:g} to {high:g}")
+            raise ApiError(400, f"{name} must be {kind} from {bounds}, got {value!r}", param=name)
         return number
 
     def flag(self, name: str) -> bool:
