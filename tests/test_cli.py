@@ -25,9 +25,10 @@ def test_generate_writes_mp4_with_requested_size_and_frames(tmp_path, capsys):
 
 def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     out, strip = tmp_path / "i.png", tmp_path / "s.png"
-    code, _, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
-                      "--steps", "1", "-o", str(out), "--filmstrip", str(strip), "--quiet"], capsys)
+    code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
+                           "--steps", "1", "-o", str(out), "--filmstrip", str(strip), "--quiet"], capsys)
     assert code == 0 and out.stat().st_size > 0 and strip.stat().st_size > 0
+    assert stdout.strip().endswith("i.png (64x64, an image)")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -274,7 +274,8 @@ def cmd_generate(args) -> None:
         report(1.0, "done")
     for note in video.notes:
         print(f"note: {note}")
-    print(f"wrote {out} ({video.width}x{video.height}, {video.frames} frames at {video.fps} fps)")
+    shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
+    print(f"wrote {out} ({video.width}x{video.height}, {shape})")
 
 
 def generate_request(args, out: Path):
