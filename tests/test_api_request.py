@@ -42,6 +42,7 @@ def test_create_fields_become_a_typed_draft():
     ({"sampler": "ddim"}, "sampler", "one of euler, heun"),
     ({"loop": "maybe"}, "loop", "true or false"),
     ({"segments": "[]"}, "segments", "non-empty list"),
+    ({"segments": [[0, 5]]}, "segments", "non-empty list"),  # 5 is not a prompt
 ])
 def test_each_bad_create_field_is_a_400_naming_it(values, param, words):
     with pytest.raises(ApiError, match=words) as err:

@@ -236,8 +236,8 @@ class Fields:
                 value = None
         try:
             pairs = [(item["start"], item["prompt"]) if isinstance(item, dict) else tuple(item) for item in value]
-            segments = [[float(start), str(text).strip()] for start, text in pairs]
-        except (TypeError, KeyError, ValueError):
+            segments = [[float(start), text.strip()] for start, text in pairs]  # a prompt must be text
+        except (TypeError, KeyError, ValueError, AttributeError):
             segments = []
         starts = [start for start, _ in segments]
         if (not segments or starts != sorted(starts) or not all(0 <= s <= pl.MAX_SECONDS for s in starts)
