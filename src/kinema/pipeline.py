@@ -34,7 +34,7 @@ Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 MAX_SECONDS = 60.0
 MAX_PIXELS = 1920 * 1088
 SIZE_MULTIPLE = 16
-MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the CLI, the API and the web page share these
+MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the API checks the same (the web page says so too)
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
 
 
