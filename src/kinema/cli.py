@@ -264,7 +264,6 @@ def cmd_generate(args) -> None:
     req = generate_request(args, out)
     hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
     pipe = Pipeline.load(args.model)
-    pipe.resolve(req)  # a bad request is one error line, not a progress bar cut short by it
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)

@@ -155,8 +155,8 @@ class SamplerConfig:
     guidance: float = 5.0
     shift: float = 3.0  # time shift at `shift_base_tokens`; grows with sqrt(tokens)
     shift_base_tokens: int = 4096
-    # Correlation of neighbouring latent frames' starting noise (sampling.initial_noise); 0 is the independent
-    # noise every model is trained on.
+    # Correlation of neighbouring latent frames' starting noise (sampling.initial_noise); 0 is independent noise,
+    # which training draws unless its recipe's [dit] noise_correlation says otherwise.
     noise_correlation: float = 0.0
 
     def validate(self) -> None:

@@ -154,8 +154,7 @@ class Pipeline:
         steps = s.steps if req.steps is None else req.steps
         guidance = s.guidance if req.guidance is None else req.guidance
         noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
-        check_tuning(steps, guidance, req.seed, req.cache)
-        check_noise_correlation(noise_correlation)
+        check_tuning(steps, guidance, req.seed, req.cache, noise_correlation)
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=guidance,
                       sampler=req.sampler or s.method, noise_correlation=noise_correlation,
@@ -307,8 +306,9 @@ def frames_for(seconds: float | None, fps: int) -> int:
     return max(1, round(seconds * fps))
 
 
-def check_tuning(steps: int, guidance: float, seed: int, cache: float) -> None:
+def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float) -> None:
     """The sampling settings' ranges; the API's fields take the same ones."""
+    check_noise_correlation(noise_correlation)
     if not 1 <= steps <= MAX_STEPS:
         raise KinemaError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
     if not 0 <= guidance <= MAX_GUIDANCE:
