@@ -190,6 +190,65 @@ def test_read_image_converts_rgba_and_grayscale(tmp_path):
     assert frames.shape == (1, 5, 7, 3)
 
 
+def write_turned(path: Path, frames: np.ndarray, degrees: int) -> None:
+    """An mp4 stored as `frames`, with a display matrix that shows it turned `degrees` counterclockwise,
+    as phones store portrait video."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.set_display_rotation(degrees)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize(("degrees", "red_side"), [(90, "bottom"), (-90, "top"), (180, "right")])
+def test_rotated_video_reads_upright(tmp_path, degrees, red_side):
+    stored = np.zeros((3, 32, 64, 3), np.uint8)
+    stored[:, :, :32, 0] = 255  # red on the stored frame's left half
+    write_turned(tmp_path / "phone.mp4", stored, degrees)
+    frames, _ = io.read_video(tmp_path / "phone.mp4")
+    shown = (3, 32, 64, 3) if degrees == 180 else (3, 64, 32, 3)
+    assert frames.shape == shown
+    meta = io.video_metadata(tmp_path / "phone.mp4")
+    assert (meta["frames"], meta["height"], meta["width"]) == shown[:3]
+    red = frames[0, ..., 0] > 128
+    halves = {"top": red[:32], "bottom": red[32:], "left": red[:, :32], "right": red[:, 32:]}
+    assert halves[red_side].mean() > 0.95 and red.mean() == pytest.approx(0.5, abs=0.05)
+    assert io.read_image(tmp_path / "phone.mp4").shape == shown[1:]
+
+
+def test_exif_oriented_photo_reads_upright_with_its_shown_size(tmp_path):
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to show", as a phone held upright writes it
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    image = io.read_image(tmp_path / "photo.jpg")
+    assert image.shape == (40, 20, 3) and image[:20, :, 0].mean() > 200 and image[20:, :, 0].mean() < 60
+    meta = io.video_metadata(tmp_path / "photo.jpg")
+    assert (meta["width"], meta["height"]) == (20, 40)
+
+
+def test_video_that_changes_size_is_a_clear_error(tmp_path):
+    import av
+
+    parts = []
+    for size in (32, 48):  # two MPEG-TS streams joined byte for byte: the size changes at the join
+        with av.open(str(tmp_path / "part.ts"), "w", format="mpegts") as container:
+            stream = container.add_stream("mpeg2video", rate=8)
+            stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+            for _ in range(3):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((size, size, 3), np.uint8))))
+            container.mux(stream.encode())
+        parts.append((tmp_path / "part.ts").read_bytes())
+    (tmp_path / "joined.mp4").write_bytes(b"".join(parts))
+    with pytest.raises(KinemaError, match="changes its frame size"):
+        io.read_video(tmp_path / "joined.mp4")
+
+
 def test_uint8_conversions_round_trip():
     video = torch.rand(2, 3, 5, 8, 8) * 2.4 - 1.2  # out of range values get clamped
     frames = io.to_uint8(video)

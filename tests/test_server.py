@@ -245,6 +245,19 @@ def test_api_keys_are_checked(paused):
     assert httpx.get(f"{paused.url}/").status_code == 200  # the page itself is public; it asks for the key
 
 
+def test_page_fields_take_the_ranges_the_api_takes(paused):
+    from kinema import pipeline as pl
+    from kinema.config import MAX_NOISE_CORRELATION
+
+    page = httpx.get(f"{paused.url}/").text
+    assert "$" not in page  # every bound was filled in
+    bounds = {m["id"]: float(m["max"]) for m in re.finditer(r'<input id="(?P<id>[\w-]+)"[^>]*?max="(?P<max>[^"]+)"',
+                                                            page, re.S)}
+    assert bounds == {"steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1,
+                      "noise-correlation": MAX_NOISE_CORRELATION}
+    assert f"sampling steps, 1–{pl.MAX_STEPS}" in page and f"<code>seconds</code> is 0–{pl.MAX_SECONDS:g}." in page
+
+
 def test_ids_are_validated_and_unknown_ids_404(paused):
     client = paused.client()
     with pytest.raises(openai.NotFoundError):

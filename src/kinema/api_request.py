@@ -42,7 +42,7 @@ EXTRA_FIELDS = {
     "noise_correlation": "0-0.99: how alike neighbouring frames' starting noise is (steadier colours and counts; "
                          "default: the model's)",
     "cache": "0-1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
-    "fps": "frames per second, 1-60 (create; default: the model's)",
+    "fps": f"frames per second, 1-{pl.MAX_FPS} (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
     "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
               "model)",
@@ -275,7 +275,7 @@ def common_scalars(f: Fields) -> dict[str, Any]:
 def draft_create(f: Fields) -> Draft:
     width, height = f.size()
     scalars = {**common_scalars(f), "width": width, "height": height, "aspect": f.text("aspect", limit=16),
-               "seconds": f.seconds(DEFAULT_SECONDS), "fps": f.number("fps", int, 1, 60)}
+               "seconds": f.seconds(DEFAULT_SECONDS), "fps": f.number("fps", int, 1, pl.MAX_FPS)}
     sources: dict[str, UploadFile | str] = {}
     image = f.values.get("input_reference")
     if image is not None:

@@ -280,7 +280,7 @@ def cmd_generate(args) -> None:
 def generate_request(args, out: Path):
     """The pipeline Request the generate arguments describe; input files are read here."""
     from kinema.io import read_image, read_video
-    from kinema.pipeline import Request
+    from kinema.pipeline import MAX_FPS, Request
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
@@ -296,7 +296,7 @@ def generate_request(args, out: Path):
     elif mode == "sequence":
         fields["segments"] = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
     if "video" in fields and fps is None:
-        fps = min(60, max(1, round(video_fps)))  # the input's frames are shown as they are, at their rate
+        fps = min(MAX_FPS, max(1, round(video_fps)))  # the input's frames are shown as they are, at their rate
     seconds = args.seconds
     if seconds is None and args.frames is None and mode != "edit":
         single = mode == "t2v" and out.suffix.lower() == ".png"  # kinema generate "..." -o x.png: an image

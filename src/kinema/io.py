@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from kinema import __version__
@@ -300,14 +300,31 @@ def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.FFmpegError, OSError) as err:
         raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
     if not frames:
         raise KinemaError(f"{path} contains no frames; re-export it")
+    if len({frame.shape for frame in frames}) > 1:
+        raise KinemaError(f"{path} changes its frame size midway; re-export it at one size")
     return np.stack(frames), fps or IMAGE_FPS
+
+
+def _quarter_turns(frame: Any) -> int:
+    """Counterclockwise quarter turns that show a decoded frame upright. Phones store portrait video on its side
+    with a display matrix, which players (and FFmpeg's autorotate) apply; mirrored matrices are not undone."""
+    return round(frame.rotation / 90) % 4
+
+
+def _turned_on_its_side(path: Path) -> bool:
+    """Whether a video's display matrix turns it a quarter, so its shown size swaps width and height."""
+    import av  # here, not at the top: training and benchmark hosts may lack PyAV
+
+    with av.open(str(path)) as container:
+        first = next(container.decode(video=0), None)
+    return first is not None and _quarter_turns(first) % 2 == 1
 
 
 def video_metadata(path: str | Path) -> dict[str, Any]:
@@ -315,6 +332,7 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
 
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    suffix = path.suffix.lower()
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -331,16 +349,19 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
                 "pix_fmt": stream.codec_context.pix_fmt,
                 "tags": {key.lower(): value for key, value in container.metadata.items()},
             }
+        turned = suffix in VIDEO_SUFFIXES and suffix != ".gif" and _turned_on_its_side(path)
     except (av.FFmpegError, OSError) as err:
         raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
     # Stills and GIFs carry Kinema's rate and tags where FFmpeg does not look: report those instead.
-    suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         with _open_image(path) as image:
             info["tags"] = dict(getattr(image, "text", {}))
             info["fps"] = _positive_float(info["tags"].get("fps")) or IMAGE_FPS
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # read_image stands it up
     elif suffix == ".gif":
         info["fps"] = _gif_fps(info["tags"].get("comment", "")) or info["fps"]
+    if turned:  # the size as shown, which is the size of the frames read_video and read_image return
+        info["width"], info["height"] = info["height"], info["width"]
     return info
 
 

@@ -34,7 +34,8 @@ Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 MAX_SECONDS = 60.0
 MAX_PIXELS = 1920 * 1088
 SIZE_MULTIPLE = 16
-MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the API checks the same (the web page says so too)
+MAX_FPS = 60
+MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the API checks the same; the web page shows them
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
 
 
@@ -144,8 +145,8 @@ class Pipeline:
         width, height = self._size(req)
         check_size(width, height)
         fps = self.cfg.fps if req.fps is None else req.fps
-        if not 1 <= fps <= 60:
-            raise KinemaError(f"fps must be between 1 and 60, got {fps}", param="fps")
+        if not 1 <= fps <= MAX_FPS:
+            raise KinemaError(f"fps must be between 1 and {MAX_FPS}, got {fps}", param="fps")
         frames = req.frames if req.frames is not None else self._default_frames(req, fps)
         if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
             raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import os
 import shutil
+import string
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -45,6 +46,7 @@ from kinema.api_request import (
     error_response,
     read_fields,
 )
+from kinema.config import MAX_NOISE_CORRELATION
 from kinema.errors import KinemaError
 from kinema.jobs import VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
 
@@ -93,7 +95,7 @@ class Service:
         (sizes and lengths follow the inputs); the job keeps the client's values, resolved again when it runs."""
         scalars = dict(draft.scalars)
         if fps is not None and scalars.get("fps") is None:
-            scalars["fps"] = min(60, max(1, round(fps)))  # a video's own rate, so stitched parts match
+            scalars["fps"] = min(pl.MAX_FPS, max(1, round(fps)))  # a video's own rate, so stitched parts match
         stand_ins = {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
         try:
             resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **stand_ins))
@@ -283,12 +285,22 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
     app.include_router(api_routes(service, api_keys))
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 
+    html = page_html()
+
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+        return HTMLResponse(html)
 
     install_error_handlers(app)
     return app
+
+
+def page_html() -> str:
+    """The web page, with the same bounds the pipeline and the API enforce written into its fields and text."""
+    template = string.Template((WEB_DIR / "index.html").read_text(encoding="utf-8"))
+    return template.substitute(max_steps=pl.MAX_STEPS, max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
+                               max_seconds=f"{pl.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
+                               max_pixels=f"{pl.MAX_PIXELS:,}")
 
 
 def install_error_handlers(app: FastAPI) -> None:
