@@ -70,6 +70,43 @@ def test_streamed_chunks_equal_array_write(tmp_path):
                                   io.read_video(tmp_path / "streamed.mp4")[0])
 
 
+def keyframed_video(path: Path, frames: int, size: int) -> np.ndarray:
+    """An mp4 with a keyframe every 10 frames, each frame marked by its index; returns the frames as read."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt, stream.codec_context.gop_size = "yuv420p", 10
+        for i in range(frames):
+            frame = np.zeros((size, size, 3), np.uint8)
+            frame[..., 0], frame[i % size, :, 1] = i, 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return io.read_video(path)[0]
+
+
+def test_read_frames_picks_exact_frames_past_keyframes(tmp_path):
+    whole = keyframed_video(tmp_path / "gop.mp4", 200, 64)
+    indices = [57, 58, 0, 120, 199, 500, 3]  # any order, repeats allowed; past the end is the last frame
+    np.testing.assert_array_equal(io.read_frames(tmp_path / "gop.mp4", indices), whole[np.minimum(indices, 199)])
+    io.write_video(tmp_path / "clip.webm", smooth_video(30), 8)
+    np.testing.assert_array_equal(io.read_frames(tmp_path / "clip.webm", [29, 12, 40]),
+                                  io.read_video(tmp_path / "clip.webm")[0][[29, 12, 29]])
+
+
+def test_read_frames_holds_only_the_frames_asked_for(tmp_path):
+    import tracemalloc
+
+    keyframed_video(tmp_path / "long.mp4", 200, 256)  # 39 MB of frames when read whole
+    tracemalloc.start()
+    frames = io.read_frames(tmp_path / "long.mp4", [180, 190])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert frames.shape == (2, 256, 256, 3) and int(frames[1, 0, 0, 0]) in range(188, 193)
+    assert peak < 4 * frames.nbytes
+
+
 def test_single_frame_mp4_and_odd_size(tmp_path):
     io.write_video(tmp_path / "one.mp4", smooth_video(1), 8)
     assert io.video_metadata(tmp_path / "one.mp4")["frames"] == 1

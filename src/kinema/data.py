@@ -33,7 +33,7 @@ from kinema import world
 from kinema.checkpoint import atomic_write
 from kinema.config import ModelConfig
 from kinema.errors import KinemaError
-from kinema.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_image, read_video, video_metadata
+from kinema.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, fit_image, read_frames, read_video, video_metadata
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Row:
         return self.path.suffix.lower() in IMAGE_SUFFIXES
 
 
-MAX_WINDOWS = 16  # distinct windows taken from one video; bounds how far into a video is decoded
+MAX_WINDOWS = 16  # distinct windows taken from one video
 
 
 class FolderSource:
@@ -193,10 +193,9 @@ class FolderSource:
         span = stride * (bucket.frames - 1) + 1
         windows = max(1, min(MAX_WINDOWS, count // span))
         start = (window % windows) * (count // windows)
-        video, _ = read_video(row.path, max_frames=start + span)
-        # A video shorter than the bucket holds its last frame.
-        picks = np.minimum(start + stride * np.arange(bucket.frames), len(video) - 1)
-        return np.stack([fit_image(video[i], bucket.width, bucket.height)[0] for i in picks])
+        # Only the window's frames are decoded and kept; a video shorter than the bucket holds its last frame.
+        frames = read_frames(row.path, start + stride * np.arange(bucket.frames))
+        return np.stack([fit_image(frame, bucket.width, bucket.height)[0] for frame in frames])
 
     def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
         return meta["caption"]

@@ -312,6 +312,61 @@ def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps or IMAGE_FPS
 
 
+def read_frames(path: str | Path, indices: Iterable[int]) -> np.ndarray:
+    """uint8 (len(indices), H, W, 3): a video's frames at these 0-based indices, counted at its average rate; an
+    index past the end gives the last frame. Decodes from the keyframe before the first index and keeps only the
+    frames asked for, so time and memory do not grow with the video's length (training reads windows of long
+    videos this way)."""
+    wanted = np.asarray(list(indices), dtype=np.int64)
+    path = _existing(path, VIDEO_SUFFIXES)
+    if path.suffix.lower() == ".gif":
+        frames, _ = _read_gif(path)
+        return frames[np.minimum(wanted, len(frames) - 1)]
+    import av  # here, not at the top: training and benchmark hosts may lack PyAV
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise KinemaError(f"{path} has no video stream; give a video file")
+            picked = _pick_frames(container, container.streams.video[0], np.unique(wanted))
+    except (av.FFmpegError, OSError) as err:
+        raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
+    if not picked:
+        raise KinemaError(f"{path} contains no frames; re-export it")
+    return np.stack([picked[i] for i in wanted])
+
+
+def _pick_frames(container: Any, stream: Any, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """{index: upright RGB frame} for the ascending `wanted` indices. The frame for an index is the first decoded
+    at or after its time (a frame a seek skips over takes the next one); indices past the end take the last."""
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    origin = stream.start_time or 0
+    timed = rate > 0 and stream.time_base is not None
+    if timed and wanted[0] > 0:  # to the keyframe at or before the first wanted frame
+        container.seek(origin + int(wanted[0] / rate / stream.time_base), stream=stream)
+    picked: dict[int, np.ndarray] = {}
+    position, next_wanted, frame = -1, 0, None
+    for frame in container.decode(stream):
+        timed_here = timed and frame.pts is not None
+        position = round((frame.pts - origin) * stream.time_base * rate) if timed_here else position + 1
+        if wanted[next_wanted] <= position:
+            next_wanted = _fill(picked, wanted, next_wanted, position, frame)
+            if next_wanted == len(wanted):
+                break
+    if frame is not None and next_wanted < len(wanted):
+        _fill(picked, wanted, next_wanted, wanted[-1], frame)
+    return picked
+
+
+def _fill(picked: dict[int, np.ndarray], wanted: np.ndarray, start: int, position: int, frame: Any) -> int:
+    """Give `frame` to every wanted index from `start` up to `position`; returns the next unfilled one."""
+    image = np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame))
+    while start < len(wanted) and wanted[start] <= position:
+        picked[int(wanted[start])] = image
+        start += 1
+    return start
+
+
 def _quarter_turns(frame: Any) -> int:
     """Counterclockwise quarter turns that show a decoded frame upright. Phones store portrait video on its side
     with a display matrix, which players (and FFmpeg's autorotate) apply; mirrored matrices are not undone."""
