@@ -180,6 +180,9 @@ def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
     assert load_state(resumed / "dit" / "checkpoint.pt")["step"] == 3
     with pytest.raises(KinemaError, match="--resume"):
         train.run(DEBUG, stage="dit", out=resumed, progress=False)  # would overwrite: refused
+    with pytest.raises(KinemaError, match="holds no training run to continue; check --out"):
+        train.run(DEBUG, stage="dit", out=tmp_path / "typo", resume=True, progress=False)
+    assert not (tmp_path / "typo").exists()
     train.run(DEBUG, stage="dit", out=resumed, resume=True, progress=False)
 
     a, b = (load_state(run / "dit" / "checkpoint.pt") for run in (dit_run, resumed))

@@ -22,7 +22,8 @@ START = time.time()
 def timeboxed(recipe: str, run: Path, deadline: float, overrides: dict) -> None:
     """Every stage of `recipe` in `run`, the DiT stage stopped (as by Ctrl-C) at `deadline`; then export."""
     device = str(train.resolve_device("auto"))
-    train.run(recipe, stage="vae", out=run, resume=True, progress=False, overrides=overrides)
+    resume = (run / "vae" / "checkpoint.pt").exists()  # an earlier lease's VAE continues
+    train.run(recipe, stage="vae", out=run, resume=resume, progress=False, overrides=overrides)
     train.run(recipe, stage="cache", out=run, progress=False, device=device, overrides=overrides)
     print(f"{run}: cache ready after {time.time() - START:.0f} s", flush=True)
     step_s = train.time_dit_steps(recipe, run, device, overrides=overrides)

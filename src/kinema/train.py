@@ -55,6 +55,9 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     ranks = _processes(device, stage)
     recipe = recipes.load(recipe_path, overrides)
     run_dir = Path(out) if out is not None else Path("runs") / recipe.name
+    if resume and not (run_dir / "recipe.json").is_file():
+        raise KinemaError(f"--resume: {run_dir} holds no training run to continue; check --out (or the recipe's "
+                          "name, which names the default folder), or drop --resume to start a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
     if ranks.is_main:
         with atomic_write(run_dir / "recipe.json") as tmp:
