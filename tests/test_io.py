@@ -107,6 +107,16 @@ def test_read_frames_holds_only_the_frames_asked_for(tmp_path):
     assert peak < 4 * frames.nbytes
 
 
+def test_a_video_over_max_seconds_stops_decoding_with_a_clear_error(tmp_path):
+    io.write_video(tmp_path / "ten.mp4", smooth_video(81), 8)  # 10 s: 8 * 10 + 1 frames
+    assert len(io.read_video(tmp_path / "ten.mp4", max_seconds=10)[0]) == 81
+    with pytest.raises(KinemaError, match=r"ten.mp4 runs over 9.5 s, .*trim it \(e.g. ffmpeg -i ten.mp4 -t 9.5"):
+        io.read_video(tmp_path / "ten.mp4", max_seconds=9.5)
+    io.write_video(tmp_path / "ten.gif", smooth_video(81), 8)
+    with pytest.raises(KinemaError, match="runs over 9.5 s"):
+        io.read_video(tmp_path / "ten.gif", max_seconds=9.5)
+
+
 def test_single_frame_mp4_and_odd_size(tmp_path):
     io.write_video(tmp_path / "one.mp4", smooth_video(1), 8)
     assert io.video_metadata(tmp_path / "one.mp4")["frames"] == 1

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import av
 import httpx
+import numpy as np
 import openai
 import pytest
 from PIL import Image
@@ -234,6 +235,18 @@ def test_bad_requests_are_400_in_openai_schema(paused, fields, param, says):
         paused.client().videos.create(**arguments)
     assert (caught.value.status_code, caught.value.param, caught.value.type) == (400, param, "invalid_request_error")
     assert says in caught.value.message
+
+
+def test_an_input_video_over_a_minute_is_a_400_before_it_is_queued(paused, tmp_path):
+    from kinema.io import write_video
+
+    write_video(tmp_path / "long.mp4", np.zeros((8 * 61, 16, 16, 3), np.uint8), 8)
+    queued = len(paused.client().videos.list(limit=100).data)
+    with pytest.raises(openai.BadRequestError) as caught:
+        paused.client().videos.extend(prompt="on and on", seconds="1",
+                                      video=("long.mp4", (tmp_path / "long.mp4").read_bytes(), "video/mp4"))
+    assert caught.value.param == "video" and "runs 61.0 s at 8 fps, over the 60 s Kinema takes" in caught.value.message
+    assert len(paused.client().videos.list(limit=100).data) == queued
 
 
 def test_api_keys_are_checked(paused):

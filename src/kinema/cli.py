@@ -280,7 +280,7 @@ def cmd_generate(args) -> None:
 def generate_request(args, out: Path):
     """The pipeline Request the generate arguments describe; input files are read here."""
     from kinema.io import read_image, read_video
-    from kinema.pipeline import MAX_FPS, Request
+    from kinema.pipeline import MAX_FPS, MAX_SECONDS, Request
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
@@ -289,10 +289,10 @@ def generate_request(args, out: Path):
     if mode == "i2v":
         fields["image"] = read_image(args.image)
     elif mode in ("extend", "extend_backward", "edit"):
-        fields["video"], video_fps = read_video(args.edit or args.extend)
+        fields["video"], video_fps = read_video(args.edit or args.extend, max_seconds=MAX_SECONDS)
     elif mode == "connect":
-        fields["video"], video_fps = read_video(args.connect[0])
-        fields["video_b"] = read_video(args.connect[1])[0]
+        fields["video"], video_fps = read_video(args.connect[0], max_seconds=MAX_SECONDS)
+        fields["video_b"] = read_video(args.connect[1], max_seconds=MAX_SECONDS)[0]
     elif mode == "sequence":
         fields["segments"] = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
     if "video" in fields and fps is None:

@@ -198,11 +198,14 @@ def _png_info(tags: dict[str, str]) -> PngInfo:
 # Reading
 # ---------------------------------------------------------------------------------------------
 
-def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+def read_video(path: str | Path, max_frames: int | None = None, max_seconds: float | None = None
+               ) -> tuple[np.ndarray, float]:
     """Read a video or image as (uint8 (T, H, W, 3) RGB frames, fps); an image is a 1-frame video.
 
     Images report the fps Kinema recorded in them, or IMAGE_FPS. GIFs written by Kinema are
     re-timed to their recorded fps, so identical frames that GIF merges come back as separate frames.
+    A video longer than `max_seconds` is an error, raised as soon as decoding passes it (not after
+    holding every frame of a long video).
     """
     if max_frames is not None and max_frames < 1:
         raise KinemaError(f"max_frames must be at least 1, got {max_frames}")
@@ -213,9 +216,16 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndar
             return _rgb(image)[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
     if suffix == ".gif":
         frames, fps = _read_gif(path)
+        _check_length(path, len(frames), fps, max_seconds)
     else:
-        frames, fps = _read_av(path, max_frames)
+        frames, fps = _read_av(path, max_frames, max_seconds)
     return frames[:max_frames], fps
+
+
+def _check_length(path: Path, frames: int, fps: float, max_seconds: float | None) -> None:
+    if max_seconds is not None and frames > math.floor(max_seconds * fps + 1e-6) + 1:
+        raise KinemaError(f"{path} runs over {max_seconds:g} s, the longest video Kinema takes; trim it "
+                          f"(e.g. ffmpeg -i {path.name} -t {max_seconds:g} short{path.suffix})")
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -288,7 +298,7 @@ def _positive_float(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
+def _read_av(path: Path, max_frames: int | None, max_seconds: float | None) -> tuple[np.ndarray, float]:
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
 
     frames = []
@@ -301,6 +311,7 @@ def _read_av(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             for frame in container.decode(stream):
                 frames.append(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)))
+                _check_length(path, len(frames), fps or IMAGE_FPS, max_seconds)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.FFmpegError, OSError) as err:

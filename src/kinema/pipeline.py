@@ -151,6 +151,7 @@ class Pipeline:
         if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
             raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
                               f"at {fps} fps", param="seconds")
+        check_input_lengths(req, fps)
         s = self.cfg.sampler
         steps = s.steps if req.steps is None else req.steps
         guidance = s.guidance if req.guidance is None else req.guidance
@@ -305,6 +306,16 @@ def frames_for(seconds: float | None, fps: int) -> int:
         raise KinemaError(f"duration must be positive, got {seconds:g} s; use --seconds 0 for an image",
                           param="seconds")
     return max(1, round(seconds * fps))
+
+
+def check_input_lengths(req: Request, fps: int) -> None:
+    """Input videos play at the output's fps and may run MAX_SECONDS at most, as outputs do."""
+    for name in ("video", "video_b"):
+        given = getattr(req, name)
+        if given is not None and len(given) / fps > MAX_SECONDS + 1e-6:
+            raise KinemaError(f"the input {'video' if name == 'video' else 'second video'} runs "
+                              f"{len(given) / fps:.1f} s at {fps} fps, over the {MAX_SECONDS:g} s Kinema takes; "
+                              f"trim it (e.g. ffmpeg -i in.mp4 -t {MAX_SECONDS:g} out.mp4)", param=name)
 
 
 def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float) -> None:
