@@ -166,6 +166,7 @@ class FolderSource:
         self.listing = spec
         self.rows = read_listing(spec)
         self.fps = fps
+        self._lengths: dict[Path, tuple[int, float]] = {}
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         rows = self.rows if bucket.frames == 1 else [r for r in self.rows if not r.is_image]
@@ -184,8 +185,7 @@ class FolderSource:
         if row.is_image:
             video, _ = read_video(row.path)
             return fit_image(video[0], bucket.width, bucket.height)[0][None]
-        info = video_metadata(row.path)
-        count, fps = max(1, info["frames"]), info["fps"] or self.fps
+        count, fps = self._length(row.path)
         stride = 1
         if bucket.frames > 1:
             # Resample towards the model's fps, more densely when the video is too short for that.
@@ -196,6 +196,13 @@ class FolderSource:
         # Only the window's frames are decoded and kept; a video shorter than the bucket holds its last frame.
         frames = read_frames(row.path, start + stride * np.arange(bucket.frames))
         return np.stack([fit_image(frame, bucket.width, bucket.height)[0] for frame in frames])
+
+    def _length(self, path: Path) -> tuple[int, float]:
+        """(frames, fps) of a video, read once: every window of every pass needs them."""
+        if path not in self._lengths:
+            info = video_metadata(path)
+            self._lengths[path] = max(1, info["frames"]), info["fps"] or self.fps
+        return self._lengths[path]
 
     def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
         return meta["caption"]
