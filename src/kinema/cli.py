@@ -261,52 +261,60 @@ def cmd_generate(args) -> None:
 
     out = Path(args.output)
     check_writable(out)
-    req = generate_request(args, out)
+    req, files = generate_request(args, out)
     hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
     pipe = Pipeline.load(args.model)
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
+    req, notes = pipe.read_inputs(req, files)
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip)
         report(1.0, "done")
-    for note in video.notes:
+    for note in [*notes, *video.notes]:
         print(f"note: {note}")
     shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
     print(f"wrote {out} ({video.width}x{video.height}, {shape})")
 
 
 def generate_request(args, out: Path):
-    """The pipeline Request the generate arguments describe; input files are read here."""
-    from kinema.io import read_image, read_video
-    from kinema.pipeline import MAX_FPS, MAX_SECONDS, Request
+    """The pipeline Request the generate arguments describe, and its input files by field. The files' headers
+    are read here (a missing or corrupt file fails before the model loads); their pixels are read by
+    `Pipeline.read_inputs`, at the size the request resolves to."""
+    from kinema.io import probe_input
+    from kinema.pipeline import MAX_FPS, Request
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
-    fields: dict = {}
+    files = _input_files(args, mode)
+    rates = {name: probe_input(path, still=name == "image")[1] for name, path in files.items()}
     fps = args.fps
-    if mode == "i2v":
-        fields["image"] = read_image(args.image)
-    elif mode in ("extend", "extend_backward", "edit"):
-        fields["video"], video_fps = read_video(args.edit or args.extend, max_seconds=MAX_SECONDS)
-    elif mode == "connect":
-        fields["video"], video_fps = read_video(args.connect[0], max_seconds=MAX_SECONDS)
-        fields["video_b"] = read_video(args.connect[1], max_seconds=MAX_SECONDS)[0]
-    elif mode == "sequence":
-        fields["segments"] = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
-    if "video" in fields and fps is None:
-        fps = min(MAX_FPS, max(1, round(video_fps)))  # the input's frames are shown as they are, at their rate
+    if "video" in files and fps is None:  # the input's frames are shown as they are, at their rate
+        fps = min(MAX_FPS, max(1, round(rates["video"])))
+    segments = None
+    if mode == "sequence":
+        segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
     seconds = args.seconds
     if seconds is None and args.frames is None and mode != "edit":
         single = mode == "t2v" and out.suffix.lower() == ".png"  # kinema generate "..." -o x.png: an image
-        seconds = 0 if single else _default_seconds(fields.get("segments"))
+        seconds = 0 if single else _default_seconds(segments)
     return Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                    aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
-                   noise_correlation=args.noise_correlation,
-                   **fields)
+                   noise_correlation=args.noise_correlation, segments=segments), files
+
+
+def _input_files(args, mode: str) -> dict[str, Path]:
+    """The input files of a generate mode, by Request field."""
+    if mode == "i2v":
+        return {"image": Path(args.image)}
+    if mode in ("extend", "extend_backward", "edit"):
+        return {"video": Path(args.extend or args.edit)}
+    if mode == "connect":
+        return {"video": Path(args.connect[0]), "video_b": Path(args.connect[1])}
+    return {}
 
 
 def _generate_mode(args) -> str:

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -198,27 +198,30 @@ def _png_info(tags: dict[str, str]) -> PngInfo:
 # Reading
 # ---------------------------------------------------------------------------------------------
 
-def read_video(path: str | Path, max_frames: int | None = None, max_seconds: float | None = None
-               ) -> tuple[np.ndarray, float]:
+def read_video(path: str | Path, max_frames: int | None = None, max_seconds: float | None = None,
+               fit: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
     """Read a video or image as (uint8 (T, H, W, 3) RGB frames, fps); an image is a 1-frame video.
 
     Images report the fps Kinema recorded in them, or IMAGE_FPS. GIFs written by Kinema are
     re-timed to their recorded fps, so identical frames that GIF merges come back as separate frames.
     A video longer than `max_seconds` is an error, raised as soon as decoding passes it (not after
-    holding every frame of a long video).
+    holding every frame of a long video). `fit` = (width, height) fits each frame as it is decoded
+    (fit_image), so memory holds frames of that size, not the source's.
     """
     if max_frames is not None and max_frames < 1:
         raise KinemaError(f"max_frames must be at least 1, got {max_frames}")
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     suffix = path.suffix.lower()
+    shape = (lambda frame: frame) if fit is None else (lambda frame: fit_image(frame, *fit)[0])
     if suffix in IMAGE_SUFFIXES:
         with _open_image(path) as image:
-            return _rgb(image)[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
+            return shape(_rgb(image))[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
     if suffix == ".gif":
         frames, fps = _read_gif(path)
         _check_length(path, len(frames), fps, max_seconds)
+        frames = np.stack([shape(frame) for frame in frames[:max_frames]])
     else:
-        frames, fps = _read_av(path, max_frames, max_seconds)
+        frames, fps = _read_av(path, max_frames, max_seconds, shape)
     return frames[:max_frames], fps
 
 
@@ -298,7 +301,8 @@ def _positive_float(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _read_av(path: Path, max_frames: int | None, max_seconds: float | None) -> tuple[np.ndarray, float]:
+def _read_av(path: Path, max_frames: int | None, max_seconds: float | None,
+             shape: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
 
     frames = []
@@ -310,7 +314,7 @@ def _read_av(path: Path, max_frames: int | None, max_seconds: float | None) -> t
             stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             for frame in container.decode(stream):
-                frames.append(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)))
+                frames.append(shape(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame))))
                 _check_length(path, len(frames), fps or IMAGE_FPS, max_seconds)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
@@ -431,6 +435,20 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
     return info
 
 
+def probe_input(path: str | Path, still: bool) -> tuple[tuple[int, ...], float | None]:
+    """The array shape read_image ((H, W, 3), `still`) or read_video ((T, H, W, 3)) will give a file, and a
+    video's frame rate, from its header: a missing or corrupt file fails here, before anything is decoded."""
+    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if still and path.suffix.lower() in IMAGE_SUFFIXES:
+        with _open_image(path) as image:
+            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+            width, height = image.size[::-1] if turned else image.size
+        return (height, width, 3), None
+    info = video_metadata(path)
+    frame = (info["height"], info["width"], 3)
+    return (frame, None) if still else ((info["frames"], *frame), info["fps"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Conversions
 # ---------------------------------------------------------------------------------------------
@@ -465,16 +483,26 @@ def fit_image(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, s
     src_height, src_width = image.shape[:2]
     if (src_width, src_height) == (width, height):
         return image, f"image is already {width}x{height}"
-    scale = max(width / src_width, height / src_height)
-    new_width = max(width, round(src_width * scale))
-    new_height = max(height, round(src_height * scale))
+    new_width, new_height = _cover(src_width, src_height, width, height)
     resized = Image.fromarray(image).resize((new_width, new_height), Image.Resampling.LANCZOS)
     left, top = (new_width - width) // 2, (new_height - height) // 2
     cropped = np.asarray(resized.crop((left, top, left + width, top + height))).copy()
+    return cropped, fit_message(src_width, src_height, width, height)
+
+
+def fit_message(src_width: int, src_height: int, width: int, height: int) -> str:
+    """What fit_image does to a src_width x src_height image, in words."""
+    new_width, new_height = _cover(src_width, src_height, width, height)
     message = f"resized {src_width}x{src_height} to {new_width}x{new_height}"
     if (new_width, new_height) != (width, height):
         message += f" and center-cropped to {width}x{height}"
-    return cropped, message
+    return message
+
+
+def _cover(src_width: int, src_height: int, width: int, height: int) -> tuple[int, int]:
+    """The smallest size of the source's aspect ratio that covers width x height."""
+    scale = max(width / src_width, height / src_height)
+    return max(width, round(src_width * scale)), max(height, round(src_height * scale))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -286,16 +286,13 @@ def public_name(spec: str | None) -> str:
     return Path(spec).name if Path(spec).is_dir() else str(spec)
 
 
-def request_for(job: Job, inputs: Path) -> Request:
-    """The pipeline Request of a job, its input pixels read from the files in `inputs`."""
+def request_for(job: Job, inputs: Path, pipe: Pipeline) -> Request:
+    """The pipeline Request of a job, its input pixels read from the files in `inputs` at the job's size."""
     params = {k: v for k, v in job.params.items() if k != "inputs"}
     if params.get("segments") is not None:
         params["segments"] = [(float(start), text) for start, text in params["segments"]]
-    pixels: dict[str, np.ndarray] = {}
-    for name, file_name in job.params.get("inputs", {}).items():
-        path = inputs / file_name
-        pixels[name] = io.read_image(path) if name == "image" else io.read_video(path)[0]
-    return Request(prompt=job.prompt, **params, **pixels)
+    files = {name: inputs / file_name for name, file_name in job.params.get("inputs", {}).items()}
+    return pipe.read_inputs(Request(prompt=job.prompt, **params), files)[0]
 
 
 class Worker:
@@ -364,7 +361,7 @@ class Worker:
     def _generate(self, job: Job) -> str:
         """Run the pipeline exactly as the CLI does; returns the output's duration in seconds."""
         pipe = self.models.pipeline(job.model)
-        request = request_for(job, self.store.input_dir(job.id))
+        request = request_for(job, self.store.input_dir(job.id), pipe)
         video = pipe.generate(request, progress=self._progress_writer(job.id))
         path = self.store.output_path(job.id)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -185,6 +185,26 @@ class Pipeline:
             return len(req.video)  # an edit keeps the input's length
         return frames_for(req.seconds, fps)
 
+    def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, list[str]]:
+        """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
+        resolves to as it is decoded: a 4K source costs the output's memory, not its own. Also returns notes on
+        what was resized. The CLI and the server's worker read their inputs here."""
+        from kinema import io
+
+        shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
+        resolved = self.resolve(replace(req, **stand_ins(shapes)))
+        size = (resolved.width, resolved.height)
+        pixels, notes = {}, []
+        for name, path in files.items():
+            if name == "image":
+                pixels[name] = io.fit_image(io.read_image(path), *size)[0]
+            else:
+                pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
+            height, width = shapes[name][-3:-1]
+            if (width, height) != size:
+                notes.append(f"{name}: {io.fit_message(width, height, *size)}")
+        return replace(req, **pixels), notes
+
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
     @torch.no_grad()
     def generate(self, req: Request, progress: Progress | None = None) -> Video:
@@ -306,6 +326,11 @@ def frames_for(seconds: float | None, fps: int) -> int:
         raise KinemaError(f"duration must be positive, got {seconds:g} s; use --seconds 0 for an image",
                           param="seconds")
     return max(1, round(seconds * fps))
+
+
+def stand_ins(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Zero-cost arrays of the inputs' shapes: all `resolve` needs, before any pixel is read."""
+    return {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
 
 
 def check_input_lengths(req: Request, fps: int) -> None:

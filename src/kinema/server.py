@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -96,9 +95,8 @@ class Service:
         scalars = dict(draft.scalars)
         if fps is not None and scalars.get("fps") is None:
             scalars["fps"] = min(pl.MAX_FPS, max(1, round(fps)))  # a video's own rate, so stitched parts match
-        stand_ins = {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
         try:
-            resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **stand_ins))
+            resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **pl.stand_ins(shapes)))
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
         frames = resolved.frames
@@ -111,7 +109,7 @@ class Service:
 
     def _store_inputs(self, sources: dict[str, UploadFile | str], folder: Path
                       ) -> tuple[dict[str, str], dict[str, tuple[int, ...]], float | None]:
-        """Write every input into the job's folder (synced) and check it decodes. Returns the file names,
+        """Write every input into the job's folder (synced) and check its header. Returns the file names,
         the pixel array shapes the pipeline will get, and the main input video's frame rate."""
         files: dict[str, str] = {}
         shapes: dict[str, tuple[int, ...]] = {}
@@ -120,19 +118,14 @@ class Service:
             param = "input_reference" if name == "image" else "connect_to" if name == "video_b" else "video"
             path = self._copy_source(source, folder, name, param)
             try:
-                info = io.video_metadata(path)
-                if name == "image":
-                    io.read_image(path)
+                shapes[name], rate = io.probe_input(path, still=name == "image")
             except KinemaError:
                 raise ApiError(400, f"{param} is not a readable {'image' if name == 'image' else 'video'}; "
                                "upload a PNG, JPEG or WEBP image, or an MP4, WEBM or GIF video",
                                param=param) from None
             files[name] = path.name
-            shapes[name] = (info["height"], info["width"], 3)
-            if name != "image":
-                shapes[name] = (info["frames"], *shapes[name])
             if name == "video":
-                fps = info["fps"]
+                fps = rate
         return files, shapes, fps
 
     def _copy_source(self, source: UploadFile | str, folder: Path, name: str, param: str) -> Path:
