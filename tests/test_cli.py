@@ -33,7 +33,8 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--model", "/no/such/folder"], "model folder /no/such/folder not found"),
-    (["--model", "huge"], "unknown preset 'huge'"),
+    (["--model", "huge"], "unknown model 'huge'; pass a bundled model (kinema-small, kinema-small-fast)"),
+    (["--model", "kinema-smal"], "unknown model 'kinema-smal' (did you mean kinema-small?)"),
     (["--size", "100x64"], "nearest valid width is 96"),
     (["--size", "big"], "not WIDTHxHEIGHT"),
     (["--seconds", "-2"], "duration must be positive"),

@@ -8,6 +8,7 @@ A Kinema model folder holds `config.json` (the full ModelConfig), `vae.safetenso
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,11 +100,12 @@ def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float3
     if str(spec) in _preset_names():
         cfg = preset(str(spec))
         return _build(cfg, None, None, dtype, source=str(spec))
+    names = f"a bundled model ({', '.join(BUNDLED_MODELS)}) or a preset ({', '.join(_preset_names())})"
     if path.suffix or os.sep in str(spec):
-        raise KinemaError(f"model folder {spec} not found; pass an existing folder or a preset "
-                          f"({', '.join(_preset_names())})")
-    preset(str(spec))  # raises the "unknown preset" error with the valid names
-    raise AssertionError("unreachable")
+        raise KinemaError(f"model folder {spec} not found; pass an existing folder, {names}")
+    close = difflib.get_close_matches(str(spec), [*BUNDLED_MODELS, *_preset_names()], n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    raise KinemaError(f"unknown model {spec!r}{guess}; pass {names}, or a model folder")
 
 
 def _preset_names() -> list[str]:
