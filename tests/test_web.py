@@ -90,8 +90,48 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         extension = client.videos.list(limit=1).data[0]
         assert extension.id != first.id
         assert wait(client, extension.id).status == "completed"
+        check_sora_modes(page, server, first.id, extension.id)
 
         page.click(f"{tile} button:has-text('Delete')")
         page.wait_for_selector(tile, state="detached", timeout=TIMEOUT_MS)
         browser.close()
     assert page_errors == []
+
+
+def newest_job(server):
+    newest = server.client().videos.list(limit=1).data[0]
+    assert wait(server.client(), newest.id).status == "completed"
+    return server.app.state.service.store.get(newest.id)
+
+
+def check_sora_modes(page, server, first: str, second: str) -> None:
+    """Extend backward, remix, blend and storyboard from the page: each is one API call with the right fields."""
+    page.check("#extend-backward")
+    generate_from_page(page, "and before that")
+    assert newest_job(server).params["mode"] == "extend_backward"
+
+    page.click(f"#gallery .tile[data-id='{first}'] button:has-text('Remix')")
+    assert page.input_value("#remix-source") == first
+    page.fill("#strength", "0.5")
+    generate_from_page(page, "the same circle, now green")
+    remix = newest_job(server)
+    assert (remix.remixed_from, remix.params["mode"], remix.params["strength"]) == (first, "edit", 0.5)
+
+    page.click(".modes label:has(input[value='blend'])")
+    page.select_option("#blend-from", first)
+    page.select_option("#blend-to", second)
+    generate_from_page(page, "from one to the other")
+    blend = newest_job(server)
+    assert blend.params["mode"] == "connect" and set(blend.params["inputs"]) == {"video", "video_b"}
+
+    page.click(".modes label:has(input[value='storyboard'])")
+    assert not page.is_visible("#prompt")  # the storyboard's lines are the prompts
+    page.fill("#storyboard", "0: a red circle moves right\nlater the circle moves up")
+    page.click("#generate")
+    assert 'storyboard line 2: write it as "seconds: prompt"' in page.text_content("#form-error")
+    page.fill("#storyboard", "0: a red circle moves right\n0.5 s: the circle moves up")
+    page.click("#generate")
+    page.wait_for_function("!document.getElementById('generate').disabled", timeout=TIMEOUT_MS)
+    story = newest_job(server)
+    assert story.params["mode"] == "sequence"
+    assert story.params["segments"] == [[0.0, "a red circle moves right"], [0.5, "the circle moves up"]]

@@ -47,25 +47,53 @@ function currentMode() {
   return form.querySelector('input[name="mode"]:checked').value;
 }
 
+const SECONDS_LABEL = { extend: "Add", blend: "Bridge", storyboard: "Whole video" };
+
 form.addEventListener("change", (event) => {
   if (event.target.name !== "mode") return;
-  form.dataset.mode = currentMode();
-  $("seconds-label").textContent = currentMode() === "extend" ? "Add" : "Duration";
+  const mode = currentMode();
+  form.dataset.mode = mode;
+  $("seconds-label").textContent = SECONDS_LABEL[mode] || "Duration";
+  $("prompt").required = mode !== "storyboard"; // a storyboard's prompts are its lines
 });
 
+function chosen(id, what) {
+  const value = $(id).value;
+  if (!value) throw new Error(`choose a finished video ${what}`);
+  return value;
+}
+
+// "0: a red ball\n2: a blue ball" -> [{start: 0, prompt: "a red ball"}, {start: 2, prompt: "a blue ball"}]
+function storyboard() {
+  const lines = $("storyboard").value.split("\n").map((line) => line.trim()).filter(Boolean);
+  if (!lines.length) throw new Error('write the storyboard: a line for each moment, e.g. "2: the ball turns blue"');
+  return lines.map((line, i) => {
+    const match = line.match(/^(\d+(?:\.\d+)?)\s*s?\s*:\s*(\S.*)$/);
+    if (!match) throw new Error(`storyboard line ${i + 1}: write it as "seconds: prompt", e.g. "2: the ball turns blue"`);
+    return { start: Number(match[1]), prompt: match[2] };
+  });
+}
+
+// [API path, form data] for the chosen mode; every mode is one call of the Videos API.
 function requestFor(mode) {
   const data = new FormData();
-  data.append("prompt", $("prompt").value);
+  const segments = mode === "storyboard" ? storyboard() : null;
+  data.append("prompt", segments ? segments[0].prompt : $("prompt").value);
   for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
                             ["sampler", "sampler"], ["cache", "cache"], ["noise-correlation", "noise_correlation"],
                             ["negative-prompt", "negative_prompt"]]) {
     if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
   }
+  if (mode === "remix") {
+    if ($("strength").value.trim() !== "") data.append("strength", $("strength").value.trim());
+    return [`/videos/${chosen("remix-source", "to remix")}/remix`, data];
+  }
   data.append("seconds", $("seconds").value);
-  if (mode === "extend") {
-    const source = $("extend-source").value;
-    if (!source) throw new Error("choose a finished video to extend");
-    data.append("video[id]", source);
+  if (mode === "extend" || mode === "blend") {
+    data.append("video[id]", chosen(mode === "extend" ? "extend-source" : "blend-from", mode === "extend"
+      ? "to extend" : "to start from"));
+    if (mode === "extend" && $("extend-backward").checked) data.append("direction", "backward");
+    if (mode === "blend") data.append("connect_to", chosen("blend-to", "to end on"));
     return ["/videos/extensions", data];
   }
   if ($("size").value) data.append("size", $("size").value);
@@ -76,6 +104,7 @@ function requestFor(mode) {
     data.append("input_reference", file);
   }
   if (mode === "loop") data.append("loop", "true");
+  if (segments) data.append("segments", JSON.stringify(segments));
   return ["/videos", data];
 }
 
@@ -179,7 +208,8 @@ function tile(video) {
                                                                 download: download.download });
       link.click();
     });
-    actions.append(download, button("Extend", "ghost", () => extendFrom(video.id)));
+    actions.append(download, button("Extend", "ghost", () => startFrom("extend", video.id)),
+                   button("Remix", "ghost", () => startFrom("remix", video.id)));
   }
   actions.append(button("Delete", "danger", async () => {
     await api(`/videos/${video.id}`, { method: "DELETE" }).catch((error) => alert(error.message));
@@ -190,9 +220,9 @@ function tile(video) {
   return card;
 }
 
-function extendFrom(id) {
-  form.querySelector('input[name="mode"][value="extend"]').click();
-  $("extend-source").value = id;
+function startFrom(mode, id) {
+  form.querySelector(`input[name="mode"][value="${mode}"]`).click();
+  $(`${mode}-source`).value = id;
   $("prompt").focus();
 }
 
@@ -208,12 +238,13 @@ async function refreshGallery() {
   gallery.replaceChildren(...videos.map(tile));
   if (!videos.length) gallery.innerHTML = '<p class="empty">No videos yet: write a prompt and press Generate.</p>';
   const finished = videos.filter((video) => video.status === "completed");
-  const select = $("extend-source");
-  const chosen = select.value;
-  select.replaceChildren(...finished.map((video) => new Option(`${video.prompt.slice(0, 60)} (${video.id.slice(-6)})`,
-                                                                video.id)));
-  if (!finished.length) select.append(new Option("finish a video first", ""));
-  if (finished.some((video) => video.id === chosen)) select.value = chosen;
+  for (const select of document.querySelectorAll("select.finished-videos")) {
+    const kept = select.value;
+    select.replaceChildren(...finished.map((video) => new Option(
+      `${video.prompt.slice(0, 60)} (${video.id.slice(-6)})`, video.id)));
+    if (!finished.length) select.append(new Option("finish a video first", ""));
+    if (finished.some((video) => video.id === kept)) select.value = kept;
+  }
 }
 
 $("refresh").addEventListener("click", refreshGallery);
