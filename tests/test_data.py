@@ -138,6 +138,23 @@ def test_folder_source_csv_and_sidecars(tmp_path):
     assert read_listing(tmp_path)[0].caption == "sidecar caption"
 
 
+def test_listings_from_spreadsheets_and_other_tools(tmp_path):
+    _videos(tmp_path, count=2)
+    # Excel's byte-order mark, a caption over two lines, Open-Sora's column names with more columns after them
+    (tmp_path / "sheet.csv").write_text('\ufeffpath,text,num_frames\nclip0.mp4,"a fade,\nslowly",12\n'
+                                        "clip1.mp4,a second fade,12\n", encoding="utf-8")
+    rows = read_listing(tmp_path / "sheet.csv")
+    assert [(r.path.name, r.caption, r.where) for r in rows] == [
+        ("clip0.mp4", "a fade,\nslowly", f"{tmp_path / 'sheet.csv'} line 3"),
+        ("clip1.mp4", "a second fade", f"{tmp_path / 'sheet.csv'} line 4")]
+    # Hugging Face's metadata.jsonl names them file_name and text
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "clip1.mp4", "text": "from the hub"}\n')
+    assert read_listing(tmp_path / "metadata.jsonl")[0].caption == "from the hub"
+    (tmp_path / "short.csv").write_text("path,caption,fps\nclip0.mp4\n")
+    with pytest.raises(KinemaError, match="short.csv line 2: 1 columns, fewer than the header's"):
+        read_listing(tmp_path / "short.csv")
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"path": "clip0.mp4", "caption": "ok"}\n{"path": oops}\n', "line 2"),
     ('{"path": "clip0.mp4", "caption": "ok"}\n{"path": "missing.mp4", "caption": "x"}\n', "line 2"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -233,18 +234,24 @@ def read_listing(spec: Path) -> list[Row]:
 
 
 def _read_file(listing: Path) -> list[Row]:
-    text = listing.read_text(encoding="utf-8", errors="replace")
+    text = listing.read_text(encoding="utf-8-sig", errors="replace")  # -sig: spreadsheets' byte-order mark
     pairs = _jsonl_pairs(listing, text) if listing.suffix.lower() == ".jsonl" else _csv_pairs(listing, text)
     rows = []
     for line, path, caption in pairs:
         where = f"{listing} line {line}"
         if not isinstance(path, str) or not path or not isinstance(caption, str) or not caption.strip():
-            raise KinemaError(f"{where}: needs a non-empty path and caption; fix or delete the row")
+            raise KinemaError(f"{where}: needs a non-empty path and caption (named {' / '.join(PATH_KEYS)} and "
+                              f"{' / '.join(CAPTION_KEYS)}); fix or delete the row")
         full = Path(path) if Path(path).is_absolute() else listing.parent / path
         if not full.is_file():
             raise KinemaError(f"{where}: {full} not found; fix the path or delete the row")
         rows.append(Row(full, caption.strip(), where))
     return rows
+
+
+# Column names a listing may use (Kinema's own, Hugging Face's metadata.jsonl, Open-Sora's CSV...), first match wins.
+PATH_KEYS = ("path", "file_name", "file", "video")
+CAPTION_KEYS = ("caption", "text", "prompt")
 
 
 def _jsonl_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
@@ -258,20 +265,41 @@ def _jsonl_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
             raise KinemaError(f"{listing} line {number}: not valid JSON ({err.msg}); fix the row") from None
         if not isinstance(row, dict):
             raise KinemaError(f"{listing} line {number}: expected an object with \"path\" and \"caption\"")
-        pairs.append((number, row.get("path"), row.get("caption")))
+        pairs.append((number, _first(row, PATH_KEYS), _first(row, CAPTION_KEYS)))
     return pairs
+
+
+def _first(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((row[key] for key in keys if key in row), None)
 
 
 def _csv_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
+    """Rows of (path, caption); with a header naming its columns (path/caption, file_name/text, ...) other columns
+    may follow, without one each row is exactly path,caption. Quoted captions may hold commas and newlines."""
+    reader = csv.reader(io.StringIO(text))
+    header: tuple[int, int] | None = None
     pairs = []
-    for number, row in enumerate(csv.reader(text.splitlines()), 1):
-        if not row or (number == 1 and [c.strip().lower() for c in row] == ["path", "caption"]):
+    for row in reader:
+        number = reader.line_num
+        if not any(cell.strip() for cell in row):
             continue
-        if len(row) != 2:
-            raise KinemaError(f"{listing} line {number}: expected 2 columns (path, caption), got {len(row)}; "
-                              "quote captions that contain commas")
-        pairs.append((number, row[0].strip(), row[1]))
+        if not pairs and header is None and (header := _header_columns(row)) is not None:
+            continue
+        if header is None and len(row) != 2:
+            raise KinemaError(f"{listing} line {number}: expected 2 columns (path, caption), got {len(row)}; quote "
+                              "captions that contain commas, or name the columns in a header (path,caption,...)")
+        path_column, caption_column = header or (0, 1)
+        if max(path_column, caption_column) >= len(row):
+            raise KinemaError(f"{listing} line {number}: {len(row)} columns, fewer than the header's; fix the row")
+        pairs.append((number, row[path_column].strip(), row[caption_column]))
     return pairs
+
+
+def _header_columns(row: list[str]) -> tuple[int, int] | None:
+    """(path column, caption column) when `row` is a header naming both, else None."""
+    names = [cell.strip().lower() for cell in row]
+    found = [next((names.index(key) for key in keys if key in names), None) for keys in (PATH_KEYS, CAPTION_KEYS)]
+    return (found[0], found[1]) if None not in found else None
 
 
 def _read_sidecars(folder: Path) -> list[Row]:
