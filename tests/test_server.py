@@ -266,7 +266,7 @@ def test_page_fields_take_the_ranges_the_api_takes(paused):
     assert "$" not in page  # every bound was filled in
     bounds = {m["id"]: float(m["max"]) for m in re.finditer(r'<input id="(?P<id>[\w-]+)"[^>]*?max="(?P<max>[^"]+)"',
                                                             page, re.S)}
-    assert bounds == {"steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1,
+    assert bounds == {"steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1, "strength": 1,
                       "noise-correlation": MAX_NOISE_CORRELATION}
     assert f"sampling steps, 1–{pl.MAX_STEPS}" in page and f"<code>seconds</code> is 0–{pl.MAX_SECONDS:g}." in page
 
