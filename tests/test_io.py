@@ -265,6 +265,7 @@ def test_rotated_video_reads_upright(tmp_path, degrees, red_side):
     halves = {"top": red[:32], "bottom": red[32:], "left": red[:, :32], "right": red[:, 32:]}
     assert halves[red_side].mean() > 0.95 and red.mean() == pytest.approx(0.5, abs=0.05)
     assert io.read_image(tmp_path / "phone.mp4").shape == shown[1:]
+    np.testing.assert_array_equal(io.read_frames(tmp_path / "phone.mp4", [2, 0]), frames[[2, 0]])  # training's reader
 
 
 def test_exif_oriented_photo_reads_upright_with_its_shown_size(tmp_path):
