@@ -388,6 +388,11 @@ def _quarter_turns(frame: Any) -> int:
     return round(frame.rotation / 90) % 4
 
 
+def _exif_turned(image: Image.Image) -> bool:
+    """Whether a photo's EXIF orientation turns it a quarter (as phones held upright write it)."""
+    return image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
+
+
 def _turned_on_its_side(path: Path) -> bool:
     """Whether a video's display matrix turns it a quarter, so its shown size swaps width and height."""
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
@@ -427,7 +432,7 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
         with _open_image(path) as image:
             info["tags"] = dict(getattr(image, "text", {}))
             info["fps"] = _positive_float(info["tags"].get("fps")) or IMAGE_FPS
-            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)  # read_image stands it up
+            turned = _exif_turned(image)  # read_image stands it up
     elif suffix == ".gif":
         info["fps"] = _gif_fps(info["tags"].get("comment", "")) or info["fps"]
     if turned:  # the size as shown, which is the size of the frames read_video and read_image return
@@ -437,12 +442,11 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
 
 def probe_input(path: str | Path, still: bool) -> tuple[tuple[int, ...], float | None]:
     """The array shape read_image ((H, W, 3), `still`) or read_video ((T, H, W, 3)) will give a file, and a
-    video's frame rate, from its header: a missing or corrupt file fails here, before anything is decoded."""
+    video's frame rate, from its header: a missing or corrupt file fails here, before a video is decoded."""
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     if still and path.suffix.lower() in IMAGE_SUFFIXES:
         with _open_image(path) as image:
-            turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
-            width, height = image.size[::-1] if turned else image.size
+            width, height = image.size[::-1] if _exif_turned(image) else image.size
         return (height, width, 3), None
     info = video_metadata(path)
     frame = (info["height"], info["width"], 3)
