@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,15 +71,43 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise KinemaError(f"{path} is not a readable safetensors file ({err}); restore it from a backup") from None
 
 
+MODEL_FILES = ("vae.safetensors", "dit.safetensors", "config.json")  # in the order they are written
+
+
 def save_model(folder: str | Path, cfg: ModelConfig, vae: torch.nn.Module, dit: torch.nn.Module,
                dtype: torch.dtype | None = None) -> Path:
-    """Write a self-describing model folder (weights first, config last, each atomically)."""
+    """Write a self-describing model folder. The files go into a new folder beside it, which then takes its
+    place, so a crash leaves the model that was there whole, never old and new files mixed."""
     folder = Path(folder)
-    save_tensors(folder / "vae.safetensors", vae.state_dict(), dtype)
-    save_tensors(folder / "dit.safetensors", dit.state_dict(), dtype)
-    with atomic_write(folder / "config.json") as tmp:
-        tmp.write_text(cfg.to_json())
+    if folder.exists() and not folder.is_dir():
+        raise KinemaError(f"cannot write a model to {folder}: it is a file; give a folder name")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
+    staging.mkdir()
+    try:
+        save_tensors(staging / "vae.safetensors", vae.state_dict(), dtype)
+        save_tensors(staging / "dit.safetensors", dit.state_dict(), dtype)
+        (staging / "config.json").write_text(cfg.to_json())
+        _put_in_place(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _put_in_place(staging: Path, folder: Path) -> None:
+    """Make the staged model `folder`: a rename when `folder` is new or holds only a model; file by file
+    (each atomic, the config last) when it holds other files too, which stay."""
+    if folder.is_dir() and any(entry.name not in MODEL_FILES for entry in folder.iterdir()):
+        for name in MODEL_FILES:
+            os.replace(staging / name, folder / name)
+        return
+    if not folder.exists():
+        staging.rename(folder)
+        return
+    old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
+    folder.rename(old)  # between these renames a crash leaves both models, under their dotted names
+    staging.rename(folder)
+    shutil.rmtree(old)
 
 
 def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Model:
