@@ -283,7 +283,7 @@ def generate_request(args, out: Path):
     are read here (a missing or corrupt file fails before the model loads); their pixels are read by
     `Pipeline.read_inputs`, at the size the request resolves to."""
     from kinema.io import probe_input
-    from kinema.pipeline import MAX_FPS, Request
+    from kinema.pipeline import Request, input_fps
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
@@ -291,7 +291,7 @@ def generate_request(args, out: Path):
     rates = {name: probe_input(path, still=name == "image")[1] for name, path in files.items()}
     fps = args.fps
     if "video" in files and fps is None:  # the input's frames are shown as they are, at their rate
-        fps = min(MAX_FPS, max(1, round(rates["video"])))
+        fps = input_fps(rates["video"])
     segments = None
     if mode == "sequence":
         segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)

@@ -328,6 +328,12 @@ def frames_for(seconds: float | None, fps: int) -> int:
     return max(1, round(seconds * fps))
 
 
+def input_fps(rate: float) -> int:
+    """The output rate for an input video's own rate, so its frames (and the parts stitched to them) play as they
+    were shot."""
+    return min(MAX_FPS, max(1, round(rate)))
+
+
 def stand_ins(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Zero-cost arrays of the inputs' shapes: all `resolve` needs, before any pixel is read."""
     return {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}

@@ -94,7 +94,7 @@ class Service:
         (sizes and lengths follow the inputs); the job keeps the client's values, resolved again when it runs."""
         scalars = dict(draft.scalars)
         if fps is not None and scalars.get("fps") is None:
-            scalars["fps"] = min(pl.MAX_FPS, max(1, round(fps)))  # a video's own rate, so stitched parts match
+            scalars["fps"] = pl.input_fps(fps)
         try:
             resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **pl.stand_ins(shapes)))
         except KinemaError as err:
