@@ -41,7 +41,6 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),
     (["-o", "v.avi"], "unknown output type"),
     (["--noise-correlation", "1.5"], "noise_correlation must be from 0 (independent frames) to 0.99, got 1.5"),
-    (["--seconds", "2", "-o", "v.png"], "cannot be a PNG"),
     (["--guidance", "-1"], "guidance must be between 0 and 100"),
     (["--seed", "-1"], "seed must be between 0"),
 ])
@@ -110,6 +109,18 @@ def clips(tmp_path):
         paths.append(tmp_path / f"{colour}.mp4")
         write_video(paths[-1], render(scene, 32, 32, 9, 8), 8)
     return [str(p) for p in paths]
+
+
+@pytest.mark.parametrize("args,made", [
+    (["--seconds", "2"], "makes 16 frames"),
+    (["--extend", "{a}", "--seconds", "0"], "makes a video"),  # one new frame, after the clip's nine
+])
+def test_png_for_a_video_fails_before_generating(tmp_path, capsys, clips, args, made):
+    out = tmp_path / "v.png"
+    args = [arg.format(a=clips[0]) for arg in args]
+    code, _, err = run(["generate", "a red circle", "--model", "debug", "--steps", "1", "-o", str(out), *args], capsys)
+    assert code == 2 and f"v.png: a PNG holds one image and this request {made}" in err
+    assert err.count("\n") == 1 and not out.exists()  # no progress bar: nothing was generated
 
 
 @pytest.mark.parametrize("args,frames", [

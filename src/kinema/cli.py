@@ -268,6 +268,7 @@ def cmd_generate(args) -> None:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
     req, notes = pipe.read_inputs(req, files)
+    check_still_output(out, pipe.resolve(req))
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip)
@@ -276,6 +277,15 @@ def cmd_generate(args) -> None:
         print(f"note: {note}")
     shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
     print(f"wrote {out} ({video.width}x{video.height}, {shape})")
+
+
+def check_still_output(out: Path, resolved) -> None:
+    """A PNG holds one frame: a request for more fails before the work, not when its video is written."""
+    joined = resolved.mode in ("extend", "extend_backward", "loop", "connect", "sequence")  # never one frame
+    if out.suffix.lower() == ".png" and (resolved.frames > 1 or joined):
+        made = "a video" if joined else f"{resolved.frames} frames"
+        raise KinemaError(f"{out.name}: a PNG holds one image and this request makes {made}; use .mp4 or .gif, "
+                          "or --seconds 0 for a single image")
 
 
 def generate_request(args, out: Path):
