@@ -35,7 +35,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--model", "/no/such/folder"], "model folder /no/such/folder not found"),
     (["--model", "huge"], "unknown model 'huge'; pass a bundled model (kinema-small, kinema-small-fast)"),
     (["--model", "kinema-smal"], "unknown model 'kinema-smal' (did you mean kinema-small?)"),
-    (["--size", "100x64"], "nearest valid width is 96"),
+    (["--size", "101x64"], "width 101 is odd; video needs even sizes, e.g. 100 or 102"),
     (["--size", "big"], "not WIDTHxHEIGHT"),
     (["--seconds", "-2"], "duration must be positive"),
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kinema.errors import KinemaError
-from kinema.pipeline import Request, Video, check_size, frames_for
+from kinema.pipeline import Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas
 
 
 @pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (96, 48, 9), (48, 80, 6), (112, 64, 17)])
@@ -96,10 +96,11 @@ def test_progress_reaches_every_step(debug_pipe):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"prompt": "   "}, "prompt is empty"),
-    ({"width": 100}, "nearest valid width is 96"),
-    ({"height": 250}, "nearest valid height is 256"),
+    ({"width": 101}, "width 101 is odd; video needs even sizes, e.g. 100 or 102"),
+    ({"height": 251}, "height 251 is odd"),
     ({"width": 8}, "too small"),
-    ({"width": 2048, "height": 2048}, "larger than 1920x1088"),
+    ({"width": 2048, "height": 2048}, "larger than 1920x1080"),
+    ({"width": 1920, "height": 1090}, "larger than 1920x1080"),  # generated at 1920x1104
     ({"seconds": -1}, "duration must be positive"),
     ({"seconds": 61, "fps": 8}, "between 1 frame and 60 s"),
     ({"fps": 0}, "fps must be between"),
@@ -143,7 +144,35 @@ def test_read_inputs_fits_frames_as_they_are_decoded(debug_pipe, tmp_path):
 
 def test_check_size_accepts_full_hd_and_portrait():
     check_size(1920, 1088)
+    check_size(1920, 1080)
+    check_size(1080, 1920)
     check_size(144, 256)
+
+
+def test_sizes_off_the_grid_are_generated_on_a_canvas_and_cropped():
+    assert canvas_size(1920, 1080) == (1920, 1088) and canvas_size(640, 360) == (640, 368)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 40, 70, 3), dtype=np.uint8)
+    padded = pad_to_canvas(frames, 70, 40)
+    assert padded.shape == (2, 48, 80, 3)
+    assert np.array_equal(padded[:, :4, 5:75], np.repeat(frames[:, :1], 4, axis=1))  # edges repeat: no border
+    assert np.array_equal(crop_to(padded, 70, 40), frames)
+    assert crop_to(frames, 70, 40) is frames
+
+
+@pytest.mark.parametrize("mode", ["t2v", "i2v", "extend", "extend_backward", "connect", "loop", "edit"])
+def test_every_mode_makes_a_size_off_the_grid(debug_pipe, mode):
+    clip = np.random.default_rng(1).integers(0, 256, (9, 40, 70, 3), dtype=np.uint8)
+    inputs = {"t2v": {}, "loop": {}, "i2v": {"image": clip[0]},
+              "connect": {"video": clip, "video_b": clip[::-1].copy()}}.get(mode, {"video": clip})
+    seconds = None if mode == "edit" else 1
+    video = debug_pipe.generate(Request("a red circle", width=70, height=40, fps=8, seconds=seconds, steps=1,
+                                        mode=mode, **inputs))
+    out = debug_pipe.decode(video)
+    assert out.shape == (video.frames, 40, 70, 3) and video.latents.shape[-2:] == (48 // 8, 80 // 8)
+    if mode in ("extend", "connect"):  # the given clip is shown as it was, though the model saw it padded
+        assert np.array_equal(out[:9], clip)
+    if mode in ("extend_backward", "connect"):
+        assert np.array_equal(out[-9:], inputs["video" if mode == "extend_backward" else "video_b"])
 
 
 def test_save_picks_filmstrip_frames_while_writing(debug_pipe, tmp_path, monkeypatch):

@@ -215,9 +215,9 @@ def test_list_pages_with_after_limit_order(paused):
 
 
 @pytest.mark.parametrize(("fields", "param", "says"), [
-    ({"size": "65x64"}, "size", "multiples of 16"),
-    ({"size": "big"}, "size", "multiples of 16"),
-    ({"size": "4096x4096"}, "size", "1920x1088"),
+    ({"size": "65x64"}, "size", "both even"),
+    ({"size": "big"}, "size", "both even"),
+    ({"size": "4096x4096"}, "size", "1920x1080"),
     ({"seconds": "61"}, "seconds", "from 0"),
     ({"seconds": "-1"}, "seconds", "from 0"),
     ({"seconds": "soon"}, "seconds", "from 0"),

@@ -29,8 +29,8 @@ MAX_PROMPT_CHARS = 4000
 MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
 SAMPLERS = ("euler", "heun")
 ALLOWED = {
-    "size": "WIDTHxHEIGHT, both multiples of 16 (at least 16), at most 1920x1088 pixels in all "
-            "(e.g. 64x64, 128x128, 256x144, 1280x720)",
+    "size": "WIDTHxHEIGHT, both even and at least 16, at most 1920x1080 "
+            "(e.g. 128x128, 256x144, 1280x720, 1920x1080)",
     "seconds": f"a number of seconds from 0 (a single frame) to {pl.MAX_SECONDS:g}",
 }
 EXTRA_FIELDS = {

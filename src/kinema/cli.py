@@ -75,7 +75,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     shape = p.add_argument_group("size and duration")
-    shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, multiples of 16 (e.g. 224x128)")
+    shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, even (e.g. 224x128 or 1920x1080)")
     shape.add_argument("--aspect", default=None,
                        help="aspect ratio at the model's size: 16:9, 9:16, 1:1, 4:3, 3:4, 21:9 or any W:H")
     shape.add_argument("--seconds", type=float, default=None,

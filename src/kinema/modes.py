@@ -34,7 +34,7 @@ import torch
 from kinema import flow, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
-from kinema.pipeline import Pipeline, Progress, Request, Text, Video
+from kinema.pipeline import Pipeline, Progress, Request, Text, Video, canvas_size, pad_to_canvas
 
 WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)
 CONTEXT = 2  # latent frames each later window takes as context from what came before
@@ -173,7 +173,9 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        self.shape = (vae.z_dim, req.height // vae.spatial_factor, req.width // vae.spatial_factor)  # (C, h, w)
+        self.canvas = canvas_size(req.width, req.height)  # generated at, then cropped to the request's size
+        width, height = self.canvas
+        self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
         self.captions: dict[str, str] = {}  # prompt -> what the text encoder was given
         self._texts: dict[str, Text] = {}
@@ -197,7 +199,8 @@ class Job:
         return value
 
     def fit(self, name: str) -> np.ndarray:
-        """The input `name` as uint8 (T, H, W, 3) at the request's size (resized, center-cropped, noted)."""
+        """The input `name` as uint8 (T, H, W, 3) at the request's size (resized, center-cropped, noted), padded
+        to the canvas."""
         from kinema.io import fit_image
 
         frames = np.asarray(self.need(name))
@@ -206,11 +209,11 @@ class Job:
             raise KinemaError(f"{name} must be uint8 RGB pixels (T, H, W, 3), got {frames.dtype} "
                               f"{frames.shape}; read it with kinema.io.read_video or read_image", param=name)
         width, height = self.req.width, self.req.height
-        if frames.shape[1:3] == (height, width):
-            return frames
-        fitted = [fit_image(frame, width, height) for frame in frames]
-        self.notes.append(f"{name}: {fitted[0][1]}")
-        return np.stack([frame for frame, _ in fitted])
+        if frames.shape[1:3] != (height, width):
+            fitted = [fit_image(frame, width, height) for frame in frames]
+            self.notes.append(f"{name}: {fitted[0][1]}")
+            frames = np.stack([frame for frame, _ in fitted])
+        return pad_to_canvas(frames, width, height)
 
     def encode_tail(self, frames: np.ndarray) -> tuple[torch.Tensor, int]:
         """Latents (1, C, 1 + k, h, w) of the clip's last 1 + 4k frames (the VAE's lengths), and 1 + 4k."""
@@ -231,7 +234,7 @@ class Job:
         """The first `frames` decoded frames of `latents` (fewer if they hold fewer)."""
         n = min(latents.shape[2], latent_count(frames, self.tf))
         count = min(frames, decoded_count(n, self.tf))
-        return self.pipe.decode(Video(latents[:, :, :n], count, self.req.fps, self.req.width, self.req.height))
+        return self.pipe.decode(Video(latents[:, :, :n], count, self.req.fps, *self.canvas))  # to encode again
 
     # -- planning ----------------------------------------------------------------------------------
     def plan(self, new: int, have: int = 0, end: int = 0) -> list[Window]:

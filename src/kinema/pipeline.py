@@ -258,7 +258,13 @@ class Pipeline:
     # -- 6. decode ---------------------------------------------------------------------------
     @torch.no_grad()
     def decode_stream(self, video: Video) -> Iterator[np.ndarray]:
-        """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all."""
+        """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all, at the output's size."""
+        for chunk in self._decode_canvas(video):
+            yield crop_to(chunk, video.width, video.height)
+
+    @torch.no_grad()
+    def _decode_canvas(self, video: Video) -> Iterator[np.ndarray]:
+        """`decode_stream`'s chunks at the size they were generated (inputs as they were fitted)."""
         from kinema.io import to_uint8
 
         if video.before is not None:
@@ -383,14 +389,41 @@ def size_for(ratio: float, short: int) -> tuple[int, int]:
 
 
 def check_size(width: int, height: int) -> None:
-    """Sizes must be positive multiples of 16 (VAE 8x times the DiT's 2x2 patches)."""
+    """Sizes are even (video codecs store colour at half resolution) and at least 16; the canvas they are
+    generated on (`canvas_size`) holds at most 1920x1088 pixels."""
     for name, v in (("width", width), ("height", height)):
         if v < SIZE_MULTIPLE:
             raise KinemaError(f"{name} {v} is too small; use at least {SIZE_MULTIPLE}", param="size")
-        if v % SIZE_MULTIPLE:
-            lo = v - v % SIZE_MULTIPLE
-            nearest = lo if v - lo < SIZE_MULTIPLE / 2 or lo + SIZE_MULTIPLE > 1920 else lo + SIZE_MULTIPLE
-            raise KinemaError(f"{name} {v} is not a multiple of {SIZE_MULTIPLE}; the nearest valid {name} is "
-                              f"{max(nearest, SIZE_MULTIPLE)}", param="size")
-    if width * height > MAX_PIXELS:
-        raise KinemaError(f"size {width}x{height} is larger than 1920x1088; choose a smaller size", param="size")
+        if v % 2:
+            raise KinemaError(f"{name} {v} is odd; video needs even sizes, e.g. {v - 1} or {v + 1}", param="size")
+    canvas_w, canvas_h = canvas_size(width, height)
+    if canvas_w * canvas_h > MAX_PIXELS:
+        raise KinemaError(f"size {width}x{height} is larger than 1920x1080; choose a smaller size", param="size")
+
+
+def canvas_size(width: int, height: int) -> tuple[int, int]:
+    """The size a video is generated at: the output's, each side rounded up to a multiple of 16 (the VAE's
+    downsampling times the DiT's patch). The output is its center (`crop_offsets`), e.g. 1920x1080 of 1920x1088."""
+    return -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
+
+
+def crop_offsets(width: int, height: int) -> tuple[int, int]:
+    """(left, top) of a width x height output inside its canvas: inputs are padded by these, outputs cut by them."""
+    canvas_w, canvas_h = canvas_size(width, height)
+    return (canvas_w - width) // 2, (canvas_h - height) // 2
+
+
+def pad_to_canvas(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (T, height, width, 3) frames of an output's size, edge-padded to its canvas: an input shown in the
+    output comes back exactly, and the model sees no border."""
+    (canvas_w, canvas_h), (left, top) = canvas_size(width, height), crop_offsets(width, height)
+    pads = ((0, 0), (top, canvas_h - height - top), (left, canvas_w - width - left), (0, 0))
+    return np.pad(frames, pads, mode="edge") if (canvas_w, canvas_h) != (width, height) else frames
+
+
+def crop_to(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of a width x height output's canvas, cut to the output (as they are if already)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    left, top = crop_offsets(width, height)
+    return frames[:, top:top + height, left:left + width]
