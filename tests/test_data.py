@@ -171,8 +171,21 @@ def test_bad_rows_name_file_and_line(tmp_path, text, message):
 def test_unreadable_video_names_its_row(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     (tmp_path / "rows.csv").write_text("broken.mp4,a broken clip\n")
-    with pytest.raises(KinemaError, match="rows.csv line 1"):
+    with pytest.raises(KinemaError, match="none of the 1 files .*rows.csv line 1: cannot read"):
         FolderSource(tmp_path / "rows.csv", fps=8).clip(0, Bucket(32, 32, 5))
+
+
+def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
+    _videos(tmp_path, count=2)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 4000)  # a cut-off download
+    (tmp_path / "rows.csv").write_text("clip0.mp4,first\nbroken.mp4,broken\nclip1.mp4,second\n")
+    source = FolderSource(tmp_path / "rows.csv", fps=8)
+    captions = [source.clip(i, Bucket(32, 32, 5)).caption for i in range(6)]
+    assert captions == ["first", "second", "second", "first", "second", "second"]  # the next row stands in
+    assert list(source.unreadable) == [tmp_path / "broken.mp4"]
+    [warning] = capsys.readouterr().err.splitlines()  # once, though its row came round twice
+    assert warning.startswith(f"kinema: warning: skipping {tmp_path / 'rows.csv'} line 2: cannot read ")
+    assert "broken.mp4: corrupt or not a video" in warning
 
 
 def _pool_encoder(video):  # (B, 3, T, H, W) -> (B, 3, T', H/8, W/8), a stand-in VAE

@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import multiprocessing
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from kinema import world
 from kinema.checkpoint import atomic_write
@@ -168,18 +170,29 @@ class FolderSource:
         self.rows = read_listing(spec)
         self.fps = fps
         self._lengths: dict[Path, tuple[int, float]] = {}
+        self.unreadable: dict[Path, str] = {}  # file -> why, for rows skipped so far
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
+        """Clip `index`. A file that cannot be read is skipped with a warning and the next row stands in, so one
+        corrupt download does not stop a run over thousands; a listing with no readable file is an error."""
         rows = self.rows if bucket.frames == 1 else [r for r in self.rows if not r.is_image]
         if not rows:
             raise KinemaError(f"bucket {bucket.name} needs videos but {self.listing} lists only images; "
                               "remove video buckets from [data] buckets or add videos")
-        row = rows[index % len(rows)]
-        try:
-            frames = self._window(row, index // len(rows), bucket)
-        except KinemaError as err:
-            raise KinemaError(f"{row.where}: {err}") from None
-        return Clip(frames, row.caption, {"caption": row.caption, "path": str(row.path)})
+        for offset in range(len(rows)):
+            row = rows[(index + offset) % len(rows)]
+            if row.path in self.unreadable:
+                continue
+            try:
+                frames = self._window(row, index // len(rows), bucket)
+            except KinemaError as err:
+                self.unreadable[row.path] = f"{row.where}: {err}"
+                tqdm.write(f"kinema: warning: skipping {row.where}: {err}", file=sys.stderr)  # above any bar
+                continue
+            return Clip(frames, row.caption, {"caption": row.caption, "path": str(row.path)})
+        first = next(iter(self.unreadable.values()))
+        raise KinemaError(f"none of the {len(rows)} files {self.listing} lists for bucket {bucket.name} can be read "
+                          f"({first}); check the files or the listing's paths")
 
     def _window(self, row: Row, window: int, bucket: Bucket) -> np.ndarray:
         """Pass `window` over the rows reads a different part of the video (images: the image)."""
@@ -353,7 +366,6 @@ def build_cache(folder: Path, source: Source, buckets: list[Bucket], counts: lis
     encodes and writes the last; a clip depends only on (bucket, index), so the cache is the same for any
     number of workers.
     """
-    from tqdm import tqdm
 
     todo = []  # (indices, bucket, stream, path) of each shard still to build
     for stream, (bucket, count) in enumerate(zip(buckets, counts, strict=True)):
