@@ -152,6 +152,10 @@ def test_image_to_video_and_aspect_from_the_command_line(fast_cli, tmp_path, cap
                            "--steps", "1", "-o", str(out), "--quiet"], capsys)
     assert code == 0 and "note: image: resized 451x300 to 48x32 and center-cropped to 32x32" in stdout
     assert read_video(out)[0].shape == (8, 32, 32, 3)
+    # A photo given as the video to extend has no frame rate of its own: the output keeps the model's 8 fps.
+    code, stdout, _ = run(["generate", "a cat", "--extend", str(photo), "--size", "32x32", "--seconds", "1",
+                           "--steps", "1", "-o", str(out), "--quiet"], capsys)
+    assert code == 0 and stdout.strip().endswith("(32x32, 9 frames at 8 fps)")
     still = tmp_path / "wide.png"  # a .png with no duration is an image
     code, stdout, _ = run(["generate", "a green square", "--aspect", "16:9", "--steps", "1", "-o", str(still),
                            "--quiet"], capsys)

@@ -300,7 +300,7 @@ def generate_request(args, out: Path):
     files = _input_files(args, mode)
     rates = {name: probe_input(path, still=name == "image")[1] for name, path in files.items()}
     fps = args.fps
-    if "video" in files and fps is None:  # the input's frames are shown as they are, at their rate
+    if fps is None and rates.get("video"):  # the input's frames are shown as they are, at their rate
         fps = input_fps(rates["video"])
     segments = None
     if mode == "sequence":

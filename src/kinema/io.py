@@ -442,7 +442,8 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
 
 def probe_input(path: str | Path, still: bool) -> tuple[tuple[int, ...], float | None]:
     """The array shape read_image ((H, W, 3), `still`) or read_video ((T, H, W, 3)) will give a file, and a
-    video's frame rate, from its header: a missing or corrupt file fails here, before a video is decoded."""
+    video's frame rate, from its header: a missing or corrupt file fails here, before a video is decoded.
+    A single frame (e.g. a photo given as a video) has no rate of its own: None, so the output keeps the model's."""
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     if still and path.suffix.lower() in IMAGE_SUFFIXES:
         with _open_image(path) as image:
@@ -450,7 +451,7 @@ def probe_input(path: str | Path, still: bool) -> tuple[tuple[int, ...], float |
         return (height, width, 3), None
     info = video_metadata(path)
     frame = (info["height"], info["width"], 3)
-    return (frame, None) if still else ((info["frames"], *frame), info["fps"])
+    return (frame, None) if still else ((info["frames"], *frame), info["fps"] if info["frames"] > 1 else None)
 
 
 # ---------------------------------------------------------------------------------------------
