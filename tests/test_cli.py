@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -121,6 +122,49 @@ def test_png_for_a_video_fails_before_generating(tmp_path, capsys, clips, args, 
     code, _, err = run(["generate", "a red circle", "--model", "debug", "--steps", "1", "-o", str(out), *args], capsys)
     assert code == 2 and f"v.png: a PNG holds one image and this request {made}" in err
     assert err.count("\n") == 1 and not out.exists()  # no progress bar: nothing was generated
+
+
+def test_verify_finds_the_watermark_of_a_generated_video(tmp_path, capsys):
+    import skimage.data
+    from PIL import Image
+
+    out = tmp_path / "v.mp4"  # the bundled model's video: the debug model's noise hides a mark this small
+    assert run(["generate", "a red circle", "--seconds", "1", "-o", str(out), "--quiet"], capsys)[0] == 0
+    code, stdout, _ = run(["verify", str(out)], capsys)
+    lines = stdout.splitlines()
+    assert code == 0 and re.fullmatch(r"watermark: found \(p (= .*e-\d\d+|< 1e-300), payload [0-9a-f]{16}; "
+                                      r"6[0-4]/64 payload bits match the file's tag\)", lines[0])
+    assert lines[1] == "tags: ai_generated=true, model=kinema-small-fast, seed=0; prompt 'a red circle'"
+    photo = tmp_path / "photo.png"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    code, stdout, _ = run(["verify", str(photo)], capsys)
+    assert code == 1 and stdout.startswith("watermark: not found") and "tags: none" in stdout
+    assert run(["verify", str(tmp_path / "gone.mp4")], capsys)[:3:2] == (2, f"kinema: error: {tmp_path / 'gone.mp4'} "
+                                                                         "not found; check the path\n")
+
+
+def test_generate_signs_with_c2pa_credentials(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("c2pa")
+    from kinema.provenance import make_test_certificate
+
+    cert, key = make_test_certificate(tmp_path)
+    base = ["generate", "a red circle", "--model", "debug", "--size", "64x64", "--seconds", "1", "--steps", "1",
+            "--quiet"]
+    out = tmp_path / "v.mp4"
+    assert run([*base, "-o", str(out), "--c2pa-cert", str(cert), "--c2pa-key", str(key)], capsys)[0] == 0
+    stdout = run(["verify", str(out)], capsys)[1]  # (the debug model's noise hides the watermark at this size)
+    assert stdout.splitlines()[1:] == ["tags: ai_generated=true, model=debug, seed=0; prompt 'a red circle'",
+                                       "C2PA: signed by Kinema test with kinema, Valid"]
+    # The environment can name them too. A GIF cannot carry them: said before anything is generated.
+    monkeypatch.setenv("KINEMA_C2PA_CERT", str(cert))
+    monkeypatch.setenv("KINEMA_C2PA_KEY", str(key))
+    code, _, err = run([*base, "-o", str(tmp_path / "v.gif")], capsys)
+    assert code == 2 and "v.gif: C2PA credentials go into .mp4 and .png files only" in err
+    assert not (tmp_path / "v.gif").exists()
+    code, _, err = run([*base, "-o", str(out), "--c2pa-cert", str(cert)], capsys)
+    assert code == 2 and "give both --c2pa-cert (the certificate chain) and --c2pa-key" in err
+    code, _, err = run([*base, "-o", str(out), "--c2pa-cert", str(key), "--c2pa-key", str(key)], capsys)
+    assert code == 2 and err.startswith("kinema: error: cannot sign probe.png") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args,frames", [

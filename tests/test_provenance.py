@@ -209,3 +209,31 @@ def test_c2pa_failures_leave_the_file_untouched(tmp_path):
     assert provenance.read_c2pa(path) is None
     with pytest.raises(KinemaError, match="supports"):
         provenance.sign_c2pa(tmp_path / "clip.gif", cert, key)
+
+
+def test_verify_reads_every_mark_and_the_watermark_outlives_the_others(tmp_path):
+    meta = provenance.metadata("a red ball", "debug", 7)
+    marked = provenance.embed(world_clip(40, 128, 128), bytes.fromhex(meta["watermark_payload"]))
+    io.write_video(tmp_path / "made.mp4", marked, 8, metadata=meta)
+    result = provenance.verify(tmp_path / "made.mp4")
+    assert result["watermark"]["detected"] and result["watermark"]["bit_accuracy"] == 1.0
+    assert result["metadata"]["ai_generated"] == "true" and result["metadata"]["prompt"] == "a red ball"
+    assert result["c2pa"] in (None, "not checked")  # never signed
+    # Re-encoded at half size without the tags: only the watermark is left, and it is still read.
+    io.write_video(tmp_path / "shared.mp4", half(marked), 8)
+    stripped = provenance.verify(tmp_path / "shared.mp4")
+    assert stripped["watermark"]["detected"] and stripped["metadata"] == {}
+    assert stripped["watermark"]["payload_hex"] == meta["watermark_payload"]
+    io.write_video(tmp_path / "camera.mp4", world_clip(40, 128, 128), 8)
+    assert not provenance.verify(tmp_path / "camera.mp4")["watermark"]["detected"]
+
+
+def test_verify_spreads_its_frames_over_a_long_video(tmp_path, monkeypatch):
+    io.write_video(tmp_path / "long.mp4", provenance.embed(world_clip(100, 64, 64), PAYLOAD), 8)
+    asked = []
+    read_frames = io.read_frames
+    monkeypatch.setattr(io, "read_frames", lambda path, picks: asked.append(list(picks)) or read_frames(path, picks))
+    assert provenance.verify(tmp_path / "long.mp4")["watermark"]["detected"]
+    picks = [i for chunk in asked for i in chunk]
+    assert len(picks) == provenance.VERIFY_FRAMES and picks[0] == 0 and picks[-1] == 99
+    assert max(len(chunk) for chunk in asked) == 8  # decoded a few frames at a time

@@ -412,3 +412,17 @@ def test_the_server_also_offers_the_bundled_models():
     assert models.default == "debug" and models.name_for(None) == "debug" and models.name_for("default") == "debug"
     assert list(models.specs) == [*installed, "debug"]
     assert all(models.name_for(name) == name for name in installed)
+
+
+def test_a_signing_server_gives_every_video_c2pa_credentials(tmp_path):
+    pytest.importorskip("c2pa")
+    from kinema import provenance
+
+    signer = provenance.C2paSigner.load(*provenance.make_test_certificate(tmp_path))
+    with ServerThread(tmp_path / "signed", signer=signer) as running:
+        client = running.client()
+        video = wait(client, client.videos.create(prompt="a red ball moves right", **TINY).id)
+        (tmp_path / "out.mp4").write_bytes(client.videos.download_content(video.id).read())
+    result = provenance.verify(tmp_path / "out.mp4")
+    assert result["metadata"]["prompt"] == "a red ball moves right"
+    assert result["c2pa"] == {"issuer": "Kinema test", "validation_state": "Valid", "generator": "kinema"}

@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   kinema generate "a green square" --seconds 0 -o square.png          (text to image)
   kinema train --config configs/small.toml                            (train your own model)
   kinema eval --model path/to/model --prompts heldout --n 200         (judge a model)
+  kinema verify video.mp4                                             (was it made by Kinema?)
 
 Models: with no --model, the bundled kinema-small-fast is used (trained by this project, then distilled
 to 8 steps without CFG); kinema-small is the model it was distilled from (16 steps with CFG). --model also
@@ -73,6 +74,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
     p.add_argument("--negative-prompt", default="", help="what the video should not show")
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
+    _add_c2pa_options(p, "the output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     shape = p.add_argument_group("size and duration")
     shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, even (e.g. 224x128 or 1920x1080)")
@@ -148,7 +150,24 @@ def _add_serve(sub) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (0 = accept but do not run)")
     p.add_argument("--max-queue", type=int, default=64, help="queued jobs before new ones get 429")
     p.add_argument("--retention-hours", type=float, default=168, help="how long finished videos are kept")
+    _add_c2pa_options(p, "every finished video")
     p.set_defaults(func=cmd_serve)
+
+
+def _add_c2pa_options(p, what: str) -> None:
+    p.add_argument("--c2pa-cert", default=None, metavar="PEM",
+                   help=f"sign {what} with C2PA content credentials: the certificate chain, leaf first "
+                   "(also KINEMA_C2PA_CERT; needs c2pa-python)")
+    p.add_argument("--c2pa-key", default=None, metavar="PEM", help="the leaf's PKCS#8 key (also KINEMA_C2PA_KEY)")
+
+
+def c2pa_signer(args):
+    """The C2PA credentials the flags (else the environment) name, tried once: a bad pair fails before any work."""
+    from kinema.provenance import C2paSigner
+
+    if bool(args.c2pa_cert) != bool(args.c2pa_key):
+        raise KinemaError("give both --c2pa-cert (the certificate chain) and --c2pa-key (its key), or neither")
+    return C2paSigner.load(args.c2pa_cert, args.c2pa_key) if args.c2pa_cert else C2paSigner.from_env()
 
 
 def cmd_serve(args) -> None:
@@ -161,7 +180,8 @@ def cmd_serve(args) -> None:
             raise KinemaError(f"--extra-model {item!r} is not NAME=FOLDER; write e.g. --extra-model mine=runs/x/model")
         models[name] = folder
     server.serve(args.host, args.port, args.data, args.model, server.load_api_keys(args.api_keys_file),
-                 args.concurrency, args.max_queue, models=models, retention_s=args.retention_hours * 3600)
+                 args.concurrency, args.max_queue, models=models, retention_s=args.retention_hours * 3600,
+                 signer=c2pa_signer(args))
 
 
 def _add_eval(sub) -> None:
@@ -182,6 +202,12 @@ def _add_eval(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="eval", help="report folder (default ./eval)")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("verify", help="check a video or image for Kinema's watermark, tags and C2PA credentials",
+                       description="Look for the invisible watermark every Kinema output carries, its AI-disclosure "
+                       "tags and a C2PA manifest. Exits 0 when the watermark is found, 1 when it is not.")
+    p.add_argument("file", help="an MP4, WEBM, GIF, PNG or JPEG")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=cmd_verify)
     p = sub.add_parser("judge", help="score one video against a prompt of the world's grammar")
     p.add_argument("prompt", help="e.g. \"a red circle moves to the right over a navy background\"")
     p.add_argument("video", help="an MP4, GIF or PNG")
@@ -212,6 +238,44 @@ def cmd_judge(args) -> None:
 
     frames, fps = read_video(args.video)
     print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
+
+
+def cmd_verify(args) -> int:
+    import json
+
+    from kinema import provenance
+
+    result = provenance.verify(args.file)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        for line in verify_lines(result):
+            print(line)
+    return 0 if result["watermark"]["detected"] else 1
+
+
+def verify_lines(result: dict) -> list[str]:
+    """`kinema verify`'s report, one line per mark."""
+    mark, tags, c2pa = result["watermark"], result["metadata"], result["c2pa"]
+    if mark["detected"]:
+        match = "" if mark["bit_accuracy"] is None else (
+            f"; {round(mark['bit_accuracy'] * 64)}/64 payload bits match the file's tag")
+        odds = f"p = {mark['p_value']:.1e}" if mark["p_value"] > 0 else "p < 1e-300"  # chance of an unmarked file
+        lines = [f"watermark: found ({odds}, payload {mark['payload_hex']}{match})"]
+    else:
+        lines = [f"watermark: not found (p = {mark['p_value']:.2f}): not made by Kinema, or edited past recognition"]
+    if tags:
+        said = ", ".join(f"{k}={tags[k]}" for k in ("ai_generated", "model", "seed") if k in tags)
+        lines.append(f"tags: {said or 'none of the disclosure fields'}" + (f"; prompt {tags['prompt']!r}"
+                                                                            if "prompt" in tags else ""))
+    else:
+        lines.append("tags: none (stripped, or never written)")
+    if isinstance(c2pa, dict):
+        lines.append(f"C2PA: signed by {c2pa['issuer'] or 'an unknown issuer'} with {c2pa['generator']}, "
+                     f"{c2pa['validation_state']}")
+    else:
+        lines.append("C2PA: not checked; pip install c2pa-python" if c2pa == "not checked" else "C2PA: no manifest")
+    return lines
 
 
 def _add_bench(sub) -> None:
@@ -256,14 +320,16 @@ def _add_train(sub) -> None:
 def cmd_generate(args) -> None:
     from transformers.utils import logging as hf_logging
 
-    from kinema.pipeline import Pipeline
+    from kinema.pipeline import Pipeline, check_signable
     from kinema.prompting import Rewriter
 
     out = Path(args.output)
     check_writable(out)
     req, files = generate_request(args, out)
+    signer = c2pa_signer(args)
+    check_signable(out, signer)
     hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
-    pipe = Pipeline.load(args.model)
+    pipe = Pipeline.load(args.model, signer=signer)
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
@@ -464,14 +530,14 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_threads()
     try:
-        args.func(args)
+        code = args.func(args)
     except KinemaError as err:
         print(f"kinema: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kinema: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from kinema import io
+from kinema import io, provenance
 from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
@@ -252,8 +252,10 @@ def _job_from_row(row: tuple) -> Job:
 class Models:
     """Public model names -> pipelines, each loaded on first use and then shared by all jobs."""
 
-    def __init__(self, default: str | None = None, extra: dict[str, str] | None = None):
+    def __init__(self, default: str | None = None, extra: dict[str, str] | None = None,
+                 signer: provenance.C2paSigner | None = None):
         self.default = public_name(default)
+        self.signer = signer  # every model's outputs are signed with it
         bundled = {name: name for name, folder in BUNDLED_MODELS.items() if (folder / "config.json").exists()}
         if self.default == DEFAULT_MODEL and DEFAULT_MODEL not in bundled:
             raise KinemaError("the bundled model is not installed; serve another with --model (a model folder, "
@@ -275,7 +277,7 @@ class Models:
         with self._lock:  # one load per model even when requests race; loading is rare
             if name not in self._pipelines:
                 log.info("loading model %s", name)
-                self._pipelines[name] = Pipeline.load(self.specs[name])
+                self._pipelines[name] = Pipeline.load(self.specs[name], signer=self.signer)
             return self._pipelines[name]
 
 

@@ -108,8 +108,9 @@ class Text:
 
 class Pipeline:
     def __init__(self, model: Model, device: str | torch.device | None = None, bf16: bool | None = None,
-                 rewriter: Rewriter | None = None):
+                 rewriter: Rewriter | None = None, signer: provenance.C2paSigner | None = None):
         self.model = model
+        self.signer = signer  # signs every saved file with C2PA credentials when set
         self.cfg = model.cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.vae.to(self.device)
@@ -294,6 +295,7 @@ class Pipeline:
         from kinema.io import contact_sheet, write_video
 
         path = Path(path)
+        check_signable(path, self.signer)
         if video.frames > 1 and path.suffix.lower() == ".png":
             raise KinemaError(f"{path.name}: a {video.frames}-frame video cannot be a PNG; use .mp4 or .gif, "
                               "or --seconds 0 for a single image")
@@ -313,6 +315,8 @@ class Pipeline:
             **video.meta}
         payload = bytes.fromhex(meta["watermark_payload"])
         write_video(path, provenance.embed_stream(frames(), payload), video.fps, metadata=meta)
+        if self.signer:
+            self.signer.sign(path, {key: meta[key] for key in ("prompt", "model", "seed") if key in meta})
         if filmstrip:
             contact_sheet(np.stack(kept)).save(filmstrip)
         return path
@@ -322,6 +326,12 @@ class Pipeline:
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def check_signable(path: Path, signer: provenance.C2paSigner | None) -> None:
+    if signer and path.suffix.lower() not in provenance.C2PA_FORMATS:
+        raise KinemaError(f"{path.name}: C2PA credentials go into .mp4 and .png files only; write one of those, "
+                          "or leave out --c2pa-cert/--c2pa-key")
 
 
 def frames_for(seconds: float | None, fps: int) -> int:

@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from kinema import io
+from kinema import io, provenance
 from kinema import pipeline as pl
 from kinema.api_request import (
     EXTRA_FIELDS,
@@ -258,11 +258,11 @@ def api_routes(service: Service, api_keys: Iterable[str]) -> APIRouter:
 
 def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterable[str] = (), concurrency: int = 1,
                max_queue: int = 64, *, models: dict[str, str] | None = None, retention_s: float = 7 * 86400,
-               sweep_s: float = 300.0) -> FastAPI:
+               sweep_s: float = 300.0, signer: provenance.C2paSigner | None = None) -> FastAPI:
     """The API and page as an ASGI app. `model` is the default model (None: the bundled one), `models` more
     names clients may ask for; concurrency 0 accepts jobs without running them (they run after a restart)."""
     store = JobStore(data_dir)
-    worker = Worker(store, Models(model, models), concurrency, retention_s, sweep_s)
+    worker = Worker(store, Models(model, models, signer), concurrency, retention_s, sweep_s)
     service = Service(store, worker.models, worker, max_queue)
 
     @asynccontextmanager
