@@ -320,6 +320,26 @@ def test_a_fine_tune_may_only_append_text_layers(dit_run):
         recipe.load(gpu, {"model.text.layers": [-1], "model.text.dim": 384, "model.dit.text_dim": 384})
 
 
+def test_finetune_share_exports_the_fine_tune_moved_back_towards_its_init(dit_run, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "wise"
+    overrides = {"model.init": str(dit_run / "model"), "vae.steps": 0, "dit.steps": 3, "dit.probe_clips": 0,
+                 "dit.lr": 0.01, "dit.warmup": 0, "dit.ema_decay": 0.01, "dit.finetune_share": 0.25}
+    train.run(DEBUG, out=out, overrides=overrides, progress=False)
+    exported = load_file(train.export(out, out / "model") / "dit.safetensors")
+    init = load_file(dit_run / "model" / "dit.safetensors")
+    trained = load_state(out / "dit" / "checkpoint.pt")["ema"]
+    name = "blocks.0.self_attn.qkv.weight"
+    assert (trained[name] - init[name].float()).abs().max() > 0.01  # the fine-tune moved it
+    expected = init[name].float() + 0.25 * (trained[name] - init[name].float())
+    torch.testing.assert_close(exported[name].float(), expected, atol=2e-4, rtol=2e-3)  # fp16 files
+    for bad in ({"dit.finetune_share": 0.5}, {"dit.finetune_share": 0.0, "model.init": str(dit_run / "model")},
+                {"dit.finetune_share": 0.5, "model.init": str(dit_run / "model"), "dit.distill_steps": 2}):
+        with pytest.raises(KinemaError, match="finetune_share .* below 1 only for a fine-tune"):
+            recipe.load(DEBUG, bad)
+
+
 def test_a_fine_tune_with_more_text_layers_trains(dit_run, tmp_path):
     """The debug model fine-tuned on MiniLM's last states and token embeddings: its text input is widened with
     zero columns, then trained."""

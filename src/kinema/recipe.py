@@ -117,6 +117,10 @@ class DiTRecipe:
     # A distillation's student starts from this model's DiT (a bundled name or a folder, e.g. an earlier student of
     # the same shape) instead of as a copy of its teacher. "" = the teacher.
     student_init: str = ""
+    # The share of the fine-tune's change to the init DiT that the export keeps: init + share * (trained - init)
+    # (WiSE-FT). Below 1 it keeps more of what the init could do, e.g. after a narrow curriculum (docs/MODEL.md,
+    # session 26). Needs [model] init; 1 = the trained weights as they are.
+    finetune_share: float = 1.0
 
 
 @dataclass
@@ -333,6 +337,9 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError(f"recipe [dit] noise_correlation = {dit.noise_correlation} trains the DiT on noise it must "
                           f"be sampled from too, but [model.sampler] noise_correlation is "
                           f"{recipe.model.sampler.noise_correlation}; set both to the same value")
+    if not 0 < dit.finetune_share <= 1 or (dit.finetune_share < 1 and (not recipe.init or dit.distill_steps)):
+        raise KinemaError(f"recipe [dit] finetune_share = {dit.finetune_share} must be above 0 and at most 1, and "
+                          "below 1 only for a fine-tune: with [model] init and without distill_steps")
     if dit.student_init and not dit.distill_steps:
         raise KinemaError("recipe [dit] student_init starts a distillation's student; set [dit] distill_steps too, or "
                           "[model] init to continue training a model")

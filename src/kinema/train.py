@@ -262,15 +262,20 @@ def _dit_stage(recipe: Recipe, cfg: ModelConfig, run_dir: Path, folder: Path, re
 
     cache = load_cache(run_dir / "cache", _buckets(recipe), _counts(recipe))
     args = (recipe, cfg, folder, cache, _source(recipe), load_trained_vae(cfg, run_dir), resuming)
-    init = _init_state(recipe, "dit")
     if recipe.dit.distill_steps:
         student = recipe.dit.student_init
         student_state = load_tensors(recipes.init_folder(student) / "dit.safetensors") if student else None
-        return DistillStage(*args, dist=ranks, teacher_state=init, guidance=recipe.model.sampler.guidance,
+        return DistillStage(*args, dist=ranks, teacher_state=_init_state(recipe, "dit"),
+                            guidance=recipe.model.sampler.guidance,
                             student_state=student_state)
-    if init is not None:  # the recipe may refine the init's patches (1x4x4 -> 1x2x2) and widen its text input
-        init = widen_text(resize_patches(init, tuple(cfg.dit.patch_size)), cfg.dit.text_dim)
-    return DiTStage(*args, init, ranks)
+    return DiTStage(*args, _init_dit(recipe, cfg), ranks)
+
+
+def _init_dit(recipe: Recipe, cfg: ModelConfig) -> dict[str, torch.Tensor] | None:
+    """The init model's DiT weights in `cfg`'s shapes: the recipe may refine the init's patches (1x4x4 -> 1x2x2)
+    and widen its text input."""
+    init = _init_state(recipe, "dit")
+    return None if init is None else widen_text(resize_patches(init, tuple(cfg.dit.patch_size)), cfg.dit.text_dim)
 
 
 def time_dit_steps(recipe_path: str | Path, run_dir: str | Path, device: str = "auto", steps: int = 30,
@@ -295,25 +300,38 @@ def time_dit_steps(recipe_path: str | Path, run_dir: str | Path, device: str = "
 # ---------------------------------------------------------------------------------------------
 
 def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write a model folder: the EMA DiT weights, the trained VAE and the config with latent stats."""
+    """Write a model folder: the EMA DiT weights (blended towards the init's by [dit] finetune_share), the trained
+    VAE and the config with latent stats."""
     from kinema.models.dit import DiT
 
     run_dir = Path(run_dir)
     config_path = run_dir / "model_config.json"
     checkpoint = run_dir / "dit" / "checkpoint.pt"
+    recipe = _run_recipe(run_dir)
     if config_path.exists() and checkpoint.exists():
         cfg = ModelConfig.from_dict(load_json(config_path))
         dit = DiT(cfg.dit)
         ema = EMA(dit, decay=0.0)
         ema.shadow = load_state(checkpoint)["ema"]
-        dit.load_state_dict(ema.model_state(dit))
-    elif (recipe := _run_recipe(run_dir)) is not None and recipe.keeps_init_dit:
+        state = ema.model_state(dit)
+        if recipe is not None and recipe.dit.finetune_share < 1:
+            state = blend_toward(_init_dit(recipe, cfg), state, recipe.dit.finetune_share)
+        dit.load_state_dict(state)
+    elif recipe is not None and recipe.keeps_init_dit:
         cfg = trained_config(recipe, run_dir)
         dit = DiT(cfg.dit)
         dit.load_state_dict(_init_state(recipe, "dit"))
     else:
         raise KinemaError(f"{run_dir} holds no trained DiT to export; train it first (kinema train --stage dit)")
     return save_model(dest_folder, cfg, load_trained_vae(cfg, run_dir), dit, dtype)
+
+
+def blend_toward(init: dict[str, torch.Tensor], trained: dict[str, torch.Tensor], share: float
+                 ) -> dict[str, torch.Tensor]:
+    """init + share * (trained - init), tensor by tensor: a fine-tune's weights moved back towards its init
+    (WiSE-FT), which keeps what the init could do that a narrow fine-tune forgets."""
+    return {name: torch.lerp(init[name].to(value), value, share) if value.is_floating_point() else value
+            for name, value in trained.items()}
 
 
 def _run_recipe(run_dir: Path) -> Recipe | None:
