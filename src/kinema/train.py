@@ -307,17 +307,16 @@ def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = to
     run_dir = Path(run_dir)
     config_path = run_dir / "model_config.json"
     checkpoint = run_dir / "dit" / "checkpoint.pt"
-    recipe = _run_recipe(run_dir)
     if config_path.exists() and checkpoint.exists():
         cfg = ModelConfig.from_dict(load_json(config_path))
         dit = DiT(cfg.dit)
         ema = EMA(dit, decay=0.0)
         ema.shadow = load_state(checkpoint)["ema"]
         state = ema.model_state(dit)
-        if recipe is not None and recipe.dit.finetune_share < 1:
-            state = blend_toward(_init_dit(recipe, cfg), state, recipe.dit.finetune_share)
+        if (share := _finetune_share(run_dir)) < 1:  # only then is the init model's folder needed
+            state = blend_toward(_init_dit(_run_recipe(run_dir), cfg), state, share)
         dit.load_state_dict(state)
-    elif recipe is not None and recipe.keeps_init_dit:
+    elif (recipe := _run_recipe(run_dir)) is not None and recipe.keeps_init_dit:
         cfg = trained_config(recipe, run_dir)
         dit = DiT(cfg.dit)
         dit.load_state_dict(_init_state(recipe, "dit"))
@@ -332,6 +331,12 @@ def blend_toward(init: dict[str, torch.Tensor], trained: dict[str, torch.Tensor]
     (WiSE-FT), which keeps what the init could do that a narrow fine-tune forgets."""
     return {name: torch.lerp(init[name].to(value), value, share) if value.is_floating_point() else value
             for name, value in trained.items()}
+
+
+def _finetune_share(run_dir: Path) -> float:
+    """The run's [dit] finetune_share, read without checking the rest of its recipe (whose init may be gone)."""
+    path = run_dir / "recipe.json"
+    return float(load_json(path)["recipe"].get("dit", {}).get("finetune_share", 1.0)) if path.exists() else 1.0
 
 
 def _run_recipe(run_dir: Path) -> Recipe | None:
