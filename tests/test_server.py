@@ -426,3 +426,20 @@ def test_a_signing_server_gives_every_video_c2pa_credentials(tmp_path):
     result = provenance.verify(tmp_path / "out.mp4")
     assert result["metadata"]["prompt"] == "a red ball moves right"
     assert result["c2pa"] == {"issuer": "Kinema test", "validation_state": "Valid", "generator": "kinema"}
+
+
+def test_provenance_endpoint_reads_the_marks_of_an_upload(server, finished, tmp_path):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    video = server.client().videos.download_content(finished.id).read()
+    answer = httpx.post(f"{server.url}/v1/provenance", headers=headers, files={"file": ("mine.mp4", video)}).json()
+    assert answer["file"] == "mine.mp4" and answer["metadata"]["prompt"] == "a red ball moves right"
+    assert answer["summary"][1] == "tags: ai_generated=true, model=debug, seed=0; prompt 'a red ball moves right'"
+    photo = bytes_io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo, format="PNG")
+    answer = httpx.post(f"{server.url}/v1/provenance", headers=headers, files={"file": ("p.png", photo.getvalue())})
+    assert answer.json()["watermark"]["detected"] is False and answer.json()["metadata"] == {}
+    for files, says in (({"file": ("x.mp4", b"\x00\x00\x00\x18ftypmp42" + b"x" * 500)}, "not a readable video"),
+                        ({"other": ("x.png", b"x")}, "multipart form field file")):
+        error = httpx.post(f"{server.url}/v1/provenance", headers=headers, files=files).json()["error"]
+        assert error["param"] == "file" and says in error["message"] and "/tmp" not in error["message"]
+    assert httpx.post(f"{server.url}/v1/provenance", files={"file": ("p.png", b"x")}).status_code == 401

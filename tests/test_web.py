@@ -91,6 +91,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         assert extension.id != first.id
         assert wait(client, extension.id).status == "completed"
         check_sora_modes(page, server, first.id, extension.id)
+        check_provenance(page, client, first.id, tmp_path)
 
         page.click(f"{tile} button:has-text('Delete')")
         page.wait_for_selector(tile, state="detached", timeout=TIMEOUT_MS)
@@ -102,6 +103,18 @@ def newest_job(server):
     newest = server.client().videos.list(limit=1).data[0]
     assert wait(server.client(), newest.id).status == "completed"
     return server.app.state.service.store.get(newest.id)
+
+
+def check_provenance(page, client, video_id: str, tmp_path: Path) -> None:
+    """The page's check card reads a downloaded video's marks through POST /v1/provenance."""
+    path = tmp_path / "downloaded.mp4"
+    path.write_bytes(client.videos.download_content(video_id).read())
+    page.set_input_files("#verify-file", str(path))
+    page.click("#verify-form button")
+    page.wait_for_selector("#verify-result li:nth-child(3)", timeout=TIMEOUT_MS)
+    lines = page.locator("#verify-result li").all_text_contents()
+    assert lines[0].startswith("watermark: ") and lines[1].startswith("tags: ai_generated=true, model=debug, seed=")
+    assert lines[2] == "C2PA: no manifest"
 
 
 def check_sora_modes(page, server, first: str, second: str) -> None:

@@ -249,33 +249,9 @@ def cmd_verify(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        for line in verify_lines(result):
+        for line in provenance.describe(result):
             print(line)
     return 0 if result["watermark"]["detected"] else 1
-
-
-def verify_lines(result: dict) -> list[str]:
-    """`kinema verify`'s report, one line per mark."""
-    mark, tags, c2pa = result["watermark"], result["metadata"], result["c2pa"]
-    if mark["detected"]:
-        match = "" if mark["bit_accuracy"] is None else (
-            f"; {round(mark['bit_accuracy'] * 64)}/64 payload bits match the file's tag")
-        odds = f"p = {mark['p_value']:.1e}" if mark["p_value"] > 0 else "p < 1e-300"  # chance of an unmarked file
-        lines = [f"watermark: found ({odds}, payload {mark['payload_hex']}{match})"]
-    else:
-        lines = [f"watermark: not found (p = {mark['p_value']:.2f}): not made by Kinema, or edited past recognition"]
-    if tags:
-        said = ", ".join(f"{k}={tags[k]}" for k in ("ai_generated", "model", "seed") if k in tags)
-        lines.append(f"tags: {said or 'none of the disclosure fields'}" + (f"; prompt {tags['prompt']!r}"
-                                                                            if "prompt" in tags else ""))
-    else:
-        lines.append("tags: none (stripped, or never written)")
-    if isinstance(c2pa, dict):
-        lines.append(f"C2PA: signed by {c2pa['issuer'] or 'an unknown issuer'} with {c2pa['generator']}, "
-                     f"{c2pa['validation_state']}")
-    else:
-        lines.append("C2PA: not checked; pip install c2pa-python" if c2pa == "not checked" else "C2PA: no manifest")
-    return lines
 
 
 def _add_bench(sub) -> None:

@@ -291,6 +291,30 @@ def verify(path: str | Path, key: str = DEFAULT_KEY) -> dict[str, Any]:
     return {"file": str(path), "watermark": mark, "metadata": tags, "c2pa": _c2pa_summary(path)}
 
 
+def describe(result: dict[str, Any]) -> list[str]:
+    """`verify`'s result for people, one line per mark (`kinema verify` and the web page show these)."""
+    mark, tags, c2pa = result["watermark"], result["metadata"], result["c2pa"]
+    if mark["detected"]:
+        match = "" if mark["bit_accuracy"] is None else (
+            f"; {round(mark['bit_accuracy'] * PAYLOAD_BITS)}/{PAYLOAD_BITS} payload bits match the file's tag")
+        odds = f"p = {mark['p_value']:.1e}" if mark["p_value"] > 0 else "p < 1e-300"  # chance of an unmarked file
+        lines = [f"watermark: found ({odds}, payload {mark['payload_hex']}{match})"]
+    else:
+        lines = [f"watermark: not found (p = {mark['p_value']:.2f}): not made by Kinema, or edited past recognition"]
+    if tags:
+        said = ", ".join(f"{k}={tags[k]}" for k in ("ai_generated", "model", "seed") if k in tags)
+        lines.append(f"tags: {said or 'none of the disclosure fields'}" + (f"; prompt {tags['prompt']!r}"
+                                                                            if "prompt" in tags else ""))
+    else:
+        lines.append("tags: none (stripped, or never written)")
+    if isinstance(c2pa, dict):
+        lines.append(f"C2PA: signed by {c2pa['issuer'] or 'an unknown issuer'} with {c2pa['generator']}, "
+                     f"{c2pa['validation_state']}")
+    else:
+        lines.append("C2PA: not checked; pip install c2pa-python" if c2pa == "not checked" else "C2PA: no manifest")
+    return lines
+
+
 def _spread_frames(path: Path, count: int) -> Iterator[np.ndarray]:
     """Up to VERIFY_FRAMES frames spread evenly over the file, 8 at a time (a long 1080p video stays small)."""
     from kinema import io

@@ -19,6 +19,7 @@ import hmac
 import os
 import shutil
 import string
+import tempfile
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -253,7 +254,32 @@ def api_routes(service: Service, api_keys: Iterable[str]) -> APIRouter:
         fields = await read_fields(request, "extend")
         return await run_in_threadpool(service.submit, draft_extend(fields))
 
+    @router.post("/provenance", description="Check an uploaded video or image (multipart field `file`) for "
+                 "Kinema's invisible watermark, its disclosure tags and a C2PA manifest, as `kinema verify` does; "
+                 "`summary` says it in a line per mark. Not part of OpenAI's API.")
+    async def check_provenance(request: Request):
+        upload = (await request.form()).get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "send the video or image to check as the multipart form field file", param="file")
+        return await run_in_threadpool(verify_upload, upload)
+
     return router
+
+
+def verify_upload(upload: UploadFile) -> dict:
+    """provenance.verify of an upload, read from a scratch folder that is gone when the answer is."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = save_upload(upload.file, Path(folder), "upload", "file")
+        except KinemaError as err:
+            raise ApiError.from_kinema(err) from None
+        try:
+            result = provenance.verify(path)
+        except KinemaError:  # its message would name the scratch path
+            raise ApiError(400, "file is not a readable video or image; upload an MP4, WEBM, GIF, PNG or JPEG",
+                           param="file") from None
+    result["file"] = upload.filename
+    return {**result, "summary": provenance.describe(result)}
 
 
 def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterable[str] = (), concurrency: int = 1,

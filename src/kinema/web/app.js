@@ -249,3 +249,20 @@ async function refreshGallery() {
 
 $("refresh").addEventListener("click", refreshGallery);
 refreshGallery();
+
+// ---- provenance -----------------------------------------------------------------------------
+
+$("verify-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const list = $("verify-result");
+  list.replaceChildren(Object.assign(document.createElement("li"), { textContent: "checking…" }));
+  const data = new FormData();
+  data.append("file", $("verify-file").files[0]);
+  try {
+    const result = await api("/provenance", { method: "POST", body: data });
+    list.dataset.found = result.watermark.detected;
+    list.replaceChildren(...result.summary.map((line) => Object.assign(document.createElement("li"), { textContent: line })));
+  } catch (error) {
+    list.replaceChildren(Object.assign(document.createElement("li"), { textContent: error.message, className: "error" }));
+  }
+});
