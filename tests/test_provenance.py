@@ -237,3 +237,19 @@ def test_verify_spreads_its_frames_over_a_long_video(tmp_path, monkeypatch):
     picks = [i for chunk in asked for i in chunk]
     assert len(picks) == provenance.VERIFY_FRAMES and picks[0] == 0 and picks[-1] == 99
     assert max(len(chunk) for chunk in asked) == 8  # decoded a few frames at a time
+
+
+def test_verify_reports_a_damaged_manifest_and_still_reads_the_watermark(tmp_path):
+    pytest.importorskip("c2pa")
+    cert, key = provenance.make_test_certificate(tmp_path)
+    path = tmp_path / "signed.mp4"
+    io.write_video(path, provenance.embed(world_clip(16, 128, 128), PAYLOAD), 8)
+    provenance.sign_c2pa(path, cert, key)
+    assert provenance.verify(path)["c2pa"]["validation_state"] == "Valid"
+    data = bytearray(path.read_bytes())
+    start = data.find(b"c2pa") + 50
+    data[start:start + 300] = bytes(b ^ 0x55 for b in data[start:start + 300])
+    path.write_bytes(data)
+    result = provenance.verify(path)
+    assert result["c2pa"] == "unreadable" and result["watermark"]["detected"]
+    assert provenance.describe(result)[2] == "C2PA: a manifest that cannot be read (damaged, or cut by an edit)"

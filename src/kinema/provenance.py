@@ -275,7 +275,8 @@ DISCLOSURE_TAGS = ("ai_generated", "digital_source_type", "model", "prompt", "se
 def verify(path: str | Path, key: str = DEFAULT_KEY) -> dict[str, Any]:
     """Look for all three marks in a video or image file: the invisible watermark (`detect`, its payload checked
     against the file's `watermark_payload` tag when it has one), the disclosure tags `metadata` wrote, and a C2PA
-    manifest (`c2pa` is None when the file has none, "not checked" without the c2pa-python package).
+    manifest (`c2pa` is None when the file has none, "not checked" without the c2pa-python package, "unreadable"
+    when it is damaged).
     Tags and manifests are easily stripped; the watermark survives re-encoding and resizing."""
     from kinema import io
 
@@ -311,7 +312,9 @@ def describe(result: dict[str, Any]) -> list[str]:
         lines.append(f"C2PA: signed by {c2pa['issuer'] or 'an unknown issuer'} with {c2pa['generator']}, "
                      f"{c2pa['validation_state']}")
     else:
-        lines.append("C2PA: not checked; pip install c2pa-python" if c2pa == "not checked" else "C2PA: no manifest")
+        lines.append({"not checked": "C2PA: not checked; pip install c2pa-python",
+                      "unreadable": "C2PA: a manifest that cannot be read (damaged, or cut by an edit)"}.get(
+                          c2pa, "C2PA: no manifest"))
     return lines
 
 
@@ -334,7 +337,10 @@ def _c2pa_summary(path: Path) -> dict[str, Any] | str | None:
         _c2pa()
     except KinemaError:
         return "not checked"
-    manifest = read_c2pa(path)
+    try:
+        manifest = read_c2pa(path)
+    except KinemaError:  # a damaged manifest: the watermark is still worth reporting
+        return "unreadable"
     if manifest is None:
         return None
     signature = manifest.get("signature_info") or {}
