@@ -22,12 +22,13 @@ def test_unflatten_refuses_fields_that_do_not_fit_together():
 
 def test_create_fields_become_a_typed_draft():
     fields = Fields({"prompt": "a red ball", "size": " 224x128 ", "seconds": "2.5", "seed": "7", "loop": "true",
-                     "cache": "0.2", "sampler": "heun", "noise_correlation": "0.3"}, FIELDS["create"])
+                     "cache": "0.2", "sampler": "heun", "noise_correlation": "0.3",
+                     "noise_drift": "0.2"}, FIELDS["create"])
     draft = draft_create(fields)
     assert (draft.prompt, draft.scalars["width"], draft.scalars["height"]) == ("a red ball", 224, 128)
     assert draft.scalars["seconds"] == 2.5 and draft.scalars["seed"] == 7 and draft.scalars["mode"] == "loop"
     assert draft.scalars["cache"] == 0.2 and draft.scalars["sampler"] == "heun"
-    assert draft.scalars["noise_correlation"] == 0.3
+    assert draft.scalars["noise_correlation"] == 0.3 and draft.scalars["noise_drift"] == 0.2
 
 
 @pytest.mark.parametrize(("values", "param", "words"), [
@@ -39,6 +40,7 @@ def test_create_fields_become_a_typed_draft():
     ({"steps": 3.7}, "steps", "integer from 1 to 1000, got 3.7"),
     ({"cache": "nan"}, "cache", "number from 0 to 1"),
     ({"noise_correlation": "1"}, "noise_correlation", "number from 0 to 0.99"),
+    ({"noise_drift": "2"}, "noise_drift", "number from 0 to 1"),
     ({"sampler": "ddim"}, "sampler", "one of euler, heun"),
     ({"loop": "maybe"}, "loop", "true or false"),
     ({"segments": "[]"}, "segments", "non-empty list"),

@@ -42,6 +42,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),
     (["-o", "v.avi"], "unknown output type"),
     (["--noise-correlation", "1.5"], "noise_correlation must be from 0 (independent frames) to 0.99, got 1.5"),
+    (["--noise-drift", "3"], "noise_drift must be from 0 (noise in place) to 1 short sides per second, got 3.0"),
     (["--guidance", "-1"], "guidance must be between 0 and 100"),
     (["--seed", "-1"], "seed must be between 0"),
 ])

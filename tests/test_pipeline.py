@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from kinema import sampling
 from kinema.errors import KinemaError
 from kinema.pipeline import Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas
 
@@ -37,6 +38,24 @@ def test_noise_correlation_defaults_to_the_models_and_steadies_the_frames(moving
     latents = {rho: moving_pipe.generate(replace(request, noise_correlation=rho)).latents for rho in (0.0, 0.9)}
     step = {rho: (x[:, :, 1:] - x[:, :, :-1]).abs().mean() for rho, x in latents.items()}
     assert step[0.9] < 0.6 * step[0.0]  # latent frames start alike and stay closer
+
+
+def test_starting_noise_drifts_the_way_the_prompt_asks(debug_pipe, monkeypatch):
+    drawn, real = [], sampling.initial_noise
+
+    def record(shape, rho, gen, drift=(0.0, 0.0)):
+        drawn.append((rho, drift))
+        return real(shape, rho, gen, drift)
+
+    monkeypatch.setattr(sampling, "initial_noise", record)
+    request = Request("a red circle moves to the left", width=96, height=64, frames=9, fps=8, steps=1, noise_drift=0.25)
+    debug_pipe.generate(request)
+    # 0.25 short sides a second = 0.125 of the 8-pixel latent short side per latent frame (4 frames at 8 fps)
+    assert drawn.pop() == (sampling.DRIFT_CORRELATION, (-1.0, 0.0))
+    debug_pipe.generate(replace(request, prompt="a red circle spins"))  # no way to travel: the plain chain
+    debug_pipe.generate(replace(request, noise_drift=0.0))  # drift off
+    debug_pipe.generate(replace(request, mode="i2v", image=np.zeros((64, 96, 3), np.uint8)))  # a given frame places it
+    assert drawn == [(0.0, (0.0, 0.0))] * 3
 
 
 def test_negative_prompt_is_the_unconditional_input(debug_pipe, monkeypatch):
@@ -109,6 +128,7 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"guidance": -1.0}, r"guidance must be between 0 and 100 \(1 = off\), got -1"),
     ({"seed": -1}, r"seed must be between 0 and 2\*\*63 - 1, got -1"),
     ({"noise_correlation": 0.995}, "noise_correlation must be from 0 .* to 0.99, got"),
+    ({"noise_drift": -0.1}, "noise_drift must be from 0 .* to 1 short sides per second, got -0.1; try 0.19"),
     ({"mode": "extend", "video": np.zeros((8 * 60 + 2, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1},
      r"the input video runs 60.2 s at 8 fps, over the 60 s Kinema takes; trim it"),
     ({"mode": "connect", "video": np.zeros((9, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,

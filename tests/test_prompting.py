@@ -8,7 +8,7 @@ import pytest
 
 from kinema.checkpoint import BUNDLED
 from kinema.pipeline import Request
-from kinema.prompting import Rewriter, expand_builtin
+from kinema.prompting import Rewriter, asked_direction, expand_builtin
 from kinema.world import parse_prompt
 
 
@@ -31,6 +31,20 @@ def test_builtin_rewriter_fills_the_example_and_passes_unknown_prompts_through()
         "red", "circle", "medium", "still")
     assert (spec.background, spec.background_colour) == ("solid", "gray")
     assert expand_builtin("a cat playing piano") == "a cat playing piano"
+
+
+@pytest.mark.parametrize(("prompt", "direction"), [
+    ("a red circle moves to the left", (-1.0, 0.0)),
+    ("a small crimson disc sinks over a dark blue gradient", (0.0, 1.0)),
+    ("a green heart drifts up and to the right", (0.5**0.5, -(0.5**0.5))),
+    ("a red circle moves left while a blue square stands still", None),  # two objects: drift merges them
+    ("a red circle and a blue square move left", None),
+    ("two objects, a red circle and a blue square, move left", None),
+    ("a blue star spins", None),
+    ("a dog runs to the left", None),  # no object the world knows
+])
+def test_asked_direction_is_the_way_a_lone_object_travels(prompt, direction):
+    assert asked_direction(prompt) == (None if direction is None else pytest.approx(direction))
 
 
 class FakeChat(BaseHTTPRequestHandler):

@@ -106,3 +106,18 @@ def test_initial_noise_correlates_neighbouring_frames_by_rho():
     for k, expected in ((1, 0.5), (2, 0.25), (4, 0.0625)):  # rho^k, k frames apart
         assert torch.diagonal(corr, k).mean().item() == pytest.approx(expected, abs=0.05)
     assert torch.corrcoef(plain[0].transpose(0, 1).flatten(1))[0, 1].abs() < 0.05
+
+
+def test_drifting_noise_carries_each_frame_on_by_the_drift():
+    shape, drift = (2, 8, 5, 16, 16), (2.0, -1.25)  # 2 px right, 1.25 px up a latent frame: 1.25, 2.5, 3.75, 5
+    still = sampling.initial_noise(shape, 0.9, torch.Generator().manual_seed(7))
+    assert torch.equal(sampling.initial_noise(shape, 0.9, torch.Generator().manual_seed(7), (0.0, 0.0)), still)
+    x = sampling.initial_noise(shape, 0.9, torch.Generator().manual_seed(7), drift)
+    assert x.std().item() == pytest.approx(1.0, abs=0.03)
+    for t, up in enumerate([1, 1, 2, 1], start=1):  # whole pixels, rounded so the total stays on course
+        carried = torch.corrcoef(torch.stack([x[:, :, t, :-up, 2:].flatten(), x[:, :, t - 1, up:, :-2].flatten()]))
+        assert carried[0, 1].item() == pytest.approx(0.9, abs=0.03)  # what moved 2 right and `up` up
+        in_place = torch.corrcoef(torch.stack([x[:, :, t].flatten(), x[:, :, t - 1].flatten()]))
+        assert abs(in_place[0, 1].item()) < 0.1  # the structure is not where it was
+        uncovered = torch.corrcoef(torch.stack([x[:, :, t, :, :2].flatten(), x[:, :, t - 1, :, -2:].flatten()]))
+        assert abs(uncovered[0, 1].item()) < 0.15  # fresh noise enters the left edge; nothing wraps round

@@ -260,14 +260,14 @@ def test_api_keys_are_checked(paused):
 
 def test_page_fields_take_the_ranges_the_api_takes(paused):
     from kinema import pipeline as pl
-    from kinema.config import MAX_NOISE_CORRELATION
+    from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 
     page = httpx.get(f"{paused.url}/").text
     assert "$" not in page  # every bound was filled in
     bounds = {m["id"]: float(m["max"]) for m in re.finditer(r'<input id="(?P<id>[\w-]+)"[^>]*?max="(?P<max>[^"]+)"',
                                                             page, re.S)}
     assert bounds == {"steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1, "strength": 1,
-                      "noise-correlation": MAX_NOISE_CORRELATION}
+                      "noise-correlation": MAX_NOISE_CORRELATION, "noise-drift": MAX_NOISE_DRIFT}
     assert f"sampling steps, 1–{pl.MAX_STEPS}" in page and f"<code>seconds</code> is 0–{pl.MAX_SECONDS:g}." in page
 
 
@@ -288,10 +288,12 @@ def test_kinema_modes_and_extras_are_accepted(paused):
     sequence = client.videos.create(prompt="a ball", seconds="2", size="64x64", extra_body={
         "segments": [{"start": 0, "prompt": "a red ball"}, {"start": 1, "prompt": "a blue ball"}]})
     tuned = client.videos.create(prompt="a ball", size="64x64", extra_body={"sampler": "heun", "cache": 0.2,
-                                                                            "noise_correlation": 0.3})
+                                                                            "noise_correlation": 0.3,
+                                                                            "noise_drift": 0.2})
     assert (loop.status, sequence.status, sequence.seconds, tuned.status) == ("queued", "queued", "2", "queued")
     params = paused.app.state.service.store.get(tuned.id).params
     assert (params["sampler"], params["cache"], params["noise_correlation"]) == ("heun", 0.2, 0.3)
+    assert params["noise_drift"] == 0.2
     deleted = client.videos.delete(loop.id)  # cancelling a queued job
     assert deleted.deleted and not paused.app.state.service.store.input_dir(loop.id).exists()
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from kinema import pipeline as pl
-from kinema.config import MAX_NOISE_CORRELATION
+from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import KinemaError
 from kinema.jobs import Job, valid_id
 from kinema.modes import EDIT_STRENGTH
@@ -41,6 +41,8 @@ EXTRA_FIELDS = {
     "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
     "noise_correlation": "0-0.99: how alike neighbouring frames' starting noise is (steadier colours and counts; "
                          "default: the model's)",
+    "noise_drift": f"0-{MAX_NOISE_DRIFT:g}: short sides per second the starting noise travels the way the prompt's "
+                   "lone object goes (it goes that way more often; default: the model's)",
     "cache": "0-1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
     "fps": f"frames per second, 1-{pl.MAX_FPS} (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
@@ -53,7 +55,8 @@ EXTRA_FIELDS = {
     "direction": "extensions: \"forward\" continues the end (default), \"backward\" leads into the start",
     "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
 }
-TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache", "noise_correlation"}
+TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache", "noise_correlation",
+          "noise_drift"}
 COMMON = TUNING | {"model"}
 FIELDS = {
     "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
@@ -269,7 +272,8 @@ def common_scalars(f: Fields) -> dict[str, Any]:
             "expand": f.flag("expand") if "expand" in f.values else None,
             "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
             "cache": f.number("cache", float, 0, 1, 0.0),
-            "noise_correlation": f.number("noise_correlation", float, 0, MAX_NOISE_CORRELATION)}
+            "noise_correlation": f.number("noise_correlation", float, 0, MAX_NOISE_CORRELATION),
+            "noise_drift": f.number("noise_drift", float, 0, MAX_NOISE_DRIFT)}
 
 
 def draft_create(f: Fields) -> Draft:

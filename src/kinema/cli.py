@@ -103,7 +103,7 @@ def _add_generate(sub) -> None:
     sampling.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, finer)")
     sampling.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     sampling.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
-    _add_noise_correlation_option(sampling)
+    _add_noise_options(sampling)
     sampling.add_argument("--window", type=int, default=None,
                           help="latent frames the model sees at once in long videos (default 5)")
     sampling.add_argument("--context", type=int, default=None,
@@ -122,10 +122,14 @@ def _add_generate(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
-def _add_noise_correlation_option(parser) -> None:
+def _add_noise_options(parser) -> None:
     parser.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
                         help="0-0.99: how alike neighbouring frames' starting noise is; steadier colours and "
                              "counts, less travel (default: the model's; 0 = independent)")
+    parser.add_argument("--noise-drift", type=float, default=None, metavar="SPEED",
+                        help="0-1: short sides per second the starting noise travels the way the prompt's lone "
+                             "object goes (\"moves left\"), which sends it that way more often (default: the "
+                             "model's; 0 = off)")
 
 
 def _add_cache_option(group, help_text: str) -> None:
@@ -197,7 +201,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
-    _add_noise_correlation_option(p)
+    _add_noise_options(p)
     _add_cache_option(p, "judge the step cache's videos (as kinema generate --cache; default off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="eval", help="report folder (default ./eval)")
@@ -224,7 +228,7 @@ def cmd_eval(args) -> None:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
                               progress=lambda i, n: report(i / n, f"judging {i}/{n}"), steps=args.steps,
                               sampler=args.sampler, guidance=args.guidance, cache=args.cache,
-                              noise_correlation=args.noise_correlation)
+                              noise_correlation=args.noise_correlation, noise_drift=args.noise_drift)
     scores = next(iter(result["aspects"].values()))["scores"]
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")
@@ -355,7 +359,7 @@ def generate_request(args, out: Path):
                    aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
-                   noise_correlation=args.noise_correlation, segments=segments), files
+                   noise_correlation=args.noise_correlation, noise_drift=args.noise_drift, segments=segments), files
 
 
 def _input_files(args, mode: str) -> dict[str, Path]:

@@ -158,6 +158,10 @@ class SamplerConfig:
     # Correlation of neighbouring latent frames' starting noise (sampling.initial_noise); 0 is independent noise,
     # which training draws unless its recipe's [dit] noise_correlation says otherwise.
     noise_correlation: float = 0.0
+    # How fast the starting noise travels the way the prompt asks its lone object to go, in short sides per second
+    # (prompting.asked_direction, sampling.initial_noise's drift); 0 keeps it in place. The world's objects cover
+    # about 0.19 short sides a second.
+    noise_drift: float = 0.0
 
     def validate(self) -> None:
         if self.method not in ("euler", "heun"):
@@ -165,6 +169,7 @@ class SamplerConfig:
         if self.steps < 1:
             raise KinemaError(f"steps must be at least 1, got {self.steps}")
         check_noise_correlation(self.noise_correlation)
+        check_noise_drift(self.noise_drift)
 
 
 MAX_NOISE_CORRELATION = 0.99  # the CLI, the pipeline, the API and the web page all take 0 to this
@@ -174,6 +179,15 @@ def check_noise_correlation(rho: float) -> None:
     if not 0 <= rho <= MAX_NOISE_CORRELATION:
         raise KinemaError(f"noise_correlation must be from 0 (independent frames) to {MAX_NOISE_CORRELATION}, "
                           f"got {rho}; try 0.5", param="noise_correlation")
+
+
+MAX_NOISE_DRIFT = 1.0  # short sides per second; the world's objects move about 0.19
+
+
+def check_noise_drift(speed: float) -> None:
+    if not 0 <= speed <= MAX_NOISE_DRIFT:
+        raise KinemaError(f"noise_drift must be from 0 (noise in place) to {MAX_NOISE_DRIFT:g} short sides per "
+                          f"second, got {speed}; try 0.19", param="noise_drift")
 
 
 @dataclass

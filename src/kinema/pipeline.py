@@ -3,7 +3,8 @@
     1. check the request        sizes, aspect, duration, prompt, mode (`resolve`)
     2. encode text               expanded prompt and the negative prompt (the unconditional input)
     3. conditioning              given frames -> clean latents at their positions, per mode
-    4. noise                     seeded, one generator per job; neighbouring frames alike by `noise_correlation`
+    4. noise                     seeded, one generator per job; neighbouring frames alike by `noise_correlation`,
+                                 drifting the way the prompt's lone object travels by `noise_drift`
     5. denoise                   sampler over the shifted schedule, CFG batched, window by window
     6. decode                    causal VAE, streamed chunk by chunk into the writer
 
@@ -25,7 +26,7 @@ import torch
 from kinema import accel, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
-from kinema.config import check_noise_correlation
+from kinema.config import check_noise_correlation, check_noise_drift
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
 
@@ -69,6 +70,7 @@ class Request:
     # speed: reuse the last velocity while the latents barely change (accel.step_cache); 0 = off
     cache: float = 0.0
     noise_correlation: float | None = None  # of neighbouring latent frames' starting noise (sampling.initial_noise)
+    noise_drift: float | None = None  # short sides a second the starting noise travels a lone object's asked way
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Text:
     mask: torch.Tensor  # (1, L) bool
     uncond: torch.Tensor
     uncond_mask: torch.Tensor
+    direction: tuple[float, float] | None = None  # the way the prompt's lone object travels (prompting.asked_direction)
 
 
 class Pipeline:
@@ -157,10 +160,11 @@ class Pipeline:
         steps = s.steps if req.steps is None else req.steps
         guidance = s.guidance if req.guidance is None else req.guidance
         noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
-        check_tuning(steps, guidance, req.seed, req.cache, noise_correlation)
+        noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
+        check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift)
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=guidance,
-                      sampler=req.sampler or s.method, noise_correlation=noise_correlation,
+                      sampler=req.sampler or s.method, noise_correlation=noise_correlation, noise_drift=noise_drift,
                       strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
                       window=req.window or modes.WINDOW, context=req.context or modes.CONTEXT)
@@ -365,9 +369,11 @@ def check_input_lengths(req: Request, fps: int) -> None:
                               f"trim it (e.g. ffmpeg -i in.mp4 -t {MAX_SECONDS:g} out.mp4)", param=name)
 
 
-def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float) -> None:
+def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float,
+                 noise_drift: float) -> None:
     """The sampling settings' ranges; the API's fields take the same ones."""
     check_noise_correlation(noise_correlation)
+    check_noise_drift(noise_drift)
     if not 1 <= steps <= MAX_STEPS:
         raise KinemaError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
     if not 0 <= guidance <= MAX_GUIDANCE:

@@ -9,6 +9,8 @@ An external OpenAI-compatible chat endpoint can do the rewriting instead (`KINEM
 `KINEMA_PROMPT_API_KEY`, `KINEMA_PROMPT_MODEL`, or the CLI's --prompt-api / --prompt-model): it is sent
 the world's vocabulary and example captions. Any failure (timeout, HTTP error, odd reply) falls back to
 the built-in rewriter with a warning, so generation never fails because of it.
+
+`asked_direction` reads which way a prompt asks its lone object to travel, for starting noise that drifts that way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from kinema.world import (
     BACKGROUND_COLOURS,
+    DIRECTIONS,
     OBJECT_COLOURS,
     SHAPES,
     Background,
@@ -50,6 +53,17 @@ def expand_builtin(prompt: str) -> str:
         return prompt
     rng = np.random.default_rng(zlib.crc32(prompt.encode()))  # the same prompt always reads the same
     return caption(scene_for(spec), rng)
+
+
+def asked_direction(prompt: str) -> tuple[float, float] | None:
+    """The unit vector (x, y; y points down) of the way the prompt's one object travels ("a red circle moves
+    left"); None when it does not travel in a line, or when the prompt names more than one object: noise drifting
+    under several objects merged them (where one of two travelled, the default's count fell from 88 to 64%;
+    docs/MODEL.md, session 27)."""
+    spec = parse_prompt(prompt)
+    if spec is None or len(spec.objects) != 1 or (spec.count or 1) > 1:
+        return None
+    return DIRECTIONS.get(spec.objects[0].motion or "")
 
 
 def scene_for(spec: PromptSpec) -> Scene:

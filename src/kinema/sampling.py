@@ -29,8 +29,11 @@ def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor
     return shift_time(torch.linspace(start, 0.0, steps + 1), shift)
 
 
-def initial_noise(shape: tuple[int, ...], correlation: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+DRIFT_CORRELATION = 0.9  # a drift carries the noise's structure along only when most of each frame is copied
+
+
+def initial_noise(shape: tuple[int, ...], correlation: float = 0.0, generator: torch.Generator | None = None,
+                  drift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Starting noise (B, C, T', h, w) in which neighbouring latent frames correlate by `correlation` (rho).
 
     An AR(1) chain along time: eps_t = rho eps_{t-1} + sqrt(1 - rho^2) eta_t, so every value stays N(0, 1) and
@@ -38,13 +41,31 @@ def initial_noise(shape: tuple[int, ...], correlation: float = 0.0,
     in PYoCo), so the sampler keeps an object's colour and number from frame to frame instead of drawing blobs
     that split and change; distant frames stay free to differ, which leaves room for motion. rho = 0 draws
     exactly the plain noise of the same generator.
+
+    `drift` (x, y), in latent pixels per latent frame, shifts each frame's copy of the last before mixing, so
+    the shared structure travels that way (warped noise, as in Go-with-the-Flow) and the sampler tends to draw
+    objects travelling with it; the strip a shift uncovers draws fresh noise.
     """
     x = torch.randn(shape, generator=generator)
     if correlation:
         keep = math.sqrt(1 - correlation**2)  # what each frame draws afresh, so its variance stays 1
         for t in range(1, shape[2]):
-            x[:, :, t] = correlation * x[:, :, t - 1] + keep * x[:, :, t]
+            step = [round(d * t) - round(d * (t - 1)) for d in reversed(drift)]  # (dy, dx), whole pixels
+            previous, covered = _shifted(x[:, :, t - 1], *step)
+            x[:, :, t] = torch.where(covered, correlation * previous + keep * x[:, :, t], x[:, :, t])
     return x
+
+
+def _shifted(frame: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`frame` (..., h, w) moved by (dy, dx) pixels, and a mask (h, w) of where it still covers."""
+    h, w = frame.shape[-2:]
+    moved = torch.zeros_like(frame)
+    covered = torch.zeros(h, w, dtype=torch.bool)
+    if abs(dy) < h and abs(dx) < w:
+        rows, cols = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+        moved[..., rows, cols] = frame[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+        covered[rows, cols] = True
+    return moved, covered
 
 
 def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tensor | None,

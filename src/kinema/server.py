@@ -46,7 +46,7 @@ from kinema.api_request import (
     error_response,
     read_fields,
 )
-from kinema.config import MAX_NOISE_CORRELATION
+from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import KinemaError
 from kinema.jobs import VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
 
@@ -319,7 +319,7 @@ def page_html() -> str:
     template = string.Template((WEB_DIR / "index.html").read_text(encoding="utf-8"))
     return template.substitute(max_steps=pl.MAX_STEPS, max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
                                max_seconds=f"{pl.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
-                               max_pixels=f"{pl.MAX_PIXELS:,}")
+                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -20,6 +20,7 @@ from kinema.world_render import render
 from kinema.world_scene import (
     BACKGROUND_COLOURS,
     BACKGROUND_KINDS,
+    DIRECTIONS,
     HELDOUT,
     MOTIONS,
     OBJECT_COLOURS,
@@ -36,7 +37,8 @@ from kinema.world_scene import (
 from kinema.world_text import ObjectSpec, PromptSpec, caption, parse_prompt, spec_of
 
 __all__ = [
-    "BACKGROUND_COLOURS", "BACKGROUND_KINDS", "HELDOUT", "MOTIONS", "OBJECT_COLOURS", "SHAPES", "SIZES", "WHOLE_WORLD",
+    "BACKGROUND_COLOURS", "BACKGROUND_KINDS", "DIRECTIONS", "HELDOUT", "MOTIONS", "OBJECT_COLOURS", "SHAPES", "SIZES",
+    "WHOLE_WORLD",
     "Background", "Obj", "ObjectSpec", "PromptSpec", "Scene", "SceneMix", "caption", "heldout_prompts", "is_heldout",
     "parse_prompt", "render", "sample_scene", "spec_of", "train_prompts",
 ]
