@@ -54,6 +54,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
     assert message in err and err.count("\n") == 1 and err.startswith("kinema: error:")
 
 
+def test_judge_reads_a_kinema_file_as_it_was_drawn(tmp_path, capsys):
+    from kinema import io, judge, provenance, world
+
+    prompt = "a small red circle moves to the right over a dark blue gradient"
+    scene = world.Scene([world.Obj("circle", "red", "small", "right", 0.3, 0.5)], world.Background("gradient", "navy"))
+    marked = provenance.embed(world.render(scene, 128, 128, 17, 8.0), 7)  # what every Kinema output carries
+    assert judge.judge(prompt, marked, 8.0)["background"] is False  # the grain reads as a night sky's texture
+    io.write_video(tmp_path / "marked.mp4", marked, 8.0)
+    code, out, _ = run(["judge", prompt, str(tmp_path / "marked.mp4")], capsys)
+    verdict = json.loads(out)
+    assert code == 0 and verdict["background"] is True and verdict["colour"] is True and verdict["count"] is True
+
+
 def test_empty_prompt_is_an_error(tmp_path, capsys):
     code, _, err = run(["generate", "", "--model", "debug", "-o", str(tmp_path / "v.mp4")], capsys)
     assert code == 2 and "prompt is empty" in err

@@ -88,6 +88,14 @@ def test_mark_survives_crf23_and_half_size(tmp_path, monkeypatch, name):
         assert result["bit_accuracy"] >= 0.85, result
 
 
+def test_unmark_takes_out_what_embed_put_in():
+    clip = world_clip(9, 96, 128)
+    restored, found = provenance.unmark(provenance.embed(clip, PAYLOAD))
+    assert found and np.array_equal(restored, clip)  # no pixel of this clip clips at 0 or 255
+    untouched, found = provenance.unmark(clip)
+    assert not found and untouched is clip
+
+
 def test_single_frame_png_reads_back_exactly(tmp_path):
     path = tmp_path / "still.png"
     io.write_video(path, provenance.embed(world_clip(1, 128, 128, seed=3), PAYLOAD), 1)

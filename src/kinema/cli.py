@@ -239,8 +239,10 @@ def cmd_judge(args) -> None:
 
     from kinema.io import read_video
     from kinema.judge import judge
+    from kinema.provenance import unmark
 
     frames, fps = read_video(args.video)
+    frames, _ = unmark(frames)  # Kinema's own watermark would read as texture on a flat background
     print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
 
 
