@@ -36,15 +36,15 @@ ALLOWED = {
 EXTRA_FIELDS = {
     "negative_prompt": "what the video should not show (the unconditional side of guidance)",
     "seed": "integer; the same seed, prompt and settings give the same video",
-    "steps": "sampling steps, 1-1000 (more is slower and finer; default: the model's)",
+    "steps": f"sampling steps, 1–{pl.MAX_STEPS} (more is slower and finer; default: the model's)",
     "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
     "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
-    "noise_correlation": "0-0.99: how alike neighbouring frames' starting noise is (steadier colours and counts; "
-                         "default: the model's)",
-    "noise_drift": f"0-{MAX_NOISE_DRIFT:g}: short sides per second the starting noise travels the way the prompt's "
+    "noise_correlation": f"0–{MAX_NOISE_CORRELATION}: how alike neighbouring frames' starting noise is (steadier "
+                         "colours and counts; default: the model's)",
+    "noise_drift": f"0–{MAX_NOISE_DRIFT:g}: short sides per second the starting noise travels the way the prompt's "
                    "lone object goes (it goes that way more often; default: the model's)",
-    "cache": "0-1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
-    "fps": f"frames per second, 1-{pl.MAX_FPS} (create; default: the model's)",
+    "cache": "0–1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
+    "fps": f"frames per second, 1–{pl.MAX_FPS} (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
     "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
               "model)",

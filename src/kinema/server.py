@@ -16,6 +16,7 @@ Sora's values; `model` may be a Sora name (meaning the default model) or a model
 from __future__ import annotations
 
 import hmac
+import html
 import os
 import shutil
 import string
@@ -315,11 +316,14 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
 
 
 def page_html() -> str:
-    """The web page, with the same bounds the pipeline and the API enforce written into its fields and text."""
+    """The web page, with the same bounds the pipeline and the API enforce written into its fields and text, and the
+    API's extra fields described as the API's own docs describe them (EXTRA_FIELDS)."""
     template = string.Template((WEB_DIR / "index.html").read_text(encoding="utf-8"))
+    fields = "\n".join(f"      <dt>{name}</dt><dd>{html.escape(text, quote=False)}</dd>"
+                       for name, text in EXTRA_FIELDS.items())
     return template.substitute(max_steps=pl.MAX_STEPS, max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
                                max_seconds=f"{pl.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
-                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}")
+                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}", fields=fields)
 
 
 def install_error_handlers(app: FastAPI) -> None:
