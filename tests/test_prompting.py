@@ -38,6 +38,7 @@ def test_builtin_rewriter_fills_the_example_and_passes_unknown_prompts_through()
     ("a small crimson disc sinks over a dark blue gradient", (0.0, 1.0)),
     ("a green heart drifts up and to the right", (0.5**0.5, -(0.5**0.5))),
     ("a red circle moves left while a blue square stands still", None),  # two objects: drift merges them
+    ("two red circles fall", None),
     ("a red circle and a blue square move left", None),
     ("two objects, a red circle and a blue square, move left", None),
     ("a blue star spins", None),

@@ -258,6 +258,17 @@ def test_parse_free_prompts_best_effort():
     assert parse_prompt("a cat sleeping on a sofa") is None and parse_prompt("") is None
 
 
+def test_parse_counts_alike_objects_named_in_the_plural():
+    spec = parse_prompt("two red circles fall over a navy background")
+    assert [(o.colour, o.shape, o.motion) for o in spec.objects] == [("red", "circle", "down")] * 2
+    assert spec.count == 2
+    spec = parse_prompt("a blue star and a pair of tiny green hearts move left")
+    assert [(o.colour, o.shape, o.size) for o in spec.objects] == [("blue", "star", None),
+                                                                    *[("green", "heart", "small")] * 2]
+    assert spec.count == 3 and spec.objects[2].motion == "left"
+    assert parse_prompt("two red circle").count == 1  # no plural: the number is not about this shape
+
+
 def test_parse_never_crashes():
     rng = np.random.default_rng(3)
     vocabulary = "a the red blue big star ring moves left up and , : while camera pans snowy gradient of 2 " \

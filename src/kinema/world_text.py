@@ -283,6 +283,8 @@ _COUNT = re.compile(r"\b(?P<n>one|two|three|1|2|3|a\s+pair\s+of|a\s+couple\s+of)
                     r"(?:objects|shapes|things|figures|items)\b")
 _CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:and|while|whereas|as|meanwhile|but|then|with|plus\s+a)\b")
 _COUNT_VALUES = {"one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
+_PLURAL_SHAPE = re.compile(r"\b(?P<n>two|three|2|3|a\s+pair\s+of|a\s+couple\s+of)\s+(?:\w+\s+){0,3}?"
+                           + _alternation(_SHAPE_OF, plural="(?:s|es)"))
 
 
 def _normalise(text: str) -> str:
@@ -356,6 +358,12 @@ def _first(pattern: re.Pattern, lookup: dict[str, str], text: str) -> str | None
     return next(lookup[w] for w in singular if w in lookup)
 
 
+def _copies(clause: str) -> int:
+    """How many alike objects a clause names: 2 for "two red circles", 1 for "a red circle"."""
+    match = _PLURAL_SHAPE.search(clause)
+    return _COUNT_VALUES.get(re.sub(r"\s+", " ", match.group("n")), 2) if match else 1
+
+
 def _read_objects(text: str) -> list[ObjectSpec]:
     objects: list[ObjectSpec] = []
     motion_words: list[list[tuple[str, str]]] = []
@@ -363,8 +371,9 @@ def _read_objects(text: str) -> list[ObjectSpec]:
         colour, shape = _first(_COLOURS, _COLOUR_OF, clause), _first(_SHAPES, _SHAPE_OF, clause)
         hits = [(m.lastgroup, m.group()) for m in _MOTIONS.finditer(clause)]
         if colour or shape:
-            objects.append(ObjectSpec(colour, shape, _first(_SIZES, _SIZE_OF, clause)))
-            motion_words.append(hits)
+            alike = [ObjectSpec(colour, shape, _first(_SIZES, _SIZE_OF, clause)) for _ in range(_copies(clause))]
+            objects += alike
+            motion_words += [hits] * len(alike)
         elif objects:  # "... moves up and to the left": a clause of motion words continues the last object
             motion_words[-1] += hits
     for obj, hits in zip(objects, motion_words, strict=True):
