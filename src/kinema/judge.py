@@ -33,7 +33,7 @@ def _rotation(track: Track) -> float:
     harmonic = int(np.argmax(signature[:-1])) + 1
     if signature[harmonic - 1] < 0.05:
         return 0.0
-    phases = track.phases[track.seen, harmonic - 1]
+    phases = track.phases[track.whole, harmonic - 1]  # a view cut by the frame's edge turns its outline
     # Rotating a shape by a turns the k-th harmonic's phase by -k*a; steps wrap within one symmetry period.
     steps = -np.angle(np.exp(1j * np.diff(phases))) / harmonic
     return float(np.degrees(steps.sum()))
@@ -62,10 +62,11 @@ def centroid_path(track: Track, found: Measurement) -> tuple[np.ndarray, np.ndar
 def classify_motion(track: Track, found: Measurement) -> str:
     """One of world.MOTIONS, from the track's pan-corrected centroid, area and orientation."""
     x, y = centroid_path(track, found)
-    area = track.area[track.seen]
-    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and area[:2].mean() > 0):
+    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and track.area[track.seen][:2].mean() > 0):
         return "unknown"  # a blob seen once, or a camera estimate lost in noise: no motion to read
-    growth = area[-2:].mean() / area[:2].mean()
+    # Size is read from whole views only: an object gliding out of the frame loses area without shrinking.
+    area = track.area[track.whole]
+    growth = area[-2:].mean() / area[:2].mean() if len(area) >= 4 and area[:2].mean() > 0 else 1.0
     if growth > GROWTH:
         return "grow"
     if growth < 1 / GROWTH:
@@ -82,9 +83,11 @@ def classify_motion(track: Track, found: Measurement) -> str:
 
 
 def classify_size(track: Track, found: Measurement) -> str:
-    """small/medium/large from the first view: area -> circumscribed diameter via the shape's unit area."""
+    """small/medium/large from the first whole view (else the first view): area -> circumscribed diameter via the
+    shape's unit area."""
     unit_area = shape_references()[track.shape][1]
-    diameter = 2 * math.sqrt(track.area[np.argmax(track.seen)] / unit_area) / found.short
+    first = np.argmax(track.whole) if track.whole.any() else np.argmax(track.seen)
+    diameter = 2 * math.sqrt(track.area[first] / unit_area) / found.short
     diameter = max(diameter, 1e-6)  # a generated blob can vanish in its first view
     return min(SIZES, key=lambda name: abs(math.log(diameter / SIZES[name])))
 

@@ -58,7 +58,8 @@ class Track:
     phases: np.ndarray  # (T, HARMONICS): arguments of the harmonics, for rotation
     edge_width: np.ndarray  # (T,) blur of the outline, pixels
     seen: np.ndarray  # (T,) bool
-    shape: str = ""  # the area-weighted vote of the per-frame shape classes
+    clipped: np.ndarray  # (T,) bool: the object touches the frame's edge, so part of it may be out of view
+    shape: str = ""  # the area-weighted vote of the per-frame shape classes, from its whole views if it has any
 
     @staticmethod
     def empty(colour: str, rgb: np.ndarray, frames: int) -> Track:
@@ -66,7 +67,12 @@ class Track:
             return np.full((frames, *shape), np.nan)
 
         return Track(colour, rgb, blank(), blank(), blank(), blank(HARMONICS + 1), blank(HARMONICS), blank(),
-                     np.zeros(frames, bool))
+                     np.zeros(frames, bool), np.zeros(frames, bool))
+
+    @property
+    def whole(self) -> np.ndarray:
+        """(T,) bool: the frames that show all of the object (seen, off the frame's edge)."""
+        return self.seen & ~self.clipped
 
 
 @dataclass
@@ -306,6 +312,12 @@ def _track_frame(video: np.ndarray, rows: np.ndarray, pixels: np.ndarray, blocke
     return signature, phases, cx + x0, cy + y0, area, edge_width(alpha)
 
 
+def _touches_edge(pixels: np.ndarray, height: int, width: int) -> bool:
+    """Whether a component (flat indices into one frame) reaches the frame's border."""
+    ys, xs = pixels // width, pixels % width
+    return bool(ys.min() == 0 or xs.min() == 0 or ys.max() == height - 1 or xs.max() == width - 1)
+
+
 def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -> list[Track]:
     """One track per colour seen in at least half the frames, and big enough once to be an object: the largest
     component of it per frame."""
@@ -333,10 +345,11 @@ def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -
             track.signature[frame], track.phases[frame] = measured[0], measured[1]
             track.x[frame], track.y[frame], track.area[frame], track.edge_width[frame] = measured[2:]
             track.seen[frame] = True
+            track.clipped[frame] = _touches_edge(comp.pixels, height, width)
         if np.nanmax(track.area) < min_peak:
             continue
         votes: dict[str, float] = {}
-        for frame in np.flatnonzero(track.seen):
+        for frame in np.flatnonzero(track.whole if track.whole.any() else track.seen):
             name = classify_shape(track.signature[frame])
             votes[name] = votes.get(name, 0.0) + track.area[frame]  # big views are the reliable ones
         track.shape = max(votes, key=votes.__getitem__)
