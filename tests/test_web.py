@@ -1,13 +1,13 @@
 """The web page in headless Chromium: prompt, live progress to 100 %, the video plays, the gallery lists it.
 
 Needs Debian's chromium and the playwright package (scripts/install-browser.sh). A screenshot goes to
-$KINEMA_ARTIFACTS (default: the test's temp folder); with KINEMA_UPDATE_DOCS=1 also to docs/web.png.
+$KINEMA_ARTIFACTS (default: the test's temp folder). docs/web.png, the page with the bundled model, is written by
+scripts/web_screenshot.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -44,8 +44,6 @@ def save_screenshot(page, tmp_path: Path) -> None:
     folder = Path(os.environ.get("KINEMA_ARTIFACTS", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(folder / "web.png"))
-    if os.environ.get("KINEMA_UPDATE_DOCS") == "1":
-        shutil.copyfile(folder / "web.png", Path(__file__).parents[1] / "docs" / "web.png")
 
 
 def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
