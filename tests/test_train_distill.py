@@ -132,6 +132,11 @@ def test_the_committed_distill_recipe_halves_the_bundled_models_steps():
     r = recipe.load(Path(__file__).parents[1] / "configs" / "small_distill.toml")
     assert r.init == "default" and r.vae.steps == 0 and r.model.name == "kinema-small-fast"
     assert r.dit.distill_steps * 2 == r.model.sampler.steps and r.model.sampler.guidance > 1  # the teacher's
+    weights = Path(__file__).parents[1] / "src" / "kinema" / "weights"
+    teacher, student = (json.loads((weights / name / "config.json").read_text())["sampler"]
+                        for name in ("small", "small-fast"))
+    assert teacher.get("noise_drift", 0) == 0  # so the recipe is what gives a new student the default's drifting noise
+    assert r.model.sampler.noise_drift == student["noise_drift"] > 0
 
 
 def test_time_dit_steps_probes_either_stage_without_touching_the_run(teacher_run):
