@@ -65,6 +65,8 @@ def test_judge_reads_a_kinema_file_as_it_was_drawn(tmp_path, capsys):
     code, out, _ = run(["judge", prompt, str(tmp_path / "marked.mp4")], capsys)
     verdict = json.loads(out)
     assert code == 0 and verdict["background"] is True and verdict["colour"] is True and verdict["count"] is True
+    code, _, err = run(["judge", str(tmp_path / "marked.mp4"), prompt], capsys)
+    assert code == 2 and "the prompt comes first, kinema judge PROMPT VIDEO" in err and err.count("\n") == 1
 
 
 def test_empty_prompt_is_an_error(tmp_path, capsys):
@@ -295,3 +297,12 @@ def test_bare_cache_flag_uses_the_default_threshold():
     assert args.cache == DEFAULT_CACHE_THRESHOLD
     assert build_parser().parse_args(["generate", "x"]).cache == 0
     assert build_parser().parse_args(["eval", "--cache"]).cache == DEFAULT_CACHE_THRESHOLD
+
+
+def test_options_are_never_guessed_from_a_prefix(capsys):
+    from kinema.cli import build_parser
+
+    with pytest.raises(SystemExit):  # argparse would read it as --model extend
+        build_parser().parse_args(["generate", "x", "--mode", "extend"])
+    assert "unrecognized arguments: --mode extend" in capsys.readouterr().err
+    assert build_parser().parse_args(["generate", "x", "--out", "v.mp4"]).output == "v.mp4"  # as eval spells it

@@ -38,13 +38,15 @@ def parse_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinema", description="Kinema: open text-to-video that runs offline on a laptop CPU.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(sub)
     _add_train(sub)
     _add_serve(sub)
     _add_eval(sub)
     _add_bench(sub)
+    for command in sub.choices.values():  # "--mode extend" must not be taken for "--model extend"
+        command.allow_abbrev = False
     return parser
 
 
@@ -69,7 +71,8 @@ def _add_generate(sub) -> None:
                        epilog=GENERATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prompt", nargs="?", default="",
                    help="what the video shows, e.g. \"a red ball bounces left\" (optional with --segments)")
-    p.add_argument("-o", "--output", default="kinema.mp4", help="output file (default kinema.mp4)")
+    p.add_argument("-o", "--output", "--out", default="kinema.mp4",  # --out as eval, bench and train spell it
+                   help="output file (default kinema.mp4)")
     p.add_argument("--model", default=None, help="bundled name, preset or model folder (default: kinema-small-fast)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
     p.add_argument("--negative-prompt", default="", help="what the video should not show")
@@ -241,6 +244,9 @@ def cmd_judge(args) -> None:
     from kinema.judge import judge
     from kinema.provenance import unmark
 
+    if not Path(args.video).exists() and Path(args.prompt).is_file():
+        raise KinemaError(f"{args.video!r} is not a file but {args.prompt!r} is: the prompt comes first, "
+                          f"kinema judge PROMPT VIDEO")
     frames, fps = read_video(args.video)
     frames, _ = unmark(frames)  # Kinema's own watermark would read as texture on a flat background
     print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
