@@ -306,3 +306,30 @@ def test_options_are_never_guessed_from_a_prefix(capsys):
         build_parser().parse_args(["generate", "x", "--mode", "extend"])
     assert "unrecognized arguments: --mode extend" in capsys.readouterr().err
     assert build_parser().parse_args(["generate", "x", "--out", "v.mp4"]).output == "v.mp4"  # as eval spells it
+    assert build_parser().parse_args(["generate", "x", "-q"]).quiet
+
+
+
+class ClosedPipe:
+    """A stdout whose reader has gone away, as under "kinema verify ... | head -1"."""
+
+    def __init__(self, path):
+        self.file = open(path, "w")  # a real descriptor, which main points at /dev/null
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return self.file.fileno()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, monkeypatch):
+    from kinema import io, provenance, world
+
+    scene = world.Scene([world.Obj("circle", "red", "small", "still", 0.5, 0.5)], world.Background("solid", "navy"))
+    io.write_video(tmp_path / "v.mp4", provenance.embed(world.render(scene, 64, 64, 9, 8.0), 7), 8.0)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe(tmp_path / "out.txt"))
+    assert main(["verify", str(tmp_path / "v.mp4"), "--json"]) == 141  # 128 + SIGPIPE, no traceback

@@ -78,7 +78,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--negative-prompt", default="", help="what the video should not show")
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
     _add_c2pa_options(p, "the output")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     shape = p.add_argument_group("size and duration")
     shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, even (e.g. 224x128 or 1920x1080)")
     shape.add_argument("--aspect", default=None,
@@ -525,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kinema: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away ("kinema judge ... | head"): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     return code or 0
 
 
