@@ -33,7 +33,7 @@ def _rotation(track: Track) -> float:
     harmonic = int(np.argmax(signature[:-1])) + 1
     if signature[harmonic - 1] < 0.05:
         return 0.0
-    phases = track.phases[track.whole, harmonic - 1]  # a view cut by the frame's edge turns its outline
+    phases = track.phases[track.outline_views, harmonic - 1]  # a view cut by the frame's edge turns its outline
     # Rotating a shape by a turns the k-th harmonic's phase by -k*a; steps wrap within one symmetry period.
     steps = -np.angle(np.exp(1j * np.diff(phases))) / harmonic
     return float(np.degrees(steps.sum()))
@@ -86,8 +86,7 @@ def classify_size(track: Track, found: Measurement) -> str:
     """small/medium/large from the first whole view (else the first view): area -> circumscribed diameter via the
     shape's unit area."""
     unit_area = shape_references()[track.shape][1]
-    first = np.argmax(track.whole) if track.whole.any() else np.argmax(track.seen)
-    diameter = 2 * math.sqrt(track.area[first] / unit_area) / found.short
+    diameter = 2 * math.sqrt(track.area[np.argmax(track.outline_views)] / unit_area) / found.short
     diameter = max(diameter, 1e-6)  # a generated blob can vanish in its first view
     return min(SIZES, key=lambda name: abs(math.log(diameter / SIZES[name])))
 

@@ -74,6 +74,12 @@ class Track:
         """(T,) bool: the frames that show all of the object (seen, off the frame's edge)."""
         return self.seen & ~self.clipped
 
+    @property
+    def outline_views(self) -> np.ndarray:
+        """(T,) bool: the frames to read shape, turn and size from: the whole views, or every view if none is."""
+        whole = self.whole
+        return whole if whole.any() else self.seen
+
 
 @dataclass
 class Measurement:
@@ -349,7 +355,7 @@ def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -
         if np.nanmax(track.area) < min_peak:
             continue
         votes: dict[str, float] = {}
-        for frame in np.flatnonzero(track.whole if track.whole.any() else track.seen):
+        for frame in np.flatnonzero(track.outline_views):
             name = classify_shape(track.signature[frame])
             votes[name] = votes.get(name, 0.0) + track.area[frame]  # big views are the reliable ones
         track.shape = max(votes, key=votes.__getitem__)
