@@ -279,12 +279,11 @@ _PANS = [
                rf"|trucking|turns|turning)\b{_PAN_TAIL}"),
     re.compile(rf"\b(?:pans|pan|panning|panned)\b{_PAN_TAIL}"),
 ]
-_COUNT = re.compile(r"\b(?P<n>one|two|three|1|2|3|a\s+pair\s+of|a\s+couple\s+of)\s+(?:\w+\s+)?"
-                    r"(?:objects|shapes|things|figures|items)\b")
+_COUNT_WORD = r"\b(?P<n>one|two|three|1|2|3|a\s+pair\s+of|a\s+couple\s+of)\s+"
+_COUNT = re.compile(_COUNT_WORD + r"(?:\w+\s+)?(?:objects|shapes|things|figures|items)\b")
+_PLURAL_SHAPE = re.compile(_COUNT_WORD + r"(?:\w+\s+){0,3}?" + _alternation(_SHAPE_OF, plural="(?:s|es)"))
 _CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:and|while|whereas|as|meanwhile|but|then|with|plus\s+a)\b")
 _COUNT_VALUES = {"one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
-_PLURAL_SHAPE = re.compile(r"\b(?P<n>two|three|2|3|a\s+pair\s+of|a\s+couple\s+of)\s+(?:\w+\s+){0,3}?"
-                           + _alternation(_SHAPE_OF, plural="(?:s|es)"))
 
 
 def _normalise(text: str) -> str:
@@ -329,12 +328,14 @@ def _take_background(text: str) -> tuple[str | None, str | None, str]:
     return kind, colour, text
 
 
+def _count_of(match: re.Match) -> int:
+    """The number a _COUNT_WORD match names ("a pair of", "a couple of": 2)."""
+    return _COUNT_VALUES.get(re.sub(r"\s+", " ", match.group("n")), 2)
+
+
 def _take_count(text: str) -> tuple[int | None, str]:
     match = _COUNT.search(text)
-    if not match:
-        return None, text
-    word = re.sub(r"\s+", " ", match.group("n"))
-    return _COUNT_VALUES.get(word, 2), _cut(text, match)
+    return (_count_of(match), _cut(text, match)) if match else (None, text)
 
 
 def _motion(hits: list[tuple[str, str]]) -> str | None:
@@ -361,7 +362,7 @@ def _first(pattern: re.Pattern, lookup: dict[str, str], text: str) -> str | None
 def _copies(clause: str) -> int:
     """How many alike objects a clause names: 2 for "two red circles", 1 for "a red circle"."""
     match = _PLURAL_SHAPE.search(clause)
-    return _COUNT_VALUES.get(re.sub(r"\s+", " ", match.group("n")), 2) if match else 1
+    return _count_of(match) if match else 1
 
 
 def _read_objects(text: str) -> list[ObjectSpec]:
