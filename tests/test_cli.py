@@ -29,7 +29,11 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
                            "--steps", "1", "-o", str(out), "--filmstrip", str(strip), "--quiet"], capsys)
     assert code == 0 and out.stat().st_size > 0 and strip.stat().st_size > 0
-    assert stdout.strip().endswith("i.png (64x64, an image)")
+    assert stdout.strip().endswith("i.png (64x64, an image)") and "note:" not in stdout
+    code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
+                           "--steps", "1", "-o", str(tmp_path / "i.mp4"), "--quiet"], capsys)
+    assert code == 0 and "note: one frame makes a one-frame video; for an image file write i.png" in stdout
+    assert read_video(tmp_path / "i.mp4")[0].shape == (1, 64, 64, 3)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -297,6 +301,17 @@ def test_bare_cache_flag_uses_the_default_threshold():
     assert args.cache == DEFAULT_CACHE_THRESHOLD
     assert build_parser().parse_args(["generate", "x"]).cache == 0
     assert build_parser().parse_args(["eval", "--cache"]).cache == DEFAULT_CACHE_THRESHOLD
+
+
+def test_window_pan_is_the_models_default_unless_turned_on_or_off(tmp_path):
+    from kinema.cli import build_parser, generate_request
+
+    def window_pan(*flags: str) -> bool | None:
+        args = build_parser().parse_args(["generate", "the camera pans left", *flags])
+        return generate_request(args, tmp_path / "out.mp4")[0].window_pan
+
+    assert (window_pan(), window_pan("--window-pan"), window_pan("--no-window-pan")) == (None, True, False)
+    assert build_parser().parse_args(["eval", "--no-window-pan"]).window_pan is False
 
 
 def test_options_are_never_guessed_from_a_prefix(capsys):

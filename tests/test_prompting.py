@@ -8,7 +8,7 @@ import pytest
 
 from kinema.checkpoint import BUNDLED
 from kinema.pipeline import Request
-from kinema.prompting import Rewriter, asked_direction, expand_builtin
+from kinema.prompting import Rewriter, asked_direction, asked_pan, expand_builtin
 from kinema.world import parse_prompt
 
 
@@ -46,6 +46,17 @@ def test_builtin_rewriter_fills_the_example_and_passes_unknown_prompts_through()
 ])
 def test_asked_direction_is_the_way_a_lone_object_travels(prompt, direction):
     assert asked_direction(prompt) == (None if direction is None else pytest.approx(direction))
+
+
+@pytest.mark.parametrize("prompt,way", [
+    ("a red circle over a snowy field while the camera pans left", (-1, 0)),
+    ("As the camera pans to the right, a blue star spins", (1, 0)),
+    ("a red ball bounces across a snowy street, camera slowly panning", (1, 0)),  # the way not said: right
+    ("the camera tilts up over a brick wall", (0, -1)),
+    ("a red circle moves left", None),  # the object moves; the camera stays
+])
+def test_asked_pan_is_the_way_the_camera_travels(prompt, way):
+    assert asked_pan(prompt) == way
 
 
 class FakeChat(BaseHTTPRequestHandler):

@@ -289,11 +289,12 @@ def test_kinema_modes_and_extras_are_accepted(paused):
         "segments": [{"start": 0, "prompt": "a red ball"}, {"start": 1, "prompt": "a blue ball"}]})
     tuned = client.videos.create(prompt="a ball", size="64x64", extra_body={"sampler": "heun", "cache": 0.2,
                                                                             "noise_correlation": 0.3,
-                                                                            "noise_drift": 0.2})
+                                                                            "noise_drift": 0.2,
+                                                                            "window_pan": False})
     assert (loop.status, sequence.status, sequence.seconds, tuned.status) == ("queued", "queued", "2", "queued")
     params = paused.app.state.service.store.get(tuned.id).params
     assert (params["sampler"], params["cache"], params["noise_correlation"]) == ("heun", 0.2, 0.3)
-    assert params["noise_drift"] == 0.2
+    assert params["noise_drift"] == 0.2 and params["window_pan"] is False
     deleted = client.videos.delete(loop.id)  # cancelling a queued job
     assert deleted.deleted and not paused.app.state.service.store.input_dir(loop.id).exists()
 

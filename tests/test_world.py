@@ -258,6 +258,17 @@ def test_parse_free_prompts_best_effort():
     assert parse_prompt("a cat sleeping on a sofa") is None and parse_prompt("") is None
 
 
+@pytest.mark.parametrize("prompt,pan,motion", [
+    ("a red ball, the camera pans up", "up", None),  # "up" is the camera's, not the ball's
+    ("a red ball moves up while the camera pans left", "left", "up"),
+    ("a green square as the camera tilts downward", "down", None),
+    ("a red ball moves up", None, "up"),
+])
+def test_the_camera_may_pan_up_or_down_though_the_world_pans_sideways(prompt, pan, motion):
+    spec = parse_prompt(prompt)
+    assert (spec.pan, spec.objects[0].motion) == (pan, motion)
+
+
 def test_parse_counts_alike_objects_named_in_the_plural():
     spec = parse_prompt("two red circles fall over a navy background")
     assert [(o.colour, o.shape, o.motion) for o in spec.objects] == [("red", "circle", "down")] * 2

@@ -133,6 +133,10 @@ def _add_noise_options(parser) -> None:
                         help="0-1: short sides per second the starting noise travels the way the prompt's lone "
                              "object goes (\"moves left\"), which sends it that way more often (default: the "
                              "model's; 0 = off)")
+    parser.add_argument("--window-pan", action=argparse.BooleanOptionalAction, default=None,
+                        help="make a camera pan or tilt the prompt asks for (\"the camera pans left\") by sliding the "
+                             "frame across a larger scene, in text to video (default: the model's; on for the "
+                             "bundled models, which do not pan by themselves)")
 
 
 def _add_cache_option(group, help_text: str) -> None:
@@ -231,7 +235,8 @@ def cmd_eval(args) -> None:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
                               progress=lambda i, n: report(i / n, f"judging {i}/{n}"), steps=args.steps,
                               sampler=args.sampler, guidance=args.guidance, cache=args.cache,
-                              noise_correlation=args.noise_correlation, noise_drift=args.noise_drift)
+                              noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
+                              window_pan=args.window_pan)
     scores = next(iter(result["aspects"].values()))["scores"]
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")
@@ -329,6 +334,8 @@ def cmd_generate(args) -> None:
         report(1.0, "done")
     for note in [*notes, *video.notes]:
         print(f"note: {note}")
+    if video.frames == 1 and out.suffix.lower() in (".mp4", ".webm"):
+        print(f"note: one frame makes a one-frame video; for an image file write {out.with_suffix('.png').name}")
     shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
     print(f"wrote {out} ({video.width}x{video.height}, {shape})")
 
@@ -367,7 +374,8 @@ def generate_request(args, out: Path):
                    aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
-                   noise_correlation=args.noise_correlation, noise_drift=args.noise_drift, segments=segments), files
+                   noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
+                   window_pan=args.window_pan, segments=segments), files
 
 
 def _input_files(args, mode: str) -> dict[str, Path]:

@@ -73,7 +73,8 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
              seed: int = 0, progress=None, **tuning) -> tuple[list[dict], list[np.ndarray]]:
     """Judge one generated video per prompt; returns the per-clip verdicts and the videos.
 
-    `tuning`: Request's sampling fields (steps, sampler, guidance, cache, noise_correlation, noise_drift); None keeps
+    `tuning`: Request's sampling fields (steps, sampler, guidance, cache, noise_correlation, noise_drift,
+    window_pan); None keeps
     the model's default.
     """
     results, videos = [], []
@@ -91,7 +92,8 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
 def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int = 200, seed: int = 0,
         aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int = 200, progress=None,
         steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-        cache: float = 0.0, noise_correlation: float | None = None, noise_drift: float | None = None) -> dict:
+        cache: float = 0.0, noise_correlation: float | None = None, noise_drift: float | None = None,
+        window_pan: bool | None = None) -> dict:
     """Evaluate `model` and write report.json, README.md and samples.png into `out`."""
     from kinema.pipeline import parse_aspect, size_for
 
@@ -101,12 +103,13 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     pairs = scenes_for(prompt_set, n, seed)
     prompts = [prompt for prompt, _ in pairs]
     tuning = {"steps": steps, "sampler": sampler, "guidance": guidance, "cache": cache,
-              "noise_correlation": noise_correlation, "noise_drift": noise_drift}
+              "noise_correlation": noise_correlation, "noise_drift": noise_drift, "window_pan": window_pan}
     resolved = pipe.resolve(Request(prompts[0], expand=False, **tuning))  # the model's defaults, checked
     report: dict = {"model": pipe.cfg.name, "source": pipe.model.source, "prompts": prompt_set, "n": n,
                     "steps": resolved.steps, "sampler": resolved.sampler, "guidance": resolved.guidance,
                     "cache": resolved.cache, "noise_correlation": resolved.noise_correlation,
-                    "noise_drift": resolved.noise_drift, "targets": TARGETS, "aspects": {}}
+                    "noise_drift": resolved.noise_drift, "window_pan": resolved.window_pan, "targets": TARGETS,
+                    "aspects": {}}
     start = time.perf_counter()
     short = min(pipe.cfg.width, pipe.cfg.height)
     sizes = [size_for(parse_aspect(aspect), short) for aspect in aspects]  # every aspect checked before any work
@@ -132,6 +135,10 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     return report
 
 
+PAN_NOTE = (" Asked camera pans are made by sliding the frame across a wider generated scene (`window_pan`), so "
+            "the pan column measures the pipeline, not the model; with `--no-window-pan` the model pans in none.")
+
+
 def markdown(report: dict) -> str:
     """The report as a Markdown page: per-attribute accuracy per aspect, targets, word probe, judge validation."""
     names = [*judge.ATTRIBUTES, "overall"]
@@ -141,7 +148,8 @@ def markdown(report: dict) -> str:
              f"{f' (step cache {cache})' if (cache := report.get('cache')) else ''}"
              f"{f', noise correlation {rho}' if (rho := report.get('noise_correlation')) else ''}"
              f"{f', noise drift {drift}' if (drift := report.get('noise_drift')) else ''}, one video each "
-             f"(seed = index), judged from the pixels by `kinema.judge`. Wall time {report['seconds']} s.", "",
+             f"(seed = index), judged from the pixels by `kinema.judge`. Wall time {report['seconds']} s."
+             f"{PAN_NOTE if report.get('window_pan') else ''}", "",
              "| aspect | size | n | " + " | ".join(names) + " | flicker | sharpness |",
              "|---|---|---|" + "---|" * (len(names) + 2)]
     for aspect, part in report["aspects"].items():

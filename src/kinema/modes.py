@@ -4,7 +4,8 @@ Every mode is one mechanism (`conditioning.FrameCondition`): latent frames that 
 (t = 0) while the others are denoised. The DiT sees one *window* of at most `WINDOW` latent frames at a
 time, laid out as [k context | m new | e end], the context and end frames given:
 
-    text -> video     [m new]                      then, if longer, chained forward extension
+    text -> video     [m new]                      then, if longer, chained forward extension; an asked camera
+                                                   pan draws a larger scene that the output's frame slides across
     image -> video    [image | m new]              the image encoded alone, as the VAE encodes a first frame
     extend forward    [clip's last k | m new]      decoded together with the clip's latents
     extend backward   [m new | clip's first e]
@@ -41,6 +42,8 @@ WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training l
 CONTEXT = 2  # latent frames each later window takes as context from what came before
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
+PAN_ROOM = 1.0  # short sides: the most a pan widens the canvas; a longer video pans slower than PAN_SPEED
+PANNING_MODES = ("t2v",)  # given frames (an image, a clip, a loop's own start) fix where the frame stands
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
 MODES = {  # mode -> the inputs it reads
@@ -82,6 +85,18 @@ def check(req: Request, tf: int) -> None:
                           "e.g. --seconds 2", param="seconds")
     if req.mode == "sequence":
         segment_spans(req.segments, req.frames, req.fps, tf)
+
+
+def pan_travel(req: Request) -> tuple[float, float]:
+    """Output pixels (x, y; y down) the frame slides over the video for a camera pan the prompt asks for, when the
+    request makes pans by sliding (`window_pan`, text to video only): the model draws a scene larger by the travel
+    with a still camera, and the output is a window moving across it at `prompting.PAN_SPEED`, so objects and
+    background move as one, as a pan moves them. A video longer than PAN_ROOM short sides allow pans slower."""
+    way = prompting.asked_pan(req.prompt) if req.window_pan and req.mode in PANNING_MODES else None
+    if way is None or req.frames < 2:
+        return 0.0, 0.0
+    travel = min(prompting.PAN_SPEED * (req.frames - 1) / req.fps, PAN_ROOM) * min(req.width, req.height)
+    return way[0] * travel, way[1] * travel
 
 
 def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
@@ -174,7 +189,10 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        self.canvas = canvas_size(req.width, req.height)  # generated at, then cropped to the request's size
+        self.pan = pan_travel(req)  # output pixels the frame slides across a larger canvas (window_pan)
+        room = [math.ceil(abs(travel)) + 1 if travel else 0 for travel in self.pan]  # 1 px to blend sub-pixels
+        # generated at, then cropped to the request's size (and slid across, when panning)
+        self.canvas = canvas_size(req.width + room[0], req.height + room[1])
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
@@ -184,6 +202,9 @@ class Job:
         if req.guidance == 1.0 and req.negative_prompt.strip():  # CFG's unconditional pass is skipped at 1
             self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
                               "pass a guidance above 1 to use it")
+        if req.window_pan and req.mode not in PANNING_MODES and prompting.asked_pan(req.prompt) is not None:
+            self.notes.append(f"camera pan: only text to video slides its frame for a pan (window_pan); in mode "
+                              f"{req.mode} the camera moves only as the model draws it")
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:
@@ -279,7 +300,8 @@ class Job:
         the default went the asked way less often with the drift (20 of 24 clips against 23; docs/MODEL.md)."""
         if not self.req.noise_drift or direction is None:
             return sampling.initial_noise(shape, self.req.noise_correlation, self.gen)
-        pixels = self.req.noise_drift * min(shape[-2:]) * self.tf / self.req.fps  # latent pixels per latent frame
+        short = min(self.req.width, self.req.height) / self.pipe.cfg.vae.spatial_factor  # the output's, not a pan's
+        pixels = self.req.noise_drift * short * self.tf / self.req.fps  # latent pixels per latent frame
         drift = (direction[0] * pixels, direction[1] * pixels)
         rho = max(self.req.noise_correlation, sampling.DRIFT_CORRELATION)
         return sampling.initial_noise(shape, rho, self.gen, drift)
@@ -322,8 +344,12 @@ class Job:
             info["caption"] = self.captions[req.prompt]
         if req.mode == "edit":
             info["strength"] = req.strength
+        if any(self.pan):
+            dx, dy = self.pan
+            way = "right" if dx > 0 else "left" if dx < 0 else "down" if dy > 0 else "up"
+            info["camera_pan"] = f"{way} {math.hypot(dx, dy):.0f} px, by sliding the frame"
         return Video(latents, frames or req.frames, req.fps, req.width, req.height, {**info, **meta}, skip,
-                     before, after, self.notes)
+                     before, after, self.notes, self.pan)
 
 
 # ---------------------------------------------------------------------------------------------

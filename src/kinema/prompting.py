@@ -10,7 +10,8 @@ An external OpenAI-compatible chat endpoint can do the rewriting instead (`KINEM
 the world's vocabulary and example captions. Any failure (timeout, HTTP error, odd reply) falls back to
 the built-in rewriter with a warning, so generation never fails because of it.
 
-`asked_direction` reads which way a prompt asks its lone object to travel, for starting noise that drifts that way.
+`asked_direction` reads which way a prompt asks its lone object to travel, for starting noise that drifts that way;
+`asked_pan` which way it asks the camera to pan, for a pan the pipeline makes by sliding the frame (`window_pan`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def asked_direction(prompt: str) -> tuple[float, float] | None:
     if spec is None or len(spec.objects) != 1 or (spec.count or 1) > 1:
         return None
     return DIRECTIONS.get(spec.objects[0].motion or "")
+
+
+def asked_pan(prompt: str) -> tuple[float, float] | None:
+    """The unit vector (x, y; y points down) of the way the prompt asks the camera to pan ("the camera pans left",
+    "tilts up"); None for a still camera. A pan whose way is not said goes right, as the built-in rewriter writes it."""
+    spec = parse_prompt(prompt)
+    return None if spec is None or spec.pan is None else DIRECTIONS["right" if spec.pan == "any" else spec.pan]
 
 
 def scene_for(spec: PromptSpec) -> Scene:

@@ -148,7 +148,9 @@ class PromptSpec:
     objects: list[ObjectSpec] = field(default_factory=list)
     background: str | None = None  # a BACKGROUND_KINDS entry
     background_colour: str | None = None
-    pan: str | None = None  # "left", "right", "any" (direction not said) or None (static camera)
+    # "left", "right", "any" (direction not said) or None (static camera); also "up" and "down", which the world
+    # never renders (its camera pans sideways only), so the judge reads them as no pan
+    pan: str | None = None
     count: int | None = None
 
 
@@ -272,11 +274,12 @@ _BACKGROUNDS = [
                          rf"\s+{_BG_NOUN}\b|\b{_BG_NOUN}\s+of\s+(?:solid\s+|plain\s+)?(?P<c2>{_BG_COLOURS.pattern})")),
 ]
 _PAN_ADVERBS = r"(?:slowly|slow|gently|steadily|smoothly|quickly|fast|also|then|is|starts|begins)"
-_PAN_TAIL = r"(?:\s+(?:slowly|gently|steadily|smoothly|to|toward|towards|the|over|across))*\s*(?P<d>left|right)?\b"
+_PAN_TAIL = (r"(?:\s+(?:slowly|gently|steadily|smoothly|to|toward|towards|the|over|across))*"
+             r"\s*(?P<d>left|right|up|down)?(?:wards?)?\b")
 _PANS = [
     re.compile(rf"\b(?:camera|view|shot)\s+(?:{_PAN_ADVERBS}\s+){{0,2}}(?:pans|pan|panning|panned|moves|moving"
                rf"|sweeps|sweeping|tracks|tracking|glides|gliding|slides|sliding|drifts|drifting|trucks"
-               rf"|trucking|turns|turning)\b{_PAN_TAIL}"),
+               rf"|trucking|turns|turning|tilts|tilt|tilting|tilted)\b{_PAN_TAIL}"),
     re.compile(rf"\b(?:pans|pan|panning|panned)\b{_PAN_TAIL}"),
 ]
 _COUNT_WORD = r"\b(?P<n>one|two|three|1|2|3|a\s+pair\s+of|a\s+couple\s+of)\s+"

@@ -81,7 +81,8 @@ function requestFor(mode) {
   data.append("prompt", segments ? segments[0].prompt : $("prompt").value);
   for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
                             ["sampler", "sampler"], ["cache", "cache"], ["noise-correlation", "noise_correlation"],
-                            ["noise-drift", "noise_drift"], ["negative-prompt", "negative_prompt"]]) {
+                            ["noise-drift", "noise_drift"], ["window-pan", "window_pan"],
+                            ["negative-prompt", "negative_prompt"]]) {
     if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
   }
   if (mode === "remix") {
