@@ -74,8 +74,7 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
     """Judge one generated video per prompt; returns the per-clip verdicts and the videos.
 
     `tuning`: Request's sampling fields (steps, sampler, guidance, cache, noise_correlation, noise_drift,
-    window_pan); None keeps
-    the model's default.
+    window_pan); None keeps the model's default.
     """
     results, videos = [], []
     for i, prompt in enumerate(prompts):
