@@ -130,7 +130,24 @@ def test_an_asked_pan_slides_the_frame_across_a_wider_scene(debug_pipe):
         assert not any(still.pan) and still.latents.shape[-1] == 8 and "camera_pan" not in still.meta
     assert debug_pipe.resolve(Request(pan)).window_pan is False  # the debug model's default; the bundled pan
     looped = generate(debug_pipe, prompt=pan, frames=9, mode="loop", window_pan=True)
-    assert not any(looped.pan) and "camera pan: only text to video slides its frame" in looped.notes[0]
+    assert not any(looped.pan) and "camera pan: only text and image to video slide their frame" in looped.notes[0]
+
+
+def test_an_image_to_animate_covers_the_scene_a_pan_slides_across(debug_pipe):
+    photo = skimage.data.chelsea()  # (300, 451, 3), a real photograph
+    prompt = "a cat, the camera pans right"
+    video = generate(debug_pipe, prompt=prompt, image=photo, frames=9, fps=8, width=48, height=32, window_pan=True)
+    assert video.pan == pytest.approx((0.2 * 32, 0)) and video.latents.shape[-1] == 8  # 64 px: 48 + 6.4
+    fitted = fit_image(photo, 64, 32)[0]  # the photo covers the whole scene
+    assert video.notes == ["image: resized 451x300 to 64x43 and center-cropped to 64x32 (the scene the frame pans "
+                           "across)"]
+    round_trip = debug_pipe.decode(Video(debug_pipe.encode(fitted[None]), 1, 8, 64, 32))[0]
+    frames = debug_pipe.decode(video)
+    assert frames.shape == (9, 32, 48, 3)
+    start = (64 - 48 - 6.4) / 2  # the frame starts left of centre and travels 6.4 px right
+    first = (1 - start % 1) * round_trip[:, int(start):int(start) + 48] + start % 1 * round_trip[:, int(start) + 1:
+                                                                                                int(start) + 49]
+    assert psnr(frames[0], np.rint(first).astype(np.uint8)) > 50  # it opens on the photo's left part
 
 
 def test_a_long_pan_slows_to_stay_within_its_room(debug_pipe):

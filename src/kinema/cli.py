@@ -135,7 +135,7 @@ def _add_noise_options(parser) -> None:
                              "model's; 0 = off)")
     parser.add_argument("--window-pan", action=argparse.BooleanOptionalAction, default=None,
                         help="make a camera pan or tilt the prompt asks for (\"the camera pans left\") by sliding the "
-                             "frame across a larger scene, in text to video (default: the model's; on for the "
+                             "frame across a larger scene, in text or image to video (default: the model's; on for the "
                              "bundled models, which do not pan by themselves)")
 
 

@@ -4,8 +4,7 @@ Every mode is one mechanism (`conditioning.FrameCondition`): latent frames that 
 (t = 0) while the others are denoised. The DiT sees one *window* of at most `WINDOW` latent frames at a
 time, laid out as [k context | m new | e end], the context and end frames given:
 
-    text -> video     [m new]                      then, if longer, chained forward extension; an asked camera
-                                                   pan draws a larger scene that the output's frame slides across
+    text -> video     [m new]                      then, if longer, chained forward extension
     image -> video    [image | m new]              the image encoded alone, as the VAE encodes a first frame
     extend forward    [clip's last k | m new]      decoded together with the clip's latents
     extend backward   [m new | clip's first e]
@@ -13,6 +12,9 @@ time, laid out as [k context | m new | e end], the context and end frames given:
     loop              a clip, then connect its end back to its own start
     edit (SDEdit)     the input's latents noised part way, and the schedule's last `strength` share run
     prompt sequence   each segment extends the one before with its own prompt
+
+In text and image to video an asked camera pan draws a scene larger by the pan's travel (the image covering all of
+it), which the output's frame slides across as it is decoded (`pan_travel`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -43,7 +45,9 @@ CONTEXT = 2  # latent frames each later window takes as context from what came b
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
 PAN_ROOM = 1.0  # short sides: the most a pan widens the canvas; a longer video pans slower than PAN_SPEED
-PANNING_MODES = ("t2v",)  # given frames (an image, a clip, a loop's own start) fix where the frame stands
+# Given clips (to extend, connect, edit) and a loop's own start fix where the frame stands; an image to animate
+# instead covers the whole scene the frame slides across.
+PANNING_MODES = ("t2v", "i2v")
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
 MODES = {  # mode -> the inputs it reads
@@ -89,7 +93,7 @@ def check(req: Request, tf: int) -> None:
 
 def pan_travel(req: Request) -> tuple[float, float]:
     """Output pixels (x, y; y down) the frame slides over the video for a camera pan the prompt asks for, when the
-    request makes pans by sliding (`window_pan`, text to video only): the model draws a scene larger by the travel
+    request makes pans by sliding (`window_pan`, text or image to video): the model draws a scene larger by the travel
     with a still camera, and the output is a window moving across it at `prompting.PAN_SPEED`, so objects and
     background move as one, as a pan moves them. A video longer than PAN_ROOM short sides allow pans slower."""
     way = prompting.asked_pan(req.prompt) if req.window_pan and req.mode in PANNING_MODES else None
@@ -97,6 +101,21 @@ def pan_travel(req: Request) -> tuple[float, float]:
         return 0.0, 0.0
     travel = min(prompting.PAN_SPEED * (req.frames - 1) / req.fps, PAN_ROOM) * min(req.width, req.height)
     return way[0] * travel, way[1] * travel
+
+
+def scene_size(req: Request) -> tuple[int, int]:
+    """The size a resolved request is generated at: its canvas, larger by a pan's travel (and 1 px to blend
+    sub-pixel windows), each side a multiple of 16."""
+    room = [math.ceil(abs(travel)) + 1 if travel else 0 for travel in pan_travel(req)]
+    return canvas_size(req.width + room[0], req.height + room[1])
+
+
+def input_size(req: Request) -> tuple[int, int]:
+    """The size given frames are fitted to: the request's, or for a pan the whole scene the frame slides across."""
+    return scene_size(req) if any(pan_travel(req)) else (req.width, req.height)
+
+
+PAN_FIT = " (the scene the frame pans across)"  # what a note on a fitted input adds for a pan
 
 
 def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
@@ -190,9 +209,7 @@ class Job:
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
         self.pan = pan_travel(req)  # output pixels the frame slides across a larger canvas (window_pan)
-        room = [math.ceil(abs(travel)) + 1 if travel else 0 for travel in self.pan]  # 1 px to blend sub-pixels
-        # generated at, then cropped to the request's size (and slid across, when panning)
-        self.canvas = canvas_size(req.width + room[0], req.height + room[1])
+        self.canvas = scene_size(req)  # generated at, then cropped to the request's size (slid across, for a pan)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
@@ -203,8 +220,8 @@ class Job:
             self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
                               "pass a guidance above 1 to use it")
         if req.window_pan and req.mode not in PANNING_MODES and prompting.asked_pan(req.prompt) is not None:
-            self.notes.append(f"camera pan: only text to video slides its frame for a pan (window_pan); in mode "
-                              f"{req.mode} the camera moves only as the model draws it")
+            self.notes.append(f"camera pan: only text and image to video slide their frame for a pan (window_pan); "
+                              f"in mode {req.mode} the camera moves only as the model draws it")
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:
@@ -223,7 +240,7 @@ class Job:
 
     def fit(self, name: str) -> np.ndarray:
         """The input `name` as uint8 (T, H, W, 3) at the request's size (resized, center-cropped, noted), padded
-        to the canvas."""
+        to the canvas; for a pan, fitted to the whole canvas, which the frame slides across."""
         from kinema.io import fit_image
 
         frames = np.asarray(self.need(name))
@@ -231,12 +248,12 @@ class Job:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
             raise KinemaError(f"{name} must be uint8 RGB pixels (T, H, W, 3), got {frames.dtype} "
                               f"{frames.shape}; read it with kinema.io.read_video or read_image", param=name)
-        width, height = self.req.width, self.req.height
+        width, height = input_size(self.req)
         if frames.shape[1:3] != (height, width):
             fitted = [fit_image(frame, width, height) for frame in frames]
-            self.notes.append(f"{name}: {fitted[0][1]}")
+            self.notes.append(f"{name}: {fitted[0][1]}{PAN_FIT if any(self.pan) else ''}")
             frames = np.stack([frame for frame, _ in fitted])
-        return pad_to_canvas(frames, width, height)
+        return pad_to_canvas(frames, width, height)  # a pan's canvas needs no padding
 
     def encode_tail(self, frames: np.ndarray) -> tuple[torch.Tensor, int]:
         """Latents (1, C, 1 + k, h, w) of the clip's last 1 + 4k frames (the VAE's lengths), and 1 + 4k."""

@@ -197,13 +197,13 @@ class Pipeline:
 
     def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, list[str]]:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
-        resolves to as it is decoded: a 4K source costs the output's memory, not its own. Also returns notes on
-        what was resized. The CLI and the server's worker read their inputs here."""
-        from kinema import io
+        resolves to as it is decoded: a 4K source costs the output's memory, not its own, with that size filled in.
+        Also returns notes on what was resized. The CLI and the server's worker read their inputs here."""
+        from kinema import io, modes
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
-        size = (resolved.width, resolved.height)
+        size = modes.input_size(resolved)  # for a pan, the whole scene the frame slides across
         pixels, notes = {}, []
         for name, path in files.items():
             if name == "image":
@@ -212,8 +212,10 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
             height, width = shapes[name][-3:-1]
             if (width, height) != size:
-                notes.append(f"{name}: {io.fit_message(width, height, *size)}")
-        return replace(req, **pixels), notes
+                panned = size != (resolved.width, resolved.height)
+                notes.append(f"{name}: {io.fit_message(width, height, *size)}{modes.PAN_FIT if panned else ''}")
+        # The size is pinned: inputs fitted to a pan's larger scene must not set the output's aspect.
+        return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), notes
 
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
     @torch.no_grad()
