@@ -48,6 +48,7 @@ PAN_ROOM = 1.0  # short sides: the most a pan widens the canvas; a longer video 
 # Given clips (to extend, connect, edit) and a loop's own start fix where the frame stands; an image to animate
 # instead covers the whole scene the frame slides across.
 PANNING_MODES = ("t2v", "i2v")
+PAN_FIT = " (the scene the frame pans across)"  # what a note on a fitted input adds for a pan
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
 MODES = {  # mode -> the inputs it reads
@@ -95,7 +96,8 @@ def pan_travel(req: Request) -> tuple[float, float]:
     """Output pixels (x, y; y down) the frame slides over the video for a camera pan the prompt asks for, when the
     request makes pans by sliding (`window_pan`, text or image to video): the model draws a scene larger by the travel
     with a still camera, and the output is a window moving across it at `prompting.PAN_SPEED`, so objects and
-    background move as one, as a pan moves them. A video longer than PAN_ROOM short sides allow pans slower."""
+    background move as one, as a pan moves them. A pan that would travel more than PAN_ROOM short sides goes
+    slower instead."""
     way = prompting.asked_pan(req.prompt) if req.window_pan and req.mode in PANNING_MODES else None
     if way is None or req.frames < 2:
         return 0.0, 0.0
@@ -113,9 +115,6 @@ def scene_size(req: Request) -> tuple[int, int]:
 def input_size(req: Request) -> tuple[int, int]:
     """The size given frames are fitted to: the request's, or for a pan the whole scene the frame slides across."""
     return scene_size(req) if any(pan_travel(req)) else (req.width, req.height)
-
-
-PAN_FIT = " (the scene the frame pans across)"  # what a note on a fitted input adds for a pan
 
 
 def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
