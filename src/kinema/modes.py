@@ -105,16 +105,17 @@ def pan_travel(req: Request) -> tuple[float, float]:
     return way[0] * travel, way[1] * travel
 
 
-def scene_size(req: Request) -> tuple[int, int]:
-    """The size a resolved request is generated at: its canvas, larger by a pan's travel (and 1 px to blend
+def scene_size(req: Request, pan: tuple[float, float]) -> tuple[int, int]:
+    """The size a resolved request is generated at: its canvas, larger by its `pan_travel` (and 1 px to blend
     sub-pixel windows), each side a multiple of 16."""
-    room = [math.ceil(abs(travel)) + 1 if travel else 0 for travel in pan_travel(req)]
+    room = [math.ceil(abs(travel)) + 1 if travel else 0 for travel in pan]
     return canvas_size(req.width + room[0], req.height + room[1])
 
 
 def input_size(req: Request) -> tuple[int, int]:
     """The size given frames are fitted to: the request's, or for a pan the whole scene the frame slides across."""
-    return scene_size(req) if any(pan_travel(req)) else (req.width, req.height)
+    pan = pan_travel(req)
+    return scene_size(req, pan) if any(pan) else (req.width, req.height)
 
 
 def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
@@ -208,7 +209,7 @@ class Job:
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
         self.pan = pan_travel(req)  # output pixels the frame slides across a larger canvas (window_pan)
-        self.canvas = scene_size(req)  # generated at, then cropped to the request's size (slid across, for a pan)
+        self.canvas = scene_size(req, self.pan)  # generated at, then cropped to the request's size (or slid across)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0

@@ -71,7 +71,11 @@ def asked_pan(prompt: str) -> tuple[float, float] | None:
     """The unit vector (x, y; y points down) of the way the prompt asks the camera to pan ("the camera pans left",
     "tilts up"); None for a still camera. A pan whose way is not said goes right, as the built-in rewriter writes it."""
     spec = parse_prompt(prompt)
-    return None if spec is None or spec.pan is None else DIRECTIONS["right" if spec.pan == "any" else spec.pan]
+    return None if spec is None else _pan_way(spec)
+
+
+def _pan_way(spec: PromptSpec) -> tuple[float, float] | None:
+    return None if spec.pan is None else DIRECTIONS["right" if spec.pan == "any" else spec.pan]
 
 
 def scene_for(spec: PromptSpec) -> Scene:
@@ -80,7 +84,8 @@ def scene_for(spec: PromptSpec) -> Scene:
     objects = [_object(o, unused) for o in spec.objects]
     kind = spec.background or DEFAULT_BACKGROUND
     colour = (spec.background_colour or DEFAULT_BACKGROUND_COLOUR) if kind in ("solid", "gradient") else None
-    pan = {"left": -PAN_SPEED, "right": PAN_SPEED, "any": PAN_SPEED}.get(spec.pan, 0.0)
+    way = _pan_way(spec)
+    pan = PAN_SPEED * way[0] if way else 0.0  # the world's camera pans sideways only: a tilt is left out
     return Scene(objects, Background(kind, colour), pan)
 
 
