@@ -23,14 +23,14 @@ def test_unflatten_refuses_fields_that_do_not_fit_together():
 def test_create_fields_become_a_typed_draft():
     fields = Fields({"prompt": "a red ball", "size": " 224x128 ", "seconds": "2.5", "seed": "7", "loop": "true",
                      "cache": "0.2", "sampler": "heun", "noise_correlation": "0.3",
-                     "noise_drift": "0.2", "window_pan": "false"}, FIELDS["create"])
+                     "noise_drift": "0.2", "window_camera": "false"}, FIELDS["create"])
     draft = draft_create(fields)
     assert (draft.prompt, draft.scalars["width"], draft.scalars["height"]) == ("a red ball", 224, 128)
     assert draft.scalars["seconds"] == 2.5 and draft.scalars["seed"] == 7 and draft.scalars["mode"] == "loop"
     assert draft.scalars["cache"] == 0.2 and draft.scalars["sampler"] == "heun"
     assert draft.scalars["noise_correlation"] == 0.3 and draft.scalars["noise_drift"] == 0.2
-    assert draft.scalars["window_pan"] is False
-    assert draft_create(Fields({"prompt": "a ball"}, FIELDS["create"])).scalars["window_pan"] is None  # the model's
+    assert draft.scalars["window_camera"] is False
+    assert draft_create(Fields({"prompt": "a ball"}, FIELDS["create"])).scalars["window_camera"] is None  # the model's
 
 
 @pytest.mark.parametrize(("values", "param", "words"), [
@@ -45,7 +45,7 @@ def test_create_fields_become_a_typed_draft():
     ({"noise_drift": "2"}, "noise_drift", "number from 0 to 1"),
     ({"sampler": "ddim"}, "sampler", "one of euler, heun"),
     ({"loop": "maybe"}, "loop", "true or false"),
-    ({"window_pan": "sideways"}, "window_pan", "true or false"),
+    ({"window_camera": "sideways"}, "window_camera", "true or false"),
     ({"segments": "[]"}, "segments", "non-empty list"),
     ({"segments": [[0, 5]]}, "segments", "non-empty list"),  # 5 is not a prompt
 ])

@@ -218,7 +218,7 @@ def test_image_to_video_and_aspect_from_the_command_line(fast_cli, tmp_path, cap
     assert read_video(out)[0].shape == (8, 32, 32, 3)
     # Panned, the photo covers the larger scene the frame slides across; the output keeps the photo's aspect.
     code, stdout, _ = run(["generate", "a cat, the camera pans left", "--image", str(photo), "--seconds", "1",
-                           "--steps", "1", "--window-pan", "-o", str(out), "--quiet"], capsys)
+                           "--steps", "1", "--window-camera", "-o", str(out), "--quiet"], capsys)
     assert code == 0 and "resized 451x300 to 112x75 and center-cropped to 112x64 (the scene the frame pans " \
                          "across)" in stdout
     assert read_video(out)[0].shape == (8, 64, 96, 3)
@@ -309,15 +309,16 @@ def test_bare_cache_flag_uses_the_default_threshold():
     assert build_parser().parse_args(["eval", "--cache"]).cache == DEFAULT_CACHE_THRESHOLD
 
 
-def test_window_pan_is_the_models_default_unless_turned_on_or_off(tmp_path):
+def test_window_camera_is_the_models_default_unless_turned_on_or_off(tmp_path):
     from kinema.cli import build_parser, generate_request
 
-    def window_pan(*flags: str) -> bool | None:
+    def window_camera(*flags: str) -> bool | None:
         args = build_parser().parse_args(["generate", "the camera pans left", *flags])
-        return generate_request(args, tmp_path / "out.mp4")[0].window_pan
+        return generate_request(args, tmp_path / "out.mp4")[0].window_camera
 
-    assert (window_pan(), window_pan("--window-pan"), window_pan("--no-window-pan")) == (None, True, False)
-    assert build_parser().parse_args(["eval", "--no-window-pan"]).window_pan is False
+    flags = window_camera(), window_camera("--window-camera"), window_camera("--no-window-camera")
+    assert flags == (None, True, False)
+    assert build_parser().parse_args(["eval", "--no-window-camera"]).window_camera is False
 
 
 def test_options_are_never_guessed_from_a_prefix(capsys):

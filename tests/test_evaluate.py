@@ -13,7 +13,7 @@ from kinema.pipeline import Pipeline, Video
 def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["eval", "--model", "debug", "--n", "2", "--steps", "1", "--aspects", "1:1,16:9",
-                 "--aspect-n", "1", "--cache", "0.5", "--sampler", "heun", "--guidance", "2.5", "--window-pan",
+                 "--aspect-n", "1", "--cache", "0.5", "--sampler", "heun", "--guidance", "2.5", "--window-camera",
                  "--out", str(out)])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -29,7 +29,7 @@ def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     assert report["cache"] == 0.5 and "(step cache 0.5)" in table
     assert report["sampler"] == "heun" and report["guidance"] == 2.5
     assert "1 heun sampling steps, guidance 2.5" in table
-    assert report["window_pan"] is True and "the pan column measures the pipeline, not the model" in table
+    assert report["window_camera"] is True and "the pan column measures the pipeline, not the model" in table
     assert "| 16:9 | 112x64 | 1 |" in table and "shuffled" in table and "VAE ceiling" in table
     assert set(report["vae_ceiling"]) >= {"colour", "shape", "motion", "count"}
     assert report["word_gaps"]["colour"]["n"] == 2 and "| colour | 2 |" in table  # the word probe's rows

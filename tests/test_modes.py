@@ -14,10 +14,8 @@ from kinema.checkpoint import Model
 from kinema.errors import KinemaError
 from kinema.io import fit_image
 from kinema.modes import (
-    PAN_ROOM,
     WINDOW,
     frame_differences,
-    pan_travel,
     plan_backward,
     plan_windows,
     psnr,
@@ -110,51 +108,6 @@ def test_aspect_request_and_image_of_any_size(debug_pipe):
         debug_pipe.resolve(Request("x", aspect="wide"))
     with pytest.raises(KinemaError, match="either a size or an aspect ratio"):
         debug_pipe.resolve(Request("x", aspect="16:9", width=64))
-
-
-def test_an_asked_pan_slides_the_frame_across_a_wider_scene(debug_pipe):
-    pan = "a red circle over a brick wall, the camera pans left"
-    video = generate(debug_pipe, prompt=pan, width=64, height=48, frames=9, fps=8, window_pan=True)
-    assert video.pan == pytest.approx((-0.2 * 1.0 * 48, 0))  # PAN_SPEED short sides a second, for 1 s
-    assert video.latents.shape[-2:] == (6, 10)  # 80 px wide: the frame's 64 and the 9.6 px it travels
-    assert video.meta["camera_pan"] == "left 10 px, by sliding the frame"
-    assert debug_pipe.decode(video).shape == (9, 48, 64, 3)
-    tilt = generate(debug_pipe, prompt="the camera tilts up over a brick wall", width=64, height=48, frames=9,
-                    window_pan=True)
-    assert tilt.pan == pytest.approx((0, -9.6)) and tilt.latents.shape[-2:] == (8, 8)  # 64 px tall: 48 + 9.6
-    assert tilt.meta["camera_pan"] == "up 10 px, by sliding the frame"
-    assert debug_pipe.decode(tilt).shape == (9, 48, 64, 3)
-    for kwargs in ({"window_pan": False}, {"prompt": "a red circle over a brick wall"}, {"frames": 1}):
-        still = generate(debug_pipe, **{"prompt": pan, "width": 64, "height": 48, "frames": 9, "window_pan": True,
-                                        **kwargs})
-        assert not any(still.pan) and still.latents.shape[-1] == 8 and "camera_pan" not in still.meta
-    assert debug_pipe.resolve(Request(pan)).window_pan is False  # the debug model's default; the bundled pan
-    looped = generate(debug_pipe, prompt=pan, frames=9, mode="loop", window_pan=True)
-    assert not any(looped.pan) and "camera pan: only text and image to video slide their frame" in looped.notes[0]
-
-
-def test_an_image_to_animate_covers_the_scene_a_pan_slides_across(debug_pipe):
-    photo = skimage.data.chelsea()  # (300, 451, 3), a real photograph
-    prompt = "a cat, the camera pans right"
-    video = generate(debug_pipe, prompt=prompt, image=photo, frames=9, fps=8, width=48, height=32, window_pan=True)
-    assert video.pan == pytest.approx((0.2 * 32, 0)) and video.latents.shape[-1] == 8  # 64 px: 48 + 6.4
-    fitted = fit_image(photo, 64, 32)[0]  # the photo covers the whole scene
-    assert video.notes == ["image: resized 451x300 to 64x43 and center-cropped to 64x32 (the scene the frame pans "
-                           "across)"]
-    round_trip = debug_pipe.decode(Video(debug_pipe.encode(fitted[None]), 1, 8, 64, 32))[0]
-    frames = debug_pipe.decode(video)
-    assert frames.shape == (9, 32, 48, 3)
-    start = (64 - 48 - 6.4) / 2  # the frame starts left of centre and travels 6.4 px right
-    first = (1 - start % 1) * round_trip[:, int(start):int(start) + 48] + start % 1 * round_trip[:, int(start) + 1:
-                                                                                                int(start) + 49]
-    assert psnr(frames[0], np.rint(first).astype(np.uint8)) > 50  # it opens on the photo's left part
-
-
-def test_a_long_pan_slows_to_stay_within_its_room(debug_pipe):
-    minute = debug_pipe.resolve(Request("the camera pans right over a snowy field", width=96, height=64, seconds=60,
-                                        window_pan=True))
-    assert pan_travel(minute) == (PAN_ROOM * 64, 0)  # not 0.2 short sides a second for a minute: 12 short sides
-    assert pan_travel(replace(minute, prompt="a camera panning over a snowy field", frames=9, fps=8)) == (0.2 * 64, 0)
 
 
 # -- image to video ----------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ import torch
 
 from kinema import sampling
 from kinema.errors import KinemaError
-from kinema.pipeline import Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas, pan_shifts
-from kinema.world import Background, Scene, render
+from kinema.pipeline import Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas
 
 
 @pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (96, 48, 9), (48, 80, 6), (112, 64, 17)])
@@ -238,29 +237,3 @@ def test_negative_prompt_without_cfg_is_noted(debug_pipe):
     assert any(note.startswith("negative prompt: no effect at guidance 1") for note in video.notes)
     assert not debug_pipe.generate(Request("a blue star", frames=1, steps=1, guidance=4.0,
                                            negative_prompt="red")).notes
-
-
-def test_a_pan_slides_the_frame_across_the_canvas_in_sub_pixel_steps():
-    ramp = np.arange(40, dtype=np.uint8) * 4  # a canvas whose every column shows 4x its x
-    canvas = np.broadcast_to(ramp[None, None, :, None], (5, 8, 40, 3))
-    video = Video(torch.zeros(1), frames=5, fps=8, width=16, height=8, pan=(10.0, 0.0))
-    assert pan_shifts(video, 0, 5)[:, 0].tolist() == [-5, -2.5, 0, 2.5, 5]  # centred on the canvas, at an even pace
-    assert pan_shifts(video, 3, 2)[:, 0].tolist() == [2.5, 5]  # a later chunk goes on where the last one stopped
-    out = crop_to(canvas, 16, 8, pan_shifts(video, 0, 5))
-    assert out.shape == (5, 8, 16, 3)
-    assert out[:, 0, 0, 0].tolist() == [28, 38, 48, 58, 68]  # left edges 7, 9.5, 12, 14.5, 17 of the 40 columns
-    assert (np.diff(out[:, :, :, 0].astype(int), axis=2) == 4).all()  # each window is the ramp itself, unsmeared
-    assert pan_shifts(replace(video, pan=(0.0, 0.0)), 0, 5) is None
-    tilt = crop_to(canvas.transpose(0, 2, 1, 3), 8, 16, pan_shifts(replace(video, pan=(0.0, -10.0)), 0, 5))
-    assert tilt[:, 0, 0, 0].tolist() == [68, 58, 48, 38, 28]  # a tilt up: the window climbs the rows
-
-
-def test_sliding_the_frame_over_a_still_world_is_the_worlds_own_pan():
-    width, frames, fps = 64, 9, 8
-    travel = 0.25 * (frames - 1) / fps * width  # 16 px of the world's pan at 0.25 short sides a second
-    wall = Background("brick", texture_seed=3)
-    still = render(Scene([], wall), width + 18, width, frames, fps)  # 1 px either side of the travel
-    slid = crop_to(still, width, width, pan_shifts(Video(torch.zeros(1), frames, fps, width, width,
-                                                         pan=(travel, 0.0)), 0, frames))
-    panned = render(Scene([], wall, pan=0.25), width, width, frames, fps)
-    assert np.array_equal(slid[:, :, :-1], panned[:, :, 1:])  # the window starts 1 px into the still scene

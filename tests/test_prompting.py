@@ -8,7 +8,7 @@ import pytest
 
 from kinema.checkpoint import BUNDLED
 from kinema.pipeline import Request
-from kinema.prompting import Rewriter, asked_direction, asked_pan, expand_builtin
+from kinema.prompting import Rewriter, asked_camera, asked_direction, expand_builtin
 from kinema.world import parse_prompt
 
 
@@ -48,15 +48,27 @@ def test_asked_direction_is_the_way_a_lone_object_travels(prompt, direction):
     assert asked_direction(prompt) == (None if direction is None else pytest.approx(direction))
 
 
-@pytest.mark.parametrize("prompt,way", [
-    ("a red circle over a snowy field while the camera pans left", (-1, 0)),
-    ("As the camera pans to the right, a blue star spins", (1, 0)),
-    ("a red ball bounces across a snowy street, camera slowly panning", (1, 0)),  # the way not said: right
-    ("the camera tilts up over a brick wall", (0, -1)),
-    ("a red circle moves left", None),  # the object moves; the camera stays
+@pytest.mark.parametrize("prompt,pan,zoom", [
+    ("a red circle over a snowy field while the camera pans left", (-1, 0), None),
+    ("As the camera pans to the right, a blue star spins", (1, 0), None),
+    ("a red ball bounces across a snowy street, camera slowly panning", (1, 0), None),  # the way not said: right
+    ("the camera tilts up over a brick wall", (0, -1), None),
+    ("a red circle moves left", None, None),  # the object moves; the camera stays
+    ("the camera slowly zooms in on a yellow star", None, "in"),
+    ("zoom out from a red star", None, "out"),
+    ("a blue heart spins as the camera pulls back", None, "out"),
+    ("the camera moves closer to a green square", None, "in"),  # not a pan
+    ("the camera pans left and zooms in on a brick wall", (-1, 0), "in"),
+    ("a red ball zooms in from the left", None, None),  # the ball is quick; the camera stays
 ])
-def test_asked_pan_is_the_way_the_camera_travels(prompt, way):
-    assert asked_pan(prompt) == way
+def test_asked_camera_is_how_the_camera_pans_and_zooms(prompt, pan, zoom):
+    assert asked_camera(prompt) == (pan, zoom)
+
+
+def test_a_zoom_leaves_the_caption_the_model_reads():
+    spec = parse_prompt("the camera zooms in on a red ball that moves left")
+    assert (spec.zoom, spec.objects[0].colour, spec.objects[0].motion) == ("in", "red", "left")
+    assert "zoom" not in expand_builtin("the camera zooms in on a red ball that moves left")  # the world has no zoom
 
 
 class FakeChat(BaseHTTPRequestHandler):

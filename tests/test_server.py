@@ -290,11 +290,11 @@ def test_kinema_modes_and_extras_are_accepted(paused):
     tuned = client.videos.create(prompt="a ball", size="64x64", extra_body={"sampler": "heun", "cache": 0.2,
                                                                             "noise_correlation": 0.3,
                                                                             "noise_drift": 0.2,
-                                                                            "window_pan": False})
+                                                                            "window_camera": False})
     assert (loop.status, sequence.status, sequence.seconds, tuned.status) == ("queued", "queued", "2", "queued")
     params = paused.app.state.service.store.get(tuned.id).params
     assert (params["sampler"], params["cache"], params["noise_correlation"]) == ("heun", 0.2, 0.3)
-    assert params["noise_drift"] == 0.2 and params["window_pan"] is False
+    assert params["noise_drift"] == 0.2 and params["window_camera"] is False
     deleted = client.videos.delete(loop.id)  # cancelling a queued job
     assert deleted.deleted and not paused.app.state.service.store.input_dir(loop.id).exists()
 

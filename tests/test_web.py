@@ -62,7 +62,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         page.fill("#cache", "0.2")
         page.fill("#noise-correlation", "0.3")
         page.fill("#noise-drift", "0.1")
-        page.select_option("#window-pan", "false")
+        page.select_option("#window-camera", "false")
 
         page.evaluate(WATCH_PROGRESS)
         generate_from_page(page, "a small red circle moves to the right over a dark blue gradient")
@@ -74,7 +74,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         assert first.status == "completed"
         params = server.app.state.service.store.get(first.id).params
         assert (params["steps"], params["sampler"], params["cache"]) == (2, "heun", 0.2)
-        assert params["noise_correlation"] == 0.3 and params["noise_drift"] == 0.1 and params["window_pan"] is False
+        assert params["noise_correlation"] == 0.3 and params["noise_drift"] == 0.1 and params["window_camera"] is False
         page.wait_for_function("() => { const v = document.getElementById('player');"
                                " return v.readyState >= 2 && v.duration > 0 && v.currentTime > 0; }",
                                timeout=TIMEOUT_MS)

@@ -43,8 +43,8 @@ EXTRA_FIELDS = {
                          "colours and counts; default: the model's)",
     "noise_drift": f"0–{MAX_NOISE_DRIFT:g}: short sides per second the starting noise travels the way the prompt's "
                    "lone object goes (it goes that way more often; default: the model's)",
-    "window_pan": "true/false: make a camera pan the prompt asks for by sliding the frame across a larger scene "
-                  "(text or image to video; default: the model's, on for the bundled models)",
+    "window_camera": "true/false: make a camera pan, tilt or zoom the prompt asks for by moving the frame over a "
+                     "larger scene (text or image to video; default: the model's, on for the bundled models)",
     "cache": "0–1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
     "fps": f"frames per second, 1–{pl.MAX_FPS} (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
@@ -58,7 +58,7 @@ EXTRA_FIELDS = {
     "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
 }
 TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache", "noise_correlation",
-          "noise_drift", "window_pan"}
+          "noise_drift", "window_camera"}
 COMMON = TUNING | {"model"}
 FIELDS = {
     "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
@@ -276,7 +276,7 @@ def common_scalars(f: Fields) -> dict[str, Any]:
             "cache": f.number("cache", float, 0, 1, 0.0),
             "noise_correlation": f.number("noise_correlation", float, 0, MAX_NOISE_CORRELATION),
             "noise_drift": f.number("noise_drift", float, 0, MAX_NOISE_DRIFT),
-            "window_pan": f.flag("window_pan") if "window_pan" in f.values else None}
+            "window_camera": f.flag("window_camera") if "window_camera" in f.values else None}
 
 
 def draft_create(f: Fields) -> Draft:

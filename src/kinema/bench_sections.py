@@ -287,9 +287,10 @@ def e2e_section(setup: Setup) -> dict:
     pipe = Pipeline(model, device=setup.device)
     req = Request(PROMPT, seconds=1 if setup.quick else 2, steps=2 if setup.quick else None)
     threshold = accel.DEFAULT_CACHE_THRESHOLD
-    pan = replace(req, prompt=f"{PROMPT}, while the camera pans right", window_pan=True)
+    pan = replace(req, prompt=f"{PROMPT}, while the camera pans right", window_camera=True)
+    zoom = replace(req, prompt=f"{PROMPT}, as the camera zooms in", window_camera=True)
     variants = {"as shipped": req, f"step cache {threshold:g} (--cache)": replace(req, cache=threshold),
-                "a camera pan (window_pan)": pan}
+                "a camera pan (window_camera)": pan, "a camera zoom (window_camera)": zoom}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     frames, calls = {}, {}
     writes_mp4 = pyav_installed()
@@ -313,6 +314,8 @@ def e2e_section(setup: Setup) -> dict:
              "psnr_db: decoded frames against the as-shipped video (same seed); inf = identical",
              "a camera pan: the prompt with \", while the camera pans right\"; the DiT draws a scene wider by the "
              "pan's travel and the frame slides across it (no psnr_db: it is another video)",
+             "a camera zoom: the prompt with \", as the camera zooms in\"; the DiT draws the output's frame and each "
+             "frame is cropped ever closer to its subject, then upsampled",
              "cpu_s: CPU seconds of the process (all threads); on a busy machine wall time is far above cpu_s / "
              "threads, which estimates an idle machine's wall time"]
     if not writes_mp4:

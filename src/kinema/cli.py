@@ -133,10 +133,10 @@ def _add_noise_options(parser) -> None:
                         help="0-1: short sides per second the starting noise travels the way the prompt's lone "
                              "object goes (\"moves left\"), which sends it that way more often (default: the "
                              "model's; 0 = off)")
-    parser.add_argument("--window-pan", action=argparse.BooleanOptionalAction, default=None,
-                        help="make a camera pan or tilt the prompt asks for (\"the camera pans left\") by sliding the "
-                             "frame across a larger scene, in text or image to video (default: the model's; on for the "
-                             "bundled models, which do not pan by themselves)")
+    parser.add_argument("--window-camera", action=argparse.BooleanOptionalAction, default=None,
+                        help="make a camera pan, tilt or zoom the prompt asks for (\"the camera pans left\", \"zooms "
+                             "in\") by moving the frame over a larger scene, in text or image to video (default: the "
+                             "model's; on for the bundled models, which do not move the camera by themselves)")
 
 
 def _add_cache_option(group, help_text: str) -> None:
@@ -236,7 +236,7 @@ def cmd_eval(args) -> None:
                               progress=lambda i, n: report(i / n, f"judging {i}/{n}"), steps=args.steps,
                               sampler=args.sampler, guidance=args.guidance, cache=args.cache,
                               noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
-                              window_pan=args.window_pan)
+                              window_camera=args.window_camera)
     scores = next(iter(result["aspects"].values()))["scores"]
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")
@@ -375,7 +375,7 @@ def generate_request(args, out: Path):
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
                    noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
-                   window_pan=args.window_pan, segments=segments), files
+                   window_camera=args.window_camera, segments=segments), files
 
 
 def _input_files(args, mode: str) -> dict[str, Path]:

@@ -162,9 +162,10 @@ class SamplerConfig:
     # (prompting.asked_direction, sampling.initial_noise's drift); 0 keeps it in place. The world's objects cover
     # about 0.19 short sides a second.
     noise_drift: float = 0.0
-    # Make a pan the prompt asks for by sliding the output's frame across a wider generated scene (modes.pan_travel),
-    # for models that do not pan by themselves: the bundled ones never did (docs/MODEL.md, session 29).
-    window_pan: bool = False
+    # Make a pan, tilt or zoom the prompt asks for by moving the output's frame over a larger generated scene
+    # (kinema.camera), for models that do not move the camera by themselves: the bundled ones never did (docs/MODEL.md,
+    # session 29).
+    window_camera: bool = False
 
     def validate(self) -> None:
         if self.method not in ("euler", "heun"):

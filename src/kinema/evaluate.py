@@ -74,7 +74,7 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
     """Judge one generated video per prompt; returns the per-clip verdicts and the videos.
 
     `tuning`: Request's sampling fields (steps, sampler, guidance, cache, noise_correlation, noise_drift,
-    window_pan); None keeps the model's default.
+    window_camera); None keeps the model's default.
     """
     results, videos = [], []
     for i, prompt in enumerate(prompts):
@@ -92,7 +92,7 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
         aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int = 200, progress=None,
         steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
         cache: float = 0.0, noise_correlation: float | None = None, noise_drift: float | None = None,
-        window_pan: bool | None = None) -> dict:
+        window_camera: bool | None = None) -> dict:
     """Evaluate `model` and write report.json, README.md and samples.png into `out`."""
     from kinema.pipeline import parse_aspect, size_for
 
@@ -102,12 +102,12 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     pairs = scenes_for(prompt_set, n, seed)
     prompts = [prompt for prompt, _ in pairs]
     tuning = {"steps": steps, "sampler": sampler, "guidance": guidance, "cache": cache,
-              "noise_correlation": noise_correlation, "noise_drift": noise_drift, "window_pan": window_pan}
+              "noise_correlation": noise_correlation, "noise_drift": noise_drift, "window_camera": window_camera}
     resolved = pipe.resolve(Request(prompts[0], expand=False, **tuning))  # the model's defaults, checked
     report: dict = {"model": pipe.cfg.name, "source": pipe.model.source, "prompts": prompt_set, "n": n,
                     "steps": resolved.steps, "sampler": resolved.sampler, "guidance": resolved.guidance,
                     "cache": resolved.cache, "noise_correlation": resolved.noise_correlation,
-                    "noise_drift": resolved.noise_drift, "window_pan": resolved.window_pan, "targets": TARGETS,
+                    "noise_drift": resolved.noise_drift, "window_camera": resolved.window_camera, "targets": TARGETS,
                     "aspects": {}}
     start = time.perf_counter()
     short = min(pipe.cfg.width, pipe.cfg.height)
@@ -134,8 +134,8 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     return report
 
 
-PAN_NOTE = (" Asked camera pans are made by sliding the frame across a wider generated scene (`window_pan`), so "
-            "the pan column measures the pipeline, not the model; with `--no-window-pan` the model pans in none.")
+PAN_NOTE = (" Asked camera pans are made by sliding the frame across a wider generated scene (`window_camera`), so "
+            "the pan column measures the pipeline, not the model; with `--no-window-camera` the model pans in none.")
 
 
 def markdown(report: dict) -> str:
@@ -148,7 +148,7 @@ def markdown(report: dict) -> str:
              f"{f', noise correlation {rho}' if (rho := report.get('noise_correlation')) else ''}"
              f"{f', noise drift {drift}' if (drift := report.get('noise_drift')) else ''}, one video each "
              f"(seed = index), judged from the pixels by `kinema.judge`. Wall time {report['seconds']} s."
-             f"{PAN_NOTE if report.get('window_pan') else ''}", "",
+             f"{PAN_NOTE if report.get('window_camera') else ''}", "",
              "| aspect | size | n | " + " | ".join(names) + " | flicker | sharpness |",
              "|---|---|---|" + "---|" * (len(names) + 2)]
     for aspect, part in report["aspects"].items():

@@ -13,8 +13,8 @@ time, laid out as [k context | m new | e end], the context and end frames given:
     edit (SDEdit)     the input's latents noised part way, and the schedule's last `strength` share run
     prompt sequence   each segment extends the one before with its own prompt
 
-In text and image to video an asked camera pan draws a scene larger by the pan's travel (the image covering all of
-it), which the output's frame slides across as it is decoded (`pan_travel`).
+In text and image to video an asked camera pan, tilt or zoom draws a scene larger than the output (the image
+covering all of it), which the output's frame moves over as it is decoded (`kinema.camera`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -35,7 +35,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from kinema import flow, prompting, provenance, sampling
+from kinema import camera, flow, prompting, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Progress, Request, Text, Video, canvas_size, pad_to_canvas
@@ -44,11 +44,6 @@ WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training l
 CONTEXT = 2  # latent frames each later window takes as context from what came before
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
-PAN_ROOM = 1.0  # short sides: the most a pan widens the canvas; a longer video pans slower than PAN_SPEED
-# Given clips (to extend, connect, edit) and a loop's own start fix where the frame stands; an image to animate
-# instead covers the whole scene the frame slides across.
-PANNING_MODES = ("t2v", "i2v")
-PAN_FIT = " (the scene the frame pans across)"  # what a note on a fitted input adds for a pan
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
 MODES = {  # mode -> the inputs it reads
@@ -92,30 +87,17 @@ def check(req: Request, tf: int) -> None:
         segment_spans(req.segments, req.frames, req.fps, tf)
 
 
-def pan_travel(req: Request) -> tuple[float, float]:
-    """Output pixels (x, y; y down) the frame slides over the video for a camera pan the prompt asks for, when the
-    request makes pans by sliding (`window_pan`, text or image to video): the model draws a scene larger by the travel
-    with a still camera, and the output is a window moving across it at `prompting.PAN_SPEED`, so objects and
-    background move as one, as a pan moves them. A pan that would travel more than PAN_ROOM short sides goes
-    slower instead."""
-    way = prompting.asked_pan(req.prompt) if req.window_pan and req.mode in PANNING_MODES else None
-    if way is None or req.frames < 2:
-        return 0.0, 0.0
-    travel = min(prompting.PAN_SPEED * (req.frames - 1) / req.fps, PAN_ROOM) * min(req.width, req.height)
-    return way[0] * travel, way[1] * travel
-
-
-def scene_size(req: Request, pan: tuple[float, float]) -> tuple[int, int]:
-    """The size a resolved request is generated at: its canvas, larger by its `pan_travel` (and 1 px to blend
-    sub-pixel windows), each side a multiple of 16."""
-    room = [math.ceil(abs(travel)) + 1 if travel else 0 for travel in pan]
-    return canvas_size(req.width + room[0], req.height + room[1])
+def scene_size(req: Request, move: camera.Move) -> tuple[int, int]:
+    """The size a resolved request is generated at: its canvas, or the scene its camera `move` needs, each side a
+    multiple of 16."""
+    return canvas_size(*move.scene(req.width, req.height))
 
 
 def input_size(req: Request) -> tuple[int, int]:
     """The size given frames are fitted to: the request's, or for a pan the whole scene the frame slides across."""
-    pan = pan_travel(req)
-    return scene_size(req, pan) if any(pan) else (req.width, req.height)
+    size = req.width, req.height
+    scene = camera.move_for(req).scene(*size)
+    return canvas_size(*scene) if scene != size else size
 
 
 def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
@@ -208,8 +190,8 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        self.pan = pan_travel(req)  # output pixels the frame slides across a larger canvas (window_pan)
-        self.canvas = scene_size(req, self.pan)  # generated at, then cropped to the request's size (or slid across)
+        self.move = camera.move_for(req)  # a pan, tilt or zoom made by moving the frame over a larger scene
+        self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
@@ -219,9 +201,10 @@ class Job:
         if req.guidance == 1.0 and req.negative_prompt.strip():  # CFG's unconditional pass is skipped at 1
             self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
                               "pass a guidance above 1 to use it")
-        if req.window_pan and req.mode not in PANNING_MODES and prompting.asked_pan(req.prompt) is not None:
-            self.notes.append(f"camera pan: only text and image to video slide their frame for a pan (window_pan); "
-                              f"in mode {req.mode} the camera moves only as the model draws it")
+        asked = req.window_camera and any(way is not None for way in prompting.asked_camera(req.prompt))
+        if asked and req.mode not in camera.MOVING_MODES:
+            self.notes.append(f"camera move: only text and image to video move their frame for a pan, tilt or zoom "
+                              f"(window_camera); in mode {req.mode} the camera moves only as the model draws it")
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:
@@ -240,7 +223,7 @@ class Job:
 
     def fit(self, name: str) -> np.ndarray:
         """The input `name` as uint8 (T, H, W, 3) at the request's size (resized, center-cropped, noted), padded
-        to the canvas; for a pan, fitted to the whole canvas, which the frame slides across."""
+        to the canvas; for a pan, fitted to the whole scene, which the frame slides across."""
         from kinema.io import fit_image
 
         frames = np.asarray(self.need(name))
@@ -251,9 +234,10 @@ class Job:
         width, height = input_size(self.req)
         if frames.shape[1:3] != (height, width):
             fitted = [fit_image(frame, width, height) for frame in frames]
-            self.notes.append(f"{name}: {fitted[0][1]}{PAN_FIT if any(self.pan) else ''}")
+            panned = (width, height) != (self.req.width, self.req.height)
+            self.notes.append(f"{name}: {fitted[0][1]}{camera.SCENE_FIT if panned else ''}")
             frames = np.stack([frame for frame, _ in fitted])
-        return pad_to_canvas(frames, width, height)  # a pan's canvas needs no padding
+        return pad_to_canvas(frames, width, height)  # a pan's scene is a canvas already
 
     def encode_tail(self, frames: np.ndarray) -> tuple[torch.Tensor, int]:
         """Latents (1, C, 1 + k, h, w) of the clip's last 1 + 4k frames (the VAE's lengths), and 1 + 4k."""
@@ -317,7 +301,7 @@ class Job:
         the default went the asked way less often with the drift (20 of 24 clips against 23; docs/MODEL.md)."""
         if not self.req.noise_drift or direction is None:
             return sampling.initial_noise(shape, self.req.noise_correlation, self.gen)
-        short = min(self.req.width, self.req.height) / self.pipe.cfg.vae.spatial_factor  # the output's, not a pan's
+        short = min(self.req.width, self.req.height) / self.pipe.cfg.vae.spatial_factor  # the output's, not a scene's
         pixels = self.req.noise_drift * short * self.tf / self.req.fps  # latent pixels per latent frame
         drift = (direction[0] * pixels, direction[1] * pixels)
         rho = max(self.req.noise_correlation, sampling.DRIFT_CORRELATION)
@@ -361,12 +345,9 @@ class Job:
             info["caption"] = self.captions[req.prompt]
         if req.mode == "edit":
             info["strength"] = req.strength
-        if any(self.pan):
-            dx, dy = self.pan
-            way = "right" if dx > 0 else "left" if dx < 0 else "down" if dy > 0 else "up"
-            info["camera_pan"] = f"{way} {math.hypot(dx, dy):.0f} px, by sliding the frame"
+        info.update(self.move.describe())
         return Video(latents, frames or req.frames, req.fps, req.width, req.height, {**info, **meta}, skip,
-                     before, after, self.notes, self.pan)
+                     before, after, self.notes, self.move)
 
 
 # ---------------------------------------------------------------------------------------------

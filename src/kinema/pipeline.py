@@ -6,8 +6,8 @@
     4. noise                     seeded, one generator per job; neighbouring frames alike by `noise_correlation`,
                                  drifting the way the prompt's lone object travels by `noise_drift`
     5. denoise                   sampler over the shifted schedule, CFG batched, window by window
-    6. decode                    causal VAE, streamed chunk by chunk into the writer; an asked camera pan slides
-                                 the output's frame across the wider scene it was drawn on (`window_pan`)
+    6. decode                    causal VAE, streamed chunk by chunk into the writer; an asked camera pan, tilt or
+                                 zoom moves the output's frame over the larger scene it was drawn on (`camera`)
 
 Steps 2-5 differ per mode (text/image to video, extend, loop, connect, edit, prompt sequences,
 long videos) and live in `kinema.modes`; this module holds the request, the result and the
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema import accel, flow, provenance, safety, sampling
+from kinema import accel, camera, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
 from kinema.config import check_noise_correlation, check_noise_drift
@@ -72,7 +72,7 @@ class Request:
     cache: float = 0.0
     noise_correlation: float | None = None  # of neighbouring latent frames' starting noise (sampling.initial_noise)
     noise_drift: float | None = None  # short sides a second the starting noise travels a lone object's asked way
-    window_pan: bool | None = None  # make an asked camera pan by sliding the frame across a wider scene (modes)
+    window_camera: bool | None = None  # make an asked pan, tilt or zoom by moving the frame over a scene (camera)
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Video:
     before: np.ndarray | None = None  # uint8 (T, H, W, 3)
     after: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)  # what was done to the inputs, for people
-    pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame slides across the canvas
+    move: camera.Move = field(default_factory=camera.Move)  # how the frame moves over the canvas (a camera move)
 
     @property
     def seconds(self) -> float:
@@ -164,12 +164,12 @@ class Pipeline:
         guidance = s.guidance if req.guidance is None else req.guidance
         noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
         noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
-        window_pan = s.window_pan if req.window_pan is None else req.window_pan
+        window_camera = s.window_camera if req.window_camera is None else req.window_camera
         check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift)
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=guidance,
                       sampler=req.sampler or s.method, noise_correlation=noise_correlation, noise_drift=noise_drift,
-                      window_pan=window_pan,
+                      window_camera=window_camera,
                       strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
                       window=req.window or modes.WINDOW, context=req.context or modes.CONTEXT)
@@ -203,7 +203,7 @@ class Pipeline:
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
-        size = modes.input_size(resolved)  # for a pan, the whole scene the frame slides across
+        size = modes.input_size(resolved)  # for a camera move, the whole scene the frame moves over
         pixels, notes = {}, []
         for name, path in files.items():
             if name == "image":
@@ -212,9 +212,9 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
             height, width = shapes[name][-3:-1]
             if (width, height) != size:
-                panned = size != (resolved.width, resolved.height)
-                notes.append(f"{name}: {io.fit_message(width, height, *size)}{modes.PAN_FIT if panned else ''}")
-        # The size is pinned: inputs fitted to a pan's larger scene must not set the output's aspect.
+                moving = size != (resolved.width, resolved.height)
+                notes.append(f"{name}: {io.fit_message(width, height, *size)}{camera.SCENE_FIT if moving else ''}")
+        # The size is pinned: inputs fitted to a moving camera's larger scene must not set the output's aspect.
         return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), notes
 
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
@@ -271,9 +271,14 @@ class Pipeline:
     @torch.no_grad()
     def decode_stream(self, video: Video) -> Iterator[np.ndarray]:
         """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all, at the output's size."""
-        start = 0
+        start, size, move = 0, (video.width, video.height), video.move
         for chunk in self._decode_canvas(video):
-            yield crop_to(chunk, video.width, video.height, pan_shifts(video, start, len(chunk)))
+            if move:
+                move = move.aimed(chunk[0], *size) if start == 0 else move  # a zoom closes in on the first subject
+                scene = chunk.shape[2], chunk.shape[1]
+                yield camera.film(chunk, move.windows(scene, size, start, len(chunk), video.frames), *size)
+            else:
+                yield crop_to(chunk, *size)
             start += len(chunk)
 
     @torch.no_grad()
@@ -446,35 +451,9 @@ def pad_to_canvas(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.pad(frames, pads, mode="edge") if (canvas_w, canvas_h) != (width, height) else frames
 
 
-def crop_to(frames: np.ndarray, width: int, height: int, shifts: np.ndarray | None = None) -> np.ndarray:
-    """uint8 (T, H, W, 3) frames of a width x height output's canvas, cut to the output (as they are if already).
-
-    `shifts` (T, 2): pixels (x, y) each frame's window stands off the canvas's centre, for a pan (`pan_shifts`);
-    fractions blend the two whole-pixel windows either side, so the pan glides rather than steps."""
-    if shifts is None:
-        if frames.shape[1:3] == (height, width):
-            return frames
-        left, top = crop_offsets(width, height)
-        return frames[:, top:top + height, left:left + width]
-    centre_x, centre_y = (frames.shape[2] - width) / 2, (frames.shape[1] - height) / 2
-    out = np.empty((len(frames), height, width, 3), np.uint8)
-    for i, (frame, (x, y)) in enumerate(zip(frames.astype(np.float32), shifts, strict=True)):
-        rows = _window(frame, centre_y + y, height, axis=0)
-        out[i] = np.rint(_window(rows, centre_x + x, width, axis=1))
-    return out
-
-
-def _window(image: np.ndarray, start: float, size: int, axis: int) -> np.ndarray:
-    """`size` rows (axis 0) or columns (axis 1) of `image` from the fractional position `start`, linearly blended."""
-    whole, part = int(start), start - int(start)
-    low = np.take(image, range(whole, whole + size), axis=axis)
-    return low if not part else (1 - part) * low + part * np.take(image, range(whole + 1, whole + 1 + size), axis=axis)
-
-
-def pan_shifts(video: Video, start: int, count: int) -> np.ndarray | None:
-    """Where the output's window stands (count, 2), in pixels (x, y) off the canvas's centre, in frames start.. of a
-    panning video: it travels `video.pan` at an even pace, centred; None when the video does not pan."""
-    if not any(video.pan):
-        return None
-    progress = np.arange(start, start + count) / max(video.frames - 1, 1)
-    return (progress - 0.5)[:, None] * np.asarray(video.pan)[None]
+def crop_to(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of a width x height output's canvas, cut to the output (as they are if already)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    left, top = crop_offsets(width, height)
+    return frames[:, top:top + height, left:left + width]

@@ -11,7 +11,7 @@ the world's vocabulary and example captions. Any failure (timeout, HTTP error, o
 the built-in rewriter with a warning, so generation never fails because of it.
 
 `asked_direction` reads which way a prompt asks its lone object to travel, for starting noise that drifts that way;
-`asked_pan` which way it asks the camera to pan, for a pan the pipeline makes by sliding the frame (`window_pan`).
+`asked_camera` how it asks the camera to pan, tilt or zoom, for a move the pipeline makes with the frame (`camera`).
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ def asked_direction(prompt: str) -> tuple[float, float] | None:
     return DIRECTIONS.get(spec.objects[0].motion or "")
 
 
-def asked_pan(prompt: str) -> tuple[float, float] | None:
-    """The unit vector (x, y; y points down) of the way the prompt asks the camera to pan ("the camera pans left",
-    "tilts up"); None for a still camera. A pan whose way is not said goes right, as the built-in rewriter writes it."""
+def asked_camera(prompt: str) -> tuple[tuple[float, float] | None, str | None]:
+    """How the prompt asks the camera to move: the unit vector (x, y; y points down) of the way it pans ("the camera
+    pans left", "tilts up"; None: no pan), and "in" or "out" for a zoom ("the camera zooms in", "pulls back"; None:
+    no zoom). A pan whose way is not said goes right, as the built-in rewriter writes it."""
     spec = parse_prompt(prompt)
-    return None if spec is None else _pan_way(spec)
+    return (None, None) if spec is None else (_pan_way(spec), spec.zoom)
 
 
 def _pan_way(spec: PromptSpec) -> tuple[float, float] | None:

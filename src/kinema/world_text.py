@@ -152,6 +152,7 @@ class PromptSpec:
     # never renders (its camera pans sideways only), so the judge reads them as no pan
     pan: str | None = None
     count: int | None = None
+    zoom: str | None = None  # "in" or "out"; the world never renders a zoom, so the judge does not read it
 
 
 def spec_of(scene: Scene) -> PromptSpec:
@@ -282,6 +283,14 @@ _PANS = [
                rf"|trucking|turns|turning|tilts|tilt|tilting|tilted)\b{_PAN_TAIL}"),
     re.compile(rf"\b(?:pans|pan|panning|panned)\b{_PAN_TAIL}"),
 ]
+_ZOOM_TAIL = r"(?:\s+(?:slowly|gently|steadily|smoothly))?\s+(?P<d>in|out|closer|back|away)\b"
+_ZOOMS = [  # "zooms in" or "pulls back" said of the camera; "zoom in" alone; not "a ball zooms in from the left"
+    re.compile(rf"\b(?:camera|view|shot|lens)\s+(?:{_PAN_ADVERBS}\s+){{0,2}}(?:zooms|zoom|zooming|zoomed|pushes"
+               rf"|push|pushing|pulls|pull|pulling|dollies|dolly|dollying|moves|moving){_ZOOM_TAIL}"),
+    re.compile(rf"\b(?:zooms|zoom|zooming|zoomed|dollies|dolly|dollying){_ZOOM_TAIL}"
+               r"(?!\s+from\s+(?:the\s+)?(?:left|right|above|below|top|bottom|side|sides|behind)\b)"),
+]
+_ZOOM_WAY = {"in": "in", "closer": "in", "out": "out", "back": "out", "away": "out"}
 _COUNT_WORD = r"\b(?P<n>one|two|three|1|2|3|a\s+pair\s+of|a\s+couple\s+of)\s+"
 _COUNT = re.compile(_COUNT_WORD + r"(?:\w+\s+)?(?:objects|shapes|things|figures|items)\b")
 _PLURAL_SHAPE = re.compile(_COUNT_WORD + r"(?:\w+\s+){0,3}?" + _alternation(_SHAPE_OF, plural="(?:s|es)"))
@@ -303,6 +312,14 @@ def _take_pan(text: str) -> tuple[str | None, str]:
         match = pattern.search(text)
         if match:
             return match.group("d") or "any", _cut(text, match)
+    return None, text
+
+
+def _take_zoom(text: str) -> tuple[str | None, str]:
+    for pattern in _ZOOMS:
+        match = pattern.search(text)
+        if match:
+            return _ZOOM_WAY[match.group("d")], _cut(text, match)
     return None, text
 
 
@@ -386,7 +403,7 @@ def _read_objects(text: str) -> list[ObjectSpec]:
 
 
 def parse_prompt(text: str) -> PromptSpec | None:
-    """Read colours, shapes, sizes, motions, background and camera pan from a prompt.
+    """Read colours, shapes, sizes, motions, background and camera pan and zoom from a prompt.
 
     Every caption of the grammar is read back exactly; other prompts are read best-effort, with None for
     whatever they do not say. Returns None when the prompt names nothing the world knows.
@@ -394,10 +411,11 @@ def parse_prompt(text: str) -> PromptSpec | None:
     if not isinstance(text, str):
         return None
     normal = _normalise(text)
+    zoom, normal = _take_zoom(normal)  # first: "the camera moves closer" is a zoom, not a pan
     pan, normal = _take_pan(normal)
     background, background_colour, normal = _take_background(normal)
     count, normal = _take_count(normal)
     objects = _read_objects(normal)
-    if not objects and background is None and pan is None:
+    if not objects and background is None and pan is None and zoom is None:
         return None
-    return PromptSpec(objects, background, background_colour, pan, count or (len(objects) or None))
+    return PromptSpec(objects, background, background_colour, pan, count or (len(objects) or None), zoom)

@@ -81,7 +81,7 @@ function requestFor(mode) {
   data.append("prompt", segments ? segments[0].prompt : $("prompt").value);
   for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
                             ["sampler", "sampler"], ["cache", "cache"], ["noise-correlation", "noise_correlation"],
-                            ["noise-drift", "noise_drift"], ["window-pan", "window_pan"],
+                            ["noise-drift", "noise_drift"], ["window-camera", "window_camera"],
                             ["negative-prompt", "negative_prompt"]]) {
     if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
   }

@@ -1,0 +1,160 @@
+"""Camera moves the pipeline makes itself: pans, tilts and zooms, by moving the output's frame over what was drawn.
+
+The bundled DiTs never learned to move the camera (docs/MODEL.md, session 29). When the prompt asks for a move and
+the request's `window_camera` is on, the DiT draws with a still camera, and decoding cuts each frame from a window
+over what it drew (`film`), resampled to the output's size:
+
+- a pan or tilt: the DiT draws a scene wider (or taller) by the pan's travel, and a window of the output's size
+  slides across it, as the world renders a pan;
+- a zoom: the DiT draws the output's own frame, so what it draws is laid out as in training, and the window shrinks
+  into it (zoom in) or grows out of it to the whole frame (zoom out), aimed at the subject (`subject`) so that it
+  stays in view. The closest view is upsampled by the zoom's factor, at most ZOOM_ROOM.
+
+Only text and image to video move (`MOVING_MODES`): the given clips of the other modes fix where the frame stands.
+A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`), so a long video moves slower and its memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kinema import prompting
+
+if TYPE_CHECKING:
+    from kinema.pipeline import Request
+
+PAN_ROOM = 1.0  # short sides: the most a pan widens the scene; a longer video pans slower than PAN_SPEED
+ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1.35x over a 2 s clip
+ZOOM_ROOM = 1.5  # the most a zoom magnifies: its closest view is upsampled this much; a longer video zooms slower
+MOVING_MODES = ("t2v", "i2v")
+SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitted to a pan's wider scene adds
+SUBJECT_CONTRAST = 24.0  # grey levels a region must stand out from its row's background to count as a subject
+
+
+@dataclass(frozen=True)
+class Move:
+    """A camera move made with the output's frame: none by default."""
+
+    pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame's centre travels over the video
+    zoom: float = 1.0  # how much larger the scene looks at the end than at the start: > 1 zooms in, < 1 out
+    aim: tuple[float, float] = (0.0, 0.0)  # pixels (x, y) off the scene's centre that the closest view is centred on
+
+    def __bool__(self) -> bool:
+        return any(self.pan) or self.zoom != 1.0
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """The window's size at the start and at the end, as a share of the output's (<= 1)."""
+        return min(self.zoom, 1.0), min(1.0 / self.zoom, 1.0)
+
+    def scene(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest scene that holds every window of a width x height output: wider (taller) by a pan's travel,
+        and 1 px to blend sub-pixel windows; a zoom stays inside the output's own frame."""
+        return _room(width, self.pan[0]), _room(height, self.pan[1])
+
+    def aimed(self, frame: np.ndarray, width: int, height: int) -> Move:
+        """The move with a zoom aimed at the subject of the uint8 scene frame (H, W, 3), as far as the closest
+        view (width x height times its scale) stays inside the output's frame; a pan keeps the zoom centred."""
+        if self.zoom == 1.0 or any(self.pan):
+            return self
+        room = (1 - min(self.scales)) / 2
+        x, y = subject(frame)
+        return replace(self, aim=(float(np.clip(x, -room * width, room * width)),
+                                  float(np.clip(y, -room * height, room * height))))
+
+    def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int,
+                frames: int) -> np.ndarray:
+        """(count, 4): x, y, width, height in scene pixels of the windows frames start.. of `frames` show: a pan
+        travels at an even pace, a zoom scales by an even factor a frame and turns towards its aim as it closes in."""
+        progress = np.arange(start, start + count) / max(frames - 1, 1)
+        first, last = self.scales
+        scale = first ** (1 - progress) * last ** progress
+        closest = min(first, last)
+        closeness = (1 - scale) / (1 - closest) if closest < 1 else np.zeros_like(scale)  # 0: the whole frame
+        width, height = scale * out[0], scale * out[1]
+        x = (scene[0] - width) / 2 + (progress - 0.5) * self.pan[0] + closeness * self.aim[0]
+        y = (scene[1] - height) / 2 + (progress - 0.5) * self.pan[1] + closeness * self.aim[1]
+        return np.stack([x, y, width, height], axis=1)
+
+    def describe(self) -> dict[str, str]:
+        """Metadata entries for the move, for people (`camera_pan`, `camera_zoom`)."""
+        info = {}
+        if any(self.pan):
+            dx, dy = self.pan
+            way = "right" if dx > 0 else "left" if dx < 0 else "down" if dy > 0 else "up"
+            info["camera_pan"] = f"{way} {math.hypot(dx, dy):.0f} px, by sliding the frame"
+        if self.zoom != 1.0:
+            way, factor = ("in", self.zoom) if self.zoom > 1 else ("out", 1 / self.zoom)
+            info["camera_zoom"] = f"{way} {factor:.2f}x, by cropping the frame {'closer' if way == 'in' else 'wider'}"
+        return info
+
+
+def _room(size: int, travel: float) -> int:
+    return size + math.ceil(abs(travel)) + 1 if travel else size
+
+
+def move_for(req: Request) -> Move:
+    """The move a resolved request asks for: a pan of `prompting.PAN_SPEED` short sides a second (at most PAN_ROOM)
+    and a zoom of ZOOM_SPEED (at most ZOOM_ROOM), when `window_camera` is on, the mode moves and there are 2+ frames."""
+    if not (req.window_camera and req.mode in MOVING_MODES and req.frames >= 2):
+        return Move()
+    way, zoom = prompting.asked_camera(req.prompt)
+    seconds = (req.frames - 1) / req.fps
+    travel = min(prompting.PAN_SPEED * seconds, PAN_ROOM) * min(req.width, req.height)
+    pan = (way[0] * travel, way[1] * travel) if way else (0.0, 0.0)
+    factor = min(math.exp(ZOOM_SPEED * seconds), ZOOM_ROOM)
+    return Move(pan, {"in": factor, "out": 1 / factor, None: 1.0}[zoom])
+
+
+def subject(frame: np.ndarray) -> tuple[float, float]:
+    """Where the uint8 frame's (H, W, 3) subject stands, in pixels (x, y) off its centre: the middle of what stands
+    out most from each row's median colour (the world's gradients run down the rows), blurred over a sixteenth of the
+    short side so that texture (stars, snow, bricks) does not count; the centre when nothing stands out."""
+    pixels = frame.astype(np.float32)
+    contrast = np.linalg.norm(pixels - np.median(pixels, axis=1, keepdims=True), axis=2)
+    blurred = _box_blur(contrast, max(1, min(frame.shape[:2]) // 16))
+    if blurred.max() < SUBJECT_CONTRAST:
+        return 0.0, 0.0
+    weights = np.where(blurred >= blurred.max() / 2, blurred, 0)
+    ys, xs = np.mgrid[:frame.shape[0], :frame.shape[1]]
+    return (float((weights * xs).sum() / weights.sum() - (frame.shape[1] - 1) / 2),
+            float((weights * ys).sum() / weights.sum() - (frame.shape[0] - 1) / 2))
+
+
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """The mean of each pixel's (2 radius + 1)^2 neighbourhood, the edges repeated."""
+    size = 2 * radius + 1
+    padded = np.pad(image, radius, mode="edge")
+    sums = np.pad(padded.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return (sums[size:, size:] - sums[:-size, size:] - sums[size:, :-size] + sums[:-size, :-size]) / size**2
+
+
+def film(frames: np.ndarray, windows: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 (T, height, width, 3): each of the uint8 scene frames (T, H, W, 3) seen through its window (`windows`,
+    (T, 4) from `Move.windows`), resampled linearly. A window of the output's size at a whole pixel is cut out
+    exactly; at a fraction, the two whole-pixel windows either side blend, so a pan glides rather than steps."""
+    out = np.empty((len(frames), height, width, 3), np.uint8)
+    for i, (frame, (x, y, w, h)) in enumerate(zip(frames.astype(np.float32), windows, strict=True)):
+        rows = _resample(frame, y, h, height, axis=0)
+        out[i] = np.rint(_resample(rows, x, w, width, axis=1))
+    return out
+
+
+def _resample(image: np.ndarray, start: float, length: float, size: int, axis: int) -> np.ndarray:
+    """`size` samples along `axis` of `image`, linearly interpolated, over the `length` (at most `size`) pixels from
+    the fractional position `start`."""
+    step = length / size
+    centres = start + np.arange(size) * step + (step - 1) / 2  # each output pixel's centre, in scene pixels
+    low = np.floor(centres)
+    part = (centres - low).astype(np.float32)
+    last = image.shape[axis] - 1
+    shape = [1, 1, 1]
+    shape[axis] = size
+    part = part.reshape(shape)
+    below = np.take(image, np.clip(low.astype(int), 0, last), axis=axis)
+    above = np.take(image, np.clip(low.astype(int) + 1, 0, last), axis=axis)
+    return (1 - part) * below + part * above
