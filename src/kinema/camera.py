@@ -7,8 +7,9 @@ over what it drew (`film`), resampled to the output's size:
 - a pan or tilt: the DiT draws a scene wider (or taller) by the pan's travel, and a window of the output's size
   slides across it, as the world renders a pan;
 - a zoom: the DiT draws the output's own frame, so what it draws is laid out as in training, and the window shrinks
-  into it (zoom in) or grows out of it to the whole frame (zoom out), aimed at the subject (`subject`) so that it
-  stays in view. The closest view is upsampled by the zoom's factor, at most ZOOM_ROOM.
+  into its centre (zoom in) or grows from there to the whole frame (zoom out). The closest view is upsampled by the
+  zoom's factor, at most ZOOM_ROOM. Aiming the zoom at the first frame's subject kept fewer of the prompt's objects
+  in view than the centre did (docs/MODEL.md, session 30): they move, and there may be several.
 
 Only text and image to video move (`MOVING_MODES`): the given clips of the other modes fix where the frame stands.
 A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`), so a long video moves slower and its memory stays bounded.
@@ -17,7 +18,7 @@ A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`), so a long video moves slower
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,6 @@ ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1
 ZOOM_ROOM = 1.5  # the most a zoom magnifies: its closest view is upsampled this much; a longer video zooms slower
 MOVING_MODES = ("t2v", "i2v")
 SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitted to a pan's wider scene adds
-SUBJECT_CONTRAST = 24.0  # grey levels a region must stand out from its row's background to count as a subject
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class Move:
 
     pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame's centre travels over the video
     zoom: float = 1.0  # how much larger the scene looks at the end than at the start: > 1 zooms in, < 1 out
-    aim: tuple[float, float] = (0.0, 0.0)  # pixels (x, y) off the scene's centre that the closest view is centred on
 
     def __bool__(self) -> bool:
         return any(self.pan) or self.zoom != 1.0
@@ -56,28 +55,16 @@ class Move:
         and 1 px to blend sub-pixel windows; a zoom stays inside the output's own frame."""
         return _room(width, self.pan[0]), _room(height, self.pan[1])
 
-    def aimed(self, frame: np.ndarray, width: int, height: int) -> Move:
-        """The move with a zoom aimed at the subject of the uint8 scene frame (H, W, 3), as far as the closest
-        view (width x height times its scale) stays inside the output's frame; a pan keeps the zoom centred."""
-        if self.zoom == 1.0 or any(self.pan):
-            return self
-        room = (1 - min(self.scales)) / 2
-        x, y = subject(frame)
-        return replace(self, aim=(float(np.clip(x, -room * width, room * width)),
-                                  float(np.clip(y, -room * height, room * height))))
-
     def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int,
                 frames: int) -> np.ndarray:
-        """(count, 4): x, y, width, height in scene pixels of the windows frames start.. of `frames` show: a pan
-        travels at an even pace, a zoom scales by an even factor a frame and turns towards its aim as it closes in."""
+        """(count, 4): x, y, width, height in scene pixels of the windows frames start.. of `frames` show, centred
+        on the scene: a pan travels at an even pace, and a zoom scales by an even factor a frame."""
         progress = np.arange(start, start + count) / max(frames - 1, 1)
         first, last = self.scales
         scale = first ** (1 - progress) * last ** progress
-        closest = min(first, last)
-        closeness = (1 - scale) / (1 - closest) if closest < 1 else np.zeros_like(scale)  # 0: the whole frame
         width, height = scale * out[0], scale * out[1]
-        x = (scene[0] - width) / 2 + (progress - 0.5) * self.pan[0] + closeness * self.aim[0]
-        y = (scene[1] - height) / 2 + (progress - 0.5) * self.pan[1] + closeness * self.aim[1]
+        x = (scene[0] - width) / 2 + (progress - 0.5) * self.pan[0]
+        y = (scene[1] - height) / 2 + (progress - 0.5) * self.pan[1]
         return np.stack([x, y, width, height], axis=1)
 
     def describe(self) -> dict[str, str]:
@@ -108,29 +95,6 @@ def move_for(req: Request) -> Move:
     pan = (way[0] * travel, way[1] * travel) if way else (0.0, 0.0)
     factor = min(math.exp(ZOOM_SPEED * seconds), ZOOM_ROOM)
     return Move(pan, {"in": factor, "out": 1 / factor, None: 1.0}[zoom])
-
-
-def subject(frame: np.ndarray) -> tuple[float, float]:
-    """Where the uint8 frame's (H, W, 3) subject stands, in pixels (x, y) off its centre: the middle of what stands
-    out most from each row's median colour (the world's gradients run down the rows), blurred over a sixteenth of the
-    short side so that texture (stars, snow, bricks) does not count; the centre when nothing stands out."""
-    pixels = frame.astype(np.float32)
-    contrast = np.linalg.norm(pixels - np.median(pixels, axis=1, keepdims=True), axis=2)
-    blurred = _box_blur(contrast, max(1, min(frame.shape[:2]) // 16))
-    if blurred.max() < SUBJECT_CONTRAST:
-        return 0.0, 0.0
-    weights = np.where(blurred >= blurred.max() / 2, blurred, 0)
-    ys, xs = np.mgrid[:frame.shape[0], :frame.shape[1]]
-    return (float((weights * xs).sum() / weights.sum() - (frame.shape[1] - 1) / 2),
-            float((weights * ys).sum() / weights.sum() - (frame.shape[0] - 1) / 2))
-
-
-def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
-    """The mean of each pixel's (2 radius + 1)^2 neighbourhood, the edges repeated."""
-    size = 2 * radius + 1
-    padded = np.pad(image, radius, mode="edge")
-    sums = np.pad(padded.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    return (sums[size:, size:] - sums[:-size, size:] - sums[size:, :-size] + sums[:-size, :-size]) / size**2
 
 
 def film(frames: np.ndarray, windows: np.ndarray, width: int, height: int) -> np.ndarray:

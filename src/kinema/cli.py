@@ -135,8 +135,9 @@ def _add_noise_options(parser) -> None:
                              "model's; 0 = off)")
     parser.add_argument("--window-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="make a camera pan, tilt or zoom the prompt asks for (\"the camera pans left\", \"zooms "
-                             "in\") by moving the frame over a larger scene, in text or image to video (default: the "
-                             "model's; on for the bundled models, which do not move the camera by themselves)")
+                             "in\") by moving the frame over what the model drew (for a pan, a wider scene), in text "
+                             "or image to video (default: the model's; on for the bundled models, which do not move "
+                             "the camera by themselves)")
 
 
 def _add_cache_option(group, help_text: str) -> None:

@@ -190,7 +190,7 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        self.move = camera.move_for(req)  # a pan, tilt or zoom made by moving the frame over a larger scene
+        self.move = camera.move_for(req)  # a pan, tilt or zoom made by moving the frame over what is drawn
         self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)

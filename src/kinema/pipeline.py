@@ -7,7 +7,7 @@
                                  drifting the way the prompt's lone object travels by `noise_drift`
     5. denoise                   sampler over the shifted schedule, CFG batched, window by window
     6. decode                    causal VAE, streamed chunk by chunk into the writer; an asked camera pan, tilt or
-                                 zoom moves the output's frame over the larger scene it was drawn on (`camera`)
+                                 zoom moves the output's frame over what was drawn (`camera`)
 
 Steps 2-5 differ per mode (text/image to video, extend, loop, connect, edit, prompt sequences,
 long videos) and live in `kinema.modes`; this module holds the request, the result and the
@@ -214,7 +214,7 @@ class Pipeline:
             if (width, height) != size:
                 moving = size != (resolved.width, resolved.height)
                 notes.append(f"{name}: {io.fit_message(width, height, *size)}{camera.SCENE_FIT if moving else ''}")
-        # The size is pinned: inputs fitted to a moving camera's larger scene must not set the output's aspect.
+        # The size is pinned: inputs fitted to a pan's wider scene must not set the output's aspect.
         return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), notes
 
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
@@ -271,12 +271,11 @@ class Pipeline:
     @torch.no_grad()
     def decode_stream(self, video: Video) -> Iterator[np.ndarray]:
         """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all, at the output's size."""
-        start, size, move = 0, (video.width, video.height), video.move
+        start, size = 0, (video.width, video.height)
         for chunk in self._decode_canvas(video):
-            if move:
-                move = move.aimed(chunk[0], *size) if start == 0 else move  # a zoom closes in on the first subject
+            if video.move:
                 scene = chunk.shape[2], chunk.shape[1]
-                yield camera.film(chunk, move.windows(scene, size, start, len(chunk), video.frames), *size)
+                yield camera.film(chunk, video.move.windows(scene, size, start, len(chunk), video.frames), *size)
             else:
                 yield crop_to(chunk, *size)
             start += len(chunk)
