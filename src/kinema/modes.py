@@ -13,8 +13,8 @@ time, laid out as [k context | m new | e end], the context and end frames given:
     edit (SDEdit)     the input's latents noised part way, and the schedule's last `strength` share run
     prompt sequence   each segment extends the one before with its own prompt
 
-In text and image to video an asked camera pan, tilt or zoom draws a scene larger than the output (the image
-covering all of it), which the output's frame moves over as it is decoded (`kinema.camera`).
+In text and image to video an asked camera pan or tilt draws a scene wider by its travel (the image covering all of
+it), and an asked zoom the output's own frame; the output's frame moves over it as it is decoded (`kinema.camera`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is

@@ -203,7 +203,7 @@ class Pipeline:
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
-        size = modes.input_size(resolved)  # for a camera move, the whole scene the frame moves over
+        size = modes.input_size(resolved)  # for a pan, the whole scene the frame slides across
         pixels, notes = {}, []
         for name, path in files.items():
             if name == "image":
@@ -212,8 +212,8 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
             height, width = shapes[name][-3:-1]
             if (width, height) != size:
-                moving = size != (resolved.width, resolved.height)
-                notes.append(f"{name}: {io.fit_message(width, height, *size)}{camera.SCENE_FIT if moving else ''}")
+                panned = size != (resolved.width, resolved.height)
+                notes.append(f"{name}: {io.fit_message(width, height, *size)}{camera.SCENE_FIT if panned else ''}")
         # The size is pinned: inputs fitted to a pan's wider scene must not set the output's aspect.
         return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), notes
 
