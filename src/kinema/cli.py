@@ -61,6 +61,10 @@ GENERATE_EXAMPLES = """modes:
   kinema generate "a red circle moves right" --connect a.mp4 b.mp4 -o joined.mp4       bridge from a to b
   kinema generate "a blue circle moves right" --edit clip.mp4 --strength 0.7 -o blue.mp4
   kinema generate --segments "0:a red circle moves right;2:a red circle moves up" --seconds 4 -o story.mp4
+
+camera moves (in text and image to video; --no-window-camera: as the model draws them):
+  kinema generate "a red ball on a snowy field, the camera pans left" -o pan.mp4       pans and tilts
+  kinema generate "a yellow star spins, the camera slowly zooms in" -o zoom.mp4        zooms in and out
 """
 
 
