@@ -315,7 +315,7 @@ def e2e_section(setup: Setup) -> dict:
              "a camera pan: the prompt with \", while the camera pans right\"; the DiT draws a scene wider by the "
              "pan's travel and the frame slides across it (no psnr_db: it is another video)",
              "a camera zoom: the prompt with \", as the camera zooms in\"; the DiT draws the output's frame and each "
-             "frame is cropped ever closer to its subject, then upsampled",
+             "frame is cropped ever closer to its centre, then upsampled",
              "cpu_s: CPU seconds of the process (all threads); on a busy machine wall time is far above cpu_s / "
              "threads, which estimates an idle machine's wall time"]
     if not writes_mp4:
