@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from kinema.pipeline import Request
 
 PAN_ROOM = 1.0  # short sides: the most a pan widens the scene; a longer video pans slower than PAN_SPEED
-ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1.35x over a 2 s clip
+ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1.32x over a 2 s clip (16 frames)
 ZOOM_ROOM = 1.5  # the most a zoom magnifies: its closest view is upsampled this much; a longer video zooms slower
 MOVING_MODES = ("t2v", "i2v")
 SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitted to a pan's wider scene adds

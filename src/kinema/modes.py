@@ -93,10 +93,11 @@ def scene_size(req: Request, move: camera.Move) -> tuple[int, int]:
     return canvas_size(*move.scene(req.width, req.height))
 
 
-def input_size(req: Request) -> tuple[int, int]:
-    """The size given frames are fitted to: the request's, or for a pan the whole scene the frame slides across."""
+def input_size(req: Request, move: camera.Move) -> tuple[int, int]:
+    """The size given frames are fitted to: the request's, or for a pan (`move`) the whole scene the frame slides
+    across."""
     size = req.width, req.height
-    scene = camera.move_for(req).scene(*size)
+    scene = move.scene(*size)
     return canvas_size(*scene) if scene != size else size
 
 
@@ -231,7 +232,7 @@ class Job:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
             raise KinemaError(f"{name} must be uint8 RGB pixels (T, H, W, 3), got {frames.dtype} "
                               f"{frames.shape}; read it with kinema.io.read_video or read_image", param=name)
-        width, height = input_size(self.req)
+        width, height = input_size(self.req, self.move)
         if frames.shape[1:3] != (height, width):
             fitted = [fit_image(frame, width, height) for frame in frames]
             panned = (width, height) != (self.req.width, self.req.height)

@@ -203,7 +203,7 @@ class Pipeline:
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
-        size = modes.input_size(resolved)  # for a pan, the whole scene the frame slides across
+        size = modes.input_size(resolved, camera.move_for(resolved))  # for a pan, the scene the frame slides across
         pixels, notes = {}, []
         for name, path in files.items():
             if name == "image":
