@@ -11,8 +11,11 @@ over what it drew (`film`), resampled to the output's size:
   zoom's factor, at most ZOOM_ROOM. Aiming the zoom at the first frame's subject kept fewer of the prompt's objects
   in view than the centre did (docs/MODEL.md, session 30): they move, and there may be several.
 
-Only text and image to video move (`MOVING_MODES`): the given clips of the other modes fix where the frame stands.
-A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`), so a long video moves slower and its memory stays bounded.
+A given clip fixes the frame where the video meets it, and nothing outside its frame is known, so each mode makes the
+moves that leave its given frames whole (`MOVES`): an extension forward zooms in from the clip's last frame, one
+backward zooms out into its first, and an edit, which draws anew in the clip's frame, zooms either way. The move runs
+over the frames the mode draws (`Move.span`) and holds before and after. A move's room is bounded (`PAN_ROOM`,
+`ZOOM_ROOM`), so a long video moves slower and its memory stays bounded.
 """
 
 from __future__ import annotations
@@ -31,7 +34,21 @@ if TYPE_CHECKING:
 PAN_ROOM = 1.0  # short sides: the most a pan widens the scene; a longer video pans slower than PAN_SPEED
 ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1.32x over a 2 s clip (16 frames)
 ZOOM_ROOM = 1.5  # the most a zoom magnifies: its closest view is upsampled this much; a longer video zooms slower
-MOVING_MODES = ("t2v", "i2v")
+MOVES = {  # mode -> the moves its frame makes: "pan" (a pan or tilt), "in" and "out" (zooms)
+    "t2v": ("pan", "in", "out"),
+    "i2v": ("pan", "in", "out"),  # the image covers the whole scene a pan crosses
+    "extend": ("in",),  # the new part closes in from the clip's last frame
+    "extend_backward": ("out",),  # the new part widens into the clip's first frame
+    "edit": ("in", "out"),  # the edit draws anew in the clip's own frame
+}
+WHY_NOT = {  # mode -> why it makes no other move
+    "extend": "the new part starts on the video's last frame, and nothing outside it is known",
+    "extend_backward": "the new part ends on the video's first frame, and nothing outside it is known",
+    "edit": "nothing outside the video's frame is known",
+    "loop": "a loop ends where it starts",
+    "connect": "the bridge starts and ends on the videos' own frames",
+    "sequence": "a prompt sequence's segments continue each other",
+}
 SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitted to a pan's wider scene adds
 
 
@@ -39,8 +56,9 @@ SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitt
 class Move:
     """A camera move made with the output's frame: none by default."""
 
-    pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame's centre travels over the video
+    pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame's centre travels over the span
     zoom: float = 1.0  # how much larger the scene looks at the end than at the start: > 1 zooms in, < 1 out
+    span: tuple[int, int] = (0, 1)  # the output frames the move runs between; it holds before and after
 
     def __bool__(self) -> bool:
         return any(self.pan) or self.zoom != 1.0
@@ -55,13 +73,13 @@ class Move:
         and 1 px to blend sub-pixel windows; a zoom stays inside the output's own frame."""
         return _room(width, self.pan[0]), _room(height, self.pan[1])
 
-    def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int,
-                frames: int) -> np.ndarray:
-        """(count, 4): x, y, width, height in scene pixels of the windows frames start.. of `frames` show, centred
-        on the scene: a pan travels at an even pace, and a zoom scales by an even factor a frame."""
-        progress = np.arange(start, start + count) / max(frames - 1, 1)
-        first, last = self.scales
-        scale = first ** (1 - progress) * last ** progress
+    def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int) -> np.ndarray:
+        """(count, 4): x, y, width, height in scene pixels of the windows output frames start.. show, centred on
+        the scene: over the span a pan travels at an even pace, and a zoom scales by an even factor a frame."""
+        first, last = self.span
+        progress = np.clip((np.arange(start, start + count) - first) / max(last - first, 1), 0.0, 1.0)
+        opening, closing = self.scales
+        scale = opening ** (1 - progress) * closing ** progress
         width, height = scale * out[0], scale * out[1]
         x = (scene[0] - width) / 2 + (progress - 0.5) * self.pan[0]
         y = (scene[1] - height) / 2 + (progress - 0.5) * self.pan[1]
@@ -84,17 +102,46 @@ def _room(size: int, travel: float) -> int:
     return size + math.ceil(abs(travel)) + 1 if travel else size
 
 
-def move_for(req: Request) -> Move:
-    """The move a resolved request asks for: a pan of `prompting.PAN_SPEED` short sides a second (at most PAN_ROOM)
-    and a zoom of ZOOM_SPEED (at most ZOOM_ROOM), when `window_camera` is on, the mode moves and there are 2+ frames."""
-    if not (req.window_camera and req.mode in MOVING_MODES and req.frames >= 2):
-        return Move()
+def move_for(req: Request) -> tuple[Move, list[str]]:
+    """The move a resolved request asks for, and notes on what it asks and does not get.
+
+    A pan travels `prompting.PAN_SPEED` short sides a second (at most PAN_ROOM) and a zoom magnifies by ZOOM_SPEED
+    (at most ZOOM_ROOM), over the frames the mode draws, when `window_camera` is on and they are 2 or more."""
+    if not (req.window_camera and req.frames >= 2):
+        return Move(), []
     way, zoom = prompting.asked_camera(req.prompt)
-    seconds = (req.frames - 1) / req.fps
+    asked = {"pan": way is not None, "in": zoom == "in", "out": zoom == "out"}
+    allowed = MOVES.get(req.mode, ())
+    notes = [f"camera {'zoom ' if name != 'pan' else ''}{name}: not made in mode {req.mode} ({WHY_NOT[req.mode]}; "
+             f"it makes {_makes(allowed)}), so the camera moves only as the model draws it"
+             for name in asked if asked[name] and name not in allowed]
+    if req.mode == "i2v" and zoom == "out":
+        notes.append("camera zoom out: the video opens on a close-up of the image's centre and widens to the whole "
+                     "image, as nothing outside it is known")
+    first, last = _span(req)
+    seconds = (last - first) / req.fps
     travel = min(prompting.PAN_SPEED * seconds, PAN_ROOM) * min(req.width, req.height)
-    pan = (way[0] * travel, way[1] * travel) if way else (0.0, 0.0)
+    pan = (way[0] * travel, way[1] * travel) if asked["pan"] and "pan" in allowed else (0.0, 0.0)
     factor = min(math.exp(ZOOM_SPEED * seconds), ZOOM_ROOM)
-    return Move(pan, {"in": factor, "out": 1 / factor, None: 1.0}[zoom])
+    zoomed = {"in": factor, "out": 1 / factor}.get(zoom, 1.0) if zoom in allowed else 1.0
+    move = Move(pan, zoomed, (first, last))
+    return (move if move else Move()), notes
+
+
+def _makes(allowed: tuple[str, ...]) -> str:
+    return {(): "no camera move", ("in",): "only zoom ins", ("out",): "only zoom outs",
+            ("in", "out"): "zooms but no pans"}[allowed]
+
+
+def _span(req: Request) -> tuple[int, int]:
+    """The output frames the mode draws anew, first and last: an extension's new part starts on the clip's last
+    frame (forward) or ends on its first (backward)."""
+    if req.mode == "extend":
+        given = 1 if req.video is None or np.ndim(req.video) == 3 else len(req.video)
+        return given - 1, given - 1 + req.frames
+    if req.mode == "extend_backward":
+        return 0, req.frames
+    return 0, req.frames - 1
 
 
 def film(frames: np.ndarray, windows: np.ndarray, width: int, height: int) -> np.ndarray:

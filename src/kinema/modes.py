@@ -15,6 +15,7 @@ time, laid out as [k context | m new | e end], the context and end frames given:
 
 In text and image to video an asked camera pan or tilt draws a scene wider by its travel (the image covering all of
 it), and an asked zoom the output's own frame; the output's frame moves over it as it is decoded (`kinema.camera`).
+Extensions and edits zoom the same way, where their given frames leave room (`camera.MOVES`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -191,7 +192,7 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        self.move = camera.move_for(req)  # a pan, tilt or zoom made by moving the frame over what is drawn
+        self.move, camera_notes = camera.move_for(req)  # a pan, tilt or zoom: the frame moving over what is drawn
         self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
@@ -202,10 +203,7 @@ class Job:
         if req.guidance == 1.0 and req.negative_prompt.strip():  # CFG's unconditional pass is skipped at 1
             self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
                               "pass a guidance above 1 to use it")
-        asked = req.window_camera and any(way is not None for way in prompting.asked_camera(req.prompt))
-        if asked and req.mode not in camera.MOVING_MODES:
-            self.notes.append(f"camera move: only text and image to video move their frame for a pan, tilt or zoom "
-                              f"(window_camera); in mode {req.mode} the camera moves only as the model draws it")
+        self.notes += camera_notes
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:

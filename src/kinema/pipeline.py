@@ -203,7 +203,7 @@ class Pipeline:
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
-        size = modes.input_size(resolved, camera.move_for(resolved))  # for a pan, the scene the frame slides across
+        size = modes.input_size(resolved, camera.move_for(resolved)[0])  # for a pan, the scene the frame crosses
         pixels, notes = {}, []
         for name, path in files.items():
             if name == "image":
@@ -275,7 +275,7 @@ class Pipeline:
         for chunk in self._decode_canvas(video):
             if video.move:
                 scene = chunk.shape[2], chunk.shape[1]
-                yield camera.film(chunk, video.move.windows(scene, size, start, len(chunk), video.frames), *size)
+                yield camera.film(chunk, video.move.windows(scene, size, start, len(chunk)), *size)
             else:
                 yield crop_to(chunk, *size)
             start += len(chunk)
