@@ -140,7 +140,9 @@ PAN_NOTE = (" Asked camera pans are made by sliding the frame across a wider gen
 
 def markdown(report: dict) -> str:
     """The report as a Markdown page: per-attribute accuracy per aspect, targets, word probe, judge validation."""
-    names = [*judge.ATTRIBUTES, "overall"]
+    asked = [name for name in judge.ATTRIBUTES  # a column for each attribute some prompt asks about (not NaN)
+             if any(_asked(part["scores"].get(name)) for part in report["aspects"].values())]
+    names = [*asked, "overall"]
     lines = [f"# Evaluation of {report['model']}", "",
              f"{report['n']} `{report['prompts']}` prompts, {report['steps']} {report['sampler']} "
              f"sampling steps, guidance {report['guidance']}"
@@ -194,6 +196,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row} | " + " | ".join(_pct(val[row][k]) for k in names) + " |")
     lines += ["", "![samples](samples.png)", ""]
     return "\n".join(lines)
+
+
+def _asked(score: float | None) -> bool:
+    return score is not None and score == score
 
 
 def _pct(value: float) -> str:

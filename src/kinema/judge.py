@@ -2,7 +2,8 @@
 
 `judge(prompt, frames, fps)` reads the prompt with `world.parse_prompt` and checks it against what
 `judge_measure.measure` finds in the pixels: per object its colour, shape, size and motion (corrected for
-the camera pan, which is measured from the background), the object count, the background and the pan,
+the camera's pan and zoom, which are measured from the background), the object count, the background, the pan and
+the zoom,
 plus two quality scores (flicker and sharpness). `validate` shows the judge is trustworthy: near perfect
 on true world renders and near chance when captions are shuffled across clips.
 """
@@ -17,12 +18,13 @@ from kinema.errors import KinemaError
 from kinema.judge_measure import Measurement, Track, measure, shape_references
 from kinema.world import SIZES, PromptSpec, caption, parse_prompt, render, sample_scene
 
-ATTRIBUTES = ("colour", "shape", "size", "motion", "count", "background", "pan")
+ATTRIBUTES = ("colour", "shape", "size", "motion", "count", "background", "pan", "zoom")
 STILL = 0.1  # su: a net displacement below this is standing still
 BOUNCE_STEP = 0.03  # su: vertical travel that counts as a change of direction
 GROWTH = 1.3  # area ratio from the first to the last frames that counts as growing (inverse: shrinking)
 TURN = 30.0  # degrees of total rotation that count as rotating
 PAN = 0.1  # su of camera travel that counts as a pan
+ZOOM = 1.1  # camera magnification over the clip that counts as a zoom (inverse: a zoom out)
 _SECTORS = ("right", "up_right", "up", "up_left", "left", "down_left", "down", "down_right")
 
 
@@ -53,10 +55,23 @@ def _reversals(values: np.ndarray, step: float) -> int:
     return count
 
 
+def magnification(found: Measurement) -> np.ndarray:
+    """(T,) how much each frame is magnified against the clip's widest view: a zoom's close-ups enlarge what the
+    widest view shows at its true size, as the world draws it."""
+    return found.camera_zoom / found.camera_zoom.min()
+
+
 def centroid_path(track: Track, found: Measurement) -> tuple[np.ndarray, np.ndarray]:
-    """The track's centroid (x, y) in su over the frames it is seen in, x corrected for the camera's pan."""
-    seen = track.seen
-    return (track.x[seen] + found.camera_x[seen]) / found.short, track.y[seen] / found.short
+    """The track's centroid (x, y) in su over the frames it is seen in, corrected for the camera's pan and zoom."""
+    seen, (cx, cy) = track.seen, found.centre
+    zoom = magnification(found)[seen]
+    x = cx + (track.x[seen] - cx) / zoom + found.camera_x[seen]
+    return x / found.short, (cy + (track.y[seen] - cy) / zoom) / found.short
+
+
+def true_area(track: Track, found: Measurement) -> np.ndarray:
+    """(T,) the track's area as the clip's widest view shows it, pixels."""
+    return track.area / magnification(found) ** 2
 
 
 def classify_motion(track: Track, found: Measurement) -> str:
@@ -65,7 +80,7 @@ def classify_motion(track: Track, found: Measurement) -> str:
     if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and track.area[track.seen][:2].mean() > 0):
         return "unknown"  # a blob seen once, or a camera estimate lost in noise: no motion to read
     # Size is read from whole views only: an object gliding out of the frame loses area without shrinking.
-    area = track.area[track.whole]
+    area = true_area(track, found)[track.whole]
     growth = area[-2:].mean() / area[:2].mean() if len(area) >= 4 and area[:2].mean() > 0 else 1.0
     if growth > GROWTH:
         return "grow"
@@ -86,7 +101,7 @@ def classify_size(track: Track, found: Measurement) -> str:
     """small/medium/large from the first whole view (else the first view): area -> circumscribed diameter via the
     shape's unit area."""
     unit_area = shape_references()[track.shape][1]
-    diameter = 2 * math.sqrt(track.area[np.argmax(track.outline_views)] / unit_area) / found.short
+    diameter = 2 * math.sqrt(true_area(track, found)[np.argmax(track.outline_views)] / unit_area) / found.short
     diameter = max(diameter, 1e-6)  # a generated blob can vanish in its first view
     return min(SIZES, key=lambda name: abs(math.log(diameter / SIZES[name])))
 
@@ -94,6 +109,11 @@ def classify_size(track: Track, found: Measurement) -> str:
 def pan_direction(found: Measurement) -> str | None:
     travel = found.camera_x[-1] / found.short
     return None if abs(travel) < PAN else ("right" if travel > 0 else "left")
+
+
+def zoom_direction(found: Measurement) -> str | None:
+    total = found.camera_zoom[-1]
+    return "in" if total >= ZOOM else "out" if total <= 1 / ZOOM else None
 
 
 def _match(spec: PromptSpec, tracks: list[Track]) -> list[Track | None]:
@@ -138,6 +158,7 @@ def score(spec: PromptSpec, found: Measurement) -> dict:
         and spec.background_colour in (None, found.background_colour))
     measured_pan = pan_direction(found)
     result["pan"] = measured_pan is not None if spec.pan == "any" else measured_pan == spec.pan
+    result["zoom"] = None if spec.zoom is None else zoom_direction(found) == spec.zoom  # the world has no zoom
     verdicts = [result[name] for name in ATTRIBUTES if result[name] is not None]
     result["overall"] = float(np.mean(verdicts)) if verdicts else float("nan")
     result["flicker"] = found.flicker

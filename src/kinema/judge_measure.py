@@ -1,4 +1,4 @@
-"""Pixel measurements for the judge: background model, object tracks, shape features and camera pan.
+"""Pixel measurements for the judge: background model, object tracks, shape features and camera pan and zoom.
 
 Everything here looks only at the frames; the prompt is read later, in `kinema.judge`. Reference values
 (shape signatures, background statistics, edge width) come from rendering the world's own shapes and
@@ -43,6 +43,9 @@ BLUR_LEVELS = (0.0, 0.1, 0.2)  # reference blurs, as fractions of the circumradi
 GRADIENT = 15.0  # top-to-bottom colour change above which a flat background counts as a gradient
 FLAT_COST = 0.2  # grey levels a shift must beat "no shift" by to count as camera motion
 MAX_PAN = 0.6  # su/s: the fastest pan the camera search looks for
+MAX_ZOOM_STEP = 0.05  # e-folds of magnification a frame: the fastest zoom the camera search looks for
+ZOOM_CANDIDATES = 11  # magnifications a frame tried between -MAX_ZOOM_STEP and MAX_ZOOM_STEP
+MIN_ZOOM = 1.08  # total magnification below which a measured zoom is taken for noise, and left out
 
 
 @dataclass
@@ -87,6 +90,8 @@ class Measurement:
     background: str  # kind
     background_colour: str | None
     camera_x: np.ndarray  # (T,) how far the camera moved right since frame 0, pixels
+    camera_zoom: np.ndarray  # (T,) how much the camera magnifies about the frame's centre since frame 0 (> 1: in)
+    centre: tuple[float, float]  # (x, y) of the frame's centre, pixels: what a zoom keeps in place
     flicker: float
     sharpness: float
     short: int
@@ -428,7 +433,56 @@ def _classify_background(video: np.ndarray, rows: np.ndarray, free: np.ndarray,
     return ("gradient" if change > GRADIENT else "solid"), best
 
 
-def _flicker(video: np.ndarray, camera_x: np.ndarray, free: np.ndarray) -> float:
+def _zoomed(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, ...) `image` seen by a camera magnifying `scale` about its centre (linear), and an (H, W) mask of
+    where the view stays inside the image."""
+    height, width = image.shape[:2]
+    ys = (np.arange(height) - (height - 1) / 2) / scale + (height - 1) / 2
+    xs = (np.arange(width) - (width - 1) / 2) / scale + (width - 1) / 2
+    inside = ((ys >= 0) & (ys <= height - 1))[:, None] & ((xs >= 0) & (xs <= width - 1))[None, :]
+    y0, x0 = np.clip(np.floor(ys).astype(int), 0, height - 2), np.clip(np.floor(xs).astype(int), 0, width - 2)
+    fy = (ys - y0).reshape(-1, *[1] * (image.ndim - 1))
+    fx = (xs - x0).reshape(1, -1, *[1] * (image.ndim - 2))
+    rows = image[y0] * (1 - fy) + image[y0 + 1] * fy
+    return rows[:, x0] * (1 - fx) + rows[:, x0 + 1] * fx, inside
+
+
+def estimate_zoom(gray: np.ndarray, valid: np.ndarray, camera_x: np.ndarray) -> np.ndarray:
+    """Camera magnification per frame since frame 0 (> 1: zoomed in) about the frame's centre, from how the
+    background grows or shrinks after the pan is undone: the magnification of each step is the one under which
+    the previous frame best matches this one, refined by a parabola. A total below MIN_ZOOM reads as none."""
+    logs = np.linspace(-MAX_ZOOM_STEP, MAX_ZOOM_STEP, ZOOM_CANDIDATES)
+    moves = np.diff(camera_x)
+    before = np.stack([_shift_columns(frame[..., None], move)[..., 0] if move else frame
+                       for frame, move in zip(gray[:-1], moves, strict=True)], axis=-1)  # (H, W, T - 1)
+    known = np.moveaxis(valid[:-1], 0, -1).astype(np.float32)
+    now, now_valid = np.moveaxis(gray[1:], 0, -1), np.moveaxis(valid[1:], 0, -1)
+    cost = np.empty((len(moves), len(logs)))
+    for index, log in enumerate(logs):
+        view, inside = _zoomed(before, math.exp(log))
+        usable = inside[..., None] & now_valid & (_zoomed(known, math.exp(log))[0] > 0.99)
+        counts = usable.sum(axis=(0, 1))
+        cost[:, index] = np.where(counts > 0, (np.abs(now - view) * usable).sum(axis=(0, 1)) / np.maximum(counts, 1),
+                                  np.inf)
+    steps = np.array([_best_step(row, logs) for row in cost])
+    total = np.exp(np.concatenate([[0.0], np.cumsum(steps)]))
+    return total if max(total.max(), 1 / total.min()) >= MIN_ZOOM else np.ones(len(gray))
+
+
+def _best_step(cost: np.ndarray, logs: np.ndarray) -> float:
+    """The log magnification of least cost, refined by a parabola; 0 where it does not beat none by FLAT_COST."""
+    best = int(np.argmin(cost))
+    if not np.isfinite(cost[best]) or cost[len(logs) // 2] - cost[best] < FLAT_COST:
+        return 0.0  # no texture to follow: no measurable zoom
+    step = float(logs[best])
+    if 0 < best < len(logs) - 1 and np.isfinite(cost[best - 1:best + 2]).all():
+        left, mid, right = cost[best - 1], cost[best], cost[best + 1]
+        curvature = left - 2 * mid + right
+        step += 0.5 * (left - right) / curvature * (logs[1] - logs[0]) if curvature > 0 else 0.0
+    return step
+
+
+def _flicker(video: np.ndarray, camera_x: np.ndarray, camera_zoom: np.ndarray, free: np.ndarray) -> float:
     """Mean absolute change of background pixels between frames, after undoing the camera motion."""
     if len(video) < 2:
         return 0.0
@@ -437,6 +491,9 @@ def _flicker(video: np.ndarray, camera_x: np.ndarray, free: np.ndarray) -> float
         move = camera_x[index] - camera_x[index - 1]
         previous = _shift_columns(video[index - 1], move) if move else video[index - 1]
         usable = free[index] & free[index - 1]
+        if camera_zoom[index] != camera_zoom[index - 1]:
+            previous, inside = _zoomed(previous, camera_zoom[index] / camera_zoom[index - 1])
+            usable &= inside
         if usable.any():
             changes.append(float(np.abs(video[index] - previous)[usable].mean()))
     return float(np.mean(changes)) if changes else 0.0
@@ -455,13 +512,16 @@ def measure(frames: np.ndarray, fps: float) -> Measurement:
     for comp in components:
         objects[comp.frame, comp.pixels] = True
     free = ~_dilate(objects.reshape(length, height, width), 2)
-    camera_x = np.zeros(length)
+    camera_x, camera_zoom = np.zeros(length), np.ones(length)
     if length > 1:
-        camera_x = estimate_camera(video.mean(axis=-1), free, max(4, math.ceil(MAX_PAN * short / fps)))
-    flicker = _flicker(video, camera_x, free)
+        gray = video.mean(axis=-1)
+        camera_x = estimate_camera(gray, free, max(4, math.ceil(MAX_PAN * short / fps)))
+        camera_zoom = estimate_zoom(gray, free, camera_x)
+    flicker = _flicker(video, camera_x, camera_zoom, free)
     kind, colour = _classify_background(video, rows, free, flicker)
-    if kind in ("solid", "gradient"):
-        camera_x[:] = 0.0  # a flat background cannot show a pan; what moved was object edges
+    if kind in ("solid", "gradient"):  # a flat background cannot show a pan or zoom; what moved was object edges
+        camera_x[:], camera_zoom[:] = 0.0, 1.0
     widths = np.concatenate([t.edge_width[t.seen] for t in tracks]) if tracks else np.zeros(0)
     sharpness = min(1.0, reference_edge_width() / max(float(np.median(widths)), 1e-6)) if len(widths) else float("nan")
-    return Measurement(tracks, kind, colour, camera_x, flicker, sharpness, short)
+    return Measurement(tracks, kind, colour, camera_x, camera_zoom, ((width - 1) / 2, (height - 1) / 2), flicker,
+                       sharpness, short)
