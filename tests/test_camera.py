@@ -29,7 +29,7 @@ def generate(pipe, prompt: str, **kwargs) -> Video:
 # -- the windows, on pixels ------------------------------------------------------------------------
 
 def test_a_pan_slides_the_frame_across_the_scene_in_sub_pixel_steps():
-    move = Move(pan=(10.0, 0.0), span=(0, 4))
+    move = Move.over((0, 4), pan=(10.0, 0.0))
     windows = move.windows((40, 8), (16, 8), 0, 5)
     assert windows[:, 0].tolist() == [7, 9.5, 12, 14.5, 17]  # centred on the scene, at an even pace
     assert (windows[:, 2:] == [16, 8]).all()  # a pan keeps the window's size
@@ -38,7 +38,7 @@ def test_a_pan_slides_the_frame_across_the_scene_in_sub_pixel_steps():
     assert out.shape == (5, 8, 16, 3)
     assert out[:, 0, 0, 0].tolist() == [28, 38, 48, 58, 68]
     assert (np.diff(out[:, :, :, 0].astype(int), axis=2) == 4).all()  # each window is the ramp itself, unsmeared
-    tilt = Move(pan=(0.0, -10.0), span=(0, 4))
+    tilt = Move.over((0, 4), pan=(0.0, -10.0))
     out = film(ramp(5).transpose(0, 2, 1, 3), tilt.windows((8, 40), (8, 16), 0, 5), 8, 16)
     assert out[:, 0, 0, 0].tolist() == [68, 58, 48, 38, 28]  # a tilt up: the window climbs the rows
 
@@ -48,14 +48,14 @@ def test_sliding_the_frame_over_a_still_world_is_the_worlds_own_pan():
     travel = 0.25 * (frames - 1) / fps * width  # 16 px of the world's pan at 0.25 short sides a second
     wall = Background("brick", texture_seed=3)
     still = render(Scene([], wall), width + 18, width, frames, fps)  # 1 px either side of the travel
-    move = Move(pan=(travel, 0.0), span=(0, frames - 1))
+    move = Move.over((0, frames - 1), pan=(travel, 0.0))
     slid = film(still, move.windows((width + 18, width), (width, width), 0, frames), width, width)
     panned = render(Scene([], wall, pan=0.25), width, width, frames, fps)
     assert np.array_equal(slid[:, :, :-1], panned[:, :, 1:])  # the window starts 1 px into the still scene
 
 
 def test_a_zoom_in_crops_ever_closer_about_the_frames_centre():
-    move = Move(zoom=1.5, span=(0, 2))
+    move = Move.over((0, 2), zoom=1.5)
     assert move.scene(16, 8) == (16, 8)  # a zoom stays inside the output's own frame
     windows = move.windows((16, 8), (16, 8), 0, 3)
     assert windows[:, 2].tolist() == pytest.approx([16, 16 / 1.5**0.5, 16 / 1.5])  # an even factor a frame
@@ -63,7 +63,7 @@ def test_a_zoom_in_crops_ever_closer_about_the_frames_centre():
     out = film(scene, windows, 16, 8)[:, 0, :, 0].astype(int)
     assert (np.diff(out[0]) == 6).all() and (np.diff(out[-1]) == 4).all()  # 1 scene pixel an output pixel, then 2/3
     assert out[:, 7:9].mean(axis=1).tolist() == [45, 45, 45]  # the centre holds still: the frame's middle, x = 7.5
-    zoom_out = film(scene, Move(zoom=1 / 1.5, span=(0, 2)).windows((16, 8), (16, 8), 0, 3), 16, 8)
+    zoom_out = film(scene, Move.over((0, 2), zoom=1 / 1.5).windows((16, 8), (16, 8), 0, 3), 16, 8)
     assert np.abs(zoom_out[::-1].astype(int) - film(scene, windows, 16, 8)).max() <= 1  # the same, backwards
 
 
@@ -79,7 +79,7 @@ def red_mass(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_zooming_in_on_a_world_scene_magnifies_its_object_about_the_centre():
     square = Obj("square", "red", "small", "still", 0.7, 0.4)
     still = render(Scene([square], Background("solid", "navy")), 64, 64, 5, 8)
-    area, offset = red_mass(film(still, Move(zoom=1.5, span=(0, 4)).windows((64, 64), (64, 64), 0, 5), 64, 64))
+    area, offset = red_mass(film(still, Move.over((0, 4), zoom=1.5).windows((64, 64), (64, 64), 0, 5), 64, 64))
     assert offset[0] == pytest.approx([0.2 * 64, -0.1 * 64], abs=0.5)  # the whole frame first
     assert area[-1] / area[0] == pytest.approx(1.5**2, rel=0.02) and (np.diff(area) > 0).all()
     assert offset[-1] / offset[0] == pytest.approx([1.5, 1.5], rel=0.02)  # it moves out from the centre as it grows
@@ -91,12 +91,13 @@ def test_a_long_pan_or_zoom_slows_to_stay_within_its_room(debug_pipe):
     minute = debug_pipe.resolve(Request("the camera pans right over a snowy field", width=96, height=64, seconds=60,
                                         window_camera=True))
     whole = (0, minute.frames - 1)
-    assert move_for(minute) == (Move(pan=(PAN_ROOM * 64, 0), span=whole), [])  # not 0.2 short sides a second
+    assert move_for(minute) == (Move.over(whole, pan=(pytest.approx(PAN_ROOM * 64), 0)), [])  # not 0.2 a second
     second = replace(minute, prompt="a camera panning over a snowy field", frames=9, fps=8)
-    assert move_for(second)[0] == Move(pan=(0.2 * 64, 0), span=(0, 8))
-    assert move_for(replace(minute, prompt="the camera zooms in on a red star"))[0].zoom == ZOOM_ROOM
-    assert move_for(replace(second, prompt="the camera pulls back from a red star"))[0].zoom == pytest.approx(
-        math.exp(-ZOOM_SPEED))
+    assert move_for(second)[0] == Move.over((0, 8), pan=(0.2 * 64, 0))
+    assert move_for(replace(minute, prompt="the camera zooms in on a red star"))[0] == Move.over(
+        whole, zoom=pytest.approx(ZOOM_ROOM))
+    assert move_for(replace(second, prompt="the camera pulls back from a red star"))[0] == Move.over(
+        (0, 8), zoom=pytest.approx(math.exp(-ZOOM_SPEED)))
     for change in ({"window_camera": False}, {"mode": "loop"}, {"frames": 1}, {"prompt": "a red star zooms left"}):
         assert not move_for(replace(second, **{"prompt": "the camera zooms in on a red star", **change}))[0]
 
@@ -104,19 +105,20 @@ def test_a_long_pan_or_zoom_slows_to_stay_within_its_room(debug_pipe):
 def test_each_mode_makes_the_moves_its_given_frames_leave_room_for(debug_pipe):
     base = debug_pipe.resolve(Request("a red star", width=64, height=48, frames=8, fps=8, window_camera=True))
     clip = np.zeros((9, 48, 64, 3), np.uint8)
-    zoom_in, zoom_out = math.exp(ZOOM_SPEED), math.exp(-ZOOM_SPEED)  # 8 new frames at 8 fps: 1 s
+    zoom_in, zoom_out = pytest.approx(math.exp(ZOOM_SPEED)), pytest.approx(math.exp(-ZOOM_SPEED))  # 8 frames: 1 s
     cases = {  # mode, inputs -> the move for a zoom in, and for a zoom out
-        ("extend", "video"): (Move(zoom=zoom_in, span=(8, 16)), Move()),  # from the clip's last frame on
-        ("extend_backward", "video"): (Move(), Move(zoom=zoom_out, span=(0, 8))),  # into the clip's first frame
-        ("edit", "video"): (Move(zoom=zoom_in ** (7 / 8), span=(0, 7)), Move(zoom=zoom_out ** (7 / 8), span=(0, 7))),
+        ("extend", "video"): (Move.over((8, 16), zoom=zoom_in), Move()),  # from the clip's last frame on
+        ("extend_backward", "video"): (Move(), Move.over((0, 8), zoom=zoom_out)),  # into the clip's first frame
+        ("edit", "video"): (Move.over((0, 7), zoom=pytest.approx(math.exp(ZOOM_SPEED * 7 / 8))),
+                            Move.over((0, 7), zoom=pytest.approx(math.exp(-ZOOM_SPEED * 7 / 8)))),
         ("loop", None): (Move(), Move()),
-        ("sequence", None): (Move(), Move()),
+        ("connect", None): (Move(), Move()),
     }
     for (mode, given), (closer, wider) in cases.items():
         inputs = {given: clip} if given else {}
         for prompt, expected in (("the camera zooms in on a red star", closer), ("zoom out from a red star", wider)):
             move, notes = move_for(replace(base, prompt=prompt, mode=mode, **inputs))
-            assert (move.zoom, move.span, move.pan) == (pytest.approx(expected.zoom), expected.span, (0, 0)), mode
+            assert move == expected, (mode, prompt)
             assert bool(notes) == (not expected) and all(f"not made in mode {mode}" in note for note in notes)
     move, notes = move_for(replace(base, prompt="the camera pans left over a red star", mode="extend", video=clip))
     assert not move and notes == ["camera pan: not made in mode extend (the new part starts on the video's last frame, "
@@ -127,12 +129,12 @@ def test_each_mode_makes_the_moves_its_given_frames_leave_room_for(debug_pipe):
 def test_an_asked_pan_slides_the_frame_across_a_wider_scene(debug_pipe):
     pan = "a red circle over a brick wall, the camera pans left"
     video = generate(debug_pipe, pan)
-    assert video.move == Move(pan=pytest.approx((-0.2 * 1.0 * 48, 0)), span=(0, 8))  # PAN_SPEED short sides a second
+    assert video.move == Move.over((0, 8), pan=pytest.approx((-0.2 * 1.0 * 48, 0)))  # PAN_SPEED short sides a second
     assert video.latents.shape[-2:] == (6, 10)  # 80 px wide: the frame's 64 and the 9.6 px it travels
     assert video.meta["camera_pan"] == "left 10 px, by sliding the frame"
     assert debug_pipe.decode(video).shape == (9, 48, 64, 3)
     tilt = generate(debug_pipe, "the camera tilts up over a brick wall")
-    assert tilt.move == Move(pan=pytest.approx((0, -9.6)), span=(0, 8))
+    assert tilt.move == Move.over((0, 8), pan=pytest.approx((0, -9.6)))
     assert tilt.latents.shape[-2:] == (8, 8)  # 64 px: 48 + 9.6
     assert tilt.meta["camera_pan"] == "up 10 px, by sliding the frame"
     for kwargs in ({"window_camera": False}, {"prompt": "a red circle over a brick wall"}, {"frames": 1}):
@@ -146,12 +148,12 @@ def test_an_asked_pan_slides_the_frame_across_a_wider_scene(debug_pipe):
 
 def test_an_asked_zoom_crops_into_what_the_model_drew(debug_pipe):
     video = generate(debug_pipe, "the camera slowly zooms in on a red circle over a brick wall")
-    assert video.move == Move(zoom=pytest.approx(math.exp(ZOOM_SPEED)), span=(0, 8))  # 1.16x over 1 s
+    assert video.move == Move.over((0, 8), zoom=pytest.approx(math.exp(ZOOM_SPEED)))  # 1.16x over 1 s
     assert video.latents.shape[-2:] == (6, 8)  # the output's own frame
     assert video.meta["camera_zoom"] == "in 1.16x, by cropping the frame closer" and "camera_pan" not in video.meta
     assert debug_pipe.decode(video).shape == (9, 48, 64, 3)
     both = generate(debug_pipe, "the camera pans left and zooms out over a brick wall")
-    assert both.move == Move((pytest.approx(-9.6), 0.0), pytest.approx(math.exp(-ZOOM_SPEED)), (0, 8))
+    assert both.move == Move.over((0, 8), (pytest.approx(-9.6), 0.0), pytest.approx(math.exp(-ZOOM_SPEED)))
     assert set(both.meta) >= {"camera_pan", "camera_zoom"} and both.meta["camera_zoom"].startswith("out 1.16x")
 
 
@@ -160,7 +162,8 @@ def test_extensions_and_edits_zoom_over_the_frames_they_draw(debug_pipe):
                   64, 48, 9, 8)
     closer = generate(debug_pipe, "the camera zooms in on a red square", mode="extend", video=wall, frames=8)
     frames = debug_pipe.decode(closer)
-    assert closer.move.span == (8, 16) and closer.meta["camera_zoom"] == "in 1.16x, by cropping the frame closer"
+    assert closer.move == Move.over((8, 16), zoom=pytest.approx(math.exp(ZOOM_SPEED)))
+    assert closer.meta["camera_zoom"] == "in 1.16x, by cropping the frame closer"
     assert len(frames) == 17 and np.array_equal(frames[:9], wall)  # the given clip is shown as it was
     plain = generate(debug_pipe, "the camera zooms in on a red square", mode="extend", video=wall, frames=8,
                      window_camera=False)
@@ -170,17 +173,48 @@ def test_extensions_and_edits_zoom_over_the_frames_they_draw(debug_pipe):
     assert closer.move.windows((64, 48), (64, 48), 16, 1)[0, 2] == pytest.approx(64 / math.exp(ZOOM_SPEED))
     wider = generate(debug_pipe, "zoom out from a red square", mode="extend_backward", video=wall, frames=8)
     frames = debug_pipe.decode(wider)
-    assert wider.move.span == (0, 8) and len(frames) == 17 and np.array_equal(frames[8:], wall)
+    assert wider.move.legs[0].span == (0, 8) and len(frames) == 17 and np.array_equal(frames[8:], wall)
     assert wider.move.windows((64, 48), (64, 48), 0, 1)[0, 2] == pytest.approx(64 * math.exp(-ZOOM_SPEED))
     edited = generate(debug_pipe, "a blue square, the camera zooms in", mode="edit", video=wall, strength=0.5)
-    assert edited.move == Move(zoom=pytest.approx(math.exp(ZOOM_SPEED)), span=(0, 8)) and not edited.notes
+    assert edited.move == Move.over((0, 8), zoom=pytest.approx(math.exp(ZOOM_SPEED))) and not edited.notes
     assert debug_pipe.decode(edited).shape == (9, 48, 64, 3)
+
+
+def test_each_segment_of_a_prompt_sequence_moves_as_its_prompt_asks(debug_pipe):
+    story = [(0, "a red circle over a brick wall"), (1, "the camera pans left over a brick wall"),
+             (2, "the camera zooms in on the red circle")]
+    video = generate(debug_pipe, "", segments=story, frames=24)
+    starts = [start for start, *_ in video.meta["segments"]]
+    pan, zoom = video.move.legs
+    assert (pan.span, zoom.span) == ((starts[1], starts[2]), (starts[2], 23))  # each runs to the next one's start
+    assert pan.pan == pytest.approx((-0.2 * 48 * (starts[2] - starts[1]) / 8, 0)) and pan.zoom == 1.0
+    assert zoom.zoom == pytest.approx(math.exp(ZOOM_SPEED * (23 - starts[2]) / 8)) and not any(zoom.pan)
+    assert video.meta["camera_pan"].startswith("left") and video.meta["camera_zoom"].startswith("in")
+    frames = debug_pipe.decode(video)
+    assert frames.shape == (24, 48, 64, 3) and not video.notes
+    windows = video.move.windows((80, 48), (64, 48), 0, 24)  # a scene 80 px wide: 64 and the 9-12 px of the pan
+    assert (windows[:starts[1] + 1, 0] == windows[0, 0]).all()  # still through the first segment
+    assert windows[starts[2], 0] < windows[0, 0] and (windows[:starts[2] + 1, 2] == 64).all()  # panned, then zooms
+    assert windows[-1, 2] == pytest.approx(64 / zoom.zoom)
+
+
+def test_legs_that_would_pan_or_zoom_past_the_room_are_slowed_alike(debug_pipe):
+    base = debug_pipe.resolve(Request("a red star", width=64, height=48, seconds=20, fps=8, window_camera=True,
+                                      segments=[(0, "zoom in on a red star"), (10, "the camera zooms in further")]))
+    move, _ = move_for(base, [(0, 80, "zoom in on a red star"), (80, 159, "the camera zooms in again")])
+    first, second = move.legs
+    assert first.zoom * second.zoom == pytest.approx(ZOOM_ROOM)  # 2 x e^1.5 would be 20x: slowed to 1.5x in all
+    assert math.log(first.zoom) / math.log(second.zoom) == pytest.approx(80 / 79)  # each at the same pace
+    move, _ = move_for(base, [(0, 80, "the camera pans left"), (80, 159, "the camera pans right")])
+    x = move.windows(move.scene(64, 48), (64, 48), 0, 160)[:, 0]
+    assert x.max() - x.min() == pytest.approx(PAN_ROOM * 48, abs=0.5)  # there and back within the room
+    assert x[0] - x[-1] == pytest.approx(PAN_ROOM * 48 / 80)  # back at the same pace: 79 frames of the 80 there
 
 
 def test_image_to_video_opens_on_the_photo_or_the_part_a_pan_starts_on(debug_pipe):
     photo = skimage.data.chelsea()  # (300, 451, 3), a real photograph
     video = generate(debug_pipe, "a cat, the camera pans right", image=photo, width=48, height=32)
-    assert video.move == Move(pan=pytest.approx((0.2 * 32, 0)), span=(0, 8))
+    assert video.move == Move.over((0, 8), pan=pytest.approx((0.2 * 32, 0)))
     assert video.latents.shape[-1] == 8  # 64: 48 + 6.4
     assert video.notes == ["image: resized 451x300 to 64x43 and center-cropped to 64x32 (the scene the frame pans "
                            "across)"]

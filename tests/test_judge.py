@@ -122,7 +122,7 @@ def test_camera_zoom_is_measured_and_removed_from_object_size_and_motion(kind):
         scene = Scene([Obj("square", "red", "medium", motion, start, 0.4, speed=0.15)], Background(kind, None, 3))
         drawn = render(scene, 128, 128, 17, 8.0)
         for way, factor in (("in", 1.35), ("out", 1 / 1.35)):
-            filmed = film(drawn, Move(zoom=factor, span=(0, 16)).windows((128, 128), (128, 128), 0, 17), 128, 128)
+            filmed = film(drawn, Move.over((0, 16), zoom=factor).windows((128, 128), (128, 128), 0, 17), 128, 128)
             found = measure(filmed, 8.0)
             assert found.camera_zoom[-1] == pytest.approx(factor, rel=0.05 if kind != "night" else 0.08), way
             prompt = f"a medium red square {'stays still' if motion == 'still' else 'moves left'} over {WALLS[kind]}"
@@ -142,7 +142,7 @@ def test_a_zoom_step_next_to_an_unmeasurable_one_is_not_refined_into_nan():
 def test_a_plain_background_cannot_show_a_zoom():
     still = render(Scene([Obj("square", "red", "medium", "still", 0.62, 0.4)], Background("solid", "navy")),
                    128, 128, 17, 8.0)
-    zoomed = film(still, Move(zoom=1.35, span=(0, 16)).windows((128, 128), (128, 128), 0, 17), 128, 128)
+    zoomed = film(still, Move.over((0, 16), zoom=1.35).windows((128, 128), (128, 128), 0, 17), 128, 128)
     assert (measure(zoomed, 8.0).camera_zoom == 1).all()  # a plain background cannot show a zoom, as for a pan
 
 

@@ -13,9 +13,10 @@ over what it drew (`film`), resampled to the output's size:
 
 A given clip fixes the frame where the video meets it, and nothing outside its frame is known, so each mode makes the
 moves that leave its given frames whole (`MOVES`): an extension forward zooms in from the clip's last frame, one
-backward zooms out into its first, and an edit, which draws anew in the clip's frame, zooms either way. The move runs
-over the frames the mode draws (`Move.span`) and holds before and after. A move's room is bounded (`PAN_ROOM`,
-`ZOOM_ROOM`), so a long video moves slower and its memory stays bounded.
+backward zooms out into its first, and an edit, which draws anew in the clip's frame, zooms either way. A move runs
+over the frames the mode draws and holds before and after; a prompt sequence's segments each add a leg (`Leg`) over
+their own frames, as their prompts ask. A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`, for all legs together),
+so a long video moves slower and its memory stays bounded.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ MOVES = {  # mode -> the moves its frame makes: "pan" (a pan or tilt), "in" and 
     "extend": ("in",),  # the new part closes in from the clip's last frame
     "extend_backward": ("out",),  # the new part widens into the clip's first frame
     "edit": ("in", "out"),  # the edit draws anew in the clip's own frame
+    "sequence": ("pan", "in", "out"),  # each segment moves over its own frames, as its prompt asks
 }
 WHY_NOT = {  # mode -> why it makes no other move
     "extend": "the new part starts on the video's last frame, and nothing outside it is known",
@@ -47,69 +49,114 @@ WHY_NOT = {  # mode -> why it makes no other move
     "edit": "nothing outside the video's frame is known",
     "loop": "a loop ends where it starts",
     "connect": "the bridge starts and ends on the videos' own frames",
-    "sequence": "a prompt sequence's segments continue each other",
 }
 SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitted to a pan's wider scene adds
 
 
 @dataclass(frozen=True)
-class Move:
-    """A camera move made with the output's frame: none by default."""
+class Leg:
+    """One stretch of a camera move: over the output frames `span` the frame pans and zooms at an even pace."""
 
-    pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame's centre travels over the span
-    zoom: float = 1.0  # how much larger the scene looks at the end than at the start: > 1 zooms in, < 1 out
-    span: tuple[int, int] = (0, 1)  # the output frames the move runs between; it holds before and after
+    span: tuple[int, int]  # the output frames it runs between
+    pan: tuple[float, float] = (0.0, 0.0)  # output pixels (x, y; y down) the frame's centre travels
+    zoom: float = 1.0  # how much larger the scene looks at its end than at its start: > 1 zooms in, < 1 out
 
     def __bool__(self) -> bool:
         return any(self.pan) or self.zoom != 1.0
 
-    @property
-    def scales(self) -> tuple[float, float]:
-        """The window's size at the start and at the end, as a share of the output's (<= 1)."""
-        return min(self.zoom, 1.0), min(1.0 / self.zoom, 1.0)
+    def progress(self, frames: np.ndarray) -> np.ndarray:
+        """How far along the leg each output frame is: 0 before it, 1 after it."""
+        first, last = self.span
+        return np.clip((frames - first) / max(last - first, 1), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Move:
+    """A camera move made with the output's frame, leg after leg (a prompt sequence's segments each move as their
+    prompts ask); none by default."""
+
+    legs: tuple[Leg, ...] = ()
+
+    @classmethod
+    def over(cls, span: tuple[int, int], pan: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> Move:
+        """A move of one leg."""
+        return cls((Leg(span, pan, zoom),))
+
+    def __bool__(self) -> bool:
+        return any(self.legs)
+
+    def _path(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the frame's centre has travelled (x, y, output pixels) and its log magnification at `frames`."""
+        x, y, magnified = np.zeros(len(frames)), np.zeros(len(frames)), np.zeros(len(frames))
+        for leg in self.legs:
+            progress = leg.progress(frames)
+            x, y = x + progress * leg.pan[0], y + progress * leg.pan[1]
+            magnified = magnified + progress * math.log(leg.zoom)
+        return x, y, magnified
+
+    def _extremes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The path at every leg's ends, where its extremes lie (it is linear between them)."""
+        return self._path(np.array([0, *(end for leg in self.legs for end in leg.span)], dtype=float))
 
     def scene(self, width: int, height: int) -> tuple[int, int]:
         """The smallest scene that holds every window of a width x height output: wider (taller) by a pan's travel,
         and 1 px to blend sub-pixel windows; a zoom stays inside the output's own frame."""
-        return _room(width, self.pan[0]), _room(height, self.pan[1])
+        x, y, _ = self._extremes()
+        return _room(width, x.max() - x.min()), _room(height, y.max() - y.min())
 
     def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int) -> np.ndarray:
-        """(count, 4): x, y, width, height in scene pixels of the windows output frames start.. show, centred on
-        the scene: over the span a pan travels at an even pace, and a zoom scales by an even factor a frame."""
-        first, last = self.span
-        progress = np.clip((np.arange(start, start + count) - first) / max(last - first, 1), 0.0, 1.0)
-        opening, closing = self.scales
-        scale = opening ** (1 - progress) * closing ** progress
-        width, height = scale * out[0], scale * out[1]
-        x = (scene[0] - width) / 2 + (progress - 0.5) * self.pan[0]
-        y = (scene[1] - height) / 2 + (progress - 0.5) * self.pan[1]
-        return np.stack([x, y, width, height], axis=1)
+        """(count, 4): x, y, width, height in scene pixels of the windows output frames start.. show. The path is
+        centred on the scene, and the widest view is the output's own frame: a zoom in narrows the window from it,
+        a zoom out widens the window to it."""
+        x, y, magnified = self._path(np.arange(start, start + count, dtype=float))
+        ends_x, ends_y, ends_magnified = self._extremes()
+        share = np.exp(ends_magnified.min() - magnified)  # the window's size as a share of the output's
+        width, height = share * out[0], share * out[1]
+        left = (scene[0] - width) / 2 + x - (ends_x.min() + ends_x.max()) / 2
+        top = (scene[1] - height) / 2 + y - (ends_y.min() + ends_y.max()) / 2
+        return np.stack([left, top, width, height], axis=1)
 
     def describe(self) -> dict[str, str]:
-        """Metadata entries for the move, for people (`camera_pan`, `camera_zoom`)."""
-        info = {}
-        if any(self.pan):
-            dx, dy = self.pan
-            way = "right" if dx > 0 else "left" if dx < 0 else "down" if dy > 0 else "up"
-            info["camera_pan"] = f"{way} {math.hypot(dx, dy):.0f} px, by sliding the frame"
-        if self.zoom != 1.0:
-            way, factor = ("in", self.zoom) if self.zoom > 1 else ("out", 1 / self.zoom)
-            info["camera_zoom"] = f"{way} {factor:.2f}x, by cropping the frame {'closer' if way == 'in' else 'wider'}"
-        return info
+        """Metadata entries for the move, for people (`camera_pan`, `camera_zoom`), leg by leg."""
+        pans = [_pan_words(leg.pan) for leg in self.legs if any(leg.pan)]
+        zooms = [_zoom_words(leg.zoom) for leg in self.legs if leg.zoom != 1.0]
+        return {key: "; then ".join(words) for key, words in (("camera_pan", pans), ("camera_zoom", zooms)) if words}
+
+
+def _pan_words(pan: tuple[float, float]) -> str:
+    dx, dy = pan
+    way = "right" if dx > 0 else "left" if dx < 0 else "down" if dy > 0 else "up"
+    return f"{way} {math.hypot(dx, dy):.0f} px, by sliding the frame"
+
+
+def _zoom_words(zoom: float) -> str:
+    way, factor = ("in", zoom) if zoom > 1 else ("out", 1 / zoom)
+    return f"{way} {factor:.2f}x, by cropping the frame {'closer' if way == 'in' else 'wider'}"
 
 
 def _room(size: int, travel: float) -> int:
-    return size + math.ceil(abs(travel)) + 1 if travel else size
+    return size + math.ceil(travel) + 1 if travel else size
 
 
-def move_for(req: Request) -> tuple[Move, list[str]]:
+def move_for(req: Request, segments: list[tuple[int, int, str]] | None = None) -> tuple[Move, list[str]]:
     """The move a resolved request asks for, and notes on what it asks and does not get.
 
-    A pan travels `prompting.PAN_SPEED` short sides a second (at most PAN_ROOM) and a zoom magnifies by ZOOM_SPEED
-    (at most ZOOM_ROOM), over the frames the mode draws, when `window_camera` is on and they are 2 or more."""
+    A pan travels `prompting.PAN_SPEED` short sides a second and a zoom magnifies by ZOOM_SPEED, over the frames
+    the mode draws, when `window_camera` is on and they are 2 or more. A prompt sequence passes its `segments`
+    (first frame, last frame, prompt): each moves over its frames as its prompt asks. All legs together stay
+    within PAN_ROOM and ZOOM_ROOM, so a long video moves slower."""
     if not (req.window_camera and req.frames >= 2):
         return Move(), []
-    way, zoom = prompting.asked_camera(req.prompt)
+    legs, notes = [], []
+    for first, last, prompt in segments or [(*_span(req), req.prompt)]:
+        leg, leg_notes = _leg(req, prompt, (first, last))
+        legs.append(leg)
+        notes += [note for note in leg_notes if note not in notes]
+    return _within_room([leg for leg in legs if leg], min(req.width, req.height)), notes
+
+
+def _leg(req: Request, prompt: str, span: tuple[int, int]) -> tuple[Leg, list[str]]:
+    way, zoom = prompting.asked_camera(prompt)
     asked = {"pan": way is not None, "in": zoom == "in", "out": zoom == "out"}
     allowed = MOVES.get(req.mode, ())
     notes = [f"camera {'zoom ' if name != 'pan' else ''}{name}: not made in mode {req.mode} ({WHY_NOT[req.mode]}; "
@@ -118,14 +165,23 @@ def move_for(req: Request) -> tuple[Move, list[str]]:
     if req.mode == "i2v" and zoom == "out":
         notes.append("camera zoom out: the video opens on a close-up of the image's centre and widens to the whole "
                      "image, as nothing outside it is known")
-    first, last = _span(req)
-    seconds = (last - first) / req.fps
-    travel = min(prompting.PAN_SPEED * seconds, PAN_ROOM) * min(req.width, req.height)
+    seconds = (span[1] - span[0]) / req.fps
+    travel = prompting.PAN_SPEED * seconds * min(req.width, req.height)
     pan = (way[0] * travel, way[1] * travel) if asked["pan"] and "pan" in allowed else (0.0, 0.0)
-    factor = min(math.exp(ZOOM_SPEED * seconds), ZOOM_ROOM)
-    zoomed = {"in": factor, "out": 1 / factor}.get(zoom, 1.0) if zoom in allowed else 1.0
-    move = Move(pan, zoomed, (first, last))
-    return (move if move else Move()), notes
+    factor = math.exp(ZOOM_SPEED * seconds)
+    return Leg(span, pan, {"in": factor, "out": 1 / factor}.get(zoom, 1.0) if zoom in allowed else 1.0), notes
+
+
+def _within_room(legs: list[Leg], short: int) -> Move:
+    """The legs, each slowed by the same share where together they would pan further than PAN_ROOM short sides or
+    zoom more than ZOOM_ROOM."""
+    move = Move(tuple(legs))
+    x, y, magnified = move._extremes()
+    travel = max(x.max() - x.min(), y.max() - y.min()) / (PAN_ROOM * short)
+    zoomed = (magnified.max() - magnified.min()) / math.log(ZOOM_ROOM)
+    pan_share, zoom_share = 1 / max(travel, 1.0), 1 / max(zoomed, 1.0)
+    return Move(tuple(Leg(leg.span, (leg.pan[0] * pan_share, leg.pan[1] * pan_share), leg.zoom**zoom_share)
+                      for leg in legs))
 
 
 def _makes(allowed: tuple[str, ...]) -> str:

@@ -15,7 +15,8 @@ time, laid out as [k context | m new | e end], the context and end frames given:
 
 In text and image to video an asked camera pan or tilt draws a scene wider by its travel (the image covering all of
 it), and an asked zoom the output's own frame; the output's frame moves over it as it is decoded (`kinema.camera`).
-Extensions and edits zoom the same way, where their given frames leave room (`camera.MOVES`).
+Extensions and edits zoom the same way, where their given frames leave room, and each segment of a prompt sequence
+moves as its own prompt asks (`camera.MOVES`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -192,7 +193,8 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        self.move, camera_notes = camera.move_for(req)  # a pan, tilt or zoom: the frame moving over what is drawn
+        segments = self.segment_frames() if req.mode == "sequence" else None
+        self.move, camera_notes = camera.move_for(req, segments)  # pans, tilts, zooms: the frame moving over the video
         self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
@@ -204,6 +206,12 @@ class Job:
             self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
                               "pass a guidance above 1 to use it")
         self.notes += camera_notes
+
+    def segment_frames(self) -> list[tuple[int, int, str]]:
+        """(first frame, last frame, prompt) of each segment of a prompt sequence: it runs to the next one's start."""
+        spans = segment_spans(self.req.segments, self.req.frames, self.req.fps, self.tf)
+        starts = [first_frame(first, self.tf) for first, _, _ in spans]
+        return list(zip(starts, [*starts[1:], self.req.frames - 1], [prompt for *_, prompt in spans], strict=True))
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:
