@@ -206,14 +206,14 @@ def film(frames: np.ndarray, windows: np.ndarray, width: int, height: int) -> np
     exactly; at a fraction, the two whole-pixel windows either side blend, so a pan glides rather than steps."""
     out = np.empty((len(frames), height, width, 3), np.uint8)
     for i, (frame, (x, y, w, h)) in enumerate(zip(frames.astype(np.float32), windows, strict=True)):
-        rows = _resample(frame, y, h, height, axis=0)
-        out[i] = np.rint(_resample(rows, x, w, width, axis=1))
+        rows = resample(frame, y, h, height, axis=0)
+        out[i] = np.rint(resample(rows, x, w, width, axis=1))
     return out
 
 
-def _resample(image: np.ndarray, start: float, length: float, size: int, axis: int) -> np.ndarray:
-    """`size` samples along `axis` of `image`, linearly interpolated, over the `length` (at most `size`) pixels from
-    the fractional position `start`."""
+def resample(image: np.ndarray, start: float, length: float, size: int, axis: int) -> np.ndarray:
+    """`size` samples along `axis` (0 or 1) of a 3-d `image`, linearly interpolated, over the `length` pixels from
+    the fractional position `start`; beyond the image's edge its edge pixels repeat."""
     step = length / size
     centres = start + np.arange(size) * step + (step - 1) / 2  # each output pixel's centre, in scene pixels
     low = np.floor(centres)

@@ -13,6 +13,7 @@ from functools import cache
 
 import numpy as np
 
+from kinema.camera import resample
 from kinema.world_render import render
 from kinema.world_scene import (
     BACKGROUND_COLOURS,
@@ -434,17 +435,14 @@ def _classify_background(video: np.ndarray, rows: np.ndarray, free: np.ndarray,
 
 
 def _zoomed(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, ...) `image` seen by a camera magnifying `scale` about its centre (linear), and an (H, W) mask of
-    where the view stays inside the image."""
+    """(H, W, C) `image` seen by a camera magnifying `scale` about its centre (`camera.resample`), and an (H, W)
+    mask of where the view stays inside the image."""
     height, width = image.shape[:2]
-    ys = (np.arange(height) - (height - 1) / 2) / scale + (height - 1) / 2
+    rows = resample(image, (height - height / scale) / 2, height / scale, height, axis=0)
+    view = resample(rows, (width - width / scale) / 2, width / scale, width, axis=1)
+    ys = (np.arange(height) - (height - 1) / 2) / scale + (height - 1) / 2  # where each view pixel samples
     xs = (np.arange(width) - (width - 1) / 2) / scale + (width - 1) / 2
-    inside = ((ys >= 0) & (ys <= height - 1))[:, None] & ((xs >= 0) & (xs <= width - 1))[None, :]
-    y0, x0 = np.clip(np.floor(ys).astype(int), 0, height - 2), np.clip(np.floor(xs).astype(int), 0, width - 2)
-    fy = (ys - y0).reshape(-1, *[1] * (image.ndim - 1))
-    fx = (xs - x0).reshape(1, -1, *[1] * (image.ndim - 2))
-    rows = image[y0] * (1 - fy) + image[y0 + 1] * fy
-    return rows[:, x0] * (1 - fx) + rows[:, x0 + 1] * fx, inside
+    return view, ((ys >= 0) & (ys <= height - 1))[:, None] & ((xs >= 0) & (xs <= width - 1))[None, :]
 
 
 def estimate_zoom(gray: np.ndarray, valid: np.ndarray, camera_x: np.ndarray) -> np.ndarray:
