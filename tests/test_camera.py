@@ -8,9 +8,8 @@ import pytest
 import skimage.data
 import torch
 
-from kinema.camera import PAN_ROOM, ZOOM_ROOM, ZOOM_SPEED, Move, film, move_for
+from kinema.camera import PAN_ROOM, ZOOM_ROOM, ZOOM_SPEED, Leg, Move, film, move_for, pin
 from kinema.io import fit_image
-from kinema.modes import psnr
 from kinema.pipeline import Request, Video
 from kinema.world import Background, Obj, Scene, render
 
@@ -120,10 +119,12 @@ def test_each_mode_makes_the_moves_its_given_frames_leave_room_for(debug_pipe):
             move, notes = move_for(replace(base, prompt=prompt, mode=mode, **inputs))
             assert move == expected, (mode, prompt)
             assert bool(notes) == (not expected) and all(f"not made in mode {mode}" in note for note in notes)
-    move, notes = move_for(replace(base, prompt="the camera pans left over a red star", mode="extend", video=clip))
-    assert not move and notes == ["camera pan: not made in mode extend (the new part starts on the video's last frame, "
-                                  "and nothing outside it is known; it makes only zoom ins), so the camera moves only "
-                                  "as the model draws it"]
+    pan = "the camera pans left over a red star"
+    move, notes = move_for(replace(base, prompt=pan, mode="extend", video=clip))
+    assert move == Move.over((8, 16), pan=(pytest.approx(-0.2 * 48), 0.0)) and not notes  # from the clip's last frame
+    move, notes = move_for(replace(base, prompt=pan, mode="edit", video=clip))
+    assert not move and notes == ["camera pan: not made in mode edit (nothing outside the video's frame is known; it "
+                                  "makes zooms but no pans), so the camera moves only as the model draws it"]
 
 
 def test_an_asked_pan_slides_the_frame_across_a_wider_scene(debug_pipe):
@@ -211,22 +212,51 @@ def test_legs_that_would_pan_or_zoom_past_the_room_are_slowed_alike(debug_pipe):
     assert x[0] - x[-1] == pytest.approx(PAN_ROOM * 48 / 80)  # back at the same pace: 79 frames of the 80 there
 
 
-def test_image_to_video_opens_on_the_photo_or_the_part_a_pan_starts_on(debug_pipe):
+def test_a_pinned_pan_starts_on_the_given_frame_at_a_whole_token_of_the_scene():
+    right, left = Move.over((0, 16), pan=(51.2, 0.0)), Move.over((0, 16), pan=(-51.2, 0.0))
+    for move, frame, corner in ((right, 0, (0, 0)), (left, 0, (64, 0)), (left, 16, (0, 0))):
+        pinned, scene, at = pin(move, frame, (128, 128), (128, 128), 16)
+        windows = pinned.windows(scene, (128, 128), 0, 17)
+        assert at == corner and scene == (192, 128)  # 128 and the 51.2 px of the pan, in whole 16 px tokens
+        assert windows[frame, :2].tolist() == list(corner)  # the given frame is the window there, pixel for pixel
+        assert windows[:, 0].min() >= 0 and windows[:, 0].max() + 128 <= scene[0]
+        assert windows[-1, 0] - windows[0, 0] == pytest.approx(move.legs[0].pan[0])
+    pinned, scene, at = pin(Move.over((0, 16), pan=(0.0, -20.0)), 0, (120, 90), (128, 96), 16)
+    assert (at, scene) == ((0, 32), (128, 128)) and pinned.windows(scene, (120, 90), 0, 1)[0, :2].tolist() == [4, 35]
+
+
+def test_image_to_video_opens_on_the_photo_and_a_pan_draws_the_scene_around_it(debug_pipe):
     photo = skimage.data.chelsea()  # (300, 451, 3), a real photograph
-    video = generate(debug_pipe, "a cat, the camera pans right", image=photo, width=48, height=32)
-    assert video.move == Move.over((0, 8), pan=pytest.approx((0.2 * 32, 0)))
-    assert video.latents.shape[-1] == 8  # 64: 48 + 6.4
-    assert video.notes == ["image: resized 451x300 to 64x43 and center-cropped to 64x32 (the scene the frame pans "
-                           "across)"]
+    fitted = fit_image(photo, 48, 32)[0]
+    given = debug_pipe.encode(fitted[None])  # (1, C, 1, 4, 6)
+    for way, corner in (("right", 0), ("left", 2)):  # latent columns where the photo stands in the 8-wide scene
+        video = generate(debug_pipe, f"a cat, the camera pans {way}", image=photo, width=48, height=32)
+        assert video.move.legs == (Leg((0, 8), pytest.approx((6.4 if way == "right" else -6.4, 0))),)
+        assert video.latents.shape[-2:] == (4, 8) and video.notes == ["image: resized 451x300 to 48x32"]
+        assert torch.equal(video.latents[:, :, :1, :, corner:corner + 6], given)  # the photo, token for token
+        assert video.latents[:, :, 0].abs().sum() > given.abs().sum()  # and a scene drawn around it
+        frames = debug_pipe.decode(video)
+        assert frames.shape == (9, 32, 48, 3) and not np.array_equal(frames[0], frames[-1])
     zoomed = generate(debug_pipe, "a cat, zoom in", image=photo, width=48, height=32)
     assert zoomed.notes == ["image: resized 451x300 to 48x32"] and zoomed.latents.shape[-1] == 6
+    assert torch.equal(zoomed.latents[:, :, :1], given) and zoomed.move.pin is None
     widened = generate(debug_pipe, "a cat, zoom out", image=photo, width=48, height=32)
     assert widened.notes[0].startswith("camera zoom out: the video opens on a close-up of the image's centre")
-    for clip, scene in ((video, (64, 32)), (zoomed, (48, 32))):
-        fitted = fit_image(photo, *scene)[0]  # the photo covers the whole scene
-        round_trip = debug_pipe.decode(Video(debug_pipe.encode(fitted[None]), 1, 8, *scene))
-        first = film(round_trip, clip.move.windows(scene, (48, 32), 0, 1), 48, 32)[0]
-        frames = debug_pipe.decode(clip)
-        assert frames.shape == (9, 32, 48, 3)
-        assert psnr(frames[0], first) > 50  # it opens on the photo's left part, or on the whole photo
+
+
+def test_extensions_pan_from_the_clip_over_a_scene_drawn_around_it(debug_pipe):
+    wall = render(Scene([Obj("square", "red", "small", "right", 0.3, 0.5)], Background("brick", texture_seed=3)),
+                  64, 48, 9, 8)
+    clip = debug_pipe.encode(wall)  # (1, C, 3, 6, 8)
+    forward = generate(debug_pipe, "the camera pans left over a brick wall", mode="extend", video=wall, frames=8)
+    frames = debug_pipe.decode(forward)
+    assert forward.move.legs == (Leg((8, 16), (pytest.approx(-9.6), 0.0)),) and not forward.notes
+    assert forward.latents.shape[-1] == 10 and torch.equal(forward.latents[:, :, :3, :, 2:], clip)  # 80 px: 64 + 9.6
+    assert len(frames) == 17 and np.array_equal(frames[:9], wall)  # the clip as it was, then the pan from its end
+    assert forward.move.windows((80, 48), (64, 48), 8, 9)[[0, -1], 0] == pytest.approx([16, 6.4])
+    backward = generate(debug_pipe, "the camera pans right over a brick wall", mode="extend_backward", video=wall,
+                        frames=8)
+    frames = debug_pipe.decode(backward)
+    assert backward.move.windows((80, 48), (64, 48), 0, 9)[[0, -1], 0] == pytest.approx([6.4, 16])  # ends on the clip
+    assert len(frames) == 17 and np.array_equal(frames[8:], wall) and backward.latents.shape[-1] == 10
 

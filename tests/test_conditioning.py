@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from kinema.conditioning import MASK_KINDS, FrameCondition, random_masks
@@ -12,6 +13,20 @@ def test_place_and_apply_frames_with_negative_positions():
     assert x[:, :, 1:4].abs().sum() == 0
     t = cond.frame_times(torch.tensor([0.8, 0.3]))
     assert torch.allclose(t, torch.tensor([[0, 0.8, 0.8, 0.8, 0], [0, 0.3, 0.3, 0.3, 0]]))
+
+
+def test_a_frame_given_in_part_keeps_its_box_clean_and_draws_the_rest():
+    frames = torch.randn(1, 4, 1, 4, 6)
+    cond = FrameCondition.at((1, 4, 3, 4, 6), frames, [0]).partly(0, 2, 4, 4, (2, 2))  # columns 2..5 of frame 0
+    assert not cond.mask.any() and cond.region.shape == (1, 3, 2, 3) and cond.any
+    assert cond.region[0, 0].tolist() == [[False, True, True]] * 2 and not cond.region[0, 1:].any()
+    x = cond.apply(torch.zeros(1, 4, 3, 4, 6))
+    assert torch.equal(x[:, :, 0, :, 2:], frames[:, :, 0, :, 2:]) and x[:, :, 0, :, :2].abs().sum() == 0
+    t = cond.frame_times(torch.tensor([0.7]))  # per token: 0 inside the box, 0.7 elsewhere
+    assert t.shape == (1, 3, 2, 3) and t[0, 0].tolist() == [[pytest.approx(0.7), 0, 0]] * 2 and (t[0, 1:] == 0.7).all()
+    assert cond.repeat(2).region.shape == (2, 3, 2, 3)
+    with pytest.raises(ValueError, match="whole 2x2 patches"):
+        FrameCondition.at((1, 4, 3, 4, 6), frames, [0]).partly(0, 1, 4, 4, (2, 2))
 
 
 def test_repeat_for_cfg_batches():

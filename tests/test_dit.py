@@ -90,6 +90,23 @@ def test_per_frame_timesteps_equal_scalar(random_dit):
     assert (varied - scalar).abs().max() > 1e-3  # per-frame t really reaches the tokens
 
 
+def test_per_token_timesteps_equal_per_frame_and_reach_their_own_patch(random_dit):
+    shape = (2, 4, 3, 4, 4)  # a 2x2 token grid per frame (2x2 patches)
+    x, context, _ = _inputs(shape)
+    per_frame = torch.tensor([[0.3, 0.3, 0.0], [0.8, 0.5, 0.8]])
+    per_token = per_frame[:, :, None, None].expand(2, 3, 2, 2).clone()
+    with torch.no_grad():
+        frames = random_dit(x, per_frame, context)
+        tokens = random_dit(x, per_token, context)
+        per_token[0, 1, 0, 0] = 0.0  # one token of one frame given clean: its patch reads t = 0
+        one = random_dit(x, per_token, context)
+    torch.testing.assert_close(tokens, frames, atol=1e-5, rtol=1e-5)
+    changed = (one - frames).abs().amax(dim=1)  # (B, T, H, W)
+    assert changed[0, 1, :2, :2].min() > 1e-3 and changed[1].max() == 0  # its own patch moves; the other clip not
+    with pytest.raises(KinemaError, match="one per token"):
+        random_dit(x, torch.zeros(2, 3, 4, 4), context)  # per latent pixel, not per token
+
+
 def test_padding_mask_ignores_padded_tokens(random_dit):
     shape = (2, 4, 2, 4, 4)
     x, context, gen = _inputs(shape)

@@ -11,12 +11,14 @@ over what it drew (`film`), resampled to the output's size:
   zoom's factor, at most ZOOM_ROOM. Aiming the zoom at the first frame's subject kept fewer of the prompt's objects
   in view than the centre did (docs/MODEL.md, session 30): they move, and there may be several.
 
-A given clip fixes the frame where the video meets it, and nothing outside its frame is known, so each mode makes the
-moves that leave its given frames whole (`MOVES`): an extension forward zooms in from the clip's last frame, one
-backward zooms out into its first, and an edit, which draws anew in the clip's frame, zooms either way. A move runs
-over the frames the mode draws and holds before and after; a prompt sequence's segments each add a leg (`Leg`) over
-their own frames, as their prompts ask. A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`, for all legs together),
-so a long video moves slower and its memory stays bounded.
+A given image or clip fixes the frame where the video meets it (`pin`): a pan there starts (or, backward, ends) on
+the given frame, placed in the wider scene where its latents can stand, and the DiT draws the rest of the scene
+around it (outpainting, `conditioning.FrameCondition.partly`). A zoom crops what was drawn, so each mode makes the
+zooms that keep its given frames whole (`MOVES`): an extension forward zooms in from the clip's last frame, one
+backward zooms out into its first, and an edit, which draws anew in the clip's frame, zooms either way; image to
+video's zoom out opens on a close-up. A move runs over the frames the mode draws and holds before and after; a
+prompt sequence's segments each add a leg (`Leg`) over their own frames, as their prompts ask. A move's room is
+bounded (`PAN_ROOM`, `ZOOM_ROOM`, for all legs together), so a long video moves slower and its memory stays bounded.
 """
 
 from __future__ import annotations
@@ -37,20 +39,19 @@ ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1
 ZOOM_ROOM = 1.5  # the most a zoom magnifies: its closest view is upsampled this much; a longer video zooms slower
 MOVES = {  # mode -> the moves its frame makes: "pan" (a pan or tilt), "in" and "out" (zooms)
     "t2v": ("pan", "in", "out"),
-    "i2v": ("pan", "in", "out"),  # the image covers the whole scene a pan crosses
-    "extend": ("in",),  # the new part closes in from the clip's last frame
-    "extend_backward": ("out",),  # the new part widens into the clip's first frame
+    "i2v": ("pan", "in", "out"),  # a pan starts on the image, with the scene drawn around it
+    "extend": ("pan", "in"),  # the new part pans or closes in from the clip's last frame
+    "extend_backward": ("pan", "out"),  # the new part pans or widens into the clip's first frame
     "edit": ("in", "out"),  # the edit draws anew in the clip's own frame
     "sequence": ("pan", "in", "out"),  # each segment moves over its own frames, as its prompt asks
 }
 WHY_NOT = {  # mode -> why it makes no other move
-    "extend": "the new part starts on the video's last frame, and nothing outside it is known",
-    "extend_backward": "the new part ends on the video's first frame, and nothing outside it is known",
+    "extend": "the new part starts on the video's last frame, the widest view a zoom can crop",
+    "extend_backward": "the new part ends on the video's first frame, the widest view a zoom can crop",
     "edit": "nothing outside the video's frame is known",
     "loop": "a loop ends where it starts",
     "connect": "the bridge starts and ends on the videos' own frames",
 }
-SCENE_FIT = " (the scene the frame pans across)"  # what a note on an input fitted to a pan's wider scene adds
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Move:
     prompts ask); none by default."""
 
     legs: tuple[Leg, ...] = ()
+    pin: tuple[int, float, float] | None = None  # (output frame, x, y): its window's centre in scene pixels (`pin`)
 
     @classmethod
     def over(cls, span: tuple[int, int], pan: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> Move:
@@ -84,6 +86,10 @@ class Move:
 
     def __bool__(self) -> bool:
         return any(self.legs)
+
+    @property
+    def pans(self) -> bool:
+        return any(any(leg.pan) for leg in self.legs)
 
     def _path(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where the frame's centre has travelled (x, y, output pixels) and its log magnification at `frames`."""
@@ -106,15 +112,20 @@ class Move:
 
     def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int) -> np.ndarray:
         """(count, 4): x, y, width, height in scene pixels of the windows output frames start.. show. The path is
-        centred on the scene, and the widest view is the output's own frame: a zoom in narrows the window from it,
-        a zoom out widens the window to it."""
+        centred on the scene, or passes through the pinned frame's centre, and the widest view is the output's own
+        frame: a zoom in narrows the window from it, a zoom out widens the window to it."""
         x, y, magnified = self._path(np.arange(start, start + count, dtype=float))
         ends_x, ends_y, ends_magnified = self._extremes()
         share = np.exp(ends_magnified.min() - magnified)  # the window's size as a share of the output's
         width, height = share * out[0], share * out[1]
-        left = (scene[0] - width) / 2 + x - (ends_x.min() + ends_x.max()) / 2
-        top = (scene[1] - height) / 2 + y - (ends_y.min() + ends_y.max()) / 2
-        return np.stack([left, top, width, height], axis=1)
+        if self.pin is None:
+            centre_x = scene[0] / 2 + x - (ends_x.min() + ends_x.max()) / 2
+            centre_y = scene[1] / 2 + y - (ends_y.min() + ends_y.max()) / 2
+        else:
+            frame, pin_x, pin_y = self.pin
+            at_x, at_y, _ = self._path(np.array([frame], dtype=float))
+            centre_x, centre_y = pin_x + x - at_x, pin_y + y - at_y
+        return np.stack([centre_x - width / 2, centre_y - height / 2, width, height], axis=1)
 
     def describe(self) -> dict[str, str]:
         """Metadata entries for the move, for people (`camera_pan`, `camera_zoom`), leg by leg."""
@@ -136,6 +147,27 @@ def _zoom_words(zoom: float) -> str:
 
 def _room(size: int, travel: float) -> int:
     return size + math.ceil(travel) + 1 if travel else size
+
+
+def pin(move: Move, frame: int, out: tuple[int, int], canvas: tuple[int, int],
+        grid: int) -> tuple[Move, tuple[int, int], tuple[int, int]]:
+    """Lay out a panning scene around a given frame: output frame `frame` is the given one, whose `canvas`
+    (the output's size rounded up, the output at its centre) stands at a multiple of `grid` pixels in the scene,
+    where its latents can be placed whole. Returns the move pinned there, the scene's size (multiples of `grid`)
+    and the canvas's (left, top) in it."""
+    x, y, _ = move._extremes()
+    at_x, at_y, _ = move._path(np.array([frame], dtype=float))
+    size, corner = [], []
+    for path, at, out_side, canvas_side in ((x, at_x[0], out[0], canvas[0]), (y, at_y[0], out[1], canvas[1])):
+        inset = (canvas_side - out_side) // 2  # the output inside its canvas
+        before, after = at - path.min(), path.max() - at  # how far the window travels either side of the pin
+        start = grid * math.ceil(max(0.0, before - inset) / grid)
+        end = max(start + canvas_side, math.ceil(start + inset + after + out_side))  # a sub-pixel window reads the
+        # pixel its right edge falls in, a whole-pixel one none past it
+        size.append(grid * math.ceil(end / grid))
+        corner.append(start)
+    centre = (corner[0] + (canvas[0] - out[0]) // 2 + out[0] / 2, corner[1] + (canvas[1] - out[1]) // 2 + out[1] / 2)
+    return Move(move.legs, (frame, *centre)), (size[0], size[1]), (corner[0], corner[1])
 
 
 def move_for(req: Request, segments: list[tuple[int, int, str]] | None = None) -> tuple[Move, list[str]]:
@@ -185,8 +217,14 @@ def _within_room(legs: list[Leg], short: int) -> Move:
 
 
 def _makes(allowed: tuple[str, ...]) -> str:
-    return {(): "no camera move", ("in",): "only zoom ins", ("out",): "only zoom outs",
+    return {(): "no camera move", ("pan", "in"): "pans and zoom ins", ("pan", "out"): "pans and zoom outs",
             ("in", "out"): "zooms but no pans"}[allowed]
+
+
+def pinned_frame(req: Request) -> int | None:
+    """The output frame a given image or clip fixes, where a pan starts (or ends): None in modes without one."""
+    pins = {"i2v": 0, "extend": 0, "extend_backward": 1}
+    return _span(req)[pins[req.mode]] if req.mode in pins else None
 
 
 def _span(req: Request) -> tuple[int, int]:

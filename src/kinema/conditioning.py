@@ -5,6 +5,11 @@ image, the end of a clip to extend, both ends of a connection) is placed at its
 position and kept clean with t = 0 at every sampling step, while the other frames
 are denoised. Training draws random masks of the same kinds so one model learns
 text-to-video, image-to-video, extension, loops and connections at once.
+
+A frame may also be given in part (`partly`): its given tokens stay clean with t = 0 and the rest of it is
+drawn around them, so a camera pan can cross a scene wider than a given image (outpainting). The DiT takes a
+time per token for that; it was never trained on such frames, yet it draws the rest of a frame around its
+clean tokens far better than by re-noising them at every step (docs/MODEL.md, session 32).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import torch
 class FrameCondition:
     """Clean latent frames at known positions."""
 
-    latents: torch.Tensor  # (B, C, T, H, W); only frames where mask is True are read
+    latents: torch.Tensor  # (B, C, T, H, W); only frames where mask (or region) is True are read
     mask: torch.Tensor  # (B, T) bool, True = given (kept clean)
+    region: torch.Tensor | None = None  # (B, T, H / ph, W / pw) bool: tokens given in frames given in part
 
     @classmethod
     def none(cls, latent_shape: tuple[int, ...]) -> FrameCondition:
@@ -54,23 +60,48 @@ class FrameCondition:
             return cls.none(shape)
         return cls.at(shape, torch.cat(given, dim=2), [*range(k), *range(k + m, k + m + e)])
 
+    def partly(self, top: int, left: int, height: int, width: int, patch: tuple[int, int]) -> FrameCondition:
+        """This condition with its given frames given only inside a box of latent pixels, whole `patch`es
+        (the DiT's) from the top left: the rest of those frames is drawn around it (outpainting)."""
+        ph, pw = patch
+        if top % ph or left % pw or height % ph or width % pw:
+            raise ValueError(f"box {top, left, height, width} does not cover whole {ph}x{pw} patches")
+        b, _, t, h, w = self.latents.shape
+        region = torch.zeros(b, t, h // ph, w // pw, dtype=torch.bool)
+        region[:, :, top // ph:(top + height) // ph, left // pw:(left + width) // pw] = True
+        return FrameCondition(self.latents, torch.zeros_like(self.mask), region & self.mask[:, :, None, None])
+
     @property
     def any(self) -> bool:
-        return bool(self.mask.any())
+        return bool(self.mask.any()) or (self.region is not None and bool(self.region.any()))
+
+    def given(self) -> torch.Tensor:
+        """(B, 1, T, H, W) bool: the latent pixels kept clean."""
+        given = self.mask[:, None, :, None, None]
+        if self.region is None:
+            return given
+        h, w = self.latents.shape[-2:]
+        pixels = self.region.repeat_interleave(h // self.region.shape[-2], dim=-2)
+        return given | pixels.repeat_interleave(w // self.region.shape[-1], dim=-1)[:, None]
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T, H, W) with the given frames replaced by their clean latents."""
-        m = self.mask[:, None, :, None, None].to(x.device)
-        return torch.where(m, self.latents.to(device=x.device, dtype=x.dtype), x)
+        """x (B, C, T, H, W) with the given frames (or tokens) replaced by their clean latents."""
+        return torch.where(self.given().to(x.device), self.latents.to(device=x.device, dtype=x.dtype), x)
 
     def frame_times(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-frame times (B, T): `t` (B,) everywhere except 0 on the given frames."""
+        """The DiT's times: `t` (B,) everywhere except 0 where given; per frame (B, T), or per token
+        (B, T, H / ph, W / pw) when frames are given in part."""
         times = t[:, None].expand(self.mask.shape).to(torch.float32)
-        return torch.where(self.mask.to(times.device), torch.zeros_like(times), times)
+        times = torch.where(self.mask.to(times.device), torch.zeros_like(times), times)
+        if self.region is None:
+            return times
+        times = times[:, :, None, None].expand(self.region.shape)
+        return torch.where(self.region.to(times.device), torch.zeros_like(times), times)
 
     def repeat(self, n: int) -> FrameCondition:
         """The same condition for a batch n times larger (e.g. for cond/uncond CFG)."""
-        return FrameCondition(self.latents.repeat(n, 1, 1, 1, 1), self.mask.repeat(n, 1))
+        region = None if self.region is None else self.region.repeat(n, 1, 1, 1)
+        return FrameCondition(self.latents.repeat(n, 1, 1, 1, 1), self.mask.repeat(n, 1), region)
 
 
 # Training mask kinds and how often each is drawn; "none" dominates so text-to-video stays the main task.

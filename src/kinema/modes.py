@@ -13,10 +13,11 @@ time, laid out as [k context | m new | e end], the context and end frames given:
     edit (SDEdit)     the input's latents noised part way, and the schedule's last `strength` share run
     prompt sequence   each segment extends the one before with its own prompt
 
-In text and image to video an asked camera pan or tilt draws a scene wider by its travel (the image covering all of
-it), and an asked zoom the output's own frame; the output's frame moves over it as it is decoded (`kinema.camera`).
-Extensions and edits zoom the same way, where their given frames leave room, and each segment of a prompt sequence
-moves as its own prompt asks (`camera.MOVES`).
+An asked camera pan or tilt draws a scene wider by its travel, and an asked zoom the output's own frame; the output's
+frame moves over it as it is decoded (`kinema.camera`). Where a given image or clip fixes the frame (image to video,
+extensions), a pan starts or ends on it: its latents stand at their place in the scene, and one more window draws
+the rest of the scene around them (`Job.outpaint`) before the new frames are drawn. Extensions and edits zoom where
+their given frames leave room, and each segment of a prompt sequence moves as its own prompt asks (`camera.MOVES`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -93,14 +94,6 @@ def scene_size(req: Request, move: camera.Move) -> tuple[int, int]:
     """The size a resolved request is generated at: its canvas, or the scene its camera `move` needs, each side a
     multiple of 16."""
     return canvas_size(*move.scene(req.width, req.height))
-
-
-def input_size(req: Request, move: camera.Move) -> tuple[int, int]:
-    """The size given frames are fitted to: the request's, or for a pan (`move`) the whole scene the frame slides
-    across."""
-    size = req.width, req.height
-    scene = move.scene(*size)
-    return canvas_size(*scene) if scene != size else size
 
 
 def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: int,
@@ -196,6 +189,12 @@ class Job:
         segments = self.segment_frames() if req.mode == "sequence" else None
         self.move, camera_notes = camera.move_for(req, segments)  # pans, tilts, zooms: the frame moving over the video
         self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
+        self.corner: tuple[int, int] | None = None  # where given frames stand in a panning scene (pixels)
+        pinned = camera.pinned_frame(req)
+        if pinned is not None and self.move.pans:
+            grid = vae.spatial_factor * pipe.cfg.dit.patch_size[1]  # whole tokens, so given ones stay clean
+            self.move, self.canvas, self.corner = camera.pin(self.move, pinned, (req.width, req.height),
+                                                             canvas_size(req.width, req.height), grid)
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
@@ -230,7 +229,7 @@ class Job:
 
     def fit(self, name: str) -> np.ndarray:
         """The input `name` as uint8 (T, H, W, 3) at the request's size (resized, center-cropped, noted), padded
-        to the canvas; for a pan, fitted to the whole scene, which the frame slides across."""
+        to its canvas."""
         from kinema.io import fit_image
 
         frames = np.asarray(self.need(name))
@@ -238,13 +237,12 @@ class Job:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
             raise KinemaError(f"{name} must be uint8 RGB pixels (T, H, W, 3), got {frames.dtype} "
                               f"{frames.shape}; read it with kinema.io.read_video or read_image", param=name)
-        width, height = input_size(self.req, self.move)
+        width, height = self.req.width, self.req.height
         if frames.shape[1:3] != (height, width):
             fitted = [fit_image(frame, width, height) for frame in frames]
-            panned = (width, height) != (self.req.width, self.req.height)
-            self.notes.append(f"{name}: {fitted[0][1]}{camera.SCENE_FIT if panned else ''}")
+            self.notes.append(f"{name}: {fitted[0][1]}")
             frames = np.stack([frame for frame, _ in fitted])
-        return pad_to_canvas(frames, width, height)  # a pan's scene is a canvas already
+        return pad_to_canvas(frames, width, height)
 
     def encode_tail(self, frames: np.ndarray) -> tuple[torch.Tensor, int]:
         """Latents (1, C, 1 + k, h, w) of the clip's last 1 + 4k frames (the VAE's lengths), and 1 + 4k."""
@@ -266,6 +264,27 @@ class Job:
         n = min(latents.shape[2], latent_count(frames, self.tf))
         count = min(frames, decoded_count(n, self.tf))
         return self.pipe.decode(Video(latents[:, :, :n], count, self.req.fps, *self.canvas))  # to encode again
+
+    def outpaint(self, text: Text, given: torch.Tensor, drawn: slice) -> torch.Tensor:
+        """Given latents (1, C, n, h0, w0) of the output's canvas -> (1, C, n, h, w) of a panning scene, standing at
+        `corner`. One window draws the rest of the scene around the `drawn` frames (those the DiT will read as
+        context); the others, which the decoder reads only as the memory of frames it skips, take the surroundings
+        of the nearest drawn one. As they are when no pan moves them."""
+        if self.corner is None:
+            return given
+        sf, (_, ph, pw) = self.pipe.cfg.vae.spatial_factor, self.pipe.cfg.dit.patch_size
+        (_, c, n, h0, w0), (left, top) = given.shape, (self.corner[0] // sf, self.corner[1] // sf)
+        index = list(range(n))[drawn]
+        scene = torch.zeros(1, c, len(index), *self.shape[1:])
+        scene[..., top:top + h0, left:left + w0] = given[:, :, index]
+        cond = FrameCondition.at(tuple(scene.shape), scene, list(range(len(index)))).partly(top, left, h0, w0, (ph, pw))
+        self.windows += 1
+        x = self.noise(tuple(scene.shape), None)
+        scene = self.denoise(text, x, cond, self.pipe.times(self.req, x.shape), "outpainting: ")
+        nearest = [min(max(i, index[0]), index[-1]) - index[0] for i in range(n)]
+        out = scene[:, :, nearest].clone()
+        out[..., top:top + h0, left:left + w0] = given
+        return out
 
     # -- planning ----------------------------------------------------------------------------------
     def plan(self, new: int, have: int = 0, end: int = 0) -> list[Window]:
@@ -293,13 +312,18 @@ class Job:
         times = self.pipe.times(self.req, x.shape, 1.0 if init is None else self.req.strength)
         if init is not None:
             x[:, :, k:k + new] = flow.interpolate(init, x[:, :, k:k + new], times[:1])
+        return self.denoise(text, x, cond, times)[:, :, k:k + new]
+
+    def denoise(self, text: Text, x: torch.Tensor, cond: FrameCondition, times: torch.Tensor,
+                what: str = "") -> torch.Tensor:
+        """One window's latents, reporting its steps as part of the whole job."""
         self.done += 1
         label = f"window {self.done}/{self.windows}: " if self.windows > 1 else ""
 
         def on_step(i: int, n: int, t: float) -> None:
-            self.report(0.9 * (self.done - 1 + i / n) / self.windows, f"{label}denoising step {i}/{n}")
+            self.report(0.9 * (self.done - 1 + i / n) / self.windows, f"{label}{what}denoising step {i}/{n}")
 
-        return self.pipe.denoise(text, x, cond, self.req, times, on_step)[:, :, k:k + new]
+        return self.pipe.denoise(text, x, cond, self.req, times, on_step)
 
     def noise(self, shape: tuple[int, ...], direction: tuple[float, float] | None) -> torch.Tensor:
         """Starting noise for a window, drifting `direction` (the prompt's lone object's way; None: no drift).
@@ -374,7 +398,9 @@ def image_to_video(job: Job) -> Video:
     windows = job.plan(latent_count(req.frames, job.tf) - 1, have=1)
     if not windows:  # a single frame: the image after a VAE round trip
         return job.video(first)
-    return job.video(torch.cat([first, job.extend(first, windows, job.text(req.prompt))], dim=2))
+    text = job.text(req.prompt)
+    first = job.outpaint(text, first, slice(None))  # a pan's scene drawn around the image
+    return job.video(torch.cat([first, job.extend(first, windows, text)], dim=2))
 
 
 def extend_forward(job: Job) -> Video:
@@ -386,7 +412,9 @@ def extend_forward(job: Job) -> Video:
     clip = job.fit("video")
     latents, used = job.encode_tail(clip)  # the last 1 + 4k frames: the new ones continue from the very end
     windows = job.plan(math.ceil(req.frames / job.tf), have=latents.shape[2])
-    new = job.extend(latents, windows, job.text(req.prompt))
+    text = job.text(req.prompt)
+    latents = job.outpaint(text, latents, slice(-req.context, None))  # a pan's scene drawn around the context
+    new = job.extend(latents, windows, text)
     return job.video(torch.cat([latents, new], dim=2), len(clip) + req.frames, skip=used, before=clip)
 
 
@@ -396,7 +424,9 @@ def extend_backward(job: Job) -> Video:
     clip = job.fit("video")
     context = job.encode_head(clip, min(req.context, max(1, len(clip) // job.tf)))
     n = latent_count(req.frames, job.tf)
-    new = job.extend_backward(context, job.plan_backward(n, context.shape[2]), job.text(req.prompt))
+    windows, text = job.plan_backward(n, context.shape[2]), job.text(req.prompt)
+    context = job.outpaint(text, context, slice(None))  # a pan's scene drawn around the context
+    new = job.extend_backward(context, windows, text)
     skip = decoded_count(n, job.tf) - req.frames  # 0..3 new frames furthest from the clip are left out
     return job.video(new, req.frames + len(clip), skip=skip, after=clip)
 

@@ -199,11 +199,11 @@ class Pipeline:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
         resolves to as it is decoded: a 4K source costs the output's memory, not its own, with that size filled in.
         Also returns notes on what was resized. The CLI and the server's worker read their inputs here."""
-        from kinema import io, modes
+        from kinema import io
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
-        size = modes.input_size(resolved, camera.move_for(resolved)[0])  # for a pan, the scene the frame crosses
+        size = resolved.width, resolved.height
         pixels, notes = {}, []
         for name, path in files.items():
             if name == "image":
@@ -212,9 +212,8 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
             height, width = shapes[name][-3:-1]
             if (width, height) != size:
-                panned = size != (resolved.width, resolved.height)
-                notes.append(f"{name}: {io.fit_message(width, height, *size)}{camera.SCENE_FIT if panned else ''}")
-        # The size is pinned: inputs fitted to a pan's wider scene must not set the output's aspect.
+                notes.append(f"{name}: {io.fit_message(width, height, *size)}")
+        # The size is pinned: the inputs, now fitted, must not set another aspect when the request is resolved again.
         return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), notes
 
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
@@ -270,10 +269,13 @@ class Pipeline:
     # -- 6. decode ---------------------------------------------------------------------------
     @torch.no_grad()
     def decode_stream(self, video: Video) -> Iterator[np.ndarray]:
-        """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all, at the output's size."""
+        """uint8 frame chunks (t, H, W, 3) in order, exactly `video.frames` in all, at the output's size.
+
+        Given frames are shown as they were (a camera move holds on them); drawn ones are filmed through the move's
+        windows over the scene."""
         start, size = 0, (video.width, video.height)
-        for chunk in self._decode_canvas(video):
-            if video.move:
+        for chunk, drawn in self._decode_canvas(video):
+            if video.move and drawn:
                 scene = chunk.shape[2], chunk.shape[1]
                 yield camera.film(chunk, video.move.windows(scene, size, start, len(chunk)), *size)
             else:
@@ -281,12 +283,13 @@ class Pipeline:
             start += len(chunk)
 
     @torch.no_grad()
-    def _decode_canvas(self, video: Video) -> Iterator[np.ndarray]:
-        """`decode_stream`'s chunks at the size they were generated (inputs as they were fitted)."""
+    def _decode_canvas(self, video: Video) -> Iterator[tuple[np.ndarray, bool]]:
+        """`decode_stream`'s chunks at the size they were generated (inputs as they were fitted), each with whether
+        it was drawn (False: given)."""
         from kinema.io import to_uint8
 
         if video.before is not None:
-            yield video.before
+            yield video.before, False
         after = 0 if video.after is None else len(video.after)
         left = video.frames - after - (0 if video.before is None else len(video.before))
         skip = video.skip
@@ -296,11 +299,11 @@ class Pipeline:
                 frames, skip = frames[skip:][:left], max(0, skip - len(frames))
                 left -= len(frames)
                 if len(frames):
-                    yield frames
+                    yield frames, True
                 if left <= 0:
                     break
         if video.after is not None:
-            yield video.after
+            yield video.after, False
 
     def decode(self, video: Video) -> np.ndarray:
         """All frames as uint8 (T, H, W, 3)."""

@@ -4,7 +4,8 @@ Architecture (as diffusers' `WanTransformer3DModel`, T2V only): 1x2x2 Conv3d pat
 [adaLN self-attention with 3D rotary positions and RMS q/k norm] + [cross-attention to projected text
 tokens] + [adaLN GELU(tanh) FFN] -> adaLN head -> unpatchify. Differences that do not change the
 function: fused QKV / KV projections, modulation computed once per latent frame and broadcast over that
-frame's tokens (so frames given by the user can stay clean at t = 0 while the rest are denoised), rotary
+frame's tokens (so frames given by the user can stay clean at t = 0 while the rest are denoised; or once per
+token, so part of a frame can), rotary
 tables computed for any grid and cached, and a float32 residual stream under autocast (Wan's original
 code promotes it to float32 as well). For sampling, `prepare_context` embeds the text and projects the
 cross-attention keys and values once per generation instead of at every step.
@@ -195,10 +196,10 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, mods: Tensor, context: Tensor | tuple[Tensor, Tensor], mask: Tensor | None,
                 rope: Tensor) -> Tensor:
-        """x (B, T, S, D) float32 residual, S = H'W' tokens per frame; mods (B, 1 or T, 6, D) float32;
+        """x (B, T, S, D) float32 residual, S = H'W' tokens per frame; mods (B, 1 or T, 1 or S, 6, D) float32;
         context: embedded text (B, L, D) or this block's prepared cross-attention keys and values."""
-        # Each (B, 1 or T, 1, D): one modulation per latent frame, broadcast over its S tokens.
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + mods).unsqueeze(3).unbind(2)
+        # Each (B, 1 or T, 1 or S, D): one modulation per latent frame broadcast over its tokens, or one per token.
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + mods).unbind(3)
         h = _modulate(_layer_norm(x, self.eps), shift1, scale1)  # (B, T, S, D)
         x = torch.addcmul(x, self.self_attn(h.flatten(1, 2), rope).view_as(x), gate1)
         h = self.cross_norm(x)
@@ -210,8 +211,10 @@ class Block(nn.Module):
 class DiT(nn.Module):
     """Wan2.1 T2V transformer predicting the rectified-flow velocity v = eps - x0.
 
-    forward(x (B, C, T', H', W'), t (B,) or (B, T') in [0, 1], context (B, L, text_dim) or a
-    `prepare_context` result, context_mask (B, L) bool or None) -> v (B, C_out, T', H', W') in x's dtype.
+    forward(x (B, C, T', H', W'), t (B,) or (B, T') or (B, T', H'/ph, W'/pw) in [0, 1], context (B, L, text_dim)
+    or a `prepare_context` result, context_mask (B, L) bool or None) -> v (B, C_out, T', H', W') in x's dtype.
+    A time per token lets part of a latent frame stay clean while the rest is denoised (outpainting);
+    the usual time per frame costs one modulation row per frame.
     Parameters stay float32; run under torch.autocast for bfloat16 compute.
     """
 
@@ -275,15 +278,15 @@ class DiT(nn.Module):
     def forward(self, x: Tensor, t: Tensor, context: Tensor | TextContext,
                 context_mask: Tensor | None = None) -> Tensor:
         grid = self._grid(x)  # (T', H'/ph, W'/pw)
-        t = self._frame_times(t, x)  # (B, 1 or T')
+        t = self._token_times(t, x, grid)  # (B, 1 or T', 1 or S)
         rope = self.rope(grid, x.device)  # (N, 1, 1, Dh/2)
         h = self.patch_embedding(x).float()  # (B, D, T', H'/ph, W'/pw)
         h = h.flatten(3).permute(0, 2, 3, 1).contiguous()  # (B, T', S, D)
-        temb, mods = self._time_embed(t)  # (B, 1 or T', D), (B, 1 or T', 6, D)
+        temb, mods = self._time_embed(t)  # (B, 1 or T', 1 or S, D), (B, 1 or T', 1 or S, 6, D)
         per_block, mask = self._text(context, context_mask, x.shape[0])
         for block, text in zip(self.blocks, per_block, strict=True):
             h = block(h, mods, text, mask, rope)
-        shift, scale = (self.head_modulation + temb.unsqueeze(2)).unsqueeze(3).unbind(2)  # (B, 1|T', 1, D)
+        shift, scale = (self.head_modulation + temb.unsqueeze(3)).unbind(3)  # (B, 1|T', 1|S, D)
         h = self.proj_out(_modulate(_layer_norm(h, self.cfg.eps), shift, scale))  # (B, T', S, p C_out)
         return self._unpatchify(h, grid).to(x.dtype)
 
@@ -312,25 +315,28 @@ class DiT(nn.Module):
         return frames, height // ph, width // pw
 
     @staticmethod
-    def _frame_times(t: Tensor, x: Tensor) -> Tensor:
-        """t (B,) or (B, T') -> (B, 1) or (B, T') float32 on x's device."""
+    def _token_times(t: Tensor, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """t (B,), (B, T') or (B, T', H'/ph, W'/pw) -> (B, 1, 1), (B, T', 1) or (B, T', S) float32 on x's device."""
         batch, frames = x.shape[0], x.shape[2]
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         if t.shape == (batch,):
-            return t[:, None]
+            return t[:, None, None]
         if t.shape == (batch, frames):
-            return t
-        raise KinemaError(f"timestep shape {tuple(t.shape)} does not fit latents {tuple(x.shape)}; "
-                          f"pass t as ({batch},) or ({batch}, {frames}) (one per latent frame)")
+            return t[:, :, None]
+        if t.shape == (batch, *grid):
+            return t.flatten(2)
+        raise KinemaError(f"timestep shape {tuple(t.shape)} does not fit latents {tuple(x.shape)}; pass t as "
+                          f"({batch},), ({batch}, {frames}) (one per latent frame) or {(batch, *grid)} (one per "
+                          "token)")
 
     def _time_embed(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """t (B, Tt) -> temb (B, Tt, D) and block modulations (B, Tt, 6, D), both float32.
+        """t (B, Tt, St) -> temb (B, Tt, St, D) and block modulations (B, Tt, St, 6, D), both float32.
 
         Computed in float32 even under autocast (as Wan does): these few rows scale every token.
         """
         with torch.autocast(t.device.type, enabled=False):
-            temb = self.time_embedding(_sinusoid(t, self.cfg.freq_dim))  # (B, Tt, D)
-            mods = self.time_projection(temb).unflatten(-1, (6, -1))  # (B, Tt, 6, D)
+            temb = self.time_embedding(_sinusoid(t, self.cfg.freq_dim))  # (B, Tt, St, D)
+            mods = self.time_projection(temb).unflatten(-1, (6, -1))  # (B, Tt, St, 6, D)
         return temb, mods
 
     def _unpatchify(self, h: Tensor, grid: tuple[int, int, int]) -> Tensor:
