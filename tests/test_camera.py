@@ -11,7 +11,7 @@ import torch
 from kinema.camera import PAN_ROOM, ZOOM_ROOM, ZOOM_SPEED, Leg, Move, film, move_for, pin
 from kinema.io import fit_image
 from kinema.pipeline import Request, Video
-from kinema.world import Background, Obj, Scene, render
+from kinema.world import Background, Obj, Scene, parse_prompt, render
 
 RAMP = np.arange(40, dtype=np.uint8) * 4  # a scene whose every column shows 4x its x
 
@@ -106,8 +106,8 @@ def test_each_mode_makes_the_moves_its_given_frames_leave_room_for(debug_pipe):
     clip = np.zeros((9, 48, 64, 3), np.uint8)
     zoom_in, zoom_out = pytest.approx(math.exp(ZOOM_SPEED)), pytest.approx(math.exp(-ZOOM_SPEED))  # 8 frames: 1 s
     cases = {  # mode, inputs -> the move for a zoom in, and for a zoom out
-        ("extend", "video"): (Move.over((8, 16), zoom=zoom_in), Move()),  # from the clip's last frame on
-        ("extend_backward", "video"): (Move(), Move.over((0, 8), zoom=zoom_out)),  # into the clip's first frame
+        ("extend", "video"): (Move.over((8, 16), zoom=zoom_in), Move.over((8, 16), zoom=zoom_out)),  # from its end
+        ("extend_backward", "video"): (Move.over((0, 8), zoom=zoom_in), Move.over((0, 8), zoom=zoom_out)),  # into it
         ("edit", "video"): (Move.over((0, 7), zoom=pytest.approx(math.exp(ZOOM_SPEED * 7 / 8))),
                             Move.over((0, 7), zoom=pytest.approx(math.exp(-ZOOM_SPEED * 7 / 8)))),
         ("loop", None): (Move(), Move()),
@@ -129,7 +129,8 @@ def test_each_mode_makes_the_moves_its_given_frames_leave_room_for(debug_pipe):
 
 def test_an_asked_pan_slides_the_frame_across_a_wider_scene(debug_pipe):
     pan = "a red circle over a brick wall, the camera pans left"
-    video = generate(debug_pipe, pan)
+    video = generate(debug_pipe, pan, expand=True)
+    assert parse_prompt(video.meta["caption"]).pan == "left"  # with nothing given, the DiT reads the pan's words too
     assert video.move == Move.over((0, 8), pan=pytest.approx((-0.2 * 1.0 * 48, 0)))  # PAN_SPEED short sides a second
     assert video.latents.shape[-2:] == (6, 10)  # 80 px wide: the frame's 64 and the 9.6 px it travels
     assert video.meta["camera_pan"] == "left 10 px, by sliding the frame"
@@ -163,7 +164,7 @@ def test_extensions_and_edits_zoom_over_the_frames_they_draw(debug_pipe):
                   64, 48, 9, 8)
     closer = generate(debug_pipe, "the camera zooms in on a red square", mode="extend", video=wall, frames=8)
     frames = debug_pipe.decode(closer)
-    assert closer.move == Move.over((8, 16), zoom=pytest.approx(math.exp(ZOOM_SPEED)))
+    assert closer.move.legs == Move.over((8, 16), zoom=pytest.approx(math.exp(ZOOM_SPEED))).legs
     assert closer.meta["camera_zoom"] == "in 1.16x, by cropping the frame closer"
     assert len(frames) == 17 and np.array_equal(frames[:9], wall)  # the given clip is shown as it was
     plain = generate(debug_pipe, "the camera zooms in on a red square", mode="extend", video=wall, frames=8,
@@ -221,6 +222,10 @@ def test_a_pinned_pan_starts_on_the_given_frame_at_a_whole_token_of_the_scene():
         assert windows[frame, :2].tolist() == list(corner)  # the given frame is the window there, pixel for pixel
         assert windows[:, 0].min() >= 0 and windows[:, 0].max() + 128 <= scene[0]
         assert windows[-1, 0] - windows[0, 0] == pytest.approx(move.legs[0].pan[0])
+    pinned, scene, at = pin(Move.over((0, 16), zoom=1 / 1.32), 0, (128, 128), (128, 128), 16)  # widens from it
+    first, last = pinned.windows(scene, (128, 128), 0, 17)[[0, -1]]
+    assert (at, scene) == ((32, 32), (192, 192)) and first.tolist() == [32, 32, 128, 128]  # 128 x 1.32 = 169 in 192
+    assert last.tolist() == pytest.approx([96 - 64 * 1.32, 96 - 64 * 1.32, 128 * 1.32, 128 * 1.32])
     pinned, scene, at = pin(Move.over((0, 16), pan=(0.0, -20.0)), 0, (120, 90), (128, 96), 16)
     assert (at, scene) == ((0, 32), (128, 128)) and pinned.windows(scene, (120, 90), 0, 1)[0, :2].tolist() == [4, 35]
 
@@ -230,7 +235,9 @@ def test_image_to_video_opens_on_the_photo_and_a_pan_draws_the_scene_around_it(d
     fitted = fit_image(photo, 48, 32)[0]
     given = debug_pipe.encode(fitted[None])  # (1, C, 1, 4, 6)
     for way, corner in (("right", 0), ("left", 2)):  # latent columns where the photo stands in the 8-wide scene
-        video = generate(debug_pipe, f"a cat, the camera pans {way}", image=photo, width=48, height=32)
+        video = generate(debug_pipe, f"a red ball, the camera pans {way}", image=photo, width=48, height=32,
+                         expand=True)
+        assert parse_prompt(video.meta["caption"]).pan is None  # the frame pans; the DiT is told a still camera
         assert video.move.legs == (Leg((0, 8), pytest.approx((6.4 if way == "right" else -6.4, 0))),)
         assert video.latents.shape[-2:] == (4, 8) and video.notes == ["image: resized 451x300 to 48x32"]
         assert torch.equal(video.latents[:, :, :1, :, corner:corner + 6], given)  # the photo, token for token
@@ -239,9 +246,12 @@ def test_image_to_video_opens_on_the_photo_and_a_pan_draws_the_scene_around_it(d
         assert frames.shape == (9, 32, 48, 3) and not np.array_equal(frames[0], frames[-1])
     zoomed = generate(debug_pipe, "a cat, zoom in", image=photo, width=48, height=32)
     assert zoomed.notes == ["image: resized 451x300 to 48x32"] and zoomed.latents.shape[-1] == 6
-    assert torch.equal(zoomed.latents[:, :, :1], given) and zoomed.move.pin is None
+    assert torch.equal(zoomed.latents[:, :, :1], given)  # a zoom in crops the image's own frame: nothing to draw
     widened = generate(debug_pipe, "a cat, zoom out", image=photo, width=48, height=32)
-    assert widened.notes[0].startswith("camera zoom out: the video opens on a close-up of the image's centre")
+    assert widened.notes == zoomed.notes and widened.latents.shape[-2:] == (8, 10)  # 80x64 px: 48x32, 1.16x and
+    assert torch.equal(widened.latents[:, :, :1, 2:6, 2:8], given)  # whole tokens around; the photo in the middle
+    windows = widened.move.windows((80, 64), (48, 32), 0, 9)
+    assert windows[0].tolist() == [16, 16, 48, 32] and windows[-1, 2] == pytest.approx(48 * math.exp(ZOOM_SPEED))
 
 
 def test_extensions_pan_from_the_clip_over_a_scene_drawn_around_it(debug_pipe):
@@ -259,4 +269,8 @@ def test_extensions_pan_from_the_clip_over_a_scene_drawn_around_it(debug_pipe):
     frames = debug_pipe.decode(backward)
     assert backward.move.windows((80, 48), (64, 48), 0, 9)[[0, -1], 0] == pytest.approx([6.4, 16])  # ends on the clip
     assert len(frames) == 17 and np.array_equal(frames[8:], wall) and backward.latents.shape[-1] == 10
+    wider = generate(debug_pipe, "the camera zooms out from a red square", mode="extend", video=wall, frames=8)
+    frames = debug_pipe.decode(wider)
+    assert wider.latents.shape[-2:] == (10, 12) and torch.equal(wider.latents[:, :, :3, 2:8, 2:10], clip)  # 96x80 px
+    assert len(frames) == 17 and np.array_equal(frames[:9], wall) and not wider.notes
 

@@ -99,7 +99,18 @@ def test_image_to_video_pans_from_the_image_over_a_scene_drawn_around_it(pipe):
         assert psnr(frames[0], image) >= 28
         assert_shows(prompt, frames, "pan", "background", "colour", "count")
         drawn = frames[-1][seen_last].astype(float)  # the last frame's part that lies outside the image
-        assert np.abs(drawn - true_part).mean() < 15  # the wall goes on (4.6 and 9.1; a mid-grey fill: 49)
+        assert np.abs(drawn - true_part).mean() < 15  # the wall goes on (9.5 and 8.1; a mid-grey fill: 49)
+
+
+def test_image_to_video_zooms_out_from_the_whole_image(pipe):
+    # It opened on a close-up of the image's centre before session 32: 20.2 dB against 34.1 dB now over 30 hold-out
+    # scenes (docs/MODEL.md, session 32). Here 36.0 dB, and the wall is drawn on around the image as the frame widens.
+    wall = Scene([Obj("circle", "red", "medium", "still", 0.5, 0.5)], Background("brick", texture_seed=2))
+    image = render(wall, pipe.cfg.width, pipe.cfg.height, 1, FPS)[0]
+    prompt = "a medium red circle stays still in front of a brick wall, the camera zooms out"
+    frames = make(pipe, prompt, image=image, seconds=2)
+    assert psnr(frames[0], image) >= 28
+    assert_shows(prompt, frames, "zoom", "background", "colour", "count", "motion")
 
 
 @SEAMS

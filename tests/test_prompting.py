@@ -71,6 +71,14 @@ def test_a_zoom_leaves_the_caption_the_model_reads():
     assert "zoom" not in expand_builtin("the camera zooms in on a red ball that moves left")  # the world has no zoom
 
 
+def test_a_pan_the_pipeline_makes_from_a_given_frame_leaves_the_caption():
+    prompt = "a red ball moves left over a brick wall, the camera pans right"
+    kept, left_out = expand_builtin(prompt), expand_builtin(prompt, still_camera=True)
+    assert parse_prompt(kept).pan == "right" and parse_prompt(left_out).pan is None
+    assert parse_prompt(left_out).objects[0].motion == "left" and parse_prompt(left_out).background == "brick"
+    assert Rewriter().expand(prompt, still_camera=True) == left_out
+
+
 class FakeChat(BaseHTTPRequestHandler):
     """An OpenAI-compatible /chat/completions that records requests; `mode` picks its behaviour."""
 

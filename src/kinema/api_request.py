@@ -44,9 +44,9 @@ EXTRA_FIELDS = {
     "noise_drift": f"0–{MAX_NOISE_DRIFT:g}: short sides per second the starting noise travels the way the prompt's "
                    "lone object goes (it goes that way more often; default: the model's)",
     "window_camera": "true/false: make a camera pan, tilt or zoom the prompt asks for by moving the frame over what "
-                     "the model drew (text or image to video, extensions and each segment of a sequence, a pan's "
-                     "wider scene drawn around a given image or clip; zooms also in edits; default: the model's, on "
-                     "for the bundled models)",
+                     "the model drew (text or image to video, extensions and each segment of a sequence, with the "
+                     "scene drawn around a given image or clip where the move needs more; zooms also in edits; "
+                     "default: the model's, on for the bundled models)",
     "cache": "0–1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
     "fps": f"frames per second, 1–{pl.MAX_FPS} (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",

@@ -11,13 +11,13 @@ over what it drew (`film`), resampled to the output's size:
   zoom's factor, at most ZOOM_ROOM. Aiming the zoom at the first frame's subject kept fewer of the prompt's objects
   in view than the centre did (docs/MODEL.md, session 30): they move, and there may be several.
 
-A given image or clip fixes the frame where the video meets it (`pin`): a pan there starts (or, backward, ends) on
-the given frame, placed in the wider scene where its latents can stand, and the DiT draws the rest of the scene
-around it (outpainting, `conditioning.FrameCondition.partly`). A zoom crops what was drawn, so each mode makes the
-zooms that keep its given frames whole (`MOVES`): an extension forward zooms in from the clip's last frame, one
-backward zooms out into its first, and an edit, which draws anew in the clip's frame, zooms either way; image to
-video's zoom out opens on a close-up. A move runs over the frames the mode draws and holds before and after; a
-prompt sequence's segments each add a leg (`Leg`) over their own frames, as their prompts ask. A move's room is
+A given image or clip fixes the frame where the video meets it (`pin`): a move there starts (or, backward, ends) on
+the given frame, which stands at its own scale in a scene as large as the move needs, where its latents can be placed
+unchanged, and the DiT draws the rest of the scene around it (outpainting, `conditioning.FrameCondition.partly`).
+So image to video and extensions pan and zoom either way; an edit, which draws anew in the clip's frame, zooms only,
+and loops and connections, whose ends are both given, do not move (`MOVES`). A move runs over the frames the mode
+draws and holds before and after; a prompt sequence's segments each add a leg (`Leg`) over their own frames, as their
+prompts ask. A move's room is
 bounded (`PAN_ROOM`, `ZOOM_ROOM`, for all legs together), so a long video moves slower and its memory stays bounded.
 """
 
@@ -39,15 +39,13 @@ ZOOM_SPEED = 0.15  # how fast a zoom magnifies: by e^0.15 = 1.16x a second, so 1
 ZOOM_ROOM = 1.5  # the most a zoom magnifies: its closest view is upsampled this much; a longer video zooms slower
 MOVES = {  # mode -> the moves its frame makes: "pan" (a pan or tilt), "in" and "out" (zooms)
     "t2v": ("pan", "in", "out"),
-    "i2v": ("pan", "in", "out"),  # a pan starts on the image, with the scene drawn around it
-    "extend": ("pan", "in"),  # the new part pans or closes in from the clip's last frame
-    "extend_backward": ("pan", "out"),  # the new part pans or widens into the clip's first frame
+    "i2v": ("pan", "in", "out"),  # from the image, with the scene drawn around it
+    "extend": ("pan", "in", "out"),  # from the clip's last frame
+    "extend_backward": ("pan", "in", "out"),  # into the clip's first frame
     "edit": ("in", "out"),  # the edit draws anew in the clip's own frame
     "sequence": ("pan", "in", "out"),  # each segment moves over its own frames, as its prompt asks
 }
 WHY_NOT = {  # mode -> why it makes no other move
-    "extend": "the new part starts on the video's last frame, the widest view a zoom can crop",
-    "extend_backward": "the new part ends on the video's first frame, the widest view a zoom can crop",
     "edit": "nothing outside the video's frame is known",
     "loop": "a loop ends where it starts",
     "connect": "the bridge starts and ends on the videos' own frames",
@@ -112,19 +110,21 @@ class Move:
 
     def windows(self, scene: tuple[int, int], out: tuple[int, int], start: int, count: int) -> np.ndarray:
         """(count, 4): x, y, width, height in scene pixels of the windows output frames start.. show. The path is
-        centred on the scene, or passes through the pinned frame's centre, and the widest view is the output's own
-        frame: a zoom in narrows the window from it, a zoom out widens the window to it."""
+        centred on the scene with the output's own frame as the widest view (a zoom in narrows the window from it, a
+        zoom out widens the window to it), or passes through the pinned frame's centre, whose window is the output's
+        frame."""
         x, y, magnified = self._path(np.arange(start, start + count, dtype=float))
-        ends_x, ends_y, ends_magnified = self._extremes()
-        share = np.exp(ends_magnified.min() - magnified)  # the window's size as a share of the output's
-        width, height = share * out[0], share * out[1]
         if self.pin is None:
+            ends_x, ends_y, ends_magnified = self._extremes()
+            share = np.exp(ends_magnified.min() - magnified)  # the window's size as a share of the output's
             centre_x = scene[0] / 2 + x - (ends_x.min() + ends_x.max()) / 2
             centre_y = scene[1] / 2 + y - (ends_y.min() + ends_y.max()) / 2
         else:
             frame, pin_x, pin_y = self.pin
-            at_x, at_y, _ = self._path(np.array([frame], dtype=float))
+            at_x, at_y, at_magnified = self._path(np.array([frame], dtype=float))
+            share = np.exp(at_magnified - magnified)
             centre_x, centre_y = pin_x + x - at_x, pin_y + y - at_y
+        width, height = share * out[0], share * out[1]
         return np.stack([centre_x - width / 2, centre_y - height / 2, width, height], axis=1)
 
     def describe(self) -> dict[str, str]:
@@ -151,19 +151,19 @@ def _room(size: int, travel: float) -> int:
 
 def pin(move: Move, frame: int, out: tuple[int, int], canvas: tuple[int, int],
         grid: int) -> tuple[Move, tuple[int, int], tuple[int, int]]:
-    """Lay out a panning scene around a given frame: output frame `frame` is the given one, whose `canvas`
-    (the output's size rounded up, the output at its centre) stands at a multiple of `grid` pixels in the scene,
-    where its latents can be placed whole. Returns the move pinned there, the scene's size (multiples of `grid`)
-    and the canvas's (left, top) in it."""
-    x, y, _ = move._extremes()
-    at_x, at_y, _ = move._path(np.array([frame], dtype=float))
+    """Lay out the scene a move crosses around a given frame: output frame `frame` is the given one, whose
+    `canvas` (the output's size rounded up, the output at its centre) stands at a multiple of `grid` pixels in the
+    scene, where its latents can be placed whole, and every window lies inside the scene. Returns the move pinned
+    there, the scene's size (multiples of `grid`) and the canvas's (left, top) in it."""
+    last = max([frame, *(end for leg in move.legs for end in leg.span)])
+    around = Move(move.legs, (frame, 0.0, 0.0)).windows((0, 0), out, 0, last + 1)  # about the pinned centre
     size, corner = [], []
-    for path, at, out_side, canvas_side in ((x, at_x[0], out[0], canvas[0]), (y, at_y[0], out[1], canvas[1])):
+    for axis, out_side, canvas_side in ((0, out[0], canvas[0]), (1, out[1], canvas[1])):
         inset = (canvas_side - out_side) // 2  # the output inside its canvas
-        before, after = at - path.min(), path.max() - at  # how far the window travels either side of the pin
-        start = grid * math.ceil(max(0.0, before - inset) / grid)
-        end = max(start + canvas_side, math.ceil(start + inset + after + out_side))  # a sub-pixel window reads the
-        # pixel its right edge falls in, a whole-pixel one none past it
+        low, high = around[:, axis].min(), (around[:, axis] + around[:, axis + 2]).max()  # the windows' reach
+        start = grid * math.ceil(max(0.0, -(low + inset + out_side / 2)) / grid)
+        end = max(start + canvas_side, math.ceil(start + inset + out_side / 2 + high))  # a sub-pixel window reads
+        # the pixel its far edge falls in, a whole-pixel one none past it
         size.append(grid * math.ceil(end / grid))
         corner.append(start)
     centre = (corner[0] + (canvas[0] - out[0]) // 2 + out[0] / 2, corner[1] + (canvas[1] - out[1]) // 2 + out[1] / 2)
@@ -194,9 +194,6 @@ def _leg(req: Request, prompt: str, span: tuple[int, int]) -> tuple[Leg, list[st
     notes = [f"camera {'zoom ' if name != 'pan' else ''}{name}: not made in mode {req.mode} ({WHY_NOT[req.mode]}; "
              f"it makes {_makes(allowed)}), so the camera moves only as the model draws it"
              for name in asked if asked[name] and name not in allowed]
-    if req.mode == "i2v" and zoom == "out":
-        notes.append("camera zoom out: the video opens on a close-up of the image's centre and widens to the whole "
-                     "image, as nothing outside it is known")
     seconds = (span[1] - span[0]) / req.fps
     travel = prompting.PAN_SPEED * seconds * min(req.width, req.height)
     pan = (way[0] * travel, way[1] * travel) if asked["pan"] and "pan" in allowed else (0.0, 0.0)
@@ -217,8 +214,7 @@ def _within_room(legs: list[Leg], short: int) -> Move:
 
 
 def _makes(allowed: tuple[str, ...]) -> str:
-    return {(): "no camera move", ("pan", "in"): "pans and zoom ins", ("pan", "out"): "pans and zoom outs",
-            ("in", "out"): "zooms but no pans"}[allowed]
+    return {(): "no camera move", ("in", "out"): "zooms but no pans"}[allowed]
 
 
 def pinned_frame(req: Request) -> int | None:

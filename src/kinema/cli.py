@@ -65,7 +65,7 @@ GENERATE_EXAMPLES = """modes:
 camera moves (--no-window-camera: as the model draws them):
   kinema generate "a red ball on a snowy field, the camera pans left" -o pan.mp4       pans and tilts
   kinema generate "a yellow star spins, the camera slowly zooms in" -o zoom.mp4        zooms in and out
-  kinema generate "the camera zooms in" --extend clip.mp4 --seconds 2 -o closer.mp4   (--backward: zooms out)
+  kinema generate "the camera zooms out" --extend clip.mp4 --seconds 2 -o wider.mp4   from its last frame
   kinema generate "a cat, the camera pans right" --image cat.jpg -o pan.mp4           opens on the photo
   kinema generate --segments "0:a red ball on a snowy field;2:the camera pans left" --seconds 4 -o story.mp4
 """
@@ -142,8 +142,8 @@ def _add_noise_options(parser) -> None:
                              "model's; 0 = off)")
     parser.add_argument("--window-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="make a camera pan, tilt or zoom the prompt asks for (\"the camera pans left\", \"zooms "
-                             "in\") by moving the frame over what the model drew (for a pan, a wider scene, drawn "
-                             "around a given image or clip): in text or image to video, in each segment of "
+                             "in\") by moving the frame over what the model drew (a scene drawn around a given image "
+                             "or clip where the move needs more): in text or image to video, in each segment of "
                              "--segments and in extensions, and zooms in edits (default: the model's; on for the "
                              "bundled models, which do not move the camera by themselves)")
 

@@ -15,9 +15,9 @@ time, laid out as [k context | m new | e end], the context and end frames given:
 
 An asked camera pan or tilt draws a scene wider by its travel, and an asked zoom the output's own frame; the output's
 frame moves over it as it is decoded (`kinema.camera`). Where a given image or clip fixes the frame (image to video,
-extensions), a pan starts or ends on it: its latents stand at their place in the scene, and one more window draws
-the rest of the scene around them (`Job.outpaint`) before the new frames are drawn. Extensions and edits zoom where
-their given frames leave room, and each segment of a prompt sequence moves as its own prompt asks (`camera.MOVES`).
+extensions), the move starts or ends on it: its latents stand at their place in a scene as large as the move needs,
+and one more window draws the rest of the scene around them (`Job.outpaint`) before the new frames are drawn. Edits
+zoom only, and each segment of a prompt sequence moves as its own prompt asks (`camera.MOVES`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -186,15 +186,19 @@ class Job:
         self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
-        segments = self.segment_frames() if req.mode == "sequence" else None
-        self.move, camera_notes = camera.move_for(req, segments)  # pans, tilts, zooms: the frame moving over the video
+        legs = None  # a prompt sequence's segments each move over their frames, up to the next one's first
+        if req.mode == "sequence":
+            legs = [(start, min(end, req.frames - 1), prompt) for start, end, prompt in self.segment_frames()]
+        self.move, camera_notes = camera.move_for(req, legs)  # pans, tilts, zooms: the frame moving over the video
         self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
         self.corner: tuple[int, int] | None = None  # where given frames stand in a panning scene (pixels)
         pinned = camera.pinned_frame(req)
-        if pinned is not None and self.move.pans:
+        self.still_camera = pinned is not None and self.move.pans
+        if pinned is not None and self.move:
             grid = vae.spatial_factor * pipe.cfg.dit.patch_size[1]  # whole tokens, so given ones stay clean
-            self.move, self.canvas, self.corner = camera.pin(self.move, pinned, (req.width, req.height),
-                                                             canvas_size(req.width, req.height), grid)
+            self.move, self.canvas, corner = camera.pin(self.move, pinned, (req.width, req.height),
+                                                        canvas_size(req.width, req.height), grid)
+            self.corner = None if self.canvas == canvas_size(req.width, req.height) else corner  # it fills the scene
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
@@ -207,15 +211,17 @@ class Job:
         self.notes += camera_notes
 
     def segment_frames(self) -> list[tuple[int, int, str]]:
-        """(first frame, last frame, prompt) of each segment of a prompt sequence: it runs to the next one's start."""
+        """(first frame, end frame, prompt) of each segment of a prompt sequence: it runs up to the next one's start,
+        the last one to the end of the video."""
         spans = segment_spans(self.req.segments, self.req.frames, self.req.fps, self.tf)
-        starts = [first_frame(first, self.tf) for first, _, _ in spans]
-        return list(zip(starts, [*starts[1:], self.req.frames - 1], [prompt for *_, prompt in spans], strict=True))
+        return [(first_frame(a, self.tf), min(self.req.frames, first_frame(b, self.tf)), prompt)
+                for a, b, prompt in spans]
 
     # -- 2. text ---------------------------------------------------------------------------------
     def text(self, prompt: str) -> Text:
         if prompt not in self._texts:
-            self.captions[prompt] = self.pipe.rewriter.expand(prompt) if self.req.expand else prompt
+            still = self.still_camera  # the frame pans from a given frame: the DiT is not told to pan
+            self.captions[prompt] = self.pipe.rewriter.expand(prompt, still) if self.req.expand else prompt
             text = self.pipe.encode_text(self.captions[prompt], self.req.negative_prompt)
             self._texts[prompt] = replace(text, direction=prompting.asked_direction(self.captions[prompt]))
         return self._texts[prompt]
@@ -486,8 +492,7 @@ def sequence(job: Job) -> Video:
     for (_, _, prompt), windows in zip(spans, plans, strict=True):
         new = job.extend(latents, windows, job.text(prompt))
         latents = new if latents is None else torch.cat([latents, new], dim=2)
-    segments = [[first_frame(a, job.tf), min(req.frames, first_frame(b, job.tf)), prompt, job.captions[prompt]]
-                for a, b, prompt in spans]
+    segments = [[start, end, prompt, job.captions[prompt]] for start, end, prompt in job.segment_frames()]
     return job.video(latents, segments=segments)
 
 
