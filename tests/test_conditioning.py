@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kinema.conditioning import MASK_KINDS, FrameCondition, random_masks
+from kinema.conditioning import MASK_KINDS, FrameCondition, random_masks, random_regions
 
 
 def test_place_and_apply_frames_with_negative_positions():
@@ -27,6 +27,20 @@ def test_a_frame_given_in_part_keeps_its_box_clean_and_draws_the_rest():
     assert cond.repeat(2).region.shape == (2, 3, 2, 3)
     with pytest.raises(ValueError, match="whole 2x2 patches"):
         FrameCondition.at((1, 4, 3, 4, 6), frames, [0]).partly(0, 1, 4, 4, (2, 2))
+
+
+def test_random_regions_give_boxes_of_whole_tokens_in_place_of_whole_frames():
+    gen = torch.Generator().manual_seed(0)
+    given = torch.tensor([[True, True, False], [False, False, True], [False, False, False], [True, False, False]])
+    kept, region = random_regions(given, (6, 10), 1.0, gen)
+    assert not kept.any() and region.shape == (4, 3, 6, 10)
+    for b, frames in enumerate([[0, 1], [2], [0], [0]]):  # the given frames, or the first where none was given
+        assert region[b].any(dim=(1, 2)).tolist() == [f in frames for f in range(3)]
+        rows, cols = region[b, frames[0]].any(dim=1), region[b, frames[0]].any(dim=0)
+        assert 3 <= rows.sum() <= 5 and 5 <= cols.sum() <= 9  # 50-90% of each side, one box
+        assert region[b, frames[0]].sum() == rows.sum() * cols.sum()
+    assert torch.equal(random_regions(given, (6, 10), 0.0, gen)[0], given)  # share 0: whole frames as drawn
+    assert not random_regions(given, (1, 1), 1.0, gen)[1].any()  # no token would be left to draw
 
 
 def test_repeat_for_cfg_batches():

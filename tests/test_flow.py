@@ -57,3 +57,17 @@ def test_loss_is_the_velocity_loss_against_the_straight_line():
     assert torch.allclose(flow.loss(v, x0, eps, weight), expected)
     assert torch.allclose(flow.velocity_loss(v, eps - x0, weight, weight_total=torch.tensor(18.0)),
                           expected * weight.sum() / 18)
+
+
+def test_loss_weighs_latent_pixels_where_frames_are_given_in_part():
+    gen = torch.Generator().manual_seed(0)
+    v, target = torch.randn(2, 4, 3, 4, 4, generator=gen), torch.randn(2, 4, 3, 4, 4, generator=gen)
+    frames = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    pixels = frames[:, :, None, None].expand(2, 3, 4, 4)
+    torch.testing.assert_close(flow.velocity_loss(v, target, pixels), flow.velocity_loss(v, target, frames))
+    half = pixels.clone()
+    half[0, 0, :, 2:] = 1.0  # half of a given frame drawn: its half counts as half a frame
+    err = (v - target).pow(2).mean(dim=1)  # (B, T, H, W)
+    expected = (err * half).sum() / 16 / 4.5
+    torch.testing.assert_close(flow.velocity_loss(v, target, half), expected)
+    torch.testing.assert_close(flow.velocity_loss(v, target, half, weight_total=torch.tensor(9.0)), expected / 2)

@@ -128,6 +128,26 @@ def test_the_dit_learns_from_noise_as_correlated_as_the_recipe_says(vae_run, mon
     assert abs(neighbours - rho) < 0.05, neighbours
 
 
+def test_the_dit_learns_to_draw_around_frames_given_in_part(vae_run, monkeypatch):
+    """With `outpaint_share` the DiT gets a time per token: 0 on the given box, which stays clean in its input and
+    out of the loss, as image to video and extensions give frames when the camera crosses a larger scene."""
+    from kinema.models.dit import DiT
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward = DiT.forward
+    monkeypatch.setattr(DiT, "forward", lambda self, x, t, *a, **k: seen.append((x, t)) or forward(self, x, t, *a, **k))
+    stage = _dit_stage(vae_run, {"dit.outpaint_share": 1.0})
+    cond = stage.draw_condition(torch.zeros(3, 4, 5, 16, 16))  # an 8x8 token grid (2x2 patches)
+    assert not cond.mask.any() and cond.region[:, 0].any(dim=(1, 2)).all()  # every clip: the first frame in part
+    assert (~cond.region).any(dim=(1, 2, 3)).all()  # and tokens left to draw
+    for _ in range(3):
+        assert math.isfinite(stage.train_step()["loss"])
+    x, t = seen[-1]
+    assert t.dim() == 4 and (t == 0).any() and (t > 0).any()  # (b, T, h', w'): some tokens clean, some noised
+    with pytest.raises(KinemaError, match="outpaint_share"):
+        _dit_stage(vae_run, {"dit.outpaint_share": 1.5})
+
+
 def test_vae_batches_rendered_ahead_are_the_same_batches(tmp_path):
     """With a pool of render processes the VAE's batches are drawn in the same order, and a checkpoint saved
     mid-prefetch holds the state before the first batch not yet trained on: resume stays exact."""

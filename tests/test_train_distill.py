@@ -66,7 +66,7 @@ def test_target_lands_where_two_guided_sampler_steps_land(teacher_run, tmp_path)
     path = stage.draw_times(2, 2.0)
     context, mask = stage.text(["a red circle moves left", "two blue squares"])
     x_t = flow.interpolate(x0, eps, torch.where(given, 0.0, path[:, :1]))
-    target = stage.velocity_target(x0, eps, x_t, path, given, context, mask)
+    target = stage.velocity_target(x0, eps, x_t, path, FrameCondition(x0, given), context, mask)
 
     for i in range(2):
         fn = sampling.guided(stage.teacher, context[i:i + 1], mask[i:i + 1], stage.uncond, stage.uncond_mask, 3.0)

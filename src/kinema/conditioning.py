@@ -108,6 +108,28 @@ class FrameCondition:
 MASK_KINDS = {"none": 0.5, "first": 0.2, "first_k": 0.1, "last_k": 0.1, "first_last": 0.1}
 
 
+def random_regions(given: torch.Tensor, grid: tuple[int, int], share: float,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give a `share` of clips their given frames only in part, as a camera move gives an image or a clip's end
+    inside a larger scene (`FrameCondition.partly`): returns the frame mask (B, T) with those clips' frames no longer
+    whole, and the tokens given (B, T, h', w') on a `grid` of h' x w' tokens. Such a clip with no frame given gets
+    its first; its box covers 50-90% of each side at a random place, and at least one token is left to draw."""
+    batch, frames = given.shape
+    rows, cols = grid
+    given, region = given.clone(), torch.zeros(batch, frames, rows, cols, dtype=torch.bool)
+    picked = torch.rand(batch, generator=generator) < share
+    for b in picked.nonzero().flatten().tolist():
+        sides = [max(1, round(side * float(0.5 + 0.4 * torch.rand((), generator=generator)))) for side in grid]
+        if sides == [rows, cols]:
+            continue  # a grid too small to leave a token: the clip keeps whole frames
+        top, left = (int(torch.randint(0, side - size + 1, (), generator=generator))
+                     for side, size in zip(grid, sides, strict=True))
+        chosen = given[b] if given[b].any() else torch.arange(frames) == 0
+        region[b, chosen, top:top + sides[0], left:left + sides[1]] = True
+        given[b] = False
+    return given, region
+
+
 def random_masks(batch: int, frames: int, generator: torch.Generator | None = None,
                  probs: dict[str, float] | None = None) -> torch.Tensor:
     """Random training masks (B, T) bool: none, first frame, first k, last k, or first + last.

@@ -50,11 +50,17 @@ def loss(v_pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, frame_weight
 
 def velocity_loss(v_pred: torch.Tensor, target: torch.Tensor, frame_weight: torch.Tensor | None = None,
                   weight_total: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared velocity error; `frame_weight` (B, T) zeroes frames given as clean conditioning.
+    """Mean squared velocity error; `frame_weight` (B, T) zeroes frames given as clean conditioning, or (B, T, H, W)
+    the latent pixels given where frames are given in part.
 
-    `weight_total` divides instead of frame_weight's own sum: a rank holding part of a global batch passes the
-    batch's total over the number of ranks, so the ranks' average is the whole batch's loss.
+    `weight_total` (in whole frames) divides instead of frame_weight's own sum: a rank holding part of a global batch
+    passes the batch's total over the number of ranks, so the ranks' average is the whole batch's loss.
     """
+    if frame_weight is not None and frame_weight.dim() == 4:  # per latent pixel: a frame's pixels weigh 1 in all
+        pixels = frame_weight.shape[2] * frame_weight.shape[3]
+        err = (v_pred.float() - target.float()).pow(2).mean(dim=1) / pixels  # (B, T, H, W)
+        total = frame_weight.sum() / pixels if weight_total is None else weight_total
+        return (err * frame_weight).sum() / total.clamp_min(1)
     err = (v_pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     if frame_weight is None:
         return err.mean()

@@ -97,6 +97,10 @@ class DiTRecipe:
     caption_dropout: float = 0.1  # "" captions teach the unconditional branch of CFG
     bf16: bool = True
     mask_probs: dict[str, float] = field(default_factory=lambda: dict(MASK_KINDS))
+    # Share of clips whose given frames are given only in part (a box of whole tokens; the first frame if none),
+    # as image to video and extensions give them when a camera move crosses a larger scene (docs/MODEL.md,
+    # session 32). 0 draws exactly the masks of before.
+    outpaint_share: float = 0.0
     t_mean: float = 0.0  # logit-normal training times
     t_std: float = 1.0
     # Correlation of neighbouring latent frames in the noise the DiT learns from (sampling.initial_noise's AR chain,
@@ -321,6 +325,8 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError(f"unknown mask kind {unknown[0]!r} in [dit] mask_probs; use {', '.join(MASK_KINDS)}")
     if min(dit.mask_probs.values(), default=-1) < 0 or sum(dit.mask_probs.values()) <= 0:
         raise KinemaError("recipe [dit] mask_probs need non-negative weights with a positive sum, e.g. none = 1")
+    if not 0 <= dit.outpaint_share <= 1:
+        raise KinemaError(f"recipe [dit] outpaint_share={dit.outpaint_share} must be between 0 and 1, e.g. 0.1")
     if not 0 <= dit.caption_dropout < 1 or not 0 < dit.ema_decay < 1:
         raise KinemaError("recipe [dit] needs 0 <= caption_dropout < 1 and 0 < ema_decay < 1")
     if not vae.train_encoder and not (recipe.init or vae.init):

@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 
 from kinema import sampling
+from kinema.conditioning import FrameCondition
 from kinema.models.dit import DiT
-from kinema.train_dit import DiTStage, frame_times
+from kinema.train_dit import DiTStage
 
 
 class DistillStage(DiTStage):
@@ -47,16 +48,15 @@ class DistillStage(DiTStage):
 
     @torch.no_grad()
     def velocity_target(self, x0: torch.Tensor, eps: torch.Tensor, x_t: torch.Tensor, path: torch.Tensor,
-                        given: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+                        cond: FrameCondition, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         """The constant velocity that lands where the teacher's two guided Euler steps land (b, C, T, h, w)."""
         teacher = sampling.guided(self.teacher, context, context_mask, self.uncond, self.uncond_mask, self.guidance)
-        keep = given[:, None, :, None, None]  # (b, 1, T, 1, 1): given frames stay clean, as the sampler keeps them
         x = x_t
         for i in range(2):
             t, t_next = path[:, i], path[:, i + 1]  # (b,)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                v = teacher(x, frame_times(t, given)).float()
-            x = torch.where(keep, x0, x + _per_clip(t_next - t) * v)
+                v = teacher(x, cond.frame_times(t)).float()
+            x = cond.apply(x + _per_clip(t_next - t) * v)  # given frames stay clean, as the sampler keeps them
         return (x - x_t) / _per_clip(path[:, 2] - path[:, 0])
 
 

@@ -4,7 +4,8 @@ Each step draws one bucket (so a batch has one size), clips from that bucket's s
 epoch order, fresh captions (10% dropped to "" for classifier-free guidance), noise, a
 logit-normal time and a random frame-conditioning mask. Masked latent frames stay clean
 with t = 0 and are left out of the loss, so one model learns text-to-video, image-to-video,
-extension and connections. bf16 autocast for the DiT, fp32 weights, AdamW, EMA.
+extension and connections; with `[dit] outpaint_share`, a share of clips is given only inside a
+box of tokens, which get t = 0 each (outpainting). bf16 autocast for the DiT, fp32 weights, AdamW, EMA.
 
 On a GPU the model, the text encoder and the whole latent cache live there. Every random draw
 still comes from the CPU generator, so a step's batch, noise and masks do not depend on the device.
@@ -24,6 +25,7 @@ import torch
 
 from kinema import conditioning, flow, parallel, probe, sampling, world
 from kinema.checkpoint import Model
+from kinema.conditioning import FrameCondition
 from kinema.config import ModelConfig
 from kinema.data import CachedBucket, Source, WorldSource, stable_seed
 from kinema.models.dit import DiT
@@ -122,31 +124,33 @@ class DiTStage:
     def train_step(self) -> dict[str, float]:
         start = time.perf_counter()
         cached, x0, captions = self.next_batch()  # the global batch: x0 (B, C, T, h, w)
-        batch, frames = x0.shape[0], x0.shape[2]
+        batch = x0.shape[0]
         eps = sampling.initial_noise(x0.shape, self.cfg.noise_correlation, self.gen)  # rho 0: plain randn
         tokens = cached.bucket.tokens(self.model_cfg)
         sampler = self.model_cfg.sampler
         shift = flow.shift_for(tokens, sampler.shift, sampler.shift_base_tokens)  # as sampling will use
         path = self.draw_times(batch, shift)  # (B, K): each clip's noise level t, then the times its step visits
-        given = conditioning.random_masks(batch, frames, self.gen, self.cfg.mask_probs)  # (B, T) True = clean
-
-        weight_total = (~given).sum().float().to(self.device) / self.dist.world_size  # loss frames, per rank
+        cond = self.draw_condition(x0)  # which frames (or tokens) are given clean
+        weight = loss_weight(cond)  # (B, T), or (B, T, h, w) where frames are given in part
+        weight_total = (weight.sum() / (weight[0, 0].numel() * self.dist.world_size)).to(self.device)  # per rank
         rows = slice(self.dist.rank, None, self.dist.world_size)  # this rank's share (all rows in one process)
-        x0, eps, given = x0[rows].to(self.device), eps[rows].to(self.device), given[rows].to(self.device)
+        x0, eps, weight = x0[rows].to(self.device), eps[rows].to(self.device), weight[rows].to(self.device)
+        cond = FrameCondition(x0, cond.mask[rows].to(self.device),
+                              None if cond.region is None else cond.region[rows].to(self.device))
         path = path[rows].to(self.device)
         t = path[:, 0]  # (b,)
         context, context_mask = self.text(captions[rows])  # (b, L, D), (b, L)
-        t_frames = frame_times(t, given)  # (b, T)
-        x_t = flow.interpolate(x0, eps, t_frames)  # (b, C, T, h, w)
-        target = self.velocity_target(x0, eps, x_t, path, given, context, context_mask)
+        t_model = cond.frame_times(t)  # (b, T), or (b, T, h', w') per token
+        x_t = cond.apply(flow.interpolate(x0, eps, cond.frame_times(t) if cond.region is None else t))
+        target = self.velocity_target(x0, eps, x_t, path, cond, context, context_mask)
 
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.dit.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            v = self.dit(x_t, t_frames, context, context_mask)
-        loss = flow.velocity_loss(v, target, frame_weight=(~given).float(), weight_total=weight_total)
+            v = self.dit(x_t, t_model, context, context_mask)
+        loss = flow.velocity_loss(v, target, frame_weight=weight, weight_total=weight_total)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip)
@@ -157,13 +161,25 @@ class DiTStage:
                 "grad_norm": float(parallel.full_tensor(grad_norm)), "batch": batch,
                 "tokens_per_s": batch * tokens / (time.perf_counter() - start)}
 
+    def draw_condition(self, x0: torch.Tensor) -> FrameCondition:
+        """Random frame masks (none, first frame, first k, last k, first + last) for the batch x0 (B, C, T, h, w);
+        with `outpaint_share`, that share of clips gets its given frames only in part (a box of whole tokens)."""
+        batch, _, frames, height, width = x0.shape
+        given = conditioning.random_masks(batch, frames, self.gen, self.cfg.mask_probs)  # (B, T) True = clean
+        if not self.cfg.outpaint_share:
+            return FrameCondition(x0, given)
+        _, ph, pw = self.model_cfg.dit.patch_size
+        given, region = conditioning.random_regions(given, (height // ph, width // pw), self.cfg.outpaint_share,
+                                                    self.gen)
+        return FrameCondition(x0, given, region)
+
     def draw_times(self, batch: int, shift: float) -> torch.Tensor:
         """(B, 1): each clip's noise level, logit-normal and shifted as sampling will be. Rectified flow learns
         the velocity at that instant; a distillation also returns the times its step passes through."""
         return flow.sample_t(batch, self.gen, self.cfg.t_mean, self.cfg.t_std, shift)[:, None]
 
     def velocity_target(self, x0: torch.Tensor, eps: torch.Tensor, x_t: torch.Tensor, path: torch.Tensor,
-                        given: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+                        cond: FrameCondition, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         """What the DiT should output at x_t (b, C, T, h, w): for rectified flow, the straight line's eps - x0."""
         return flow.velocity_target(x0, eps)
 
@@ -222,9 +238,12 @@ class DiTStage:
         save_grid(path, [to_uint8(v) for v in videos], [f"step {self.step}: {p}" for p in prompts])
 
 
-def frame_times(t: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
-    """Per-frame times (B, T): each clip's t, and 0 on the frames given as clean conditioning."""
-    return torch.where(given, torch.zeros((), device=t.device), t[:, None].expand_as(given))
+def loss_weight(cond: FrameCondition) -> torch.Tensor:
+    """1 where the loss is taken: (B, T) on frames not given, or (B, T, h, w) on latent pixels not given when
+    frames are given in part."""
+    if cond.region is None:
+        return (~cond.mask).float()
+    return (~cond.given()[:, 0]).float()
 
 
 def _share_evenly(batch: int, ranks: int) -> int:
