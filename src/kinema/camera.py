@@ -17,8 +17,8 @@ unchanged, and the DiT draws the rest of the scene around it (outpainting, `cond
 So image to video and extensions pan and zoom either way; an edit, which draws anew in the clip's frame, zooms only,
 and loops and connections, whose ends are both given, do not move (`MOVES`). A move runs over the frames the mode
 draws and holds before and after; a prompt sequence's segments each add a leg (`Leg`) over their own frames, as their
-prompts ask. A move's room is
-bounded (`PAN_ROOM`, `ZOOM_ROOM`, for all legs together), so a long video moves slower and its memory stays bounded.
+prompts ask. A move's room is bounded (`PAN_ROOM`, `ZOOM_ROOM`, for all legs together), so a long video moves slower
+and its memory stays bounded.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def _makes(allowed: tuple[str, ...]) -> str:
 
 
 def pinned_frame(req: Request) -> int | None:
-    """The output frame a given image or clip fixes, where a pan starts (or ends): None in modes without one."""
+    """The output frame a given image or clip fixes, where a move starts (or ends): None in modes without one."""
     pins = {"i2v": 0, "extend": 0, "extend_backward": 1}
     return _span(req)[pins[req.mode]] if req.mode in pins else None
 

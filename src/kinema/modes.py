@@ -191,7 +191,7 @@ class Job:
             legs = [(start, min(end, req.frames - 1), prompt) for start, end, prompt in self.segment_frames()]
         self.move, camera_notes = camera.move_for(req, legs)  # pans, tilts, zooms: the frame moving over the video
         self.canvas = scene_size(req, self.move)  # generated at, then cropped to the request's size (or filmed)
-        self.corner: tuple[int, int] | None = None  # where given frames stand in a panning scene (pixels)
+        self.corner: tuple[int, int] | None = None  # where given frames stand in a larger scene (pixels), if they do
         pinned = camera.pinned_frame(req)
         self.still_camera = pinned is not None and self.move.pans
         if pinned is not None and self.move:
@@ -272,10 +272,10 @@ class Job:
         return self.pipe.decode(Video(latents[:, :, :n], count, self.req.fps, *self.canvas))  # to encode again
 
     def outpaint(self, text: Text, given: torch.Tensor, drawn: slice) -> torch.Tensor:
-        """Given latents (1, C, n, h0, w0) of the output's canvas -> (1, C, n, h, w) of a panning scene, standing at
-        `corner`. One window draws the rest of the scene around the `drawn` frames (those the DiT will read as
-        context); the others, which the decoder reads only as the memory of frames it skips, take the surroundings
-        of the nearest drawn one. As they are when no pan moves them."""
+        """Given latents (1, C, n, h0, w0) of the output's canvas -> (1, C, n, h, w) of the larger scene a camera
+        move crosses, standing at `corner`. One window draws the rest of the scene around the `drawn` frames (those
+        the DiT will read as context); the others, which the decoder reads only as the memory of frames it skips,
+        take the surroundings of the nearest drawn one. As they are when they fill the scene."""
         if self.corner is None:
             return given
         sf, (_, ph, pw) = self.pipe.cfg.vae.spatial_factor, self.pipe.cfg.dit.patch_size
