@@ -141,7 +141,7 @@ class DiTStage:
         t = path[:, 0]  # (b,)
         context, context_mask = self.text(captions[rows])  # (b, L, D), (b, L)
         t_model = cond.frame_times(t)  # (b, T), or (b, T, h', w') per token
-        x_t = cond.apply(flow.interpolate(x0, eps, cond.frame_times(t) if cond.region is None else t))
+        x_t = cond.apply(flow.interpolate(x0, eps, t))  # (b, C, T, h, w), clean where given
         target = self.velocity_target(x0, eps, x_t, path, cond, context, context_mask)
 
         lr = self.cfg.lr * lr_factor(self.step, self.cfg.warmup, self.total)
