@@ -196,9 +196,9 @@ class Job:
         self.still_camera = pinned is not None and self.move.pans
         if pinned is not None and self.move:
             grid = vae.spatial_factor * pipe.cfg.dit.patch_size[1]  # whole tokens, so given ones stay clean
-            self.move, self.canvas, corner = camera.pin(self.move, pinned, (req.width, req.height),
-                                                        canvas_size(req.width, req.height), grid)
-            self.corner = None if self.canvas == canvas_size(req.width, req.height) else corner  # it fills the scene
+            own = canvas_size(req.width, req.height)
+            self.move, self.canvas, corner = camera.pin(self.move, pinned, (req.width, req.height), own, grid)
+            self.corner = None if self.canvas == own else corner  # None: the given frames fill the scene
         width, height = self.canvas
         self.shape = (vae.z_dim, height // vae.spatial_factor, width // vae.spatial_factor)  # (C, h, w)
         self.windows = self.done = 0
@@ -283,7 +283,7 @@ class Job:
         index = list(range(n))[drawn]
         scene = torch.zeros(1, c, len(index), *self.shape[1:])
         scene[..., top:top + h0, left:left + w0] = given[:, :, index]
-        cond = FrameCondition.at(tuple(scene.shape), scene, list(range(len(index)))).partly(top, left, h0, w0, (ph, pw))
+        cond = FrameCondition(scene, torch.ones(1, len(index), dtype=torch.bool)).partly(top, left, h0, w0, (ph, pw))
         self.windows += 1
         x = self.noise(tuple(scene.shape), None)
         scene = self.denoise(text, x, cond, self.pipe.times(self.req, x.shape), "outpainting: ")
