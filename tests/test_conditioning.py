@@ -18,7 +18,7 @@ def test_place_and_apply_frames_with_negative_positions():
 def test_a_frame_given_in_part_keeps_its_box_clean_and_draws_the_rest():
     frames = torch.randn(1, 4, 1, 4, 6)
     cond = FrameCondition.at((1, 4, 3, 4, 6), frames, [0]).partly(0, 2, 4, 4, (2, 2))  # columns 2..5 of frame 0
-    assert not cond.mask.any() and cond.region.shape == (1, 3, 2, 3) and cond.any
+    assert not cond.mask.any() and cond.region.shape == (1, 3, 2, 3) and cond.given().any()
     assert cond.region[0, 0].tolist() == [[False, True, True]] * 2 and not cond.region[0, 1:].any()
     x = cond.apply(torch.zeros(1, 4, 3, 4, 6))
     assert torch.equal(x[:, :, 0, :, 2:], frames[:, :, 0, :, 2:]) and x[:, :, 0, :, :2].abs().sum() == 0
@@ -67,4 +67,4 @@ def test_window_puts_context_before_and_after_the_new_frames():
     assert cond.mask.tolist() == [[True, True, False, False, False, True]]
     assert torch.equal(cond.latents[:, :, :2], before) and torch.equal(cond.latents[:, :, 5:], after)
     assert FrameCondition.window((1, 4, 3, 3, 3), after=after).mask.tolist() == [[False] * 3 + [True]]
-    assert not FrameCondition.window((1, 4, 3, 3, 3)).any
+    assert not FrameCondition.window((1, 4, 3, 3, 3)).given().any()

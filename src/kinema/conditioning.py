@@ -71,10 +71,6 @@ class FrameCondition:
         region[:, :, top // ph:(top + height) // ph, left // pw:(left + width) // pw] = True
         return FrameCondition(self.latents, torch.zeros_like(self.mask), region & self.mask[:, :, None, None])
 
-    @property
-    def any(self) -> bool:
-        return bool(self.mask.any()) or (self.region is not None and bool(self.region.any()))
-
     def given(self) -> torch.Tensor:
         """(B, 1, T, H, W) bool: the latent pixels kept clean."""
         given = self.mask[:, None, :, None, None]
