@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kinema.cli import main
@@ -203,6 +204,21 @@ def test_every_mode_from_the_command_line(fast_cli, clips, tmp_path, capsys, arg
                            "--quiet", *args], capsys)
     assert code == 0 and f"{frames} frames" in stdout
     assert read_video(out)[0].shape == (frames, 32, 32, 3)
+
+
+def test_connect_two_images_starts_on_the_first_and_ends_on_the_last(fast_cli, tmp_path, capsys):
+    from PIL import Image
+
+    first, last = tmp_path / "first.png", tmp_path / "last.png"
+    Image.new("RGB", (48, 48), (220, 30, 30)).save(first)
+    Image.new("RGB", (48, 48), (30, 30, 220)).save(last)
+    out = tmp_path / "between.mp4"
+    code, stdout, _ = run(["generate", "a red square turns blue", "--connect", str(first), str(last), "--size",
+                           "32x32", "--seconds", "2", "--steps", "1", "-o", str(out), "--quiet"], capsys)
+    assert code == 0 and "18 frames" in stdout  # the first image, a 2 s bridge, the last image
+    frames = read_video(out)[0].astype(float)
+    assert np.abs(frames[0].mean((0, 1)) - (220, 30, 30)).max() < 12
+    assert np.abs(frames[-1].mean((0, 1)) - (30, 30, 220)).max() < 12
 
 
 def test_image_to_video_and_aspect_from_the_command_line(fast_cli, tmp_path, capsys):

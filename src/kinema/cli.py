@@ -59,6 +59,7 @@ GENERATE_EXAMPLES = """modes:
   kinema generate "a red circle moves right" --extend clip.mp4 --seconds 2 -o more.mp4  (--backward: before it)
   kinema generate "a blue heart bounces" --loop --seconds 3 -o loop.gif                seamless loop
   kinema generate "a red circle moves right" --connect a.mp4 b.mp4 -o joined.mp4       bridge from a to b
+  kinema generate "a red square turns blue" --connect first.png last.png -o fl.mp4     first and last frame
   kinema generate "a blue circle moves right" --edit clip.mp4 --strength 0.7 -o blue.mp4
   kinema generate --segments "0:a red circle moves right;2:a red circle moves up" --seconds 4 -o story.mp4
 
@@ -100,7 +101,7 @@ def _add_generate(sub) -> None:
     modes.add_argument("--extend", metavar="VIDEO", help="continue this video by --seconds")
     modes.add_argument("--backward", action="store_true", help="with --extend: add the new part before it")
     modes.add_argument("--loop", action="store_true", help="a seamless loop: the end runs into the start")
-    modes.add_argument("--connect", nargs=2, metavar=("A", "B"), help="a bridge of --seconds from video A to B")
+    modes.add_argument("--connect", nargs=2, metavar=("A", "B"), help="a bridge of --seconds from video A to B (each a video or an image: first and last frame)")
     modes.add_argument("--edit", metavar="VIDEO", help="video to video: redo this video to follow the prompt")
     modes.add_argument("--strength", type=float, default=None,
                        help="with --edit: the share of the sampling schedule run again; 0 keeps the input, "
