@@ -101,8 +101,8 @@ def _add_generate(sub) -> None:
     modes.add_argument("--extend", metavar="VIDEO", help="continue this video by --seconds")
     modes.add_argument("--backward", action="store_true", help="with --extend: add the new part before it")
     modes.add_argument("--loop", action="store_true", help="a seamless loop: the end runs into the start")
-    modes.add_argument("--connect", nargs=2, metavar=("A", "B"), help="a bridge of --seconds from video A to B (or image A to image B: first and "
-                            "last frame)")
+    modes.add_argument("--connect", nargs=2, metavar=("A", "B"),
+                       help="a bridge of --seconds from video A to B (or image A to image B: first and last frame)")
     modes.add_argument("--edit", metavar="VIDEO", help="video to video: redo this video to follow the prompt")
     modes.add_argument("--strength", type=float, default=None,
                        help="with --edit: the share of the sampling schedule run again; 0 keeps the input, "
