@@ -110,6 +110,15 @@ def test_aspect_request_and_image_of_any_size(debug_pipe):
         debug_pipe.resolve(Request("x", aspect="16:9", width=64))
 
 
+def test_a_world_model_says_when_a_prompt_names_nothing_it_knows(debug_pipe, monkeypatch):
+    monkeypatch.setattr(Pipeline, "expands_by_default", property(lambda self: True))  # as the bundled models
+    notes = generate(debug_pipe, prompt="a cat playing piano in a jazz club", frames=1).notes
+    assert len(notes) == 1 and notes[0].startswith("prompt 'a cat playing piano in a jazz club' names nothing")
+    assert generate(debug_pipe, prompt="a red ball bounces on a snowy field", frames=1).notes == []
+    monkeypatch.setattr(Pipeline, "expands_by_default", property(lambda self: False))  # a user's own model
+    assert generate(debug_pipe, prompt="a cat playing piano in a jazz club", frames=1).notes == []
+
+
 # -- image to video ----------------------------------------------------------------------------------
 
 def test_image_to_video_starts_with_the_photos_vae_round_trip(debug_pipe, dit_calls):

@@ -42,6 +42,7 @@ from kinema import camera, flow, prompting, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Progress, Request, Text, Video, canvas_size, pad_to_canvas
+from kinema.world import parse_prompt
 
 WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)
 CONTEXT = 2  # latent frames each later window takes as context from what came before
@@ -222,6 +223,11 @@ class Job:
         if prompt not in self._texts:
             still = self.still_camera  # the frame pans from a given frame: the DiT is not told to pan
             self.captions[prompt] = self.pipe.rewriter.expand(prompt, still) if self.req.expand else prompt
+            if self.pipe.expands_by_default and parse_prompt(self.captions[prompt]) is None:
+                self.notes.append(f"prompt {prompt!r} names nothing the bundled models know; they draw only the "
+                                  "world's shapes, colours, motions and backgrounds (e.g. \"a red circle moves left "
+                                  "over a snowy field\"); for other scenes load real-world weights, e.g. a Wan2.1 "
+                                  "folder (--model PATH)")
             text = self.pipe.encode_text(self.captions[prompt], self.req.negative_prompt)
             self._texts[prompt] = replace(text, direction=prompting.asked_direction(self.captions[prompt]))
         return self._texts[prompt]
