@@ -199,7 +199,8 @@ def test_edit_strength_zero_is_the_vae_round_trip_and_one_ignores_the_input(debu
 
 def test_edit_mid_strength_runs_the_last_share_of_the_schedule(debug_pipe, dit_calls):
     """Strength 0.4 runs the last 40% of the text-to-video schedule (in its own steps, measured before the
-    shift), starting where the full schedule is 60% of its way: the same share at every size."""
+    shift), starting where the full schedule is 60% of its way: the same share at every size. Each step reads the
+    DiT twice, on the noised input (with no prompt) and on the edit (with the prompt)."""
     source = clip(9)
     sampler = replace(debug_pipe.cfg.sampler, shift=3.0, shift_base_tokens=1)  # the debug model's shift is 1
     cfg = replace(debug_pipe.cfg, sampler=sampler)
@@ -207,11 +208,22 @@ def test_edit_mid_strength_runs_the_last_share_of_the_schedule(debug_pipe, dit_c
     video = generate(pipe, mode="edit", video=source, strength=0.4, steps=5)
     shape = pipe.encode(source).shape  # (1, C, 3, h, w)
     full = schedule(5, flow.shift_for(cfg.dit.tokens(*shape[2:]), 3.0, 1))
-    assert len(dit_calls) == 5 and full[3] > 0.5  # the shift moved the start well above t = 0.4
-    assert dit_calls[0][1].tolist() == pytest.approx([full[3].item()] * 3)
+    assert len(dit_calls) == 10 and full[3] > 0.5  # the shift moved the start well above t = 0.4
+    assert dit_calls[0][1].tolist() == dit_calls[1][1].tolist() == pytest.approx([full[3].item()] * 3)
     assert video.meta["strength"] == 0.4 and len(pipe.decode(video)) == 9
     with pytest.raises(KinemaError, match="cannot edit 20 frames of a 9-frame video"):
         generate(debug_pipe, mode="edit", video=source, frames=20)
+
+
+def test_a_long_edit_carries_each_window_from_the_inputs_own_latents(debug_pipe, dit_calls):
+    source = clip(33)  # 9 latent frames: windows of 5 new, then 2 given + 3 new, then 2 given + 1 new
+    video = generate(debug_pipe, mode="edit", video=source, strength=0.5)
+    latents, steps = debug_pipe.encode(source), SMALL["steps"]
+    assert video.latents.shape == latents.shape and len(dit_calls) == 2 * steps * 3  # the edit's and the input's
+    (edit_x, edit_t), (input_x, input_t) = dit_calls[2 * steps:2 * steps + 2]  # the second window's first step
+    assert edit_t.tolist()[:2] == input_t.tolist()[:2] == [0, 0] and (edit_t[2:] > 0).all()
+    assert torch.allclose(edit_x[:, :, :2], video.latents[:, :, 3:5])  # its context: the edit so far
+    assert torch.allclose(input_x[:, :, :2], latents[:, :, 3:5])  # and, for the input's pass, the input there
 
 
 # -- prompt sequences --------------------------------------------------------------------------------

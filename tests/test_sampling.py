@@ -10,12 +10,12 @@ def oracle(x0: torch.Tensor):
     return lambda x, t: (x - x0) / t[:, None, :, None, None].clamp_min(1e-8)
 
 
-def test_schedule_endpoints_and_sdedit_start():
+def test_schedule_endpoints_and_edit_start():
     s = sampling.schedule(10, shift=3.0)
     assert s.shape == (11,) and s[0] == 1 and s[-1] == 0 and torch.all(s.diff() < 0)
     part = sampling.schedule(10, shift=1.0, start=0.4)
     assert abs(part[0].item() - 0.4) < 1e-6 and part[-1] == 0
-    # With a shift, SDEdit's start is where the full schedule is after 60% of its way, then 10 finer steps.
+    # With a shift, an edit's start is where the full schedule is after 60% of its way, then 10 finer steps.
     part = sampling.schedule(10, shift=3.0, start=0.4)
     assert part[0].item() == pytest.approx(s[6].item()) == pytest.approx(1.2 / 1.8)
     assert part.shape == (11,) and part[-1] == 0 and torch.all(part.diff() < 0)
@@ -44,6 +44,28 @@ def test_condition_keeps_given_frames_clean_and_sees_t_zero():
     assert torch.equal(out[:, :, 0], given[:, :, 0])
     assert torch.allclose(out[:, :, 1:], x0[:, :, 1:], atol=1e-5)
     assert all(t[0, 0] == 0 and t[0, 1] > 0 for t in seen)
+
+
+def test_flow_edit_keeps_what_the_prompts_agree_on_and_reaches_the_target():
+    source, target = torch.randn(1, 3, 3, 4, 4), torch.randn(1, 3, 3, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    noise = lambda: torch.randn(source.shape, generator=gen)  # noqa: E731
+    times = sampling.schedule(5, 3.0, start=0.7)
+    same = sampling.flow_edit(oracle(source), oracle(source), source, times, noise)
+    assert torch.allclose(same, source, atol=1e-5)  # the two velocities cancel: nothing to change
+    # With exact one-point fields the change is (edit - target) / t whatever the noise: Euler lands on the target.
+    assert torch.allclose(sampling.flow_edit(oracle(source), oracle(target), source, times, noise), target, atol=1e-5)
+    edited = torch.randn(1, 3, 1, 4, 4)  # a window's context, already edited: given as is to the target pass
+    cond = FrameCondition.at(tuple(source.shape), edited, [0])
+    seen = []
+
+    def source_fn(x, t):
+        seen.append(torch.equal(x[:, :, 0], source[:, :, 0]) and t[0, 0] == 0)  # the source's own frame, clean
+        return oracle(source)(x, t)
+
+    out = sampling.flow_edit(source_fn, oracle(target), source, times, noise, cond)
+    assert torch.equal(out[:, :, 0], edited[:, :, 0]) and all(seen) and len(seen) == 5
+    assert torch.allclose(out[:, :, 1:], target[:, :, 1:], atol=1e-5)
 
 
 def test_callback_reports_every_step():

@@ -63,7 +63,7 @@ class Request:
     image: np.ndarray | None = None  # i2v: the first frame
     video: np.ndarray | None = None  # extend / extend_backward / connect (first clip) / edit: input video
     video_b: np.ndarray | None = None  # connect: the clip to end on
-    strength: float | None = None  # edit (SDEdit): 0 returns the input, 1 ignores it (None: 0.7)
+    strength: float | None = None  # edit (FlowEdit): 0 returns the input, 1 ignores it (None: 0.7)
     segments: list[tuple[float, str]] | None = None  # sequence: (start second, prompt) pairs
     # long videos: the DiT sees `window` latent frames at a time, the first `context` of them given
     window: int | None = None
@@ -246,7 +246,7 @@ class Pipeline:
     def times(self, req: Request, shape: tuple[int, ...], strength: float = 1.0) -> torch.Tensor:
         """The sampling times (steps + 1,) for latents of `shape` (1, C, T', h, w), from noise down to 0.
 
-        The shift grows with the window's token count, as in training. SDEdit's `strength` keeps the schedule's
+        The shift grows with the window's token count, as in training. an edit's `strength` keeps the schedule's
         last share: measured along the shifted schedule, it leaves the same part of the work at every size.
         """
         tokens = self.cfg.dit.tokens(*shape[2:])  # counted as training counts them (Bucket.tokens)
@@ -258,13 +258,29 @@ class Pipeline:
                 on_step: sampling.Callback | None = None) -> torch.Tensor:
         """Sample latents x (1, C, T', h, w), which hold noise at `times[0]`, down to t = 0 (`times`: from
         `Pipeline.times`); `cond`'s frames stay clean."""
-        d = self.device
         with self.autocast():  # the prepared text keys/values are made in the forward's dtype
-            model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),
-                                       text.uncond_mask.to(d), req.guidance, prepare=self.model.dit.prepare_context)
-            if req.cache:
-                model_fn = accel.step_cache(model_fn, req.cache)
-            return sampling.sample(model_fn, x.to(d), times, cond, req.sampler, on_step).float().cpu()
+            model_fn = self._model_fn(text, req)
+            return sampling.sample(model_fn, x.to(self.device), times, cond, req.sampler, on_step).float().cpu()
+
+    @torch.no_grad()
+    def edit(self, source_text: Text, text: Text, source: torch.Tensor, cond: FrameCondition, req: Request,
+             times: torch.Tensor, noise: Callable[[], torch.Tensor],
+             on_step: sampling.Callback | None = None) -> torch.Tensor:
+        """Carry clean latents `source` (1, C, T', h, w), which `source_text` describes, to `text` over `times`
+        (FlowEdit); `cond`'s frames stay as given, `noise()` draws fresh noise of the latents' shape."""
+        d = self.device
+        with self.autocast():
+            source_fn, target_fn = self._model_fn(source_text, req), self._model_fn(text, req)
+            edited = sampling.flow_edit(source_fn, target_fn, source.to(d), times, lambda: noise().to(d), cond,
+                                        on_step)
+            return edited.float().cpu()
+
+    def _model_fn(self, text: Text, req: Request) -> sampling.ModelFn:
+        """The DiT with `text` and the request's guidance bound (and its step cache); call under `autocast`."""
+        d = self.device
+        model_fn = sampling.guided(self.model.dit, text.tokens.to(d), text.mask.to(d), text.uncond.to(d),
+                                   text.uncond_mask.to(d), req.guidance, prepare=self.model.dit.prepare_context)
+        return accel.step_cache(model_fn, req.cache) if req.cache else model_fn
 
     # -- 6. decode ---------------------------------------------------------------------------
     @torch.no_grad()

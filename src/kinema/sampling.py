@@ -22,7 +22,7 @@ Callback = Callable[[int, int, float], None]  # (step done, total steps, t) -> N
 def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor:
     """Times (steps + 1,) from noise down to 0, warped by `shift` (more steps near the noise end).
 
-    `start` < 1 covers only the schedule's last `start` share, for SDEdit, still in `steps` steps: it begins at
+    `start` < 1 covers only the schedule's last `start` share, for edits, still in `steps` steps: it begins at
     shift_time(start). Measured before the warp, a strength leaves the same part of the work at every size,
     where a raw time would not: a larger video keeps more of its content at the same t (why its shift is larger).
     """
@@ -106,6 +106,32 @@ def sample(model_fn: ModelFn, x: torch.Tensor, times: torch.Tensor, cond: FrameC
         if callback is not None:
             callback(i + 1, total, float(times[i + 1]))
     return x
+
+
+def flow_edit(source_fn: ModelFn, target_fn: ModelFn, source: torch.Tensor, times: torch.Tensor,
+              noise: Callable[[], torch.Tensor], cond: FrameCondition | None = None,
+              callback: Callback | None = None) -> torch.Tensor:
+    """FlowEdit (Kulikov et al. 2024): carry clean latents `source` (B, C, T, H, W) from what `source_fn` describes to
+    what `target_fn` does, from times[0] down to times[-1], without inverting them to noise.
+
+    At each step the source is noised afresh (`noise()`), the edit is shifted by the same amount, and the edit moves
+    by the difference of the two velocities: what the prompts agree on cancels, so the input's layout and motion are
+    kept where sampling from re-noised latents (SDEdit) redraws them. `cond`'s frames (e.g. a window's context, already
+    edited) stay as given; the source pass sees the source's own latents there.
+    """
+    cond = cond or FrameCondition.none(tuple(source.shape))
+    source_cond = FrameCondition(source, cond.mask, cond.region)
+    edit = cond.apply(source)
+    total = len(times) - 1
+    for i in range(total):
+        t, t_next = float(times[i]), float(times[i + 1])
+        noisy_source = source_cond.apply((1 - t) * source + t * noise())
+        noisy_edit = cond.apply(edit + noisy_source - source)
+        change = _velocity(target_fn, noisy_edit, t, cond) - _velocity(source_fn, noisy_source, t, source_cond)
+        edit = cond.apply(edit + (t_next - t) * change)
+        if callback is not None:
+            callback(i + 1, total, t_next)
+    return edit
 
 
 def _velocity(model_fn: ModelFn, x: torch.Tensor, t: float, cond: FrameCondition) -> torch.Tensor:
