@@ -47,6 +47,8 @@ def test_e2e_section_reports_stages_and_speedups(quick):
     for move in ("pan", "zoom"):
         moved = rows[f"a camera {move} (window_camera)"]
         assert moved["dit_calls"] == 2 and moved["psnr_db"] is None and moved["wall_s"] > 0
+    edited = rows["video to video (FlowEdit)"]  # the prompt's pass and the clip's each step
+    assert edited["dit_calls"] == 4 and edited["psnr_db"] is None and edited["denoise_share"] > 0  # timed as sampling
 
 
 def hide_pyav(monkeypatch):
