@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -334,9 +335,13 @@ class Job:
         (the unconditional text): on 30 world clips recoloured by their prompt, the edit kept size, shape and motion
         more often that way than from the clip's own caption (75.9% overall against 69.0%; docs/MODEL.md)."""
         times = self.pipe.times(self.req, tuple(source.shape), self.req.strength)
-        source_text = self.pipe.encode_text("", self.req.negative_prompt)
-        return self.pipe.edit(source_text, text, source, cond, self.req, times,
+        return self.pipe.edit(self.no_prompt, text, source, cond, self.req, times,
                               lambda: self.noise(tuple(source.shape), None), self._next_window(""))
+
+    @cached_property
+    def no_prompt(self) -> Text:
+        """The unconditional text, encoded once for all of an edit's windows."""
+        return self.pipe.encode_text("", self.req.negative_prompt)
 
     def _next_window(self, what: str) -> sampling.Callback:
         """The progress callback of the next window's steps, as part of the whole job."""

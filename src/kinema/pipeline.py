@@ -246,7 +246,7 @@ class Pipeline:
     def times(self, req: Request, shape: tuple[int, ...], strength: float = 1.0) -> torch.Tensor:
         """The sampling times (steps + 1,) for latents of `shape` (1, C, T', h, w), from noise down to 0.
 
-        The shift grows with the window's token count, as in training. an edit's `strength` keeps the schedule's
+        The shift grows with the window's token count, as in training. An edit's `strength` keeps the schedule's
         last share: measured along the shifted schedule, it leaves the same part of the work at every size.
         """
         tokens = self.cfg.dit.tokens(*shape[2:])  # counted as training counts them (Bucket.tokens)
