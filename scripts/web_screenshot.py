@@ -17,10 +17,11 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_web import ARGS, CHROMIUM  # noqa: E402  the browser exactly as the web test launches it
+
 PROMPTS = ("a small green heart moves to the right over a beige background",
            "a big yellow star spins in place on a snowy field")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 WAIT_MS = 300_000
 
 
@@ -45,7 +46,7 @@ def wait_until_up(url: str, server: subprocess.Popen, seconds: float = 120) -> N
 
 def shoot(url: str, out: Path) -> None:
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.goto(url)
         for prompt in PROMPTS:

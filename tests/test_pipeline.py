@@ -150,12 +150,12 @@ def test_read_inputs_fits_frames_as_they_are_decoded(debug_pipe, tmp_path):
     write_video(tmp_path / "big.mp4", rng.integers(0, 255, (25, 360, 640, 3), dtype=np.uint8), 8)
     whole = read_video(tmp_path / "big.mp4")[0]  # 17 MB of frames at the source's size
     tracemalloc.start()
-    req, notes = debug_pipe.read_inputs(Request("a red circle", mode="edit", fps=8), {"video": tmp_path / "big.mp4"})
+    req, fitted = debug_pipe.read_inputs(Request("a red circle", mode="edit", fps=8), {"video": tmp_path / "big.mp4"})
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     # no size given: the input's 16:9 at the model's short side (64 px)
-    assert req.video.shape == (25, 64, 112, 3) and notes == ["video: resized 640x360 to 114x64 and center-cropped "
-                                                            "to 112x64"]
+    assert req.video.shape == (25, 64, 112, 3) and fitted == {"video": "resized 640x360 to 114x64 and center-cropped "
+                                                                       "to 112x64"}
     np.testing.assert_array_equal(req.video, np.stack([fit_image(frame, 112, 64)[0] for frame in whole]))
     assert peak < whole.nbytes / 4
     with pytest.raises(KinemaError, match="big.mp4 not found"):

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from kinema.errors import KinemaError
-from kinema.jobs import Job, JobStore, new_id
+from kinema.jobs import SCHEMA, Job, JobStore, new_id
 from kinema.server import create_app, serve
 
 API_KEY = "test-key"
@@ -154,6 +154,33 @@ def test_remix_edit_extend_connect_and_image_to_video(server, finished):
     for video_id, seconds in expected.items():
         video = wait(client, video_id)
         assert (video.status, video.size, video.seconds, video.error) == ("completed", "64x64", seconds, None)
+
+
+def test_a_video_carries_the_notes_the_cli_prints(server, finished):
+    client = server.client()
+    assert finished.to_dict()["notes"] == []
+    video = client.videos.create(prompt="a ball", input_reference=("start.png", png_bytes((96, 48))), size="64x64",
+                                 seconds="1", extra_body={"steps": 2, "fps": 8, "guidance": 1,
+                                                          "negative_prompt": "blurry"})
+    notes = wait(client, video.id).to_dict()["notes"]
+    assert notes[0] == "input_reference: resized 96x48 to 128x64 and center-cropped to 64x64"
+    assert notes[1].startswith("negative prompt: no effect at guidance 1") and len(notes) == 2
+
+
+def test_a_job_store_made_before_notes_opens_with_its_jobs(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "kinema.db")
+    old.executescript(SCHEMA.replace(",\n    notes TEXT NOT NULL DEFAULT '[]'  -- JSON list of strings", ""))
+    old.execute("INSERT INTO jobs (id, status, progress, created_at, model, prompt, seconds, size, params) "
+                "VALUES ('video_' || hex(randomblob(12)), 'completed', 100, 1, 'debug', 'kept', '1', '64x64', '{}')")
+    old.commit()
+    old.close()
+    store = JobStore(tmp_path)
+    (job,), _ = store.page(None, 10, "asc")
+    assert (job.prompt, job.status, job.notes) == ("kept", "completed", [])
+    assert store.finish(job.id, "2", ["a note"], 60) and store.get(job.id).notes == ["a note"]
+    store.close()
 
 
 def test_delete_removes_the_files(server, finished):

@@ -63,6 +63,8 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         page.fill("#noise-correlation", "0.3")
         page.fill("#noise-drift", "0.1")
         page.select_option("#window-camera", "false")
+        page.fill("#guidance", "1")
+        page.fill("#negative-prompt", "blurry")
 
         page.evaluate(WATCH_PROGRESS)
         generate_from_page(page, "a small red circle moves to the right over a dark blue gradient")
@@ -79,6 +81,8 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
                                " return v.readyState >= 2 && v.duration > 0 && v.currentTime > 0; }",
                                timeout=TIMEOUT_MS)
         assert page.get_attribute("#player", "src") == f"/v1/videos/{first.id}/content?variant=video"
+        assert page.locator("#job-notes li").all_text_contents() == first.to_dict()["notes"]
+        assert first.to_dict()["notes"][0].startswith("negative prompt: no effect at guidance 1")
         tile = f"#gallery .tile[data-id='{first.id}']"
         page.wait_for_selector(f"{tile} img[src*='thumbnail']", timeout=TIMEOUT_MS)
         page.wait_for_function(BAR_IS_FULL, timeout=TIMEOUT_MS)

@@ -337,13 +337,13 @@ def cmd_generate(args) -> None:
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
-    req, notes = pipe.read_inputs(req, files)
+    req, fitted = pipe.read_inputs(req, files)
     check_still_output(out, pipe.resolve(req))
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip)
         report(1.0, "done")
-    for note in [*notes, *video.notes]:
+    for note in [*(f"{name}: {what}" for name, what in fitted.items()), *video.notes]:
         print(f"note: {note}")
     if video.frames == 1 and out.suffix.lower() in (".mp4", ".webm"):
         print(f"note: one frame makes a one-frame video; for an image file write {out.with_suffix('.png').name}")

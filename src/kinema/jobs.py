@@ -42,6 +42,7 @@ VARIANTS = {  # download variant -> (file name in videos/<id>/, content type)
     "thumbnail": ("thumbnail.webp", "image/webp"),
     "spritesheet": ("spritesheet.jpg", "image/jpeg"),
 }
+INPUT_PARAMS = {"image": "input_reference", "video": "video", "video_b": "connect_to"}  # Request field -> API field
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 PROGRESS_WRITE_INTERVAL_S = 0.25  # progress arrives per sampling step; the DB needs far fewer writes
 SPRITESHEET_FRAMES = 16
@@ -86,6 +87,7 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     expired: bool = False
+    notes: list[str] = field(default_factory=list)  # what the pipeline did to the request, for people
 
     def to_api(self) -> dict[str, Any]:
         """The OpenAI `Video` object."""
@@ -93,7 +95,7 @@ class Job:
         return {"id": self.id, "object": "video", "status": self.status, "progress": self.progress,
                 "created_at": self.created_at, "completed_at": self.completed_at, "expires_at": self.expires_at,
                 "model": self.model, "prompt": self.prompt, "seconds": self.seconds, "size": self.size,
-                "remixed_from_video_id": self.remixed_from, "error": error}
+                "remixed_from_video_id": self.remixed_from, "error": error, "notes": self.notes}
 
 
 SCHEMA = """
@@ -103,12 +105,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL, completed_at INTEGER, expires_at INTEGER,
     model TEXT NOT NULL, prompt TEXT NOT NULL, seconds TEXT NOT NULL, size TEXT NOT NULL,
     remixed_from TEXT, error_code TEXT, error_message TEXT, params TEXT NOT NULL,
-    expired INTEGER NOT NULL DEFAULT 0
+    expired INTEGER NOT NULL DEFAULT 0,
+    notes TEXT NOT NULL DEFAULT '[]'  -- JSON list of strings
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
-           "size", "remixed_from", "error_code", "error_message", "params", "expired")
+           "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes")
+JSON_COLUMNS = ("params", "notes")
+# Columns added since the first release, with their definitions: a store made before them gains them on open.
+ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 class JobStore:
@@ -121,6 +127,10 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an answered submit must survive a crash
         self._db.executescript(SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -152,9 +162,8 @@ class JobStore:
                 (waiting,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
                 if waiting >= max_queue:
                     raise QueueFull
-                values = [getattr(job, c) for c in COLUMNS if c != "params"] + [json.dumps(job.params)]
-                names = [c for c in COLUMNS if c != "params"] + ["params"]
-                self._db.execute(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                values = [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else getattr(job, c) for c in COLUMNS]
+                self._db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                                  values)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -187,10 +196,11 @@ class JobStore:
         """False when the job no longer exists (it was deleted while running)."""
         return self._update(video_id, "progress = ?", progress)
 
-    def finish(self, video_id: str, seconds: str, retention_s: float) -> bool:
+    def finish(self, video_id: str, seconds: str, notes: list[str], retention_s: float) -> bool:
         now = int(time.time())
-        return self._update(video_id, "status = 'completed', progress = 100, seconds = ?, completed_at = ?, "
-                            "expires_at = ?", seconds, now, now + int(retention_s))
+        return self._update(video_id, "status = 'completed', progress = 100, seconds = ?, notes = ?, "
+                            "completed_at = ?, expires_at = ?", seconds, json.dumps(notes), now,
+                            now + int(retention_s))
 
     def fail(self, video_id: str, code: str, message: str, retention_s: float) -> bool:
         now = int(time.time())
@@ -244,7 +254,8 @@ class JobStore:
 
 def _job_from_row(row: tuple) -> Job:
     values = dict(zip(COLUMNS, row, strict=True))
-    values["params"] = json.loads(values["params"])
+    for name in JSON_COLUMNS:
+        values[name] = json.loads(values[name])
     values["expired"] = bool(values["expired"])
     return Job(**values)
 
@@ -288,13 +299,15 @@ def public_name(spec: str | None) -> str:
     return Path(spec).name if Path(spec).is_dir() else str(spec)
 
 
-def request_for(job: Job, inputs: Path, pipe: Pipeline) -> Request:
-    """The pipeline Request of a job, its input pixels read from the files in `inputs` at the job's size."""
+def request_for(job: Job, inputs: Path, pipe: Pipeline) -> tuple[Request, list[str]]:
+    """The pipeline Request of a job, its input pixels read from the files in `inputs` at the job's size, and
+    notes on how they were fitted, each naming its API field."""
     params = {k: v for k, v in job.params.items() if k != "inputs"}
     if params.get("segments") is not None:
         params["segments"] = [(float(start), text) for start, text in params["segments"]]
     files = {name: inputs / file_name for name, file_name in job.params.get("inputs", {}).items()}
-    return pipe.read_inputs(Request(prompt=job.prompt, **params), files)[0]
+    request, fitted = pipe.read_inputs(Request(prompt=job.prompt, **params), files)
+    return request, [f"{INPUT_PARAMS[name]}: {what}" for name, what in fitted.items()]
 
 
 class Worker:
@@ -345,7 +358,7 @@ class Worker:
 
     def run(self, job: Job) -> None:
         try:
-            seconds = self._generate(job)
+            seconds, notes = self._generate(job)
         except JobGone:
             self.store.remove_files(job.id)
         except ShuttingDown:
@@ -357,20 +370,21 @@ class Worker:
             self.store.fail(job.id, "internal_error", f"generation failed: {type(err).__name__}: {err}",
                             self.retention_s)
         else:
-            if not self.store.finish(job.id, seconds, self.retention_s):
+            if not self.store.finish(job.id, seconds, notes, self.retention_s):
                 self.store.remove_files(job.id)  # deleted in the last moments
 
-    def _generate(self, job: Job) -> str:
-        """Run the pipeline exactly as the CLI does; returns the output's duration in seconds."""
+    def _generate(self, job: Job) -> tuple[str, list[str]]:
+        """Run the pipeline exactly as the CLI does; returns the output's duration in seconds and the notes the CLI
+        would print."""
         pipe = self.models.pipeline(job.model)
-        request = request_for(job, self.store.input_dir(job.id), pipe)
+        request, notes = request_for(job, self.store.input_dir(job.id), pipe)
         video = pipe.generate(request, progress=self._progress_writer(job.id))
         path = self.store.output_path(job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         pipe.save(video, path)
         write_previews(path, video.frames, self.store.output_path(job.id, "thumbnail"),
                        self.store.output_path(job.id, "spritesheet"))
-        return f"{video.seconds:g}"
+        return f"{video.seconds:g}", [*notes, *video.notes]
 
     def _progress_writer(self, video_id: str):
         last = {"time": 0.0, "percent": -1}

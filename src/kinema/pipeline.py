@@ -195,16 +195,17 @@ class Pipeline:
             return len(req.video)  # an edit keeps the input's length
         return frames_for(req.seconds, fps)
 
-    def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, list[str]]:
+    def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, dict[str, str]]:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
         resolves to as it is decoded: a 4K source costs the output's memory, not its own, with that size filled in.
-        Also returns notes on what was resized. The CLI and the server's worker read their inputs here."""
+        Also returns what was done to each input that had to be resized, by field name, for the front end to say
+        in its own words (a CLI option, an API field). The CLI and the server's worker read their inputs here."""
         from kinema import io
 
         shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
         size = resolved.width, resolved.height
-        pixels, notes = {}, []
+        pixels, fitted = {}, {}
         for name, path in files.items():
             if name == "image":
                 pixels[name] = io.fit_image(io.read_image(path), *size)[0]
@@ -212,9 +213,9 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
             height, width = shapes[name][-3:-1]
             if (width, height) != size:
-                notes.append(f"{name}: {io.fit_message(width, height, *size)}")
+                fitted[name] = io.fit_message(width, height, *size)
         # The size is pinned: the inputs, now fitted, must not set another aspect when the request is resolved again.
-        return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), notes
+        return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), fitted
 
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
     @torch.no_grad()

@@ -49,7 +49,7 @@ from kinema.api_request import (
 )
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import KinemaError
-from kinema.jobs import VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
+from kinema.jobs import INPUT_PARAMS, VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
 
 WEB_DIR = Path(__file__).parent / "web"
 POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
@@ -117,7 +117,7 @@ class Service:
         shapes: dict[str, tuple[int, ...]] = {}
         fps = None
         for name, source in sources.items():
-            param = "input_reference" if name == "image" else "connect_to" if name == "video_b" else "video"
+            param = INPUT_PARAMS[name]
             path = self._copy_source(source, folder, name, param)
             try:
                 shapes[name], rate = io.probe_input(path, still=name == "image")

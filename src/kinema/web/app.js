@@ -154,6 +154,9 @@ async function play(video) {
   player.classList.add("ready");
   $("placeholder").hidden = true;
   $("job-meta").textContent = `${video.size} · ${video.seconds} s · ${video.model} · ${video.id}`;
+  // what the pipeline did to the request (an input resized, an option without effect), as the CLI prints it
+  $("job-notes").replaceChildren(...(video.notes || []).map((note) =>
+    Object.assign(document.createElement("li"), { textContent: note })));
   player.play().catch(() => {}); // autoplay may be refused; the controls still work
 }
 
