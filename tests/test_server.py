@@ -245,6 +245,10 @@ def test_list_pages_with_after_limit_order(paused):
     ({"size": "65x64"}, "size", "both even"),
     ({"size": "big"}, "size", "both even"),
     ({"size": "4096x4096"}, "size", "1920x1080"),
+    ({"size": "0x0"}, "size", "both sides above 0"),
+    ({"size": "99999x99999"}, "size", "larger than 1920x1080"),  # not "odd; e.g. 99998": past the limit either way
+    ({"extra_body": {"seconds": True}}, "seconds", "must be a number of seconds"),
+    ({"extra_body": {"seconds": "4s"}}, "seconds", "must be a number of seconds"),
     ({"seconds": "61"}, "seconds", "from 0"),
     ({"seconds": "-1"}, "seconds", "from 0"),
     ({"seconds": "soon"}, "seconds", "from 0"),
@@ -262,6 +266,55 @@ def test_bad_requests_are_400_in_openai_schema(paused, fields, param, says):
         paused.client().videos.create(**arguments)
     assert (caught.value.status_code, caught.value.param, caught.value.type) == (400, param, "invalid_request_error")
     assert says in caught.value.message
+
+
+def test_malformed_requests_are_4xx_naming_what_is_wrong(paused, monkeypatch):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def post(path: str, **kwargs) -> httpx.Response:
+        return httpx.post(f"{paused.url}/v1{path}", headers=headers | kwargs.pop("headers", {}), **kwargs)
+
+    for path, body, param in (("/videos/edits", {"prompt": "x", "video": {"id": "abc"}}, "video"),
+                              ("/videos/extensions", {"prompt": "x", "seconds": "1", "video": {"id": ""}}, "video"),
+                              ("/videos/extensions", {"prompt": "x", "seconds": "1", "video": {"id": new_id()},
+                                                      "connect_to": {"id": "../../etc"}}, "connect_to")):
+        answer = post(path, json=body)
+        assert (answer.status_code, answer.json()["error"]["param"]) == (400, param), answer.text
+        assert "is not a video id (video_ and 24 hex digits)" in answer.json()["error"]["message"]
+    for field, value in (("prompt", "a\ud800b"), ("negative_prompt", "\udc00"), ("segments", [[0, "a\ud800"]])):
+        body = json.dumps({"prompt": "a ball", "size": "64x64", "seconds": "1", field: value})  # "\\ud800": valid JSON
+        answer = post("/videos", content=body.encode(), headers={"content-type": "application/json"})
+        assert (answer.status_code, answer.json()["error"]["param"]) == (400, field), answer.text
+        assert "unpaired surrogate" in answer.json()["error"]["message"]
+    deep = post("/videos", content=b'{"prompt": "a", "segments": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "not valid JSON" in deep.json()["error"]["message"]
+    upper = post("/videos", files={"prompt": (None, "a ball"), "size": (None, "64x64"), "seconds": (None, "1")},
+                 headers={"content-type": "Multipart/Form-Data"})
+    assert upper.status_code in (200, 400) and "not valid JSON" not in upper.text  # read as the form it is
+    flags = post("/videos", json={"prompt": "a ball", "size": "64x64", "seconds": "1", "expand": None,
+                                  "window_camera": None})
+    assert flags.status_code == 200, flags.text  # null is "the default", as for every other optional field
+    monkeypatch.setattr("kinema.jobs.MAX_UPLOAD_BYTES", 1000)
+    noise = bytes_io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(noise, format="PNG")
+    big = post("/videos", data={"prompt": "a ball", "size": "64x64", "seconds": "1"},
+               files={"input_reference": ("big.png", noise.getvalue(), "image/png")})
+    assert (big.status_code, big.json()["error"]["code"]) == (413, "request_too_large")
+    unknown = httpx.get(f"{paused.url}/v1/foo", headers=headers)
+    assert unknown.status_code == 404 and unknown.json()["error"]["message"].startswith("Invalid URL (GET /v1/foo)")
+    wrong = httpx.put(f"{paused.url}/v1/videos", headers=headers)
+    assert wrong.status_code == 405 and "Invalid method (PUT /v1/videos); this path takes" in wrong.text
+
+
+def test_deleting_while_paging_through_the_list_reaches_every_video(paused):
+    client = paused.client()
+    ids = {client.videos.create(prompt=f"to go {i}", **TINY).id for i in range(5)}
+    gone = {video.id for video in client.videos.list(limit=2, order="desc") if client.videos.delete(video.id)}
+    assert ids <= gone and not client.videos.list(limit=100).data
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.videos.list(after=new_id())
+    assert caught.value.param == "after"
 
 
 def test_an_input_video_over_a_minute_is_a_400_before_it_is_queued(paused, tmp_path):

@@ -81,7 +81,7 @@ class ApiError(Exception):
     @classmethod
     def from_kinema(cls, err: KinemaError) -> ApiError:
         hint = f"; allowed: {ALLOWED[err.param]}" if err.param in ALLOWED else ""
-        return cls(400, f"{err}{hint}", param=err.param, code=err.code)
+        return cls(413 if err.code == "request_too_large" else 400, f"{err}{hint}", param=err.param, code=err.code)
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -90,13 +90,22 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def check_unicode(name: str, text: str) -> None:
+    """JSON's \\ud800 escapes can carry half a character, which no text encoder or database can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{name} holds an unpaired surrogate (e.g. \\ud800), which is not text; send valid "
+                       "UTF-8", param=name) from None
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading request fields
 # ---------------------------------------------------------------------------------------------
 
 async def read_fields(request: Request, kind: str) -> Fields:
     """The body as fields and uploads: multipart/urlencoded forms (what the SDK sends) or JSON."""
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         form = await request.form()
         values = unflatten(form.multi_items())
@@ -104,7 +113,7 @@ async def read_fields(request: Request, kind: str) -> Fields:
         body = await _read_limited(request, MAX_JSON_BYTES)
         try:
             values = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             raise ApiError(400, "the body is not valid JSON; send JSON or multipart/form-data") from None
         if not isinstance(values, dict):
             raise ApiError(400, "the JSON body must be an object of fields")
@@ -169,6 +178,7 @@ class Fields:
             raise ApiError(400, f"{name} must be a string", param=name)
         if len(value) > limit:
             raise ApiError(400, f"{name} is {len(value)} characters long; the limit is {limit}", param=name)
+        check_unicode(name, value)
         return value
 
     def number(self, name: str, cast: type, low: float, high: float, default: Any = None) -> Any:
@@ -203,6 +213,9 @@ class Fields:
         """A video given as a file upload or as {"id": "video_..."} of a completed video."""
         value = self.values.get(name)
         if isinstance(value, dict) and set(value) == {"id"} and isinstance(value["id"], str):
+            if not valid_id(value["id"]):
+                raise ApiError(400, f"{name}: {value['id']!r} is not a video id (video_ and 24 hex digits)",
+                               param=name)
             return value["id"]
         if isinstance(value, str) and valid_id(value):
             return value
@@ -216,17 +229,24 @@ class Fields:
         if text is None:
             return None, None
         match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
-        if match is None:
-            raise ApiError(400, f"size {text!r} is not WIDTHxHEIGHT; allowed: {ALLOWED['size']}", param="size")
-        return int(match[1]), int(match[2])
+        sides = (int(match[1]), int(match[2])) if match else (0, 0)
+        if 0 in sides:
+            raise ApiError(400, f"size {text!r} is not WIDTHxHEIGHT with both sides above 0; allowed: "
+                           f"{ALLOWED['size']}", param="size")
+        return sides
 
     def seconds(self, default: float | None) -> float | None:
         value = self.values.get("seconds")
+        if value is None or value == "":
+            return default
         try:
-            seconds = float(value) if value not in (None, "") else default
+            if isinstance(value, bool):  # JSON's true would read as 1
+                raise TypeError
+            seconds = float(value)
         except (TypeError, ValueError):
-            seconds = math.nan
-        if seconds is not None and not 0 <= seconds <= pl.MAX_SECONDS:
+            raise ApiError(400, f"seconds must be a number of seconds, e.g. \"4\", got {value!r}; allowed: "
+                           f"{ALLOWED['seconds']}", param="seconds") from None
+        if not 0 <= seconds <= pl.MAX_SECONDS:
             raise ApiError(400, f"seconds {value!r} is out of range; allowed: {ALLOWED['seconds']}",
                            param="seconds")
         return seconds
@@ -246,6 +266,8 @@ class Fields:
             segments = [[float(start), text.strip()] for start, text in pairs]  # a prompt must be text
         except (TypeError, KeyError, ValueError, AttributeError):
             segments = []
+        for _, text in segments:
+            check_unicode("segments", text)
         starts = [start for start, _ in segments]
         if (not segments or starts != sorted(starts) or not all(0 <= s <= pl.MAX_SECONDS for s in starts)
                 or not all(text for _, text in segments)):
@@ -273,12 +295,12 @@ def common_scalars(f: Fields) -> dict[str, Any]:
     return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, pl.MAX_SEED, 0),
             "steps": f.number("steps", int, 1, pl.MAX_STEPS),
             "guidance": f.number("guidance", float, 0, pl.MAX_GUIDANCE),
-            "expand": f.flag("expand") if "expand" in f.values else None,
+            "expand": f.flag("expand") if f.values.get("expand") is not None else None,
             "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
             "cache": f.number("cache", float, 0, 1, 0.0),
             "noise_correlation": f.number("noise_correlation", float, 0, MAX_NOISE_CORRELATION),
             "noise_drift": f.number("noise_drift", float, 0, MAX_NOISE_DRIFT),
-            "window_camera": f.flag("window_camera") if "window_camera" in f.values else None}
+            "window_camera": f.flag("window_camera") if f.values.get("window_camera") is not None else None}
 
 
 def draft_create(f: Fields) -> Draft:

@@ -171,15 +171,21 @@ class JobStore:
                 raise
 
     def get(self, video_id: str) -> Job | None:
-        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ?", (video_id,))
+        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ? AND status != 'deleted'",
+                           (video_id,))
         return rows[0] if rows else None
+
+    def known(self, video_id: str) -> bool:
+        """Whether the id was ever given out here, deleted or not: a list may page on after a deleted id."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (video_id,)).fetchone() is not None
 
     def page(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
         """Up to `limit` jobs in submission order ("asc") or newest first ("desc"), after the job `after`."""
         direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        where, args = "", []
-        if after is not None:
-            where, args = f"WHERE seq {compare} (SELECT seq FROM jobs WHERE id = ?)", [after]
+        where, args = "WHERE status != 'deleted'", []
+        if after is not None:  # a deleted `after` keeps its place: deleting while paging through a list works
+            where, args = f"{where} AND seq {compare} (SELECT seq FROM jobs WHERE id = ?)", [after]
         rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs {where} ORDER BY seq {direction} LIMIT ?",
                            (*args, limit + 1))
         return rows[:limit], len(rows) > limit
@@ -211,11 +217,12 @@ class JobStore:
         return self._update(video_id, "status = 'queued', progress = 0")
 
     def delete(self, video_id: str) -> Job | None:
-        """Remove a job's row and files; a worker running it notices on its next progress report."""
+        """Remove a job's files and all it said, keeping only its id and place (for paging after it); a worker
+        running it notices on its next progress report."""
         job = self.get(video_id)
         if job is not None:
-            with self._lock:
-                self._db.execute("DELETE FROM jobs WHERE id = ?", (video_id,))
+            self._update(video_id, "status = 'deleted', prompt = '', params = '{}', notes = '[]', error_message = "
+                         "NULL")
             self.remove_files(video_id)
         return job
 
@@ -242,8 +249,10 @@ class JobStore:
         return [job.id for job in rows]
 
     def _update(self, video_id: str, assignments: str, *args: Any) -> bool:
+        """False when the job is not there, or deleted."""
         with self._lock:
-            cursor = self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*args, video_id))
+            cursor = self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status != 'deleted'",
+                                      (*args, video_id))
         return cursor.rowcount > 0
 
     def _query(self, sql: str, args: tuple) -> list[Job]:
@@ -429,7 +438,8 @@ def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
         while chunk := source.read(1 << 20):
             size += len(chunk)
             if size > MAX_UPLOAD_BYTES:
-                raise KinemaError(f"{param} is larger than {MAX_UPLOAD_BYTES >> 20} MiB", param=param)
+                raise KinemaError(f"{param} is larger than {MAX_UPLOAD_BYTES >> 20} MiB; send a shorter or smaller "
+                                  "file", param=param, code="request_too_large")
             out.write(chunk)
         out.flush()
         os.fsync(out.fileno())

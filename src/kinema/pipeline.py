@@ -440,14 +440,16 @@ def size_for(ratio: float, short: int) -> tuple[int, int]:
 def check_size(width: int, height: int) -> None:
     """Sizes are even (video codecs store colour at half resolution) and at least 16; the canvas they are
     generated on (`canvas_size`) holds at most 1920x1088 pixels."""
-    for name, v in (("width", width), ("height", height)):
+    sides = (("width", width), ("height", height))
+    for name, v in sides:
         if v < SIZE_MULTIPLE:
             raise KinemaError(f"{name} {v} is too small; use at least {SIZE_MULTIPLE}", param="size")
-        if v % 2:
-            raise KinemaError(f"{name} {v} is odd; video needs even sizes, e.g. {v - 1} or {v + 1}", param="size")
     canvas_w, canvas_h = canvas_size(width, height)
     if canvas_w * canvas_h > MAX_PIXELS:
         raise KinemaError(f"size {width}x{height} is larger than 1920x1080; choose a smaller size", param="size")
+    for name, v in sides:  # after the limit, so that the sizes suggested are within it
+        if v % 2:
+            raise KinemaError(f"{name} {v} is odd; video needs even sizes, e.g. {v - 1} or {v + 1}", param="size")
 
 
 def canvas_size(width: int, height: int) -> tuple[int, int]:

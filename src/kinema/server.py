@@ -201,8 +201,9 @@ def api_routes(service: Service, api_keys: Iterable[str]) -> APIRouter:
             raise ApiError(400, f"limit must be from 1 to 100, got {limit}", param="limit")
         if order not in ("asc", "desc"):
             raise ApiError(400, f"order must be asc or desc, got {order!r}", param="order")
-        if after is not None:
-            service.job(after)
+        if after is not None and not service.store.known(after):
+            raise ApiError(404, f"after: no video with id {after!r}; page on with the last_id of the previous page",
+                           param="after", code="video_not_found")
         jobs, has_more = service.store.page(after, limit, order)
         data = [job.to_api() for job in jobs]
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
@@ -336,7 +337,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
-        return error_response(err.status_code, str(err.detail), headers=err.headers)
+        """Routing's own answers (no such path, or not with this method), worded as OpenAI words them."""
+        where = f"{request.method} {request.url.path}"
+        message = {404: f"Invalid URL ({where}); this server offers the Videos API under /v1/videos (see /docs)",
+                   405: f"Invalid method ({where}); this path takes {(err.headers or {}).get('allow', 'other methods')}"
+                   }.get(err.status_code, str(err.detail))
+        return error_response(err.status_code, message, headers=err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
