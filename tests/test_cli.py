@@ -43,7 +43,18 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--model", "kinema-smal"], "unknown model 'kinema-smal' (did you mean kinema-small?)"),
     (["--size", "101x64"], "width 101 is odd; video needs even sizes, e.g. 100 or 102"),
     (["--size", "big"], "not WIDTHxHEIGHT"),
-    (["--seconds", "-2"], "duration must be positive"),
+    (["--seconds", "-2"], "duration must be a positive number of seconds, got -2"),
+    (["--seconds", "nan"], "duration must be a positive number of seconds, got nan"),
+    (["--seconds", "inf"], "duration must be a positive number of seconds, got inf"),
+    (["--prompt-at", "nan=a blue ball"], "cannot read segment 'nan=a blue ball'"),
+    (["--size", "0x0"], "width 0 is too small; use at least 16"),
+    (["--size", "99999x99999"], "larger than 1920x1080"),
+    (["--window", "0"], "window 0 / context 2 cannot work"),
+    (["--filmstrip", "strip.jpgx"], "the contact sheet is a PNG"),
+    (["-o", "x.mp4", "--filmstrip", "x.mp4"], "the contact sheet is a PNG"),
+    (["-o", "x.png", "--filmstrip", "x.png", "--seconds", "0"], "is the output itself"),
+    (["--filmstrip", "nodir/s.png"], "does not exist"),
+    (["-o", "fast.gif", "--fps", "60"], "GIF cannot play 60 fps (at most 50); lower --fps or write .mp4"),
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),
     (["-o", "v.avi"], "unknown output type"),
     (["--noise-correlation", "1.5"], "noise_correlation must be from 0 (independent frames) to 0.99, got 1.5"),
@@ -57,6 +68,39 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
     code, _, err = run(base + args, capsys)
     assert code == 2
     assert message in err and err.count("\n") == 1 and err.startswith("kinema: error:")
+
+
+def test_a_failed_filmstrip_leaves_an_existing_output_alone(tmp_path, capsys):
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"the user's video")
+    code, _, err = run(["generate", "a red circle", "--model", "debug", "--steps", "1", "-o", str(out),
+                        "--filmstrip", str(tmp_path / "strip.jpgx")], capsys)
+    assert code == 2 and out.read_bytes() == b"the user's video"
+
+
+def test_segments_and_a_prompt_before_them_are_refused(tmp_path, capsys):
+    code, _, err = run(["generate", "a blue square", "--segments", "0:a red ball;1:a green ball", "--model",
+                        "debug", "-o", str(tmp_path / "s.mp4")], capsys)
+    assert code == 2 and "--segments holds every prompt" in err and err.count("\n") == 1
+
+
+def test_folders_that_are_files_are_one_line_errors(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for args in (["eval", "--model", "debug", "--n", "1", "--out", str(afile)],
+                 ["bench", "--quick", "--sections", "vae", "--out", str(afile)],
+                 ["train", "--config", "configs/debug.toml", "--out", str(afile)],
+                 ["verify", str(tmp_path)]):
+        code, _, err = run(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and ("it is a file" in err or "is a folder" in err), (args, err)
+    assert afile.read_text() == "mine"
+
+
+def test_eval_checks_its_arguments_before_it_makes_its_folder(tmp_path, capsys):
+    for args, says in ((["--aspects", ""], "no aspect ratio to evaluate"), (["--seed", "-5"], "seed must be 0 or more"),
+                       (["--model", "nosuch"], "unknown model 'nosuch'")):
+        code, _, err = run(["eval", "--model", "debug", "--n", "1", "--out", str(tmp_path / "e"), *args], capsys)
+        assert code == 2 and says in err and not (tmp_path / "e").exists()
 
 
 def test_judge_reads_a_kinema_file_as_it_was_drawn(tmp_path, capsys):
@@ -200,8 +244,9 @@ def test_generate_signs_with_c2pa_credentials(tmp_path, capsys, monkeypatch):
 def test_every_mode_from_the_command_line(fast_cli, clips, tmp_path, capsys, args, frames):
     out = tmp_path / "out.mp4"
     args = [a.format(a=clips[0], b=clips[1]) for a in args]
-    code, stdout, _ = run(["generate", "a red circle moves right", "--size", "32x32", "--steps", "1", "-o", str(out),
-                           "--quiet", *args], capsys)
+    prompt = [] if "--segments" in args else ["a red circle moves right"]  # the segments hold every prompt
+    code, stdout, _ = run(["generate", *prompt, "--size", "32x32", "--steps", "1", "-o", str(out), "--quiet", *args],
+                          capsys)
     assert code == 0 and f"{frames} frames" in stdout
     assert read_video(out)[0].shape == (frames, 32, 32, 3)
 
@@ -310,7 +355,7 @@ def test_train_checks_its_export_folder_before_training(tmp_path, capsys):
     for export, message in ((tmp_path / "a_file", "it is a file"), (tmp_path / "a_file" / "model", "is not a folder")):
         code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"),
                             "--export", str(export)], capsys)
-        assert code == 2 and f"cannot export to {export}" in err and message in err
+        assert code == 2 and f"cannot write to {export}" in err and message in err
     assert not (tmp_path / "run").exists()  # nothing trained
 
 

@@ -120,7 +120,10 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"width": 8}, "too small"),
     ({"width": 2048, "height": 2048}, "larger than 1920x1080"),
     ({"width": 1920, "height": 1090}, "larger than 1920x1080"),  # generated at 1920x1104
-    ({"seconds": -1}, "duration must be positive"),
+    ({"seconds": -1}, "duration must be a positive number of seconds, got -1"),
+    ({"seconds": float("nan")}, "duration must be a positive number of seconds, got nan"),
+    ({"width": 0, "height": 64}, "width 0 is too small"),
+    ({"window": 0}, "window 0 / context 2 cannot work"),
     ({"seconds": 61, "fps": 8}, "between 1 frame and 60 s"),
     ({"fps": 0}, "fps must be between"),
     ({"steps": 0}, "steps must be between"),

@@ -232,6 +232,8 @@ def test_verify_reads_every_mark_and_the_watermark_outlives_the_others(tmp_path)
     stripped = provenance.verify(tmp_path / "shared.mp4")
     assert stripped["watermark"]["detected"] and stripped["metadata"] == {}
     assert stripped["watermark"]["payload_hex"] == meta["watermark_payload"]
+    io.write_video(tmp_path / "made.gif", marked[:8], 8, metadata=meta)  # a GIF keeps its tags in its comment
+    assert provenance.verify(tmp_path / "made.gif")["metadata"]["ai_generated"] == "true"
     io.write_video(tmp_path / "camera.mp4", world_clip(40, 128, 128), 8)
     assert not provenance.verify(tmp_path / "camera.mp4")["watermark"]["detected"]
 

@@ -443,6 +443,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def test_a_server_checks_its_models_and_limits_when_it_starts(tmp_path):
+    for options, says in (({"model": "nosuch"}, "unknown model 'nosuch'"),
+                          ({"model": "debug", "models": {"x": str(tmp_path / "gone")}}, "gone not found"),
+                          ({"model": "debug", "concurrency": -1}, "must be 0 or more"),
+                          ({"model": "debug", "retention_s": float("nan")}, "positive number of hours")):
+        with pytest.raises(KinemaError, match=says):
+            create_app(tmp_path / "data", **options)
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(KinemaError, match="is a file; give --data a folder name"):
+        create_app(tmp_path / "afile", model="debug")
+
+
 def test_a_bad_or_busy_port_is_a_one_line_error_before_the_model_loads(tmp_path):
     with pytest.raises(KinemaError, match="port 99999 is not a TCP port; choose one from 1 to 65535"):
         serve("127.0.0.1", 99999, tmp_path, "no-such-model")

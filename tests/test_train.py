@@ -66,6 +66,14 @@ def test_recipes_parse_and_reject_typos(tmp_path):
         recipe.load(DEBUG, {"data.world.object": [1]})
     blended = recipe.load(DEBUG, {"data.blend_share": 0.2, "data.blend.objects": [1]}).data
     assert blended.blend_share == 0.2 and blended.blend.objects == (1,) and blended.world.objects == (1, 2, 3)
+    for overrides, says in (({"vae.frames": 5}, r"recipe \[vae\] frames must be a list, e.g. \[...\], got 5"),
+                            ({"data.bucket_weights": 3}, "bucket_weights must be a list"),
+                            ({"dit.mask_probs": 5}, r"mask_probs must be a table"),
+                            ({"dit.lr": float("nan")}, "lr must be a number, got nan"),
+                            ({"vae.steps.x": 1}, "vae.steps is a value, not a table: cannot set vae.steps.x"),
+                            ({"model.dit": [1, 2]}, r"model config.dit must be a table of keys \(")):
+        with pytest.raises(KinemaError, match=says):
+            recipe.load(DEBUG, overrides)
     with pytest.raises(KinemaError, match="blend_share = 1 must be at least 0 and below 1"):
         recipe.load(DEBUG, {"data.blend_share": 1, "data.blend.objects": [1]})
     with pytest.raises(KinemaError, match="blend_share = 0.2 .* only for source = \"world\""):
@@ -257,8 +265,19 @@ def test_corrupt_checkpoint_is_a_clear_error(vae_run, tmp_path):
     (run / "dit" / "checkpoint.pt").write_bytes(b"\x00not a checkpoint")
     with pytest.raises(KinemaError, match="corrupt"):
         train.run(DEBUG, stage="dit", out=run, resume=True, progress=False)
+    (run / "dit" / "checkpoint.pt").write_bytes(b"")  # a disk that filled up: torch's EOFError says nothing
+    with pytest.raises(KinemaError, match=r"checkpoint .* is corrupt \(EOFError\)"):
+        train.run(DEBUG, stage="dit", out=run, resume=True, progress=False)
     with pytest.raises(KinemaError, match="no trained DiT|corrupt"):
         train.export(run, tmp_path / "model")
+
+
+def test_a_refused_run_leaves_the_run_folder_as_it_was(vae_run, tmp_path):
+    run = _copy(vae_run, tmp_path / "run")
+    before = (run / "recipe.json").read_text()
+    with pytest.raises(KinemaError, match="already holds a checkpoint; pass --resume"):
+        train.run(DEBUG, stage="vae", out=run, overrides={"vae.lr": 0.5}, progress=False)
+    assert (run / "recipe.json").read_text() == before
 
 
 def test_dit_needs_a_cache(tmp_path):

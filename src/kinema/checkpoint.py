@@ -113,23 +113,31 @@ def _put_in_place(staging: Path, folder: Path) -> None:
 def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Model:
     """Load by bundled name, preset name (random weights), Kinema folder, or diffusers folder; None = the
     default bundled model."""
+    kind, where = locate_model(spec)
+    if kind == "preset":
+        return _build(preset(str(where)), None, None, dtype, source=str(where))
+    return (_load_kinema if kind == "kinema" else _load_diffusers)(Path(where), dtype)
+
+
+def locate_model(spec: str | Path | None = None) -> tuple[str, Path | str]:
+    """What a model spec names, checked without loading it (a server checks its models at start):
+    ("kinema", folder), ("diffusers", folder) or ("preset", name)."""
     bundled = bundled_folder(spec)
     if bundled is not None:
         if not (bundled / "config.json").exists():
             raise KinemaError(f"the bundled model {bundled.name} is not installed; reinstall kinema or pass "
                               "--model debug")
-        return _load_kinema(bundled, dtype)
+        return "kinema", bundled
     path = Path(spec)
     if path.is_dir():
         if (path / "config.json").exists() and (path / "dit.safetensors").exists():
-            return _load_kinema(path, dtype)
+            return "kinema", path
         if (path / "transformer").is_dir() and (path / "vae").is_dir():
-            return _load_diffusers(path, dtype)
+            return "diffusers", path
         raise KinemaError(f"{path} is not a model folder: expected config.json + dit.safetensors + "
                           "vae.safetensors, or a diffusers folder with transformer/ and vae/")
     if str(spec) in _preset_names():
-        cfg = preset(str(spec))
-        return _build(cfg, None, None, dtype, source=str(spec))
+        return "preset", str(spec)
     names = f"a bundled model ({', '.join(BUNDLED_MODELS)}) or a preset ({', '.join(_preset_names())})"
     if path.suffix or os.sep in str(spec):
         raise KinemaError(f"model folder {spec} not found; pass an existing folder, {names}")

@@ -7,6 +7,7 @@ HTTP API uses; a `KinemaError` is printed as one line and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -241,6 +242,7 @@ def cmd_eval(args) -> None:
 
     if args.n < 1:
         raise KinemaError(f"--n must be at least 1, got {args.n}")
+    check_folder(Path(args.out), "--out")
     aspects = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
     with progress_bar(False) as report:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
@@ -299,6 +301,7 @@ def _add_bench(sub) -> None:
 def cmd_bench(args) -> None:
     from kinema import bench
 
+    check_folder(Path(args.out), "--out")
     results = bench.run(args.out, model=args.model, quick=args.quick, sections=args.sections,
                         repeat=args.repeat, log=print)
     print(f"wrote {args.out}/bench{'-quick' if args.quick else ''}.md in {results['meta']['wall_s']:.0f} s")
@@ -329,6 +332,8 @@ def cmd_generate(args) -> None:
 
     out = Path(args.output)
     check_writable(out)
+    if args.filmstrip:
+        check_filmstrip(Path(args.filmstrip), out)
     req, files = generate_request(args, out)
     signer = c2pa_signer(args)
     check_signable(out, signer)
@@ -338,7 +343,7 @@ def cmd_generate(args) -> None:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
     req, fitted = pipe.read_inputs(req, files)
-    check_still_output(out, pipe.resolve(req))
+    check_output_fits(out, pipe.resolve(req))
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip)
@@ -351,13 +356,19 @@ def cmd_generate(args) -> None:
     print(f"wrote {out} ({video.width}x{video.height}, {shape})")
 
 
-def check_still_output(out: Path, resolved) -> None:
-    """A PNG holds one frame: a request for more fails before the work, not when its video is written."""
+def check_output_fits(out: Path, resolved) -> None:
+    """What the output's type cannot hold fails before the work, not when its video is written: a PNG holds one
+    frame, a GIF plays at most GIF_MAX_FPS."""
+    from kinema.io import GIF_MAX_FPS
+
     joined = resolved.mode in ("extend", "extend_backward", "loop", "connect", "sequence")  # never one frame
     if out.suffix.lower() == ".png" and (resolved.frames > 1 or joined):
         made = "a video" if joined else f"{resolved.frames} frames"
         raise KinemaError(f"{out.name}: a PNG holds one image and this request makes {made}; use .mp4 or .gif, "
                           "or --seconds 0 for a single image")
+    if out.suffix.lower() == ".gif" and resolved.fps > GIF_MAX_FPS:
+        raise KinemaError(f"{out.name}: GIF cannot play {resolved.fps} fps (at most {GIF_MAX_FPS}); lower --fps or "
+                          "write .mp4")
 
 
 def generate_request(args, out: Path):
@@ -377,6 +388,9 @@ def generate_request(args, out: Path):
     segments = None
     if mode == "sequence":
         segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
+        if args.segments and args.prompt.strip():
+            raise KinemaError("--segments holds every prompt; leave out the prompt before it, or start from it with "
+                              "--prompt-at instead (kinema generate \"a red ball\" --prompt-at \"2=a blue ball\")")
     seconds = args.seconds
     if seconds is None and args.frames is None and mode != "edit":
         single = mode == "t2v" and out.suffix.lower() == ".png"  # kinema generate "..." -o x.png: an image
@@ -443,7 +457,7 @@ def _segment(start: str, prompt: str, sep: str, part: str, example: str) -> tupl
         seconds = float(start)
     except ValueError:
         seconds = -1.0
-    if not sep or seconds < 0 or not prompt.strip():
+    if not sep or not 0 <= seconds < math.inf or not prompt.strip():  # NaN fails too
         raise KinemaError(f"cannot read segment {part.strip()!r}: write SECONDS then the prompt, e.g. {example}")
     return seconds, prompt.strip()
 
@@ -466,7 +480,9 @@ def cmd_train(args) -> None:
 
     overrides = dict(parse_override(item) for item in args.overrides)
     if args.export:
-        check_export_folder(Path(args.export))  # before training, not after it
+        check_folder(Path(args.export), "--export")  # before training, not after it
+    if args.out:
+        check_folder(Path(args.out), "--out")
     run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides,
                         device=args.device)
     print(f"training run in {run_dir}")
@@ -487,13 +503,23 @@ def check_writable(path: Path) -> None:
         raise KinemaError(f"unknown output type {path.suffix or '(none)'!r}; use .mp4, .gif, .webm or .png")
 
 
-def check_export_folder(path: Path) -> None:
-    """A model folder can be written at `path`: it is a folder or can become one."""
+def check_filmstrip(path: Path, out: Path) -> None:
+    """The contact sheet is a PNG of its own, beside (never over) the video."""
+    if path.suffix.lower() != ".png":
+        raise KinemaError(f"--filmstrip {path}: the contact sheet is a PNG; give a name ending in .png")
+    if path.resolve() == out.resolve():
+        raise KinemaError(f"--filmstrip {path} is the output itself; give the contact sheet its own name")
+    check_writable(path)
+
+
+def check_folder(path: Path, option: str) -> None:
+    """A folder can be written at `path` (given as `option`): it is a folder or can become one."""
     if path.exists() and not path.is_dir():
-        raise KinemaError(f"cannot export to {path}: it is a file; give a folder name for the model")
+        raise KinemaError(f"cannot write to {path}: it is a file; give {option} a folder name")
     existing = next(p for p in [path, *path.absolute().parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise KinemaError(f"cannot export to {path}: {existing} is not a folder you can write; choose another --export")
+        raise KinemaError(f"cannot write to {path}: {existing} is not a folder you can write; choose another "
+                          f"{option}")
 
 
 class progress_bar:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from kinema.errors import KinemaError
 
@@ -246,9 +248,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     hints = get_type_hints(cls)
     for name, value in data.items():
         default = getattr(cls(), name) if _has_default(known[name]) else None
-        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                keys = ", ".join(f.name for f in fields(default))
+                raise KinemaError(f"{where}.{name} must be a table of keys ({keys}), got {value!r}")
             value = from_dict(type(default), value, where=f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
+        elif isinstance(value, list) and _container(hints[name]) is tuple:
             value = tuple(value)
         _check_type(value, hints[name], f"{where} {name}")
         kwargs[name] = value
@@ -259,12 +264,25 @@ _PLAIN_TYPES = {bool: ((bool,), "true or false"), int: ((int,), "a whole number"
                 str: ((str,), "a string")}
 
 
+def _container(hint: Any) -> type | None:
+    """tuple, list or dict for a hint such as tuple[int, ...] or dict[str, float] | None; else None."""
+    union = get_origin(hint) in (UnionType, Union)  # X | None, Optional[X]
+    kinds = {get_origin(arg) or arg for arg in (get_args(hint) if union else (hint,))}
+    return next((kind for kind in (tuple, list, dict) if kind in kinds), None)
+
+
 def _check_type(value: Any, hint: Any, where: str) -> None:
-    """A one-line error for a value of the wrong kind (e.g. steps = "abc"); composite hints are left to validate."""
+    """A one-line error for a value of the wrong kind (e.g. steps = "abc", frames = 5 for a list); what the items
+    of a list must be is left to validate."""
+    container = _container(hint)
+    if container is not None and value is not None and not isinstance(value, container):
+        raise KinemaError(f"{where} must be {'a table' if container is dict else 'a list'}, e.g. "
+                          f"{'{...}' if container is dict else '[...]'}, got {value!r}")
     if hint not in _PLAIN_TYPES:
         return
     kinds, wanted = _PLAIN_TYPES[hint]
-    if not isinstance(value, kinds) or (isinstance(value, bool) and hint is not bool):
+    if (not isinstance(value, kinds) or (isinstance(value, bool) and hint is not bool)
+            or (isinstance(value, float) and math.isnan(value))):  # TOML's nan passes every range check
         raise KinemaError(f"{where} must be {wanted}, got {value!r}")
 
 

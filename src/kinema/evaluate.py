@@ -97,7 +97,10 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     from kinema.pipeline import parse_aspect, size_for
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not aspects:
+        raise KinemaError("no aspect ratio to evaluate; name at least one, e.g. --aspects 1:1,16:9")
+    if seed < 0:
+        raise KinemaError(f"the seed must be 0 or more, got {seed}")
     pipe = Pipeline.load(model)
     pairs = scenes_for(prompt_set, n, seed)
     prompts = [prompt for prompt, _ in pairs]
@@ -112,6 +115,7 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     start = time.perf_counter()
     short = min(pipe.cfg.width, pipe.cfg.height)
     sizes = [size_for(parse_aspect(aspect), short) for aspect in aspects]  # every aspect checked before any work
+    out.mkdir(parents=True, exist_ok=True)  # only once every argument is checked: a refused eval leaves nothing
     for aspect, (width, height) in zip(aspects, sizes, strict=True):
         count = n if aspect == aspects[0] else (aspect_n or n)
         results, videos = evaluate(pipe, prompts[:count], width, height, seed=seed, progress=progress, **tuning)

@@ -242,6 +242,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def _existing(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise KinemaError(f"{path} is a folder; give the video or image file in it")
     if not path.is_file():
         raise KinemaError(f"{path} not found; check the path")
     if path.suffix.lower() not in suffixes:
@@ -270,7 +272,7 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 def _read_gif(path: Path) -> tuple[np.ndarray, float]:
     with _open_image(path) as image:
-        recorded_fps = _gif_fps(image.info.get("comment", b""))
+        recorded_fps = _positive_float(_gif_tags(image.info.get("comment", b"")).get("fps"))
         frames, durations = [], []
         for frame in ImageSequence.Iterator(image):
             frames.append(_rgb(frame))
@@ -285,12 +287,13 @@ def _read_gif(path: Path) -> tuple[np.ndarray, float]:
     return np.stack([frames[i] for i in index]), recorded_fps
 
 
-def _gif_fps(comment: bytes) -> float | None:
-    """The fps Kinema records in a GIF comment, or None for other GIFs."""
+def _gif_tags(comment: bytes | str) -> dict[str, Any]:
+    """The tags (and fps) Kinema records as JSON in a GIF comment; {} for other GIFs."""
     try:
-        return _positive_float(json.loads(comment).get("fps"))
-    except (ValueError, AttributeError):
-        return None
+        tags = json.loads(comment)
+    except ValueError:
+        return {}
+    return tags if isinstance(tags, dict) else {}
 
 
 def _positive_float(value: Any) -> float | None:
@@ -434,7 +437,8 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
             info["fps"] = _positive_float(info["tags"].get("fps")) or IMAGE_FPS
             turned = _exif_turned(image)  # read_image stands it up
     elif suffix == ".gif":
-        info["fps"] = _gif_fps(info["tags"].get("comment", "")) or info["fps"]
+        info["tags"] |= {key: str(value) for key, value in _gif_tags(info["tags"].get("comment", "")).items()}
+        info["fps"] = _positive_float(info["tags"].get("fps")) or info["fps"]
     if turned:  # the size as shown, which is the size of the frames read_video and read_image return
         info["width"], info["height"] = info["height"], info["width"]
     return info

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from kinema import io, provenance
-from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write
+from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, locate_model
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
 
@@ -122,6 +122,8 @@ class JobStore:
 
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir).resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise KinemaError(f"the data folder {data_dir} is a file; give --data a folder name")
         self.root.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "kinema.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -281,6 +283,8 @@ class Models:
             raise KinemaError("the bundled model is not installed; serve another with --model (a model folder, "
                               "or debug: tiny random weights for trying the API)")
         self.specs: dict[str, str | None] = {**bundled, self.default: default, **(extra or {})}
+        for spec in self.specs.values():
+            locate_model(spec)  # a server with a missing model fails at start, not at each request
         self._pipelines: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
 

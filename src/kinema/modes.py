@@ -106,7 +106,7 @@ def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: in
         raise KinemaError("a prompt sequence needs segments, e.g. --segments \"0:a red ball;2:a blue ball\"",
                           param="segments")
     total = latent_count(frames, tf)
-    if segments[0][0] < 0 or any(not str(text).strip() for _, text in segments):
+    if not all(0 <= start < math.inf for start, _ in segments) or any(not str(text).strip() for _, text in segments):
         raise KinemaError("segments are (start >= 0 s, prompt) pairs, e.g. \"0:a red ball;2:a blue ball\"",
                           param="segments")
     starts = [0]

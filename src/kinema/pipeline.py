@@ -16,6 +16,7 @@ primitives every mode shares (`encode_text`, `encode`, `denoise`, `decode_stream
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -172,7 +173,8 @@ class Pipeline:
                       window_camera=window_camera,
                       strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
-                      window=req.window or modes.WINDOW, context=req.context or modes.CONTEXT)
+                      window=modes.WINDOW if req.window is None else req.window,
+                      context=modes.CONTEXT if req.context is None else req.context)
         modes.check(req, self.cfg.vae.temporal_factor)
         return req
 
@@ -180,14 +182,15 @@ class Pipeline:
         """Explicit size, else an aspect ratio (or the input's) at the model's short side, else the default."""
         short = min(self.cfg.width, self.cfg.height)
         if req.aspect is not None:
-            if req.width or req.height:
+            if req.width is not None or req.height is not None:
                 raise KinemaError("give either a size or an aspect ratio, not both", param="size")
             return size_for(parse_aspect(req.aspect), short)
         given = next((x for x in (req.image, req.video) if x is not None), None)
         if req.width is None and req.height is None and np.ndim(given) >= 3:  # (H, W, 3) or (T, H, W, 3)
             height, width = np.shape(given)[-3:-1]
             return size_for(min(4.0, max(0.25, width / height)), short)
-        return req.width or self.cfg.width, req.height or self.cfg.height
+        return (self.cfg.width if req.width is None else req.width,
+                self.cfg.height if req.height is None else req.height)
 
     @staticmethod
     def _default_frames(req: Request, fps: int) -> int:
@@ -329,7 +332,7 @@ class Pipeline:
     def save(self, video: Video, path: str | Path, filmstrip: str | Path | None = None) -> Path:
         """Write the video, decoded as it is written; `filmstrip`: also a PNG of 16 evenly spaced frames,
         picked on the way (so a 60 s video is neither held in memory nor decoded twice)."""
-        from kinema.io import contact_sheet, write_video
+        from kinema.io import atomic_path, contact_sheet, write_video
 
         path = Path(path)
         check_signable(path, self.signer)
@@ -355,7 +358,8 @@ class Pipeline:
         if self.signer:
             self.signer.sign(path, {key: meta[key] for key in ("prompt", "model", "seed") if key in meta})
         if filmstrip:
-            contact_sheet(np.stack(kept)).save(filmstrip)
+            with atomic_path(Path(filmstrip)) as tmp:
+                contact_sheet(np.stack(kept)).save(tmp, format="PNG")
         return path
 
     def autocast(self):
@@ -375,9 +379,9 @@ def frames_for(seconds: float | None, fps: int) -> int:
     """Frame count for a duration; None or 0 seconds means a single image."""
     if seconds is None or seconds == 0:
         return 1
-    if seconds < 0:
-        raise KinemaError(f"duration must be positive, got {seconds:g} s; use --seconds 0 for an image",
-                          param="seconds")
+    if not 0 < seconds < math.inf:
+        raise KinemaError(f"duration must be a positive number of seconds, got {seconds:g}; use --seconds 0 for an "
+                          "image", param="seconds")
     return max(1, round(seconds * fps))
 
 

@@ -285,8 +285,10 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
         node = merged
-        for part in parents:
+        for depth, part in enumerate(parents, 1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise KinemaError(f"{'.'.join(parents[:depth])} is a value, not a table: cannot set {key}")
         if isinstance(value, dict) and isinstance(node.get(leaf), dict):
             node[leaf] = merge(node[leaf], value)
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import math
 import os
 import shutil
 import string
@@ -289,6 +290,10 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
                sweep_s: float = 300.0, signer: provenance.C2paSigner | None = None) -> FastAPI:
     """The API and page as an ASGI app. `model` is the default model (None: the bundled one), `models` more
     names clients may ask for; concurrency 0 accepts jobs without running them (they run after a restart)."""
+    if concurrency < 0 or max_queue < 0:
+        raise KinemaError(f"concurrency ({concurrency}) and max queue ({max_queue}) must be 0 or more")
+    if not 0 < retention_s < math.inf:
+        raise KinemaError(f"retention must be a positive number of hours, got {retention_s / 3600:g}")
     store = JobStore(data_dir)
     worker = Worker(store, Models(model, models, signer), concurrency, retention_s, sweep_s)
     service = Service(store, worker.models, worker, max_queue)

@@ -58,6 +58,9 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     if resume and not (run_dir / "recipe.json").is_file():
         raise KinemaError(f"--resume: {run_dir} holds no training run to continue; check --out (or the recipe's "
                           "name, which names the default folder), or drop --resume to start a new run")
+    for part in ("vae", "dit"):  # a refused run must not touch the folder, recipe.json included
+        if stage in (part, "all"):
+            _check_resume(run_dir / part, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     if ranks.is_main:
         with atomic_write(run_dir / "recipe.json") as tmp:

@@ -120,8 +120,9 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise KinemaError(f"no checkpoint at {path} to resume from; run without --resume") from None
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
-        raise KinemaError(f"checkpoint {path} is corrupt ({str(err).splitlines()[0]}); delete it to restart "
-                          "this stage, or restore it from a backup") from None
+        why = (str(err).splitlines() or [type(err).__name__])[0]  # an empty file's EOFError has no message
+        raise KinemaError(f"checkpoint {path} is corrupt ({why}); delete it to restart this stage, or restore it "
+                          "from a backup") from None
 
 
 def rng_state() -> dict[str, Any]:
