@@ -356,6 +356,13 @@ def test_train_checks_its_export_folder_before_training(tmp_path, capsys):
         code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"),
                             "--export", str(export)], capsys)
         assert code == 2 and f"cannot write to {export}" in err and message in err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"), "--export",
+                        str(mine)], capsys)
+    assert code == 2 and "its config.json is not a Kinema model's" in err
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
     assert not (tmp_path / "run").exists()  # nothing trained
 
 

@@ -136,6 +136,29 @@ def test_folder_source_csv_and_sidecars(tmp_path):
     (tmp_path / "list.csv").unlink()
     (tmp_path / "clip0.txt").write_text("sidecar caption\n")
     assert read_listing(tmp_path)[0].caption == "sidecar caption"
+    (tmp_path / "clip0.txt").write_text("")
+    with pytest.raises(KinemaError, match="clip0.txt is empty; write clip0.mp4's caption in it"):
+        read_listing(tmp_path)
+    (tmp_path / "clip0.txt").write_bytes("café crème".encode("latin-1"))
+    with pytest.raises(KinemaError, match=r"clip0.txt is not UTF-8 text \(byte 3\); save it as UTF-8"):
+        read_listing(tmp_path)
+    (tmp_path / "clip0.txt").unlink()
+    (tmp_path / "list.csv").write_bytes("path,caption\nclip0.mp4,café\n".encode("latin-1"))
+    with pytest.raises(KinemaError, match="list.csv is not UTF-8 text"):
+        read_listing(tmp_path / "list.csv")
+
+
+def test_a_folder_cache_is_not_reused_once_a_caption_or_clip_changes(tmp_path):
+    _videos(tmp_path, count=2)
+    listing = tmp_path / "captions.jsonl"
+    listing.write_text('{"path": "clip0.mp4", "caption": "a fade"}\n{"path": "clip1.mp4", "caption": "b"}\n')
+    first = FolderSource(listing, fps=8).describe()
+    assert FolderSource(listing, fps=8).describe() == first
+    listing.write_text('{"path": "clip0.mp4", "caption": "a slow fade"}\n{"path": "clip1.mp4", "caption": "b"}\n')
+    edited = FolderSource(listing, fps=8).describe()
+    assert edited != first
+    write_video(tmp_path / "clip1.mp4", np.zeros((20, 40, 56, 3), np.uint8), fps=16)  # a clip replaced
+    assert FolderSource(listing, fps=8).describe() != edited
 
 
 def test_listings_from_spreadsheets_and_other_tools(tmp_path):

@@ -68,8 +68,8 @@ def test_layers_must_fit_the_encoder():
 
 def test_cache_skips_re_encoding(minilm, monkeypatch):
     calls = []
-    encode = minilm._encode
-    monkeypatch.setattr(minilm, "_encode", lambda prompts: calls.append(prompts) or encode(prompts))
+    encode = minilm.encode
+    monkeypatch.setattr(minilm, "encode", lambda prompts: calls.append(prompts) or encode(prompts))
     first, _ = minilm(["", "a cat", "a cat"])
     second, _ = minilm(["a cat", ""])
     third, _ = minilm(["", "a dog"])

@@ -227,6 +227,24 @@ def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
     assert (dit_run / "dit" / "loss.png").exists() and list((dit_run / "dit" / "samples").glob("*.png"))
 
 
+def test_a_second_ctrl_c_mid_step_keeps_the_last_whole_checkpoint(vae_run, tmp_path, monkeypatch):
+    from kinema.train_dit import DiTStage
+
+    run, real, calls = _copy(vae_run, tmp_path / "run"), DiTStage.train_step, []
+
+    def half_step(self):
+        calls.append(1)
+        row = real(self)  # the update is applied ...
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # ... and Ctrl-C lands before the step is done with
+        return row
+
+    monkeypatch.setattr(DiTStage, "train_step", half_step)
+    with pytest.raises(KinemaError, match="stopped mid-step in dit; the last saved checkpoint is kept"):
+        train.run(DEBUG, stage="dit", out=run, progress=False)
+    assert load_state(run / "dit" / "checkpoint.pt")["step"] == 3  # saved at checkpoint_every, not at 4 or 5
+
+
 def test_export_loads_and_samples(dit_run):
     model = load_model(dit_run / "model")
     assert model.dit.patch_embedding.weight.dtype == torch.float32  # load_model's dtype, from fp16 files
@@ -277,7 +295,17 @@ def test_a_refused_run_leaves_the_run_folder_as_it_was(vae_run, tmp_path):
     before = (run / "recipe.json").read_text()
     with pytest.raises(KinemaError, match="already holds a checkpoint; pass --resume"):
         train.run(DEBUG, stage="vae", out=run, overrides={"vae.lr": 0.5}, progress=False)
+    for change, says in (({"model.dit.num_layers": 3}, "model.dit.num_layers is 3 here but unset in the run"),
+                         ({"data.buckets": [[32, 32, 5]], "data.bucket_weights": [1.0]}, "data.buckets is")):
+        with pytest.raises(KinemaError, match=says):
+            train.run(DEBUG, stage="dit", out=run, resume=True, overrides=change, progress=False)
     assert (run / "recipe.json").read_text() == before
+    import fcntl
+
+    with open(run / ".lock", "w") as other:  # another process training this folder
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(KinemaError, match="is being trained by another process"):
+            train.run(DEBUG, stage="vae", out=run, resume=True, overrides={"vae.steps": 5}, progress=False)
 
 
 def test_dit_needs_a_cache(tmp_path):

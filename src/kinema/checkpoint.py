@@ -79,8 +79,7 @@ def save_model(folder: str | Path, cfg: ModelConfig, vae: torch.nn.Module, dit: 
     """Write a self-describing model folder. The files go into a new folder beside it, which then takes its
     place, so a crash leaves the model that was there whole, never old and new files mixed."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise KinemaError(f"cannot write a model to {folder}: it is a file; give a folder name")
+    check_model_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
     staging.mkdir()
@@ -92,6 +91,16 @@ def save_model(folder: str | Path, cfg: ModelConfig, vae: torch.nn.Module, dit: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def check_model_target(folder: Path) -> None:
+    """A model may be written to `folder`: new, a model folder, or a folder without a config.json of its own
+    (a model's files would replace a user's)."""
+    if folder.exists() and not folder.is_dir():
+        raise KinemaError(f"cannot write a model to {folder}: it is a file; give a folder name")
+    if (folder / "config.json").exists() and not (folder / "dit.safetensors").exists():
+        raise KinemaError(f"cannot write a model to {folder}: its config.json is not a Kinema model's and would be "
+                          "replaced; give a new folder name")
 
 
 def _put_in_place(staging: Path, folder: Path) -> None:

@@ -480,7 +480,10 @@ def cmd_train(args) -> None:
 
     overrides = dict(parse_override(item) for item in args.overrides)
     if args.export:
+        from kinema.checkpoint import check_model_target
+
         check_folder(Path(args.export), "--export")  # before training, not after it
+        check_model_target(Path(args.export))
     if args.out:
         check_folder(Path(args.out), "--out")
     run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides,

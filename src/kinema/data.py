@@ -222,7 +222,13 @@ class FolderSource:
         return meta["caption"]
 
     def describe(self) -> str:
-        return f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps}"
+        """The listing, and every row's caption and file (its size and time): an edited caption or a replaced
+        clip means another cache."""
+        rows = hashlib.sha256()
+        for row in self.rows:
+            stat = row.path.stat() if row.path.exists() else None
+            rows.update(repr((str(row.path), row.caption, stat and (stat.st_size, stat.st_mtime_ns))).encode())
+        return f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps} {rows.hexdigest()[:16]}"
 
 
 def read_listing(spec: Path) -> list[Row]:
@@ -246,8 +252,16 @@ def read_listing(spec: Path) -> list[Row]:
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """A captions file as UTF-8 (-sig: spreadsheets' byte-order mark); another encoding is an error, not mojibake."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise KinemaError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+
+
 def _read_file(listing: Path) -> list[Row]:
-    text = listing.read_text(encoding="utf-8-sig", errors="replace")  # -sig: spreadsheets' byte-order mark
+    text = _read_text(listing)
     pairs = _jsonl_pairs(listing, text) if listing.suffix.lower() == ".jsonl" else _csv_pairs(listing, text)
     rows = []
     for line, path, caption in pairs:
@@ -323,7 +337,10 @@ def _read_sidecars(folder: Path) -> list[Row]:
             if not sidecar.is_file():
                 raise KinemaError(f"{path} has no caption; write it to {sidecar.name} or list the folder's "
                                   "clips in a captions.jsonl")
-            rows.append(Row(path, sidecar.read_text().strip(), str(sidecar)))
+            caption = _read_text(sidecar).strip()
+            if not caption:
+                raise KinemaError(f"{sidecar} is empty; write {path.name}'s caption in it, or move the clip out")
+            rows.append(Row(path, caption, str(sidecar)))
     return rows
 
 

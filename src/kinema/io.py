@@ -84,6 +84,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         # Some writers replace the file with a private one (safetensors: 0600, which other users could not load).
         tmp.chmod(mode)
+        with open(tmp, "rb") as written:  # on disk before the rename: a power cut leaves the old file or the new
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except OSError as err:
         raise KinemaError(f"cannot write {path}: {err.strerror or err}; choose a writable path") from None

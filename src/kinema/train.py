@@ -15,13 +15,15 @@ A stage with a checkpoint continues from it only with `resume`; a finished stage
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +60,38 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     if resume and not (run_dir / "recipe.json").is_file():
         raise KinemaError(f"--resume: {run_dir} holds no training run to continue; check --out (or the recipe's "
                           "name, which names the default folder), or drop --resume to start a new run")
+    if resume:
+        _check_same_shapes(load_json(run_dir / "recipe.json")["recipe"], recipe.raw)
     for part in ("vae", "dit"):  # a refused run must not touch the folder, recipe.json included
         if stage in (part, "all"):
             _check_resume(run_dir / part, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if ranks.is_main:
-        with atomic_write(run_dir / "recipe.json") as tmp:
-            tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
+    with _only_trainer(run_dir, ranks.is_main):
+        if ranks.is_main:
+            with atomic_write(run_dir / "recipe.json") as tmp:
+                tmp.write_text(json.dumps({"name": recipe.name, "recipe": recipe.raw}, indent=2))
+        _run_stages(recipe, stage, run_dir, resume, progress, on_step, ranks)
+    return run_dir
+
+
+@contextlib.contextmanager
+def _only_trainer(run_dir: Path, main: bool) -> Iterator[None]:
+    """Hold the run folder's lock (the first rank holds it for all): two runs into one folder would interleave
+    their checkpoints and metrics."""
+    if not main:
+        yield
+        return
+    with open(run_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or the process dies
+        except BlockingIOError:
+            raise KinemaError(f"{run_dir} is being trained by another process; wait for it to finish, or train "
+                              "into another --out") from None
+        yield
+
+
+def _run_stages(recipe: Recipe, stage: str, run_dir: Path, resume: bool, progress: bool, on_step: OnStep | None,
+                ranks: Dist) -> None:
     if stage in ("vae", "all"):
         train_vae(recipe, run_dir, resume, progress, on_step, ranks.device)
     if stage in ("cache", "all") and not recipe.keeps_init_dit:
@@ -78,7 +105,6 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
             parallel.cleanup()
     if stage == "all":
         export(run_dir, run_dir / "model")
-    return run_dir
 
 
 def _processes(device: str, stage: str) -> Dist:
@@ -110,6 +136,30 @@ def render_workers() -> int:
     the models already keep busy; on a bigger host (a GPU server) all cores but one."""
     cores = os.cpu_count() or 1
     return 0 if cores <= 4 else min(16, cores - 1)
+
+
+SHAPING = ("model", "data.buckets", "vae.init")  # recipe keys that shape a run's checkpoints and cache
+
+
+def _check_same_shapes(saved: dict[str, Any], raw: dict[str, Any]) -> None:
+    """A resumed run keeps what its checkpoints were shaped by; steps, rates and the rest may change."""
+    old, new = _flat(saved), _flat(raw)
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(SHAPING) and old.get(key) != new.get(key):
+            now, was = (repr(side[key]) if key in side else "unset" for side in (new, old))
+            raise KinemaError(f"--resume: {key} is {now} here but {was} in the run, whose checkpoints it shapes; "
+                              "resume with the run's recipe, or train it in a new --out")
+
+
+def _flat(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"dit": {"num_layers": 3}}} -> {"model.dit.num_layers": 3}."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _check_resume(folder: Path, resume: bool) -> bool:
@@ -241,10 +291,10 @@ def train_dit(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     resuming = _check_resume(folder, resume)
     if resuming and load_state(folder / "checkpoint.pt")["step"] >= recipe.dit.steps:
         return
+    stage = _dit_stage(recipe, cfg, run_dir, folder, resuming, ranks)  # a checkpoint that does not fit fails here
     if ranks.is_main:
         with atomic_write(run_dir / "model_config.json") as tmp:
             tmp.write_text(cfg.to_json())
-    stage = _dit_stage(recipe, cfg, run_dir, folder, resuming, ranks)
     run_loop(stage, recipe.dit.log_every, recipe.dit.checkpoint_every, progress, on_step)
 
 

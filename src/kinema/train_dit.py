@@ -139,7 +139,7 @@ class DiTStage:
                               None if cond.region is None else cond.region[rows].to(self.device))
         path = path[rows].to(self.device)
         t = path[:, 0]  # (b,)
-        context, context_mask = self.text(captions[rows])  # (b, L, D), (b, L)
+        context, context_mask = self.text.encode(captions[rows])  # (b, L, D), (b, L)
         t_model = cond.frame_times(t)  # (b, T), or (b, T, h', w') per token
         x_t = cond.apply(flow.interpolate(x0, eps, t))  # (b, C, T, h, w), clean where given
         target = self.velocity_target(x0, eps, x_t, path, cond, context, context_mask)

@@ -52,11 +52,14 @@ def run_loop(stage: Stage, log_every: int, checkpoint_every: int, progress: bool
 
     bar = tqdm(total=stage.total, initial=stage.step, desc=stage.name, disable=not progress, dynamic_ncols=True)
     window: list[dict[str, float]] = []  # rows since the last log, averaged into one (single losses are noisy)
+    between_steps = True  # where an interrupt came: there the state is a whole number of steps
     try:
         with deferred_interrupt() as interrupted:
             while stage.step < stage.total:
                 start = time.perf_counter()
+                between_steps = False
                 row = stage.train_step()
+                between_steps = True
                 row["s_per_step"] = time.perf_counter() - start
                 extra = stage.periodic()
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
@@ -72,6 +75,9 @@ def run_loop(stage: Stage, log_every: int, checkpoint_every: int, progress: bool
                 if any_rank(interrupted()):  # under torchrun every rank stops at the same step
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
+        if not between_steps:  # a second Ctrl-C, mid-step: its half-applied update must not be saved
+            raise KinemaError(f"training stopped mid-step in {stage.name}; the last saved checkpoint is kept, "
+                              "continue with --resume", code="interrupted") from None
         stage.save()
         raise KinemaError(f"training interrupted at {stage.name} step {stage.step}; the checkpoint is saved, "
                           "continue with --resume", code="interrupted") from None
@@ -200,9 +206,16 @@ class Metrics:
             f.write(json.dumps({"step": step, **_rounded(row)}) + "\n")
 
     def rows(self) -> list[dict[str, Any]]:
+        """The rows logged; a line cut short (a crash or a full disk mid-write) is skipped."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return [row for row in rows if isinstance(row, dict) and "step" in row]
 
     def plot(self, png: Path, title: str) -> None:
         """Loss (log scale, raw and smoothed) and, where logged, PSNR on a second axis."""

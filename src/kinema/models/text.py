@@ -68,7 +68,7 @@ class TextEncoder(nn.Module):
             raise TypeError("TextEncoder takes a list of prompts; wrap a single prompt as [prompt]")
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
-            for prompt, states, mask in zip(missing, *self._encode(missing), strict=True):
+            for prompt, states, mask in zip(missing, *self.encode(missing), strict=True):
                 self._cache[prompt] = (states.clone(), mask.clone())  # not views pinning the batch
         for prompt in prompts:
             self._cache.move_to_end(prompt)
@@ -78,8 +78,11 @@ class TextEncoder(nn.Module):
             self._cache.popitem(last=False)
         return tokens, mask
 
-    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the tokenizer and encoder; prompts past max_length are truncated, never an error."""
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the tokenizer and encoder on this batch, without the cache; prompts past max_length are truncated,
+        never an error. Training calls this: its states then depend on the batch alone (a float sum's order can
+        change with the batch's company, ~2e-6), so a resumed run, whose cache starts empty, stays bit-exact."""
         device = next(self.model.parameters()).device
         batch = self.tokenizer(prompts, padding="max_length", truncation=True,
                                max_length=self.cfg.max_length, return_tensors="pt")
