@@ -292,6 +292,8 @@ def test_malformed_requests_are_4xx_naming_what_is_wrong(paused, monkeypatch):
     upper = post("/videos", files={"prompt": (None, "a ball"), "size": (None, "64x64"), "seconds": (None, "1")},
                  headers={"content-type": "Multipart/Form-Data"})
     assert upper.status_code in (200, 400) and "not valid JSON" not in upper.text  # read as the form it is
+    twice = post("/videos", files=[("prompt", (None, "a")), ("prompt", (None, "b")), ("size", (None, "64x64"))])
+    assert (twice.status_code, twice.json()["error"]["param"]) == (400, "prompt") and "given twice" in twice.text
     flags = post("/videos", json={"prompt": "a ball", "size": "64x64", "seconds": "1", "expand": None,
                                   "window_camera": None})
     assert flags.status_code == 200, flags.text  # null is "the default", as for every other optional field

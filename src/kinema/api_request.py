@@ -140,6 +140,8 @@ def unflatten(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in items:
         match = re.fullmatch(r"(\w+)\[(\w*)\](?:\[(\w+)\])?", key)
         if match is None:
+            if key in values:  # last-wins would drop one without a word (two prompts, two images)
+                raise ApiError(400, f"form field {key!r} is given twice; send it once", param=key)
             values[key] = value
             continue
         name, member, item_member = match.groups()
