@@ -114,6 +114,8 @@ def test_judge_reads_a_kinema_file_as_it_was_drawn(tmp_path, capsys):
     code, out, _ = run(["judge", prompt, str(tmp_path / "marked.mp4")], capsys)
     verdict = json.loads(out)
     assert code == 0 and verdict["background"] is True and verdict["colour"] is True and verdict["count"] is True
+    assert verdict["seen"]["objects"][0]["colour"] == "red" and verdict["seen"]["objects"][0]["shape"] == "circle"
+    assert (verdict["seen"]["count"], verdict["seen"]["background"]) == (1, "gradient")
     code, _, err = run(["judge", str(tmp_path / "marked.mp4"), prompt], capsys)
     assert code == 2 and "the prompt comes first, kinema judge PROMPT VIDEO" in err and err.count("\n") == 1
 
@@ -364,6 +366,14 @@ def test_train_checks_its_export_folder_before_training(tmp_path, capsys):
     assert code == 2 and "its config.json is not a Kinema model's" in err
     assert (mine / "config.json").read_text() == '{"my": "settings"}'
     assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_python_dash_m_kinema_is_the_command():  # what torchrun launches
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "kinema", "generate", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: kinema generate" in done.stdout
 
 
 def test_bare_cache_flag_uses_the_default_threshold():

@@ -164,15 +164,16 @@ def _add_serve(sub) -> None:
                        "base_url here) and a web page at /. Jobs survive restarts (SQLite in --data).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--data", default="kinema-data", help="folder for the job store and videos")
+    p.add_argument("--data", default="kinema-data", help="folder for the job store and videos (default ./kinema-data)")
     p.add_argument("--model", default=None,
                    help="default model: bundled name, preset or folder (default: kinema-small-fast)")
     p.add_argument("--extra-model", action="append", default=[], metavar="NAME=FOLDER",
                    help="also serve this model under NAME (repeatable)")
     p.add_argument("--api-keys-file", default=None, help="file of bearer keys, one per line (also KINEMA_API_KEYS)")
-    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (0 = accept but do not run)")
-    p.add_argument("--max-queue", type=int, default=64, help="queued jobs before new ones get 429")
-    p.add_argument("--retention-hours", type=float, default=168, help="how long finished videos are kept")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1; 0 = accept but do not run)")
+    p.add_argument("--max-queue", type=int, default=64, help="queued jobs before new ones get 429 (default 64)")
+    p.add_argument("--retention-hours", type=float, default=168,
+                   help="how long finished videos are kept (default 168, a week)")
     _add_c2pa_options(p, "every finished video")
     p.set_defaults(func=cmd_serve)
 
@@ -222,7 +223,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     _add_noise_options(p)
     _add_cache_option(p, "judge the step cache's videos (as kinema generate --cache; default off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="picks the prompts; prompt i is generated with seed + i "
+                   "(default 0)")
     p.add_argument("--out", default="eval", help="report folder (default ./eval)")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("verify", help="check a video or image for Kinema's watermark, tags and C2PA credentials",
@@ -231,7 +233,10 @@ def _add_eval(sub) -> None:
     p.add_argument("file", help="an MP4, WEBM, GIF, PNG or JPEG")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_verify)
-    p = sub.add_parser("judge", help="score one video against a prompt of the world's grammar")
+    p = sub.add_parser("judge", help="score one video against a prompt of the world's grammar",
+                       description="Judge a video against a prompt of the world's grammar: prints JSON with a "
+                       "verdict per attribute the prompt names (true/false; null where it names none), overall, "
+                       "flicker and sharpness, and under 'seen' what was read from the pixels.")
     p.add_argument("prompt", help="e.g. \"a red circle moves to the right over a navy background\"")
     p.add_argument("video", help="an MP4, GIF or PNG")
     p.set_defaults(func=cmd_judge)
@@ -290,7 +295,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure speed and memory; writes JSON and a Markdown table",
                        description="Benchmark Kinema on this machine (DiT vs diffusers' Wan, end-to-end "
                        "generation, VAE, peak memory, training throughput); results go to --out.")
-    p.add_argument("--out", default="bench/results", help="folder for bench.json and bench.md")
+    p.add_argument("--out", default="bench/results",
+                   help="folder for bench.json and bench.md (bench-quick.* with --quick; default bench/results)")
     p.add_argument("--model", default=None, help="model folder or preset (default: the bundled kinema-small-fast)")
     p.add_argument("--quick", action="store_true", help="tiny debug shapes, one repetition (seconds)")
     p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
@@ -313,7 +319,9 @@ def _add_train(sub) -> None:
                        "Checkpoints are atomic; --resume continues where a run stopped (Ctrl-C saves). Under torchrun, "
                        "--stage dit trains on every rank with the DiT sharded by FSDP2.")
     p.add_argument("--config", required=True, help="recipe TOML file, e.g. configs/small.toml")
-    p.add_argument("--stage", choices=["vae", "cache", "dit", "all"], default="all")
+    p.add_argument("--stage", choices=["vae", "cache", "dit", "all"], default="all",
+                   help="train the VAE, cache latents with it, train the DiT on the cache, or all in turn and export "
+                   "(default all)")
     p.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--export", default=None, help="after training, write a model folder here")

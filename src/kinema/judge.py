@@ -145,9 +145,11 @@ def score(spec: PromptSpec, found: Measurement) -> dict:
     """Per-attribute verdicts (True/False, None where the prompt says nothing) and quality scores."""
     paired = _match(spec, found.tracks)
     checks: dict[str, list[bool]] = {name: [] for name in ("colour", "shape", "size", "motion")}
+    seen: list[dict | None] = []  # what was read for each asked-for object (None: nothing to pair it with)
     for obj, track in zip(spec.objects, paired, strict=True):
         measured = {"colour": track.colour, "shape": track.shape, "size": classify_size(track, found),
                     "motion": classify_motion(track, found)} if track is not None else {}
+        seen.append(measured or None)
         for name in checks:
             if getattr(obj, name) is not None:
                 checks[name].append(measured.get(name) == getattr(obj, name))
@@ -163,6 +165,9 @@ def score(spec: PromptSpec, found: Measurement) -> dict:
     result["overall"] = float(np.mean(verdicts)) if verdicts else float("nan")
     result["flicker"] = found.flicker
     result["sharpness"] = found.sharpness
+    result["seen"] = {"objects": seen, "count": len(found.tracks), "background": found.background,
+                      "background_colour": found.background_colour, "pan": measured_pan,
+                      "zoom": zoom_direction(found)}
     return result
 
 
