@@ -93,3 +93,40 @@ def test_a_model_saved_into_a_folder_with_other_files_keeps_them(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(KinemaError, match="it is a file"):
         checkpoint.save_model(tmp_path / "file", cfg, vae, dit)
+
+
+def tiny_wan_folder(root):
+    """A random Wan2.1 model in diffusers' layout, as a user downloads one (transformer/, vae/, text_encoder/,
+    tokenizer/), at a size that generates in a second."""
+    diffusers = pytest.importorskip("diffusers")
+    import transformers
+
+    from kinema.models.text import minilm_folder
+
+    torch.manual_seed(0)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_folder(), local_files_only=True)
+    text = transformers.UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                   pad_token_id=tokenizer.pad_token_id)
+    transformers.UMT5EncoderModel(text).eval().save_pretrained(root / "text_encoder")
+    tokenizer.save_pretrained(root / "tokenizer")
+    diffusers.WanTransformer3DModel(num_attention_heads=2, attention_head_dim=24, in_channels=4, out_channels=4,
+                                    text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32,
+                                    patch_size=(1, 2, 2)).save_pretrained(root / "transformer")
+    diffusers.AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                               temperal_downsample=[False, True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
+                               latents_std=[1.5, 0.5, 2.0, 1.0]).save_pretrained(root / "vae")
+    return root
+
+
+def test_a_wan_folder_loads_by_a_relative_path_and_generates(tmp_path, monkeypatch):
+    from kinema.pipeline import Pipeline, Request
+
+    tiny_wan_folder(tmp_path / "wan")
+    monkeypatch.chdir(tmp_path)
+    pipe = Pipeline.load("wan")  # relative, as typed after cd: the text encoder is found inside it
+    assert pipe.cfg.text.kind == "umt5" and pipe.cfg.vae.z_dim == 4
+    frames = pipe.decode(pipe.generate(Request("a red ball", width=64, height=64, frames=5, steps=1)))
+    assert frames.shape == (5, 64, 64, 3) and 0 < frames.std()
+    (tmp_path / "wan" / "text_encoder" / "config.json").write_text("{}")  # a config that is not its weights'
+    with pytest.raises(KinemaError, match="cannot load the .* text encoder .* belongs to its weights"):
+        Pipeline.load("wan")

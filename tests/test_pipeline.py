@@ -106,6 +106,22 @@ def test_decode_stream_joins_given_frames_and_skips_context(debug_pipe):
     assert np.array_equal(debug_pipe.decode(video), np.concatenate([before, decoded[5:9], after]))
 
 
+def test_python_callers_get_what_the_cli_gets(debug_pipe):
+    assert debug_pipe.resolve(Request("x", fps=8)).frames == 16  # 2 s, as the CLI; seconds=0 is an image
+    assert debug_pipe.resolve(Request("x", fps=8, seconds=0)).frames == 1
+    assert debug_pipe.resolve(Request("x", fps=8, mode="sequence", segments=[(0, "a"), (2, "b")])).frames == 32
+    assert debug_pipe.resolve(Request("x", seed=np.int64(3), width=np.int32(64), height=64)).seed == 3
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    flipped = debug_pipe.generate(Request("x", image=image[..., ::-1], frames=5, steps=1, width=64, height=64))
+    assert debug_pipe.decode(flipped).shape == (5, 64, 64, 3)  # a flipped view (BGR to RGB) is taken as it is
+
+
+def test_a_damaged_model_is_an_error_not_a_grey_video(debug_pipe, monkeypatch):
+    monkeypatch.setattr(debug_pipe.model.dit, "forward", lambda x, *a, **k: torch.full_like(x, float("nan")))
+    with pytest.raises(KinemaError, match="gave NaN or infinite values: its weights are likely damaged"):
+        debug_pipe.generate(Request("x", frames=1, steps=1))
+
+
 def test_progress_reaches_every_step(debug_pipe):
     seen = []
     debug_pipe.generate(Request("x", frames=1, steps=3), progress=lambda f, s: seen.append((f, s)))
@@ -136,6 +152,17 @@ def test_progress_reaches_every_step(debug_pipe):
      r"the input video runs 60.2 s at 8 fps, over the 60 s Kinema takes; trim it"),
     ({"mode": "connect", "video": np.zeros((9, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,
       "video_b": np.zeros((8 * 60 + 2, 16, 16, 3), np.uint8)}, "the input second video runs 60.2 s"),
+    ({"seed": 1.5}, "seed must be a whole number, got 1.5"),
+    ({"frames": 4.5}, "frames must be a whole number, got 4.5"),
+    ({"cache": None}, "cache must be a number, got None"),
+    ({"negative_prompt": None}, "negative_prompt must be a string, got None"),
+    ({"sampler": "rk4"}, "unknown sampler 'rk4'; use euler or heun"),
+    ({"segments": ["0:a red ball"]}, r"segments must be \(start seconds, prompt\) pairs"),
+    ({"image": np.zeros((0, 0, 3), np.uint8)}, r"image must be uint8 RGB pixels \(H, W, 3\), got uint8 \(0, 0, 3\)"),
+    ({"image": np.zeros((9, 16, 16, 3), np.uint8)}, r"image must be uint8 RGB pixels \(H, W, 3\)"),
+    ({"mode": "extend", "video": np.zeros((9, 0, 16, 3), np.uint8)}, "video must be uint8 RGB pixels"),
+    ({"mode": "loop", "segments": [(0, "a"), (1, "b")]}, "segments make a prompt sequence; mode loop does not use"),
+    ({"strength": 0.5}, "strength is an edit's; mode t2v does not use it"),
 ])
 def test_bad_requests_are_one_line_errors(debug_pipe, kwargs, message):
     kwargs = {"prompt": "a red circle", **kwargs}

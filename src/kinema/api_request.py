@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from kinema import pipeline as pl
+from kinema import sampling
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import KinemaError
 from kinema.jobs import Job, valid_id
@@ -27,7 +28,7 @@ from kinema.modes import EDIT_STRENGTH
 DEFAULT_SECONDS = 4.0  # Sora's default duration
 MAX_PROMPT_CHARS = 4000
 MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
-SAMPLERS = ("euler", "heun")
+SAMPLERS = sampling.METHODS
 ALLOWED = {
     "size": "WIDTHxHEIGHT, both even and at least 16, at most 1920x1080 "
             "(e.g. 128x128, 256x144, 1280x720, 1920x1080)",

@@ -176,7 +176,7 @@ def _load_diffusers(folder: Path, dtype: torch.dtype) -> Model:
     vae_cfg = vae_mod.config_from_diffusers(load_json(folder / "vae" / "config.json"))
     text_kind = "umt5" if "umt5" in str(load_json_or_empty(folder / "text_encoder" / "config.json")).lower() else "t5"
     cfg = ModelConfig(name=folder.name, vae=vae_cfg, dit=dit_cfg,
-                      text=TextConfig(kind=text_kind, path=str(folder), max_length=512, dim=dit_cfg.text_dim),
+                      text=TextConfig(kind=text_kind, path=".", max_length=512, dim=dit_cfg.text_dim),  # the folder
                       width=832, height=480, fps=16).validate()
     dit_sd = dit_mod.state_dict_from_diffusers(_load_sharded(folder / "transformer"))
     vae_sd = vae_mod.state_dict_from_diffusers(_load_sharded(folder / "vae"))

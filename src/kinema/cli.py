@@ -51,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DEFAULT_SECONDS = 2.0
 GENERATE_EXAMPLES = """modes:
   kinema generate "a yellow star spins on a snowy field" --seconds 4 -o star.mp4       text to video
   kinema generate "a big green square on a brick wall" -o square.png                  text to image
@@ -400,9 +399,8 @@ def generate_request(args, out: Path):
             raise KinemaError("--segments holds every prompt; leave out the prompt before it, or start from it with "
                               "--prompt-at instead (kinema generate \"a red ball\" --prompt-at \"2=a blue ball\")")
     seconds = args.seconds
-    if seconds is None and args.frames is None and mode != "edit":
-        single = mode == "t2v" and out.suffix.lower() == ".png"  # kinema generate "..." -o x.png: an image
-        seconds = 0 if single else _default_seconds(segments)
+    if seconds is None and args.frames is None and mode == "t2v" and out.suffix.lower() == ".png":
+        seconds = 0  # kinema generate "..." -o x.png: an image; other lengths default in Pipeline.resolve
     return Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
                    aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
@@ -435,11 +433,6 @@ def _generate_mode(args) -> str:
     mode = {"--image": "i2v", "--extend": "extend", "--loop": "loop", "--connect": "connect", "--edit": "edit",
             "--segments": "sequence", "--prompt-at": "sequence"}[chosen[0]] if chosen else "t2v"
     return "extend_backward" if args.backward else mode
-
-
-def _default_seconds(segments: list[tuple[float, str]] | None) -> float:
-    """2 s, or with segments 2 s past the last one's start."""
-    return DEFAULT_SECONDS + (segments[-1][0] if segments else 0.0)
 
 
 def parse_segments(text: str) -> list[tuple[float, str]]:

@@ -121,7 +121,7 @@ def _iter_frames(frames: Frames) -> Iterator[np.ndarray]:
 def _as_uint8_array(chunk: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(chunk, torch.Tensor):
         chunk = chunk.detach().cpu().numpy()
-    chunk = np.asarray(chunk)
+    chunk = np.ascontiguousarray(chunk)  # a flipped view (img[..., ::-1], BGR to RGB) has strides torch refuses
     if chunk.dtype != np.uint8:
         raise KinemaError(f"frames must be uint8, got {chunk.dtype}; convert with kinema.io.to_uint8")
     if chunk.ndim not in (3, 4) or chunk.shape[-1] != 3:

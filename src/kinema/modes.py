@@ -67,11 +67,17 @@ def infer_mode(req: Request) -> str:
     """The request's mode; plain t2v given segments or an image means a sequence or image to video."""
     if req.mode not in MODES:
         raise KinemaError(f"unknown mode {req.mode!r}; use one of {', '.join(MODES)}", param="mode")
-    if req.mode == "t2v" and req.segments:
-        return "sequence"
-    if req.mode == "t2v" and req.image is not None:
-        return "i2v"
-    return req.mode
+    mode = req.mode
+    if mode == "t2v" and req.segments:
+        mode = "sequence"
+    elif mode == "t2v" and req.image is not None:
+        mode = "i2v"
+    # Settings of one mode given to another would be dropped without a word.
+    if req.segments and mode != "sequence":
+        raise KinemaError(f"segments make a prompt sequence; mode {mode} does not use them", param="segments")
+    if req.strength is not None and mode != "edit":
+        raise KinemaError(f"strength is an edit's; mode {mode} does not use it", param="strength")
+    return mode
 
 
 def check(req: Request, tf: int) -> None:

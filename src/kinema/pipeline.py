@@ -143,7 +143,8 @@ class Pipeline:
         """
         from kinema import modes
 
-        req = replace(req, mode=modes.infer_mode(req))
+        req = replace(typed(req), mode=modes.infer_mode(req))
+        check_pixels(req)
         prompt = (req.prompt or "").strip() or (req.segments[0][1].strip() if req.segments else "")
         if not prompt:
             raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
@@ -167,6 +168,8 @@ class Pipeline:
         noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
         window_camera = s.window_camera if req.window_camera is None else req.window_camera
         check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift)
+        if req.sampler is not None and req.sampler not in sampling.METHODS:
+            raise KinemaError(f"unknown sampler {req.sampler!r}; use {' or '.join(sampling.METHODS)}", param="sampler")
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=guidance,
                       sampler=req.sampler or s.method, noise_correlation=noise_correlation, noise_drift=noise_drift,
@@ -194,9 +197,14 @@ class Pipeline:
 
     @staticmethod
     def _default_frames(req: Request, fps: int) -> int:
-        if req.seconds is None and req.mode == "edit" and req.video is not None:
-            return len(req.video)  # an edit keeps the input's length
-        return frames_for(req.seconds, fps)
+        """`seconds` long; if not given, an edit keeps the input's length, and the rest last DEFAULT_SECONDS (a
+        prompt sequence that long past its last segment's start). seconds = 0 is a single image."""
+        if req.seconds is not None:
+            return frames_for(req.seconds, fps)
+        if req.mode == "edit" and req.video is not None:
+            return len(req.video)
+        last_start = req.segments[-1][0] if req.mode == "sequence" and req.segments else 0.0
+        return frames_for(DEFAULT_SECONDS + last_start, fps)
 
     def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, dict[str, str]]:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
@@ -264,7 +272,11 @@ class Pipeline:
         `Pipeline.times`); `cond`'s frames stay clean."""
         with self.autocast():  # the prepared text keys/values are made in the forward's dtype
             model_fn = self._model_fn(text, req)
-            return sampling.sample(model_fn, x.to(self.device), times, cond, req.sampler, on_step).float().cpu()
+            latents = sampling.sample(model_fn, x.to(self.device), times, cond, req.sampler, on_step).float().cpu()
+        if not torch.isfinite(latents).all():  # decoded, NaN would pass as a flat grey video
+            raise KinemaError(f"the model ({self.model.source}) gave NaN or infinite values: its weights are likely "
+                              "damaged; copy them again, or check the install with --model debug")
+        return latents
 
     @torch.no_grad()
     def edit(self, source_text: Text, text: Text, source: torch.Tensor, cond: FrameCondition, req: Request,
@@ -375,6 +387,9 @@ def check_signable(path: Path, signer: provenance.C2paSigner | None) -> None:
                           "or leave out --c2pa-cert/--c2pa-key")
 
 
+DEFAULT_SECONDS = 2.0  # a request's length when it gives neither seconds nor frames (the CLI's and Python's)
+
+
 def frames_for(seconds: float | None, fps: int) -> int:
     """Frame count for a duration; None or 0 seconds means a single image."""
     if seconds is None or seconds == 0:
@@ -394,6 +409,47 @@ def input_fps(rate: float) -> int:
 def stand_ins(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Zero-cost arrays of the inputs' shapes: all `resolve` needs, before any pixel is read."""
     return {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
+
+
+WHOLE_FIELDS = ("width", "height", "frames", "fps", "steps", "seed", "window", "context")
+NUMBER_FIELDS = ("seconds", "guidance", "strength", "cache", "noise_correlation", "noise_drift")
+TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "aspect", "mode")
+
+
+def typed(req: Request) -> Request:
+    """`req` with numpy scalars made Python numbers, or a one-line error naming a field of the wrong kind (a
+    Python caller gets what the CLI and the API check for their users)."""
+    values = {}
+    for names, kinds, cast, what in ((WHOLE_FIELDS, (int, np.integer), int, "a whole number"),
+                                     (NUMBER_FIELDS, (int, float, np.integer, np.floating), float, "a number"),
+                                     (TEXT_FIELDS, (str,), str, "a string")):
+        for name in names:
+            value = getattr(req, name)
+            if value is None and name not in ("seed", "cache", "prompt", "negative_prompt", "mode"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise KinemaError(f"{name} must be {what}, got {value!r}", param=name)
+            values[name] = cast(value)
+    segments = req.segments
+    if segments is not None and not (isinstance(segments, list | tuple) and all(
+            isinstance(s, list | tuple) and len(s) == 2 and isinstance(s[1], str)
+            and isinstance(s[0], int | float | np.number) and not isinstance(s[0], bool) for s in segments)):
+        raise KinemaError("segments must be (start seconds, prompt) pairs, e.g. [(0, \"a red ball\"), (2, \"a blue "
+                          "ball\")]", param="segments")
+    return replace(req, **values)
+
+
+def check_pixels(req: Request) -> None:
+    """Given pixels are uint8 RGB with room in them: an image (H, W, 3), a video (T, H, W, 3) of at least a frame."""
+    for name, ndim in (("image", 3), ("video", 4), ("video_b", 4)):
+        given = getattr(req, name)
+        if given is None:
+            continue
+        shape = np.shape(given)
+        if (len(shape) != ndim or shape[-1] != 3 or 0 in shape or np.asarray(given).dtype != np.uint8):
+            wanted = "(H, W, 3)" if ndim == 3 else "(T, H, W, 3), at least one frame"
+            raise KinemaError(f"{name} must be uint8 RGB pixels {wanted}, got {np.asarray(given).dtype} {shape}; "
+                              "read it with kinema.io.read_image or read_video", param=name)
 
 
 def check_input_lengths(req: Request, fps: int) -> None:

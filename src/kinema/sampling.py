@@ -29,6 +29,7 @@ def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor
     return shift_time(torch.linspace(start, 0.0, steps + 1), shift)
 
 
+METHODS = ("euler", "heun")  # ODE solvers `sample` takes: 1 and 2 model calls a step
 DRIFT_CORRELATION = 0.9  # a drift carries the noise's structure along only when most of each frame is copied
 
 
@@ -96,7 +97,7 @@ def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tens
 
 def sample(model_fn: ModelFn, x: torch.Tensor, times: torch.Tensor, cond: FrameCondition | None = None,
            method: str = "euler", callback: Callback | None = None) -> torch.Tensor:
-    """Integrate dx/dt = v from times[0] to times[-1] starting at x (B, C, T, H, W)."""
+    """Integrate dx/dt = v from times[0] to times[-1] starting at x (B, C, T, H, W); `method` one of METHODS."""
     step = {"euler": _euler_step, "heun": _heun_step}[method]
     cond = cond or FrameCondition.none(tuple(x.shape))
     x = cond.apply(x)

@@ -158,9 +158,10 @@ def _load(kind: str, model_dir: Path, tokenizer_dir: Path) -> tuple[nn.Module, o
         # dtype="auto" keeps the stored precision: umt5-xxl is ~11 GB in bf16 and twice that in fp32.
         model = model_class.from_pretrained(model_dir, local_files_only=True, dtype="auto")
         tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    except (OSError, ValueError, SafetensorError) as err:
-        raise KinemaError(f"cannot load the {kind} text encoder from {model_dir}: "
-                          f"{str(err).splitlines()[0]}; check the folder is complete") from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # RuntimeError: weights its config mislays
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise KinemaError(f"cannot load the {kind} text encoder from {model_dir}: {why}; check the folder is "
+                          "complete and its config.json belongs to its weights") from None
     if model.dtype == torch.float16:
         model = model.float()  # T5 activations overflow in float16
     return model, tokenizer
