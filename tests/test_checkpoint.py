@@ -130,3 +130,8 @@ def test_a_wan_folder_loads_by_a_relative_path_and_generates(tmp_path, monkeypat
     (tmp_path / "wan" / "text_encoder" / "config.json").write_text("{}")  # a config that is not its weights'
     with pytest.raises(KinemaError, match="cannot load the .* text encoder .* belongs to its weights"):
         Pipeline.load("wan")
+
+
+def test_a_preset_has_the_same_random_weights_at_every_load():
+    first, second = load_model("debug"), load_model("debug")
+    assert all(torch.equal(a, b) for a, b in zip(first.dit.state_dict().values(), second.dit.state_dict().values()))

@@ -124,7 +124,9 @@ def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float3
     default bundled model."""
     kind, where = locate_model(spec)
     if kind == "preset":
-        return _build(preset(str(where)), None, None, dtype, source=str(where))
+        with torch.random.fork_rng():  # the same random weights at every load, the caller's RNG untouched
+            torch.manual_seed(0)
+            return _build(preset(str(where)), None, None, dtype, source=str(where))
     return (_load_kinema if kind == "kinema" else _load_diffusers)(Path(where), dtype)
 
 
