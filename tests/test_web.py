@@ -82,11 +82,20 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
                                timeout=TIMEOUT_MS)
         assert page.get_attribute("#player", "src") == f"/v1/videos/{first.id}/content?variant=video"
         assert page.locator("#job-notes li").all_text_contents() == first.to_dict()["notes"]
+        assert page.text_content(".origin") == server.url  # the code card's snippet names this server
         assert first.to_dict()["notes"][0].startswith("negative prompt: no effect at guidance 1")
         tile = f"#gallery .tile[data-id='{first.id}']"
         page.wait_for_selector(f"{tile} img[src*='thumbnail']", timeout=TIMEOUT_MS)
         page.wait_for_function(BAR_IS_FULL, timeout=TIMEOUT_MS)
         save_screenshot(page, tmp_path)
+
+        page.fill("#steps", "0")
+        page.evaluate("document.querySelector('.advanced').open = false")  # a bad value out of sight is still named
+        page.click("#generate")
+        assert page.text_content("#form-error").startswith("Steps")
+        assert page.evaluate("document.querySelector('.advanced').open")
+        assert client.videos.list(limit=1).data[0].id == first.id  # nothing was sent
+        page.fill("#steps", "2")
 
         page.click(f"{tile} button:has-text('Extend')")  # extend mode, this video chosen
         assert page.input_value("#extend-source") == first.id
@@ -97,8 +106,12 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         check_sora_modes(page, server, first.id, extension.id)
         check_provenance(page, client, first.id, tmp_path)
 
+        dialogs: list[str] = []
+        page.once("dialog", lambda dialog: dialogs.append(dialog.message) or dialog.accept())
         page.click(f"{tile} button:has-text('Delete')")
         page.wait_for_selector(tile, state="detached", timeout=TIMEOUT_MS)
+        assert dialogs and "cannot be undone" in dialogs[0]
+        assert page.text_content("#job-meta") == "" or first.id not in page.text_content("#job-meta")
         browser.close()
     assert page_errors == []
 

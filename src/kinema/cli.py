@@ -353,7 +353,7 @@ def cmd_generate(args) -> None:
     check_output_fits(out, pipe.resolve(req))
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
-        pipe.save(video, out, filmstrip=args.filmstrip)
+        pipe.save(video, out, filmstrip=args.filmstrip, progress=report)
         report(1.0, "done")
     for note in [*(f"{name}: {what}" for name, what in fitted.items()), *video.notes]:
         print(f"note: {note}")

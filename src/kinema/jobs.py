@@ -391,10 +391,11 @@ class Worker:
         would print."""
         pipe = self.models.pipeline(job.model)
         request, notes = request_for(job, self.store.input_dir(job.id), pipe)
-        video = pipe.generate(request, progress=self._progress_writer(job.id))
+        report = self._progress_writer(job.id)
+        video = pipe.generate(request, progress=report)
         path = self.store.output_path(job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pipe.save(video, path)
+        pipe.save(video, path, progress=report)
         write_previews(path, video.frames, self.store.output_path(job.id, "thumbnail"),
                        self.store.output_path(job.id, "spritesheet"))
         return f"{video.seconds:g}", [*notes, *video.notes]

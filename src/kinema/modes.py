@@ -86,7 +86,7 @@ def check(req: Request, tf: int) -> None:
         if getattr(req, name) is not None and name not in MODES[req.mode]:
             raise KinemaError(f"mode {req.mode} does not use {name}; leave it out or choose a mode that reads "
                               f"{INPUTS[name]}", param=name)
-    if not 0.0 <= req.strength <= 1.0:
+    if req.strength is not None and not 0.0 <= req.strength <= 1.0:
         raise KinemaError(f"strength must be between 0 and 1, got {req.strength}", param="strength")
     if req.window < 3 or not 1 <= req.context <= req.window - 2:
         raise KinemaError(f"window {req.window} / context {req.context} cannot work: use a window of at least 3 "

@@ -174,7 +174,7 @@ class Pipeline:
                       steps=steps, guidance=guidance,
                       sampler=req.sampler or s.method, noise_correlation=noise_correlation, noise_drift=noise_drift,
                       window_camera=window_camera,
-                      strength=modes.EDIT_STRENGTH if req.strength is None else req.strength,
+                      strength=modes.EDIT_STRENGTH if req.strength is None and req.mode == "edit" else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
                       window=modes.WINDOW if req.window is None else req.window,
                       context=modes.CONTEXT if req.context is None else req.context)
@@ -341,9 +341,11 @@ class Pipeline:
         """All frames as uint8 (T, H, W, 3)."""
         return np.concatenate(list(self.decode_stream(video)))
 
-    def save(self, video: Video, path: str | Path, filmstrip: str | Path | None = None) -> Path:
+    def save(self, video: Video, path: str | Path, filmstrip: str | Path | None = None,
+             progress: Progress | None = None) -> Path:
         """Write the video, decoded as it is written; `filmstrip`: also a PNG of 16 evenly spaced frames,
-        picked on the way (so a 60 s video is neither held in memory nor decoded twice)."""
+        picked on the way (so a 60 s video is neither held in memory nor decoded twice). `progress` hears the
+        decoding go from 0.9 (where `generate` left off) towards 1."""
         from kinema.io import atomic_path, contact_sheet, write_video
 
         path = Path(path)
@@ -359,6 +361,8 @@ class Pipeline:
             for chunk in self.decode_stream(video):
                 kept.extend(frame for i, frame in enumerate(chunk, start) if filmstrip and i in picks)
                 start += len(chunk)
+                if progress is not None:
+                    progress(0.9 + 0.099 * start / video.frames, f"decoding frame {start}/{video.frames}")
                 yield chunk
 
         # Every written file carries the invisible watermark named in its metadata (provenance).

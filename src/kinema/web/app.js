@@ -21,7 +21,13 @@ function authHeaders() {
 async function api(path, options = {}) {
   const response = await fetch(`/v1${path}`, { ...options, headers: { ...authHeaders(), ...options.headers } });
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.error?.message || `${response.status} ${response.statusText}`);
+  if (response.status === 401) {
+    document.querySelector("details.key").open = true; // where the key goes
+    throw new Error(keyInput.value.trim() ? "this API key is not one the server accepts: check the API key box at "
+      + "the top" : "this server needs an API key: enter it in the API key box at the top");
+  }
+  if (!response.ok) throw Object.assign(new Error(body.error?.message || `${response.status} ${response.statusText}`),
+                                        { status: response.status });
   return body;
 }
 
@@ -57,6 +63,12 @@ form.addEventListener("change", (event) => {
   $("prompt").required = mode !== "storyboard"; // a storyboard's prompts are its lines
 });
 
+// Fields of other modes are not sent, so they are not checked either.
+function isShown(field) {
+  const only = field.closest(".mode-only");
+  return !only || only.dataset.mode.split(" ").includes(currentMode());
+}
+
 function chosen(id, what) {
   const value = $(id).value;
   if (!value) throw new Error(`choose a finished video ${what}`);
@@ -83,7 +95,9 @@ function requestFor(mode) {
                             ["sampler", "sampler"], ["cache", "cache"], ["noise-correlation", "noise_correlation"],
                             ["noise-drift", "noise_drift"], ["window-camera", "window_camera"],
                             ["negative-prompt", "negative_prompt"]]) {
-    if ($(id).value.trim() !== "") data.append(name, $(id).value.trim());
+    const field = $(id);
+    const untouched = field.value === field.defaultValue; // a remix keeps its source's settings unless changed
+    if (field.value.trim() !== "" && !(mode === "remix" && untouched)) data.append(name, field.value.trim());
   }
   if (mode === "remix") {
     if ($("strength").value.trim() !== "") data.append("strength", $("strength").value.trim());
@@ -112,6 +126,15 @@ function requestFor(mode) {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   $("form-error").textContent = "";
+  const invalid = [...form.elements].find((field) => isShown(field) && !field.checkValidity());
+  if (invalid) {
+    const details = invalid.closest("details");
+    if (details) details.open = true;
+    invalid.focus();
+    const label = invalid.closest("label")?.firstChild?.textContent?.trim() || invalid.name || invalid.id;
+    $("form-error").textContent = `${label}: ${invalid.validationMessage}`;
+    return;
+  }
   $("generate").disabled = true;
   try {
     const [path, data] = requestFor(currentMode());
@@ -140,7 +163,14 @@ async function follow(video) {
   while (video.status === "queued" || video.status === "in_progress") {
     showProgress(video);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    video = await api(`/videos/${video.id}`);
+    try {
+      video = await api(`/videos/${video.id}`);
+    } catch (error) {
+      if (error.status === 404) throw new Error("this video was deleted before it finished");
+      if (error.status) throw error;
+      $("progress-status").textContent = "connection lost, retrying…"; // the server keeps the job: wait for it
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
   }
   showProgress(video);
   refreshGallery();
@@ -158,6 +188,7 @@ async function play(video) {
   $("job-notes").replaceChildren(...(video.notes || []).map((note) =>
     Object.assign(document.createElement("li"), { textContent: note })));
   player.play().catch(() => {}); // autoplay may be refused; the controls still work
+  player.scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
 
 // ---- gallery --------------------------------------------------------------------------------
@@ -182,7 +213,12 @@ function tile(video) {
     image.alt = video.prompt || video.id;
     mediaUrl(video.id, "thumbnail").then((url) => { image.src = url; }, () => {});
     thumb.append(image);
+    Object.assign(thumb, { tabIndex: 0, role: "button" });
+    thumb.setAttribute("aria-label", `play: ${(video.prompt || video.id).slice(0, 60)}`);
     thumb.addEventListener("click", () => play(video));
+    thumb.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); play(video); }
+    });
   } else {
     thumb.textContent = video.status === "failed" ? "failed" : `${video.status.replace("_", " ")} ${video.progress}%`;
   }
@@ -216,9 +252,20 @@ function tile(video) {
                    button("Remix", "ghost", () => startFrom("remix", video.id)));
   }
   actions.append(button("Delete", "danger", async () => {
+    if (!confirm(`Delete "${(video.prompt || video.id).slice(0, 60)}"? This cannot be undone.`)) return;
     await api(`/videos/${video.id}`, { method: "DELETE" }).catch((error) => alert(error.message));
+    if ($("job-meta").textContent.endsWith(video.id)) { // it was playing: clear the player
+      $("player").removeAttribute("src");
+      $("player").classList.remove("ready");
+      $("placeholder").hidden = false;
+      $("job-meta").textContent = "";
+      $("job-notes").replaceChildren();
+    }
     refreshGallery();
   }));
+  for (const action of actions.querySelectorAll("button, a")) {
+    action.setAttribute("aria-label", `${action.textContent}: ${(video.prompt || video.id).slice(0, 60)}`);
+  }
   body.append(prompt, info, actions);
   card.append(thumb, body);
   return card;
@@ -227,6 +274,7 @@ function tile(video) {
 function startFrom(mode, id) {
   form.querySelector(`input[name="mode"][value="${mode}"]`).click();
   $(`${mode}-source`).value = id;
+  $(`${mode}-source`).dataset.chosen = "1";
   $("prompt").focus();
 }
 
@@ -247,11 +295,16 @@ async function refreshGallery() {
     select.replaceChildren(...finished.map((video) => new Option(
       `${video.prompt.slice(0, 60)} (${video.id.slice(-6)})`, video.id)));
     if (!finished.length) select.append(new Option("finish a video first", ""));
-    if (finished.some((video) => video.id === kept)) select.value = kept;
+    if (finished.some((video) => video.id === kept) && select.dataset.chosen) select.value = kept;
+    else if (finished.length) select.value = finished[0].id; // the newest, unless the user picked one
   }
 }
 
+for (const select of document.querySelectorAll("select.finished-videos")) {
+  select.addEventListener("change", () => { select.dataset.chosen = "1"; });
+}
 $("refresh").addEventListener("click", refreshGallery);
+for (const origin of document.querySelectorAll(".origin")) origin.textContent = location.origin; // as served
 refreshGallery();
 
 // ---- provenance -----------------------------------------------------------------------------
