@@ -383,7 +383,8 @@ def test_kinema_modes_and_extras_are_accepted(paused):
 
 def test_uploads_are_checked(paused):
     videos = paused.client().videos
-    for upload, says in ((b"#!/bin/sh\nrm -rf /", "is not a PNG"), (png_bytes()[:40], "not a readable image")):
+    for upload, says in ((b"#!/bin/sh\nrm -rf /", "is not a PNG, JPEG, WEBP, BMP or GIF image"),
+                         (png_bytes()[:40], "not a readable image")):
         with pytest.raises(openai.BadRequestError) as caught:
             videos.create(prompt="a ball", input_reference=("start.png", upload), **TINY)
         assert caught.value.param == "input_reference" and says in caught.value.message

@@ -434,8 +434,9 @@ def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
     source.seek(0)
     suffix = sniff_suffix(source.read(16))
     if suffix is None:
-        raise KinemaError(f"{param} is not a PNG, JPEG, WEBP, BMP or GIF image or an MP4, MOV or WEBM video",
-                          param=param)
+        image, video = "a PNG, JPEG, WEBP, BMP or GIF image", "an MP4, MOV, WEBM or GIF video"
+        wanted = image if name == "image" else video if name.startswith("video") else f"{image} or {video}"
+        raise KinemaError(f"{param} is not {wanted}", param=param)
     source.seek(0)
     path = folder / f"{name}{suffix}"
     size = 0

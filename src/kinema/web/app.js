@@ -26,8 +26,10 @@ async function api(path, options = {}) {
     throw new Error(keyInput.value.trim() ? "this API key is not one the server accepts: check the API key box at "
       + "the top" : "this server needs an API key: enter it in the API key box at the top");
   }
-  if (!response.ok) throw Object.assign(new Error(body.error?.message || `${response.status} ${response.statusText}`),
-                                        { status: response.status });
+  // The API names its fields; the page names what the user sees.
+  const message = (body.error?.message || `${response.status} ${response.statusText}`)
+    .replace(/^input_reference\b/, "the start image");
+  if (!response.ok) throw Object.assign(new Error(message), { status: response.status });
   return body;
 }
 
@@ -79,11 +81,18 @@ function chosen(id, what) {
 function storyboard() {
   const lines = $("storyboard").value.split("\n").map((line) => line.trim()).filter(Boolean);
   if (!lines.length) throw new Error('write the storyboard: a line for each moment, e.g. "2: the ball turns blue"');
-  return lines.map((line, i) => {
+  const segments = lines.map((line, i) => {
     const match = line.match(/^(\d+(?:\.\d+)?)\s*s?\s*:\s*(\S.*)$/);
     if (!match) throw new Error(`storyboard line ${i + 1}: write it as "seconds: prompt", e.g. "2: the ball turns blue"`);
     return { start: Number(match[1]), prompt: match[2] };
   });
+  segments.forEach((segment, i) => {
+    if (i && segment.start <= segments[i - 1].start) {
+      throw new Error(`storyboard line ${i + 1}: ${segment.start} s is not after line ${i}'s ${segments[i - 1].start} s;`
+        + " put the lines in time order");
+    }
+  });
+  return segments;
 }
 
 // [API path, form data] for the chosen mode; every mode is one call of the Videos API.
