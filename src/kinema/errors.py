@@ -7,6 +7,12 @@ schema. Anything else escaping is a bug.
 """
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of a library's error, for a one-line KinemaError; its type's name when it says nothing (an
+    empty file's EOFError)."""
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
 class KinemaError(Exception):
     """A user-facing error: `str(err)` is one line saying what is wrong and how to fix it."""
 

@@ -160,14 +160,14 @@ def score(spec: PromptSpec, found: Measurement) -> dict:
         and spec.background_colour in (None, found.background_colour))
     measured_pan = pan_direction(found)
     result["pan"] = measured_pan is not None if spec.pan == "any" else measured_pan == spec.pan
-    result["zoom"] = None if spec.zoom is None else zoom_direction(found) == spec.zoom  # the world has no zoom
+    measured_zoom = zoom_direction(found)
+    result["zoom"] = None if spec.zoom is None else measured_zoom == spec.zoom  # the world has no zoom
     verdicts = [result[name] for name in ATTRIBUTES if result[name] is not None]
     result["overall"] = float(np.mean(verdicts)) if verdicts else float("nan")
     result["flicker"] = found.flicker
     result["sharpness"] = found.sharpness
     result["seen"] = {"objects": seen, "count": len(found.tracks), "background": found.background,
-                      "background_colour": found.background_colour, "pan": measured_pan,
-                      "zoom": zoom_direction(found)}
+                      "background_colour": found.background_colour, "pan": measured_pan, "zoom": measured_zoom}
     return result
 
 

@@ -251,11 +251,8 @@ class Job:
         to its canvas."""
         from kinema.io import fit_image
 
-        frames = np.asarray(self.need(name))
+        frames = np.asarray(self.need(name))  # its kind and shape checked in Pipeline.resolve (check_pixels)
         frames = frames[None] if frames.ndim == 3 else frames
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
-            raise KinemaError(f"{name} must be uint8 RGB pixels (T, H, W, 3), got {frames.dtype} "
-                              f"{frames.shape}; read it with kinema.io.read_video or read_image", param=name)
         width, height = self.req.width, self.req.height
         if frames.shape[1:3] != (height, width):
             fitted = [fit_image(frame, width, height) for frame in frames]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +167,11 @@ class Pipeline:
         noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
         noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
         window_camera = s.window_camera if req.window_camera is None else req.window_camera
-        check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift)
-        if req.sampler is not None and req.sampler not in sampling.METHODS:
-            raise KinemaError(f"unknown sampler {req.sampler!r}; use {' or '.join(sampling.METHODS)}", param="sampler")
+        sampler = req.sampler or s.method
+        check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift, sampler)
         req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
                       steps=steps, guidance=guidance,
-                      sampler=req.sampler or s.method, noise_correlation=noise_correlation, noise_drift=noise_drift,
+                      sampler=sampler, noise_correlation=noise_correlation, noise_drift=noise_drift,
                       window_camera=window_camera,
                       strength=modes.EDIT_STRENGTH if req.strength is None and req.mode == "edit" else req.strength,
                       expand=self.expands_by_default if req.expand is None else req.expand,
@@ -272,11 +271,8 @@ class Pipeline:
         `Pipeline.times`); `cond`'s frames stay clean."""
         with self.autocast():  # the prepared text keys/values are made in the forward's dtype
             model_fn = self._model_fn(text, req)
-            latents = sampling.sample(model_fn, x.to(self.device), times, cond, req.sampler, on_step).float().cpu()
-        if not torch.isfinite(latents).all():  # decoded, NaN would pass as a flat grey video
-            raise KinemaError(f"the model ({self.model.source}) gave NaN or infinite values: its weights are likely "
-                              "damaged; copy them again, or check the install with --model debug")
-        return latents
+            latents = sampling.sample(model_fn, x.to(self.device), times, cond, req.sampler, on_step)
+        return self._finite(latents)
 
     @torch.no_grad()
     def edit(self, source_text: Text, text: Text, source: torch.Tensor, cond: FrameCondition, req: Request,
@@ -289,7 +285,15 @@ class Pipeline:
             source_fn, target_fn = self._model_fn(source_text, req), self._model_fn(text, req)
             edited = sampling.flow_edit(source_fn, target_fn, source.to(d), times, lambda: noise().to(d), cond,
                                         on_step)
-            return edited.float().cpu()
+        return self._finite(edited)
+
+    def _finite(self, latents: torch.Tensor) -> torch.Tensor:
+        """Sampled latents as float32 on the CPU; NaN, which would decode to a flat grey video, is an error."""
+        latents = latents.float().cpu()
+        if not torch.isfinite(latents).all():
+            raise KinemaError(f"the model ({self.model.source}) gave NaN or infinite values: its weights are likely "
+                              "damaged; copy them again, or check the install with --model debug")
+        return latents
 
     def _model_fn(self, text: Text, req: Request) -> sampling.ModelFn:
         """The DiT with `text` and the request's guidance bound (and its step cache); call under `autocast`."""
@@ -423,13 +427,14 @@ TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "aspect", "mode")
 def typed(req: Request) -> Request:
     """`req` with numpy scalars made Python numbers, or a one-line error naming a field of the wrong kind (a
     Python caller gets what the CLI and the API check for their users)."""
+    optional = {f.name for f in fields(Request) if f.default is None}  # None means "the model's default"
     values = {}
     for names, kinds, cast, what in ((WHOLE_FIELDS, (int, np.integer), int, "a whole number"),
                                      (NUMBER_FIELDS, (int, float, np.integer, np.floating), float, "a number"),
                                      (TEXT_FIELDS, (str,), str, "a string")):
         for name in names:
             value = getattr(req, name)
-            if value is None and name not in ("seed", "cache", "prompt", "negative_prompt", "mode"):
+            if value is None and name in optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise KinemaError(f"{name} must be {what}, got {value!r}", param=name)
@@ -449,10 +454,10 @@ def check_pixels(req: Request) -> None:
         given = getattr(req, name)
         if given is None:
             continue
-        shape = np.shape(given)
-        if (len(shape) != ndim or shape[-1] != 3 or 0 in shape or np.asarray(given).dtype != np.uint8):
+        given = np.asarray(given)
+        if given.ndim != ndim or given.shape[-1] != 3 or 0 in given.shape or given.dtype != np.uint8:
             wanted = "(H, W, 3)" if ndim == 3 else "(T, H, W, 3), at least one frame"
-            raise KinemaError(f"{name} must be uint8 RGB pixels {wanted}, got {np.asarray(given).dtype} {shape}; "
+            raise KinemaError(f"{name} must be uint8 RGB pixels {wanted}, got {given.dtype} {given.shape}; "
                               "read it with kinema.io.read_image or read_video", param=name)
 
 
@@ -467,8 +472,10 @@ def check_input_lengths(req: Request, fps: int) -> None:
 
 
 def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float,
-                 noise_drift: float) -> None:
+                 noise_drift: float, sampler: str) -> None:
     """The sampling settings' ranges; the API's fields take the same ones."""
+    if sampler not in sampling.METHODS:
+        raise KinemaError(f"unknown sampler {sampler!r}; use {' or '.join(sampling.METHODS)}", param="sampler")
     check_noise_correlation(noise_correlation)
     check_noise_drift(noise_drift)
     if not 1 <= steps <= MAX_STEPS:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from kinema import __version__
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, first_line
 
 DEFAULT_KEY = "kinema"
 PAYLOAD_BITS = 64
@@ -400,7 +400,7 @@ def sign_c2pa(path: str | Path, cert_pem: str | bytes | Path, key_pem: str | byt
             builder.sign_file(path, tmp, signer)
         os.replace(tmp, path)
     except c2pa.C2paError as err:
-        raise KinemaError(f"cannot sign {path.name}: {str(err).splitlines()[0]}; give an ES256 chain "
+        raise KinemaError(f"cannot sign {path.name}: {first_line(err)}; give an ES256 chain "
                           "(leaf then CA PEM) and its PKCS#8 key, e.g. from make_test_certificate") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -445,7 +445,7 @@ def read_c2pa(path: str | Path) -> dict[str, Any] | None:
     try:
         reader = c2pa.Reader.try_create(str(path))
     except c2pa.C2paError as err:
-        raise KinemaError(f"cannot read C2PA data of {path.name}: {str(err).splitlines()[0]}") from None
+        raise KinemaError(f"cannot read C2PA data of {path.name}: {first_line(err)}") from None
     if reader is None:
         return None
     with reader:

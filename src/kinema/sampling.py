@@ -29,7 +29,6 @@ def schedule(steps: int, shift: float = 1.0, start: float = 1.0) -> torch.Tensor
     return shift_time(torch.linspace(start, 0.0, steps + 1), shift)
 
 
-METHODS = ("euler", "heun")  # ODE solvers `sample` takes: 1 and 2 model calls a step
 DRIFT_CORRELATION = 0.9  # a drift carries the noise's structure along only when most of each frame is copied
 
 
@@ -98,7 +97,7 @@ def guided(dit: torch.nn.Module, context: torch.Tensor, context_mask: torch.Tens
 def sample(model_fn: ModelFn, x: torch.Tensor, times: torch.Tensor, cond: FrameCondition | None = None,
            method: str = "euler", callback: Callback | None = None) -> torch.Tensor:
     """Integrate dx/dt = v from times[0] to times[-1] starting at x (B, C, T, H, W); `method` one of METHODS."""
-    step = {"euler": _euler_step, "heun": _heun_step}[method]
+    step = STEPS[method]
     cond = cond or FrameCondition.none(tuple(x.shape))
     x = cond.apply(x)
     total = len(times) - 1
@@ -152,3 +151,7 @@ def _heun_step(model_fn: ModelFn, x: torch.Tensor, t: float, t_next: float, cond
         return x_euler
     v_next = _velocity(model_fn, cond.apply(x_euler), t_next, cond)
     return x + (t_next - t) * 0.5 * (v + v_next)
+
+
+STEPS = {"euler": _euler_step, "heun": _heun_step}  # ODE solvers `sample` takes: 1 and 2 model calls a step
+METHODS = tuple(STEPS)

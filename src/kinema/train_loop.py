@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from kinema.checkpoint import atomic_write
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, first_line
 from kinema.parallel import any_rank
 
 OnStep = Callable[[str, int], None]  # (stage name, step just finished) -> None; a test hook
@@ -126,9 +126,8 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise KinemaError(f"no checkpoint at {path} to resume from; run without --resume") from None
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
-        why = (str(err).splitlines() or [type(err).__name__])[0]  # an empty file's EOFError has no message
-        raise KinemaError(f"checkpoint {path} is corrupt ({why}); delete it to restart this stage, or restore it "
-                          "from a backup") from None
+        raise KinemaError(f"checkpoint {path} is corrupt ({first_line(err)}); delete it to restart this stage, or "
+                          "restore it from a backup") from None
 
 
 def rng_state() -> dict[str, Any]:

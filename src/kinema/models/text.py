@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from kinema.config import TextConfig
-from kinema.errors import KinemaError
+from kinema.errors import KinemaError, first_line
 
 # Set before transformers is first imported (it is imported lazily below) so that no code path
 # ever tries the Hugging Face Hub; setdefault leaves an explicit user choice alone.
@@ -159,9 +159,8 @@ def _load(kind: str, model_dir: Path, tokenizer_dir: Path) -> tuple[nn.Module, o
         model = model_class.from_pretrained(model_dir, local_files_only=True, dtype="auto")
         tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # RuntimeError: weights its config mislays
-        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise KinemaError(f"cannot load the {kind} text encoder from {model_dir}: {why}; check the folder is "
-                          "complete and its config.json belongs to its weights") from None
+        raise KinemaError(f"cannot load the {kind} text encoder from {model_dir}: {first_line(err)}; check the "
+                          "folder is complete and its config.json belongs to its weights") from None
     if model.dtype == torch.float16:
         model = model.float()  # T5 activations overflow in float16
     return model, tokenizer
