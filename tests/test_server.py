@@ -265,6 +265,9 @@ def test_bad_requests_are_400_in_openai_schema(paused, fields, param, says):
     with pytest.raises(openai.BadRequestError) as caught:
         paused.client().videos.create(**arguments)
     assert (caught.value.status_code, caught.value.param, caught.value.type) == (400, param, "invalid_request_error")
+    # one code for a bad field, whichever layer found it; OpenAI's own for a model it does not have
+    special = {"model": "model_not_found", "colour": "unknown_parameter"}
+    assert caught.value.code == special.get(param, "invalid_request")
     assert says in caught.value.message
 
 
@@ -289,6 +292,7 @@ def test_malformed_requests_are_4xx_naming_what_is_wrong(paused, monkeypatch):
     deep = post("/videos", content=b'{"prompt": "a", "segments": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                 headers={"content-type": "application/json"})
     assert deep.status_code == 400 and "not valid JSON" in deep.json()["error"]["message"]
+    assert deep.json()["error"]["code"] == "invalid_request"
     upper = post("/videos", files={"prompt": (None, "a ball"), "size": (None, "64x64"), "seconds": (None, "1")},
                  headers={"content-type": "Multipart/Form-Data"})
     assert upper.status_code in (200, 400) and "not valid JSON" not in upper.text  # read as the form it is
@@ -337,6 +341,8 @@ def test_api_keys_are_checked(paused):
     assert caught.value.status_code == 401 and caught.value.code == "invalid_api_key"
     bare = httpx.get(f"{paused.url}/v1/videos")
     assert bare.status_code == 401 and set(bare.json()["error"]) == {"message", "type", "param", "code"}
+    for probe in (httpx.put(f"{paused.url}/v1/videos"), httpx.get(f"{paused.url}/v1/secret-admin")):
+        assert probe.status_code == 401, probe.text  # not 405 / 404: without a key nothing says what exists
     assert httpx.get(f"{paused.url}/").status_code == 200  # the page itself is public; it asks for the key
 
 

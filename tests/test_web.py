@@ -96,6 +96,12 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         assert page.evaluate("document.querySelector('.advanced').open")
         assert client.videos.list(limit=1).data[0].id == first.id  # nothing was sent
         page.fill("#steps", "2")
+        prompt = page.input_value("#prompt")
+        page.fill("#prompt", "a red ball" * 400 + "é")  # 4001 characters: named, not cut short
+        page.click("#generate")
+        assert page.text_content("#form-error") == "Prompt: 4001 characters; the limit is 4000, so shorten it"
+        assert client.videos.list(limit=1).data[0].id == first.id
+        page.fill("#prompt", prompt)
 
         page.click(f"{tile} button:has-text('Extend')")  # extend mode, this video chosen
         assert page.input_value("#extend-source") == first.id
@@ -162,6 +168,9 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
     page.fill("#storyboard", "1: a red circle moves right\n0: the circle moves up")
     page.click("#generate")
     assert "line 2: 0 s is not after line 1's 1 s; put the lines in time order" in page.text_content("#form-error")
+    page.fill("#storyboard", "0: a red circle moves right\n1: " + "x" * 4001)
+    page.click("#generate")
+    assert "storyboard line 2: its prompt is 4001 characters; the limit is 4000" in page.text_content("#form-error")
     page.fill("#storyboard", "0: a red circle moves right\n0.5 s: the circle moves up")
     page.click("#generate")
     page.wait_for_function("!document.getElementById('generate').disabled", timeout=TIMEOUT_MS)

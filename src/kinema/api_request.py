@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from kinema import pipeline as pl
 from kinema import sampling
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
-from kinema.errors import KinemaError
+from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import Job, valid_id
 from kinema.modes import EDIT_STRENGTH
 
@@ -72,11 +72,13 @@ FIELDS = {
 
 
 class ApiError(Exception):
-    """An error answered in OpenAI's schema: {"error": {"message", "type", "param", "code"}}."""
+    """An error answered in OpenAI's schema: {"error": {"message", "type", "param", "code"}}. A 400 without a more
+    telling code gets the one every bad field gets, the pipeline's too (KinemaError's default)."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  kind: str = "invalid_request_error"):
         super().__init__(message)
+        code = code or (BAD_REQUEST if status == 400 else None)
         self.status, self.param, self.code, self.kind = status, param, code, kind
 
     @classmethod

@@ -22,7 +22,7 @@ import os
 import shutil
 import string
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from kinema import io, provenance
 from kinema import pipeline as pl
 from kinema.api_request import (
     EXTRA_FIELDS,
+    MAX_PROMPT_CHARS,
     ApiError,
     Draft,
     draft_create,
@@ -49,7 +50,7 @@ from kinema.api_request import (
     read_fields,
 )
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
-from kinema.errors import KinemaError
+from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import INPUT_PARAMS, VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -185,8 +186,8 @@ def bearer_check(api_keys: Iterable[str]):
     return check
 
 
-def api_routes(service: Service, api_keys: Iterable[str]) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(bearer_check(api_keys))])
+def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
     extras = "".join(f"\n- `{name}`: {text}" for name, text in EXTRA_FIELDS.items())
 
     @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
@@ -308,7 +309,8 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
     app = FastAPI(title="Kinema", description=__doc__ + "\nKinema's extra fields: " + "; ".join(
         f"`{k}`: {v}" for k, v in EXTRA_FIELDS.items()), version="1", lifespan=lifespan)
     app.state.service = service
-    app.include_router(api_routes(service, api_keys))
+    check_key = bearer_check(api_keys)
+    app.include_router(api_routes(service, check_key))
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 
     html = page_html()
@@ -317,7 +319,7 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
     def page():
         return HTMLResponse(html)
 
-    install_error_handlers(app)
+    install_error_handlers(app, check_key)
     return app
 
 
@@ -329,10 +331,11 @@ def page_html() -> str:
                        for name, text in EXTRA_FIELDS.items())
     return template.substitute(max_steps=pl.MAX_STEPS, max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
                                max_seconds=f"{pl.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
-                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}", fields=fields)
+                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}", fields=fields,
+                               max_prompt_chars=MAX_PROMPT_CHARS)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, check_key: Callable[[Request], None]) -> None:
     """Every error, ours or the framework's, answers in OpenAI's schema so SDK clients parse it."""
 
     @app.exception_handler(ApiError)
@@ -342,7 +345,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
-        """Routing's own answers (no such path, or not with this method), worded as OpenAI words them."""
+        """Routing's own answers (no such path, or not with this method), worded as OpenAI words them. Under /v1 the
+        key is checked first, as the routes check it, so a client without one learns nothing of what is there."""
+        if request.url.path.startswith("/v1/") or request.url.path == "/v1":
+            try:
+                check_key(request)
+            except ApiError as denied:
+                return await api_error(request, denied)
         where = f"{request.method} {request.url.path}"
         message = {404: f"Invalid URL ({where}); this server offers the Videos API under /v1/videos (see /docs)",
                    405: f"Invalid method ({where}); this path takes {(err.headers or {}).get('allow', 'other methods')}"
@@ -353,7 +362,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, err: RequestValidationError):
         first = err.errors()[0]
         param = str(first["loc"][-1]) if first.get("loc") else None
-        return error_response(400, f"{param}: {first['msg']}", param=param)
+        return error_response(400, f"{param}: {first['msg']}", param=param, code=BAD_REQUEST)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, err: Exception):

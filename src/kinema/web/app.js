@@ -65,6 +65,16 @@ form.addEventListener("change", (event) => {
   $("prompt").required = mode !== "storyboard"; // a storyboard's prompts are its lines
 });
 
+// A prompt over the API's limit is named with its length, not cut short as maxlength would cut a paste. Lengths
+// count characters as the server does (code points, not UTF-16 units).
+const charCount = (text) => [...text].length;
+const overLimit = (text, max) =>
+  (charCount(text) > max ? `${charCount(text)} characters; the limit is ${max}, so shorten it` : "");
+for (const field of form.querySelectorAll("textarea[data-max-chars]")) {
+  field.addEventListener("input", () => field.setCustomValidity(
+    field.id === "prompt" ? overLimit(field.value, Number(field.dataset.maxChars)) : ""));
+}
+
 // Fields of other modes are not sent, so they are not checked either.
 function isShown(field) {
   const only = field.closest(".mode-only");
@@ -84,6 +94,8 @@ function storyboard() {
   const segments = lines.map((line, i) => {
     const match = line.match(/^(\d+(?:\.\d+)?)\s*s?\s*:\s*(\S.*)$/);
     if (!match) throw new Error(`storyboard line ${i + 1}: write it as "seconds: prompt", e.g. "2: the ball turns blue"`);
+    const tooLong = overLimit(match[2], Number($("storyboard").dataset.maxChars));
+    if (tooLong) throw new Error(`storyboard line ${i + 1}: its prompt is ${tooLong}`);
     return { start: Number(match[1]), prompt: match[2] };
   });
   segments.forEach((segment, i) => {
