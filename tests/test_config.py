@@ -30,6 +30,10 @@ def test_unknown_keys_and_presets_are_clear_errors(tmp_path):
     assert from_dict(SamplerConfig, {"shift": 6}).shift == 6  # a whole number is a number
     with pytest.raises(KinemaError, match="must equal vae.z_dim"):
         ModelConfig.from_dict({"dit": {"in_channels": 3}})
+    wan = json.loads(preset("wan2.1-1.3b").to_json())
+    wan["dit"]["patch_size"] = [1, 4, 4]  # 8 x 4 = 32 px blocks would not tile a 16-multiple canvas
+    with pytest.raises(KinemaError, match="8x downsampling times the DiT's 4x4 patches makes 32 px blocks"):
+        ModelConfig.from_dict(wan)
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
     with pytest.raises(KinemaError, match="not valid JSON"):

@@ -17,6 +17,9 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from kinema.errors import KinemaError
 
+# Every video is generated on a canvas whose sides are multiples of this (pipeline.canvas_size), so a model's VAE
+# downsampling times its DiT's patch must divide it (Wan2.1's 8 x 2 and the bundled 4 x 4 both make 16).
+SIZE_MULTIPLE = 16
 WAN_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
@@ -216,6 +219,12 @@ class ModelConfig:
             raise KinemaError(f"dit.in_channels={self.dit.in_channels} must equal vae.z_dim={self.vae.z_dim}")
         if self.dit.text_dim != self.text.dim:
             raise KinemaError(f"dit.text_dim={self.dit.text_dim} must equal text.dim={self.text.dim}")
+        block = self.vae.spatial_factor * max(self.dit.patch_size[1:])
+        if SIZE_MULTIPLE % block:
+            _, patch_h, patch_w = self.dit.patch_size
+            raise KinemaError(f"the VAE's {self.vae.spatial_factor}x downsampling times the DiT's {patch_h}x{patch_w} "
+                              f"patches makes {block} px blocks; Kinema generates on sizes that are multiples of "
+                              f"{SIZE_MULTIPLE}, so choose a smaller patch or VAE factor")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import torch
 from kinema import accel, camera, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
-from kinema.config import check_noise_correlation, check_noise_drift
+from kinema.config import SIZE_MULTIPLE, check_noise_correlation, check_noise_drift
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
 
@@ -36,7 +36,6 @@ Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 
 MAX_SECONDS = 60.0
 MAX_PIXELS = 1920 * 1088
-SIZE_MULTIPLE = 16
 MAX_FPS = 60
 MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the API checks the same; the web page shows them
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
