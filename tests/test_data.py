@@ -107,7 +107,7 @@ def _videos(folder, count=2, frames=12):
         write_video(folder / f"clip{i}.mp4", video, fps=16)
 
 
-def test_folder_source_from_jsonl(tmp_path):
+def test_folder_source_from_jsonl(tmp_path, capsys):
     _videos(tmp_path)
     write_video(tmp_path / "still.png", np.full((1, 20, 30, 3), 99, np.uint8), fps=1)
     rows = [{"path": "clip0.mp4", "caption": "a red fade"}, {"path": str(tmp_path / "clip1.mp4"), "caption": "b"},
@@ -121,9 +121,13 @@ def test_folder_source_from_jsonl(tmp_path):
     # Videos are resampled from 16 to 8 fps: every other frame.
     red = clip.frames[:, 24, 16, 0].astype(int)
     assert (np.diff(red) > 0).all()
-    # Too short for the bucket: the last frame is held.
+    # Too short for the bucket: the last frame is held, and the user is told once.
     long = source.clip(1, Bucket(32, 32, 17))
     assert long.frames.shape == (17, 32, 32, 3) and np.array_equal(long.frames[-1], long.frames[-2])
+    source.clip(1, Bucket(32, 32, 17))
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.endswith("line 2: clip1.mp4 has 12 frames, fewer than bucket 32x32x17's 17; its last frame is "
+                            "held to fill the clip")
     # Images only fill 1-frame buckets; video buckets skip them.
     assert source.clip(2, Bucket(32, 32, 1)).frames.shape == (1, 32, 32, 3)
     assert source.clip(2, Bucket(32, 32, 5)).caption == "a red fade"
@@ -173,6 +177,10 @@ def test_listings_from_spreadsheets_and_other_tools(tmp_path):
     # Hugging Face's metadata.jsonl names them file_name and text
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "clip1.mp4", "text": "from the hub"}\n')
     assert read_listing(tmp_path / "metadata.jsonl")[0].caption == "from the hub"
+    (tmp_path / "named.csv").write_text("filename,description\nclip0.mp4,a fade\n")  # names Kinema does not know
+    with pytest.raises(KinemaError, match="named.csv line 1: 'filename' is not a media file; if this line names the "
+                                          "columns, call them path / file_name / file / video and caption / text"):
+        read_listing(tmp_path / "named.csv")
     (tmp_path / "short.csv").write_text("path,caption,fps\nclip0.mp4\n")
     with pytest.raises(KinemaError, match="short.csv line 2: 1 columns, fewer than the header's"):
         read_listing(tmp_path / "short.csv")
@@ -189,6 +197,19 @@ def test_bad_rows_name_file_and_line(tmp_path, text, message):
     listing.write_text(text)
     with pytest.raises(KinemaError, match=f"rows.jsonl {message}"):
         FolderSource(listing, fps=8)
+
+
+def test_every_twentieth_video_is_held_out_for_evaluation(tmp_path):
+    _videos(tmp_path, count=1)
+    listing = tmp_path / "rows.csv"
+    listing.write_text("".join(f"clip0.mp4,clip number {i}\n" for i in range(19)))
+    few = FolderSource(listing, fps=8)
+    assert few.held_out() is None and len(few.rows) == 19  # too few to spare one: all train
+    listing.write_text("".join(f"clip0.mp4,clip number {i}\n" for i in range(41)))
+    train, held = FolderSource(listing, fps=8), FolderSource(listing, fps=8).held_out()
+    assert [r.caption for r in held.rows] == ["clip number 19", "clip number 39"]
+    assert len(train.rows) == 39 and not {r.caption for r in train.rows} & {r.caption for r in held.rows}
+    assert held.clip(0, Bucket(32, 32, 5)).caption == "clip number 19"
 
 
 def test_unreadable_video_names_its_row(tmp_path):

@@ -55,6 +55,7 @@ def test_vae_stage_writes_checkpoint_metrics_and_plots(vae_run):
     assert all(0 <= rows[-1][f"judge_{name}"] <= 1 for name in ("colour", "shape", "motion", "count", "overall"))
     result = json.loads((vae / "result.json").read_text())
     assert result["judge_overall"] == rows[-1]["judge_overall"]  # the last eval's round trips, judged once
+    assert result["psnr_clips"] == "held-out"  # the world's eval split
     assert result["steps"] == 4 and len(result["latents_std"]) == 8 and min(result["latents_std"]) > 0
     assert len(list((vae_run / "cache").glob("*/shard_*.safetensors"))) == 3
 

@@ -87,6 +87,9 @@ class Source(Protocol):
     def describe(self) -> str:
         """A fingerprint of the data, so a latent cache built from other data is never reused."""
 
+    def held_out(self) -> Source | None:
+        """The clips kept from training for evaluation (the same kind of source), or None when there are none."""
+
 
 def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD,
                 blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD)) -> Source:
@@ -134,6 +137,9 @@ class WorldSource:
     def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
         return world.caption(world.Scene.from_dict(meta["scene"]), rng)
 
+    def held_out(self) -> WorldSource:
+        return WorldSource(self.seed, self.fps, split="eval")
+
     def describe(self) -> str:
         share, blended = self.blend
         return (f"world seed={self.seed} fps={self.fps}" + self.mix.describe()
@@ -156,6 +162,7 @@ class Row:
 
 
 MAX_WINDOWS = 16  # distinct windows taken from one video
+HOLD_OUT_EVERY = 20  # one video in this many is kept from training to measure the VAE on; fewer videos keep none
 
 
 class FolderSource:
@@ -165,12 +172,15 @@ class FolderSource:
     windows of each video, resampled towards the model's fps.
     """
 
-    def __init__(self, spec: Path, fps: int):
-        self.listing = spec
-        self.rows = read_listing(spec)
-        self.fps = fps
+    def __init__(self, spec: Path, fps: int, split: str = "train"):
+        self.listing, self.fps, self.split = spec, fps, split
+        rows = read_listing(spec)
+        kept = set(held_out_rows(rows))
+        self.rows = [row for i, row in enumerate(rows) if (i in kept) == (split == "eval")]
+        self.holds_out = bool(kept)
         self._lengths: dict[Path, tuple[int, float]] = {}
         self.unreadable: dict[Path, str] = {}  # file -> why, for rows skipped so far
+        self.short: set[Path] = set()  # videos already warned of as shorter than a bucket
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         """Clip `index`. A file that cannot be read is skipped with a warning and the next row stands in, so one
@@ -208,6 +218,10 @@ class FolderSource:
         windows = max(1, min(MAX_WINDOWS, count // span))
         start = (window % windows) * (count // windows)
         # Only the window's frames are decoded and kept; a video shorter than the bucket holds its last frame.
+        if count < bucket.frames and row.path not in self.short:
+            self.short.add(row.path)
+            tqdm.write(f"kinema: warning: {row.where}: {row.path.name} has {count} frames, fewer than bucket "
+                       f"{bucket.name}'s {bucket.frames}; its last frame is held to fill the clip", file=sys.stderr)
         frames = read_frames(row.path, start + stride * np.arange(bucket.frames))
         return np.stack([fit_image(frame, bucket.width, bucket.height)[0] for frame in frames])
 
@@ -229,6 +243,16 @@ class FolderSource:
             stat = row.path.stat() if row.path.exists() else None
             rows.update(repr((str(row.path), row.caption, stat and (stat.st_size, stat.st_mtime_ns))).encode())
         return f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps} {rows.hexdigest()[:16]}"
+
+    def held_out(self) -> FolderSource | None:
+        return FolderSource(self.listing, self.fps, split="eval") if self.holds_out else None
+
+
+def held_out_rows(rows: list[Row]) -> list[int]:
+    """Indices of the rows kept from training: every HOLD_OUT_EVERY-th video (images are not enough to measure a
+    video VAE), none while there are fewer videos than that."""
+    videos = [i for i, row in enumerate(rows) if not row.is_image]
+    return videos[HOLD_OUT_EVERY - 1::HOLD_OUT_EVERY]
 
 
 def read_listing(spec: Path) -> list[Row]:
@@ -310,8 +334,13 @@ def _csv_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
         number = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
-        if not pairs and header is None and (header := _header_columns(row)) is not None:
-            continue
+        if not pairs and header is None:
+            if (header := _header_columns(row)) is not None:
+                continue
+            if not Path(row[0].strip()).suffix:  # no file has a name like "filename" or "video path"
+                raise KinemaError(f"{listing} line {number}: {row[0].strip()!r} is not a media file; if this line "
+                                  f"names the columns, call them {' / '.join(PATH_KEYS)} and "
+                                  f"{' / '.join(CAPTION_KEYS)}")
         if header is None and len(row) != 2:
             raise KinemaError(f"{listing} line {number}: expected 2 columns (path, caption), got {len(row)}; quote "
                               "captions that contain commas, or name the columns in a header (path,caption,...)")

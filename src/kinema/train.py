@@ -199,7 +199,7 @@ def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     started = recipe.init or recipe.vae.init
     keep = recipe.model.vae if started and (recipe.vae.steps == 0 or not recipe.vae.train_encoder) else None
     result = stage.finish(keep_stats=keep)
-    print(f"VAE: held-out PSNR {result['psnr']:.2f} dB after {result['steps']} steps")
+    print(f"VAE: PSNR {result['psnr']:.2f} dB on {result['psnr_clips']} clips after {result['steps']} steps")
     return result
 
 

@@ -235,7 +235,7 @@ class Metrics:
         psnr = [(r["step"], r["psnr"]) for r in rows if "psnr" in r]
         if psnr:
             ax2 = ax.twinx()
-            ax2.plot(*zip(*psnr, strict=True), color="tab:red", marker="o", lw=1.2, label="held-out PSNR")
+            ax2.plot(*zip(*psnr, strict=True), color="tab:red", marker="o", lw=1.2, label="PSNR (eval clips)")
             ax2.set_ylabel("PSNR (dB)", color="tab:red")
         ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()

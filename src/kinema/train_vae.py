@@ -23,7 +23,7 @@ import torch
 
 from kinema.checkpoint import atomic_write, save_tensors
 from kinema.config import VAEConfig
-from kinema.data import Bucket, Source, WorldSource, to_video
+from kinema.data import Bucket, Source, to_video
 from kinema.errors import KinemaError
 from kinema.models.patch_vae import widen_time_kernels
 from kinema.models.vae import CausalVAE
@@ -79,6 +79,7 @@ class VAEStage:
                  init_state: dict[str, torch.Tensor] | None = None, device: torch.device = ONE_CPU.device,
                  pool: Executor | None = None):
         self.recipe, self.cfg, self.folder, self.source = recipe, recipe.vae, folder, source
+        self.eval_source = source.held_out()
         # With a pool, the next PREFETCH batches render in other processes while this one trains. Their crops are
         # drawn here in order, each with the generator state before it, so batches and checkpoints are the same
         # as without one.
@@ -193,12 +194,15 @@ class VAEStage:
         return self.judged[1]
 
     def eval_clips(self) -> torch.Tensor:
-        """Held-out clips (B, 3, T, H, W): the world's separate eval split, or a folder's first clips."""
-        source = self.source
-        if isinstance(source, WorldSource):
-            source = WorldSource(source.seed, source.fps, split="eval")
+        """Clips to measure on (B, 3, T, H, W): the source's held-out ones (the world's eval split, a folder's
+        every 20th video), or its first training clips when it holds none out (`measured_on` says which)."""
+        source = self.eval_source or self.source
         clips = to_video([source.clip(i, self.eval_bucket).frames for i in range(self.cfg.eval_clips)])
         return clips.to(self.device)
+
+    @property
+    def measured_on(self) -> str:
+        return "held-out" if self.eval_source else "training"
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,10 +219,11 @@ class VAEStage:
         score = psnr(recon, x)
         videos = [to_uint8(v.cpu()) for pair in zip(x, recon, strict=True) for v in pair]
         save_grid(self.folder / "reconstructions.png", videos,
-                  [f"held-out clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(videos))])
+                  [f"{self.measured_on} clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(videos))])
         mean, std = (keep_stats.latents_mean, keep_stats.latents_std) if keep_stats else self.latent_stats()
         save_tensors(self.folder / "vae.safetensors", self.vae.state_dict())
-        result = {"steps": self.step, "psnr": round(score, 3), **self.judge_scores(), "latents_mean": mean,
+        result = {"steps": self.step, "psnr": round(score, 3), "psnr_clips": self.measured_on, **self.judge_scores(),
+                  "latents_mean": mean,
                   "latents_std": std}
         with atomic_write(self.folder / "result.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
