@@ -92,7 +92,8 @@ class FakeChat(BaseHTTPRequestHandler):
             time.sleep(1.0)
         status, reply = {"ok": (200, {"choices": [{"message": {"content": "  a large blue star spins\n"}}]}),
                          "error": (500, {"error": "boom"}), "slow": (200, {}),
-                         "odd": (200, {"choices": []})}[FakeChat.mode]
+                         "odd": (200, {"choices": []}),
+                         "unsafe": (200, {"choices": [{"message": {"content": "a gory massacre"}}]})}[FakeChat.mode]
         data = json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -124,13 +125,15 @@ def test_external_endpoint_rewrites_the_prompt(endpoint):
     assert body["messages"][1] == {"role": "user", "content": "a blue star"}
 
 
-@pytest.mark.parametrize("mode", ["error", "slow", "odd"])
-def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, caplog):
-    FakeChat.mode = mode
+@pytest.mark.parametrize("mode", ["error", "slow", "odd", "unsafe"])
+def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, caplog, monkeypatch):
+    monkeypatch.delenv("KINEMA_SAFETY", raising=False)
+    FakeChat.mode = mode  # "unsafe": a caption the content policy refuses, for a prompt it passed
     rewriter = Rewriter(endpoint, None, "tiny-llm", timeout=0.3)
     with caplog.at_level(logging.WARNING, logger="kinema.prompting"):
         assert rewriter.expand("a red ball") == expand_builtin("a red ball")
     assert "using the built-in rewriter" in caplog.text
+    assert mode != "unsafe" or "refused by the content policy (graphic violence)" in caplog.text
     assert FakeChat.seen[0][1] is None  # no key, no Authorization header
 
 

@@ -88,6 +88,16 @@ def test_mark_survives_crf23_and_half_size(tmp_path, monkeypatch, name):
         assert result["bit_accuracy"] >= 0.85, result
 
 
+def test_mark_survives_enlargement_to_any_size():
+    """A 128 px clip enlarged to 720p or 1080p before it is shared: the grid it was marked on keeps its cells (the
+    bundled 224x128 "16:9" at 1280x720 or 1920x1080 is one cell shorter along its long side)."""
+    marked = provenance.embed(world_clip(9, 128, 224), PAYLOAD)
+    for width, height in ((448, 256), (1280, 720), (1920, 1080), (300, 171)):
+        enlarged = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in marked])
+        result = provenance.detect(enlarged, expected=PAYLOAD)
+        assert result["detected"] and result["bit_accuracy"] >= 0.95, (width, result)
+
+
 def test_unmark_takes_out_what_embed_put_in():
     clip = world_clip(9, 96, 128)
     restored, found = provenance.unmark(provenance.embed(clip, PAYLOAD))

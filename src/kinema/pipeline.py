@@ -148,7 +148,7 @@ class Pipeline:
         if not prompt:
             raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
                               param="prompt")
-        for text in [prompt, req.negative_prompt, *(p for _, p in req.segments or [])]:
+        for text in [prompt, *(p for _, p in req.segments or [])]:  # not the negative: it names what to avoid
             safety.check_prompt(text)
         width, height = self._size(req)
         check_size(width, height)

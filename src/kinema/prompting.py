@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from kinema import safety
 from kinema.world import (
     BACKGROUND_COLOURS,
     DIRECTIONS,
@@ -132,7 +133,7 @@ class Rewriter:
 
     def expand(self, prompt: str, still_camera: bool = False) -> str:
         """The caption for `prompt`; `still_camera`: the built-in rewriter leaves an asked pan out (an endpoint's
-        caption is taken as it comes)."""
+        caption is taken as it comes, unless the content policy refuses it: the prompt passed, its caption must too)."""
         if not self.api_base:
             return expand_builtin(prompt, still_camera)
         try:
@@ -154,4 +155,5 @@ class Rewriter:
         text = " ".join(str(reply.json()["choices"][0]["message"]["content"]).split())
         if not text:
             raise ValueError("the reply's caption is empty")
+        safety.check_prompt(text)
         return text

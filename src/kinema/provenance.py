@@ -169,21 +169,37 @@ def detect(frames: Frames | Iterable[Frames], key: str = DEFAULT_KEY, payload_bi
     luma = _median3(_mean_luma(frames))
     height, width = luma.shape
     natural = _cells(height, width)
-    # The video may have been resized since it was marked: try the grids it would have after a 2x
-    # upscale, or a 2x or 4x downscale (p_value pays for every grid tried).
-    levels = [c for c in (natural // 2, natural, natural * 2, natural * 4) if MIN_CELLS // 2 <= c <= min(height, width)]
+    # The video may have been resized since it was marked: the grid it was marked on keeps its number of cells, which
+    # is this size's for a resize by less than 2x, fewer after an enlargement (a 128 px clip shown at 1080p: 32 of
+    # 256), more after a shrink by up to 4x. Along the long side it may be one cell off this size's aspect: the
+    # bundled 224x128 "16:9" enlarged to 1280x720 has 56 cells where 1280x720's own grid has 57. Every such grid is
+    # tried; p_value pays for each.
+    levels = [2 ** k for k in range(int(math.log2(MIN_CELLS // 2)), int(math.log2(natural * 4)) + 1)
+              if 2 ** k <= min(height, width)]
     if not levels:
-        raise KinemaError(f"a {width}x{height} frame is too small to carry a watermark; give at least 4x4 pixels")
-    best = max((_correlate(luma, key, payload_bits, cells) for cells in levels), key=lambda r: r["z"])
+        raise KinemaError(f"a {width}x{height} frame is too small to carry a watermark; its short side needs at least "
+                          f"{MIN_CELLS // 2} pixels")
+    grids = {near for cells in levels for near in _near_grids(_grid(height, width, cells))}
+    best = max((_correlate(luma, key, payload_bits, grid) for grid in sorted(grids)), key=lambda r: r["z"])
     z = best.pop("z")
-    p_value = min(1.0, len(levels) * math.exp(-z * z / 2)) if z > 0 else 1.0
+    p_value = min(1.0, len(grids) * math.exp(-z * z / 2)) if z > 0 else 1.0
     value = int("".join(map(str, best["bits"])), 2)
     accuracy = None
     if expected is not None:
         accuracy = float(np.mean(best["bits"] == _bits(_payload_int(expected, payload_bits), payload_bits)))
     return {"detected": p_value < DETECT_P, "p_value": p_value, "z": z, "payload": value,
             "payload_hex": f"{value:0{(payload_bits + 3) // 4}x}", "bit_confidence": best["confidence"],
-            "bit_accuracy": accuracy, "cells": best["cells"]}
+            "bit_accuracy": accuracy, "grid": best["grid"]}
+
+
+def _near_grids(grid: tuple[int, int]) -> list[tuple[int, int]]:
+    """The grid and those one cell longer or shorter along its long side (a square one: along either)."""
+    rows, cols = grid
+    if rows == cols:
+        return [(rows, cols), (rows + 1, cols), (rows, cols + 1), (rows - 1, cols), (rows, cols - 1)]
+    if rows < cols:
+        return [(rows, cols + step) for step in (-1, 0, 1) if cols + step >= rows]
+    return [(rows + step, cols) for step in (-1, 0, 1) if rows + step >= cols]
 
 
 def unmark(frames: Frames, key: str = DEFAULT_KEY, payload_bits: int = PAYLOAD_BITS) -> tuple[np.ndarray, bool]:
@@ -192,7 +208,8 @@ def unmark(frames: Frames, key: str = DEFAULT_KEY, payload_bits: int = PAYLOAD_B
     reads as a textured one (a navy gradient as a night sky), so `kinema judge` looks at a file as it was drawn."""
     frames = _as_frames(frames)
     found = detect(frames, key, payload_bits)
-    if not found["detected"] or found["cells"] != _cells(*frames.shape[-3:-1]):
+    height, width = frames.shape[-3:-1]
+    if not found["detected"] or found["grid"] != _grid(height, width, _cells(height, width)):
         return frames, False
     pattern = _pattern(key, found["payload"], payload_bits, *frames.shape[-3:-1])
     return np.clip(frames.astype(np.int16) - pattern, 0, 255).astype(np.uint8), True
@@ -218,9 +235,8 @@ def _median3(image: np.ndarray) -> np.ndarray:
     return padded.unfold(0, 3, 1).unfold(1, 3, 1).reshape(*image.shape, 9).median(-1).values.numpy()
 
 
-def _correlate(luma: np.ndarray, key: str, bits: int, cells: int) -> dict[str, Any]:
-    """Pilot z-score, decoded bits and their estimated reliability on one grid."""
-    grid = _grid(*luma.shape, cells)
+def _correlate(luma: np.ndarray, key: str, bits: int, grid: tuple[int, int]) -> dict[str, Any]:
+    """Pilot z-score, decoded bits and their estimated reliability on one grid (rows, columns of cells)."""
     means = F.adaptive_avg_pool2d(torch.from_numpy(luma)[None, None], grid)
     padded = F.pad(means, (1, 1, 1, 1), mode="replicate")[0, 0]
     residual = means[0, 0] - 0.25 * (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:])
@@ -239,7 +255,7 @@ def _correlate(luma: np.ndarray, key: str, bits: int, cells: int) -> dict[str, A
     strength = max(float(score[pilot].sum() / weight[pilot].sum()), 0.0)
     llr = 2 * strength * gain * np.abs(corr) / np.maximum(noise, 1e-12)
     confidence = float(np.mean(1 / (1 + np.exp(-np.minimum(llr, 50)))))
-    return {"z": z, "bits": (corr > 0).astype(np.int64), "confidence": confidence, "cells": cells}
+    return {"z": z, "bits": (corr > 0).astype(np.int64), "confidence": confidence, "grid": grid}
 
 
 # ---------------------------------------------------------------------------------------------
