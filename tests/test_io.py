@@ -150,6 +150,7 @@ def test_gif_round_trip_frames_and_duration(tmp_path):
     assert set(durations) == {120, 130, 240} and abs(sum(durations) - 9 * 125) <= 5
     back, fps = io.read_video(path)
     assert back.shape == video.shape and fps == 8
+    assert io.probe_input(path, still=False) == (video.shape, 8)  # 9 frames, though the GIF stores 8
     assert psnr(back, video) >= 25  # 256-colour palette
 
 
@@ -235,6 +236,40 @@ def test_read_image_converts_rgba_and_grayscale(tmp_path):
     assert gray.shape == (5, 7, 3) and abs(int(gray[2, 3, 0]) - 90) <= 2
     frames, _ = io.read_video(tmp_path / "g.jpg")
     assert frames.shape == (1, 5, 7, 3)
+    deep = np.linspace(0, 65535, 5 * 7).reshape(5, 7).astype(np.uint16)  # a 16-bit grey scan
+    Image.fromarray(deep).save(tmp_path / "g16.png")
+    np.testing.assert_array_equal(io.read_image(tmp_path / "g16.png")[..., 1], np.round(deep / 257))
+
+
+def test_an_image_too_large_to_open_is_a_one_line_error(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 2,000 pixels is over twice this: a "decompression bomb"
+    with pytest.raises(KinemaError, match="huge.png is over 1,000 pixels, too large to open safely; scale it down"):
+        io.read_image(tmp_path / "huge.png")
+
+
+def test_videos_are_resampled_to_the_rate_asked_for(tmp_path):
+    video = np.stack([np.full((16, 16, 3), 10 * i, np.uint8) for i in range(24)])  # frame i is grey 10 i
+    io.write_video(tmp_path / "fast.mp4", video, 24)
+    grey = lambda frames: [round(float(f.mean()) / 10) for f in frames]  # noqa: E731
+    slow, fps = io.read_video(tmp_path / "fast.mp4", fps=8)  # 1 s: 8 frames, each the one on screen then
+    assert fps == 8 and grey(slow) == [0, 3, 6, 9, 12, 15, 18, 21] and io.resampled_count(24, 24, 8) == 8
+    up, fps = io.read_video(tmp_path / "fast.mp4", fps=60, max_frames=7)
+    assert fps == 60 and grey(up) == [0, 0, 0, 1, 1, 2, 2]  # 2.5 output frames a source frame
+    assert io.resampled_count(24, 24, 60) == 60 and len(io.read_video(tmp_path / "fast.mp4", fps=60)[0]) == 60
+    same, fps = io.read_video(tmp_path / "fast.mp4", fps=24)
+    assert fps == 24 and grey(same) == list(range(24))
+    io.write_video(tmp_path / "fast.gif", video, 24)
+    gif, fps = io.read_video(tmp_path / "fast.gif", fps=8)
+    assert fps == 8 and grey(gif) == [0, 3, 6, 9, 12, 15, 18, 21]
+
+
+def test_a_gif_frame_held_longer_is_repeated(tmp_path):
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (0, 120, 240)]
+    frames[0].save(tmp_path / "hold.gif", save_all=True, append_images=frames[1:], duration=[400, 100, 100])
+    video, fps = io.read_video(tmp_path / "hold.gif")  # the typical frame lasts 0.1 s: 10 fps, the first held 4
+    assert fps == 10 and [int(f[0, 0, 0]) // 100 for f in video] == [0, 0, 0, 0, 1, 2]
+    assert io.probe_input(tmp_path / "hold.gif", still=False) == ((6, 8, 8, 3), 10)  # the header says the same
 
 
 def write_turned(path: Path, frames: np.ndarray, degrees: int) -> None:

@@ -192,6 +192,21 @@ def test_read_inputs_fits_frames_as_they_are_decoded(debug_pipe, tmp_path):
         debug_pipe.read_inputs(Request("x", mode="edit"), {"video": tmp_path / "missing" / "big.mp4"})
 
 
+def test_read_inputs_plays_every_clip_at_the_outputs_rate(debug_pipe, tmp_path):
+    from kinema.io import write_video
+
+    write_video(tmp_path / "a.mp4", np.zeros((16, 64, 64, 3), np.uint8), 8)  # 2 s at 8 fps
+    write_video(tmp_path / "b.mp4", np.zeros((24, 64, 64, 3), np.uint8), 24)  # 1 s at 24 fps
+    files = {"video": tmp_path / "a.mp4", "video_b": tmp_path / "b.mp4"}
+    req, _ = debug_pipe.read_inputs(Request("a bridge", mode="connect", fps=8, seconds=1), files)
+    assert (len(req.video), len(req.video_b)) == (16, 8)  # each keeps its duration: b is not 3x slow motion
+    req, _ = debug_pipe.read_inputs(Request("faster", mode="extend", fps=24, seconds=1), {"video": tmp_path / "a.mp4"})
+    assert len(req.video) == 48
+    write_video(tmp_path / "long.mp4", np.zeros((31 * 120, 16, 16, 3), np.uint8), 120)  # 31 s at 120 fps
+    req, _ = debug_pipe.read_inputs(Request("on", mode="extend", fps=60, seconds=1), {"video": tmp_path / "long.mp4"})
+    assert len(req.video) == 31 * 60  # 31 s at the highest output rate, not 62 s (over the limit)
+
+
 def test_check_size_accepts_full_hd_and_portrait():
     check_size(1920, 1088)
     check_size(1920, 1080)

@@ -201,14 +201,15 @@ def _png_info(tags: dict[str, str]) -> PngInfo:
 # ---------------------------------------------------------------------------------------------
 
 def read_video(path: str | Path, max_frames: int | None = None, max_seconds: float | None = None,
-               fit: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+               fit: tuple[int, int] | None = None, fps: float | None = None) -> tuple[np.ndarray, float]:
     """Read a video or image as (uint8 (T, H, W, 3) RGB frames, fps); an image is a 1-frame video.
 
-    Images report the fps Kinema recorded in them, or IMAGE_FPS. GIFs written by Kinema are
-    re-timed to their recorded fps, so identical frames that GIF merges come back as separate frames.
-    A video longer than `max_seconds` is an error, raised as soon as decoding passes it (not after
-    holding every frame of a long video). `fit` = (width, height) fits each frame as it is decoded
-    (fit_image), so memory holds frames of that size, not the source's.
+    Images report the fps Kinema recorded in them, or IMAGE_FPS. GIFs are sampled along their timeline at one rate
+    (Kinema's recorded fps, else their median frame's), so a frame a GIF holds longer is repeated. A video longer than
+    `max_seconds` is an error, raised as soon as decoding passes it (not after holding every frame of a long
+    video). `fit` = (width, height) fits each frame as it is decoded (fit_image), so memory holds frames of that
+    size, not the source's. `fps` resamples the frames to that rate (`resampled_count` of them; the fps returned
+    is then `fps`) unless the video's rate rounds to it, so a clip keeps its speed beside frames made at `fps`.
     """
     if max_frames is not None and max_frames < 1:
         raise KinemaError(f"max_frames must be at least 1, got {max_frames}")
@@ -219,12 +220,30 @@ def read_video(path: str | Path, max_frames: int | None = None, max_seconds: flo
         with _open_image(path) as image:
             return shape(_rgb(image))[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
     if suffix == ".gif":
-        frames, fps = _read_gif(path)
-        _check_length(path, len(frames), fps, max_seconds)
-        frames = np.stack([shape(frame) for frame in frames[:max_frames]])
+        frames, rate = _read_gif(path)
+        _check_length(path, len(frames), rate, max_seconds)
+        frames = [shape(frames[i]) for i in _resampled(len(frames), rate, fps)]
     else:
-        frames, fps = _read_av(path, max_frames, max_seconds, shape)
-    return frames[:max_frames], fps
+        frames, rate = _read_av(path, max_frames, max_seconds, shape, fps)
+    return np.stack(frames[:max_frames]), rate if _same_rate(rate, fps) else fps
+
+
+def resampled_count(count: int, rate: float, fps: float | None) -> int:
+    """How many frames `count` frames at `rate` become at `fps` (read_video's `fps`): as many as the clip's duration
+    holds, at least one; unchanged when the rates round alike."""
+    return count if _same_rate(rate, fps) else max(1, math.ceil(count * fps / rate - 1e-9))
+
+
+def _same_rate(rate: float, fps: float | None) -> bool:
+    """No resampling asked, or none needed: 23.976 fps plays as 24."""
+    return fps is None or round(rate) == round(fps)
+
+
+def _resampled(count: int, rate: float, fps: float | None) -> list[int]:
+    """The source frame shown at each of `resampled_count` output times k / fps: the one on screen then."""
+    if _same_rate(rate, fps):
+        return list(range(count))
+    return [min(count - 1, math.floor(k * rate / fps + 1e-9)) for k in range(resampled_count(count, rate, fps))]
 
 
 def _check_length(path: Path, frames: int, fps: float, max_seconds: float | None) -> None:
@@ -260,12 +279,17 @@ def _open_image(path: Path) -> Iterator[Image.Image]:
         with Image.open(path) as image:
             image.load()
             yield image
+    except Image.DecompressionBombError:
+        raise KinemaError(f"{path} is over {Image.MAX_IMAGE_PIXELS * 2:,} pixels, too large to open safely; scale it "
+                          "down (Kinema's outputs are at most 1920x1080)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise KinemaError(f"cannot read {path}: corrupt or not an image ({err}); re-export it") from None
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit greys: RGB conversion would clip at 255
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -274,19 +298,23 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 def _read_gif(path: Path) -> tuple[np.ndarray, float]:
     with _open_image(path) as image:
-        recorded_fps = _positive_float(_gif_tags(image.info.get("comment", b"")).get("fps"))
-        frames, durations = [], []
-        for frame in ImageSequence.Iterator(image):
-            frames.append(_rgb(frame))
-            durations.append(max(frame.info.get("duration", 100), 10))
-    if recorded_fps is None:
-        return np.stack(frames), len(frames) * 1000 / sum(durations)
-    # Sample the GIF's timeline at the recorded rate, at each frame's midpoint.
+        frames = [_rgb(frame) for frame in ImageSequence.Iterator(image)]
+        index, rate = _gif_timeline(image)
+    return np.stack([frames[i] for i in index]), rate
+
+
+def _gif_timeline(image: Image.Image) -> tuple[np.ndarray, float]:
+    """Which GIF frame is on screen at each output frame, and their rate: the GIF's timeline sampled at the fps
+    Kinema recorded, else its typical frame's (the median duration), at each frame's midpoint, so a frame held
+    longer than the rest is repeated (and frames GIF merged come back apart)."""
+    durations = []
+    for frame in ImageSequence.Iterator(image):
+        durations.append(max(frame.info.get("duration", 100), 10))
+    rate = _positive_float(_gif_tags(image.info.get("comment", b"")).get("fps")) or 1000 / float(np.median(durations))
     ends = np.cumsum(durations)
-    count = round(ends[-1] * recorded_fps / 1000)
-    times = (np.arange(count) + 0.5) * 1000 / recorded_fps
-    index = np.minimum(np.searchsorted(ends, times, side="right"), len(frames) - 1)
-    return np.stack([frames[i] for i in index]), recorded_fps
+    count = max(1, round(ends[-1] * rate / 1000))
+    times = (np.arange(count) + 0.5) * 1000 / rate
+    return np.minimum(np.searchsorted(ends, times, side="right"), len(durations) - 1), rate
 
 
 def _gif_tags(comment: bytes | str) -> dict[str, Any]:
@@ -307,29 +335,36 @@ def _positive_float(value: Any) -> float | None:
 
 
 def _read_av(path: Path, max_frames: int | None, max_seconds: float | None,
-             shape: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, float]:
+             shape: Callable[[np.ndarray], np.ndarray], fps: float | None) -> tuple[list[np.ndarray], float]:
+    """Decoded frames, fitted by `shape` as they come and resampled to `fps` (see read_video), and the video's rate."""
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
 
-    frames = []
+    frames, count = [], 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise KinemaError(f"{path} has no video stream; give a video file")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or IMAGE_FPS
+            step = 1.0 if _same_rate(rate, fps) else rate / fps  # source frames per output frame
             for frame in container.decode(stream):
-                frames.append(shape(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame))))
-                _check_length(path, len(frames), fps or IMAGE_FPS, max_seconds)
+                count += 1
+                _check_length(path, count, rate, max_seconds)
+                # this frame is on screen for the output times k with floor(k * step) == count - 1
+                shown = math.ceil((count - 1) / step - 1e-9), math.ceil(count / step - 1e-9)
+                if shown[1] > shown[0]:
+                    fitted = shape(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)))
+                    frames += [fitted] * (shown[1] - shown[0])
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.FFmpegError, OSError) as err:
         raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
-    if not frames:
+    if not count:
         raise KinemaError(f"{path} contains no frames; re-export it")
     if len({frame.shape for frame in frames}) > 1:
         raise KinemaError(f"{path} changes its frame size midway; re-export it at one size")
-    return np.stack(frames), fps or IMAGE_FPS
+    return frames, rate
 
 
 def read_frames(path: str | Path, indices: Iterable[int]) -> np.ndarray:
@@ -440,7 +475,9 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
             turned = _exif_turned(image)  # read_image stands it up
     elif suffix == ".gif":
         info["tags"] |= {key: str(value) for key, value in _gif_tags(info["tags"].get("comment", "")).items()}
-        info["fps"] = _positive_float(info["tags"].get("fps")) or info["fps"]
+        with _open_image(path) as image:  # the frames read_video gives, not those the GIF stores
+            index, info["fps"] = _gif_timeline(image)
+            info["frames"] = len(index)
     if turned:  # the size as shown, which is the size of the frames read_video and read_image return
         info["width"], info["height"] = info["height"], info["width"]
     return info

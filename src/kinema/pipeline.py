@@ -211,15 +211,18 @@ class Pipeline:
         in its own words (a CLI option, an API field). The CLI and the server's worker read their inputs here."""
         from kinema import io
 
-        shapes = {name: io.probe_input(path, still=name == "image")[0] for name, path in files.items()}
+        probes = {name: io.probe_input(path, still=name == "image") for name, path in files.items()}
+        fps = self.cfg.fps if req.fps is None else req.fps
+        shapes = played_shapes(probes, fps)
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
         size = resolved.width, resolved.height
         pixels, fitted = {}, {}
         for name, path in files.items():
             if name == "image":
                 pixels[name] = io.fit_image(io.read_image(path), *size)[0]
-            else:
-                pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size)[0]
+            else:  # at the output's rate, so the clip keeps its speed beside the new frames
+                rate = probes[name][1] and resolved.fps
+                pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size, fps=rate)[0]
             height, width = shapes[name][-3:-1]
             if (width, height) != size:
                 fitted[name] = io.fit_message(width, height, *size)
@@ -411,6 +414,16 @@ def input_fps(rate: float) -> int:
     """The output rate for an input video's own rate, so its frames (and the parts stitched to them) play as they
     were shot."""
     return min(MAX_FPS, max(1, round(rate)))
+
+
+def played_shapes(probes: dict[str, tuple[tuple[int, ...], float | None]], fps: float) -> dict[str, tuple[int, ...]]:
+    """The array shapes of inputs probed as (shape, rate) (io.probe_input) once each video is resampled to the
+    output's `fps`, as `read_inputs` reads it."""
+    from kinema.io import resampled_count
+
+    fits = 1 <= fps <= MAX_FPS  # else resolve names the bad fps
+    return {name: (resampled_count(shape[0], rate, fps), *shape[1:]) if rate and fits else shape
+            for name, (shape, rate) in probes.items()}
 
 
 def stand_ins(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

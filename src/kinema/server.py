@@ -79,8 +79,8 @@ class Service:
         video_id = new_id()
         inputs = self.store.input_dir(video_id)
         try:
-            files, shapes, fps = self._store_inputs(draft.sources, inputs)
-            job = self._job(video_id, draft, pipe, files, shapes, fps, model)
+            files, probes = self._store_inputs(draft.sources, inputs)
+            job = self._job(video_id, draft, pipe, files, probes, model)
             self.store.add(job, self.max_queue)
         except QueueFull:
             shutil.rmtree(inputs, ignore_errors=True)
@@ -93,12 +93,15 @@ class Service:
         return job.to_api()
 
     def _job(self, video_id: str, draft: Draft, pipe: pl.Pipeline, files: dict[str, str],
-             shapes: dict[str, tuple[int, ...]], fps: float | None, model: str) -> Job:
+             probes: dict[str, tuple[tuple[int, ...], float | None]], model: str) -> Job:
         """Check the request as the pipeline will see it, with zero-cost stand-ins of the inputs' pixels
-        (sizes and lengths follow the inputs); the job keeps the client's values, resolved again when it runs."""
+        (sizes and lengths follow the inputs, resampled to the output's rate as the worker will read them); the
+        job keeps the client's values, resolved again when it runs."""
         scalars = dict(draft.scalars)
-        if fps is not None and scalars.get("fps") is None:
-            scalars["fps"] = pl.input_fps(fps)
+        rate = probes.get("video", ((), None))[1]
+        if rate is not None and scalars.get("fps") is None:  # the input's frames are shown at their own rate
+            scalars["fps"] = pl.input_fps(rate)
+        shapes = pl.played_shapes(probes, pipe.cfg.fps if scalars.get("fps") is None else scalars["fps"])
         try:
             resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **pl.stand_ins(shapes)))
         except KinemaError as err:
@@ -112,25 +115,22 @@ class Service:
                    remixed_from=draft.remixed_from)
 
     def _store_inputs(self, sources: dict[str, UploadFile | str], folder: Path
-                      ) -> tuple[dict[str, str], dict[str, tuple[int, ...]], float | None]:
-        """Write every input into the job's folder (synced) and check its header. Returns the file names,
-        the pixel array shapes the pipeline will get, and the main input video's frame rate."""
+                      ) -> tuple[dict[str, str], dict[str, tuple[tuple[int, ...], float | None]]]:
+        """Write every input into the job's folder (synced) and check its header. Returns the file names and
+        each input's (pixel array shape, frame rate), as io.probe_input reads them."""
         files: dict[str, str] = {}
-        shapes: dict[str, tuple[int, ...]] = {}
-        fps = None
+        probes: dict[str, tuple[tuple[int, ...], float | None]] = {}
         for name, source in sources.items():
             param = INPUT_PARAMS[name]
             path = self._copy_source(source, folder, name, param)
             try:
-                shapes[name], rate = io.probe_input(path, still=name == "image")
+                probes[name] = io.probe_input(path, still=name == "image")
             except KinemaError:
                 raise ApiError(400, f"{param} is not a readable {'image' if name == 'image' else 'video'}; "
                                "upload a PNG, JPEG or WEBP image, or an MP4, WEBM or GIF video",
                                param=param) from None
             files[name] = path.name
-            if name == "video":
-                fps = rate
-        return files, shapes, fps
+        return files, probes
 
     def _copy_source(self, source: UploadFile | str, folder: Path, name: str, param: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
