@@ -315,6 +315,36 @@ def test_exif_oriented_photo_reads_upright_with_its_shown_size(tmp_path):
     assert (meta["width"], meta["height"]) == (20, 40)
 
 
+def test_anamorphic_video_reads_at_its_display_aspect(tmp_path):
+    """A 32x64 stream of pixels twice as wide as tall shows as 64x64: every reader gives it so."""
+    from fractions import Fraction
+
+    import av
+
+    frame = np.zeros((64, 32, 3), np.uint8)
+    frame[:, :16] = 255  # the left half white, as shown
+    with av.open(str(tmp_path / "wide_pixels.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 32, 64, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    path = tmp_path / "wide_pixels.mp4"
+    assert (io.video_metadata(path)["width"], io.probe_input(path, still=False)[0]) == (64, (3, 64, 64, 3))
+    for video in (io.read_video(path)[0], io.read_frames(path, [0, 2])):
+        assert video.shape[1:] == (64, 64, 3)
+        assert video[:, :, :28].mean() > 240 and video[:, :, 36:].mean() < 15
+
+
+def test_an_animated_webp_given_as_a_video_is_its_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((24, 40, 3), v, np.uint8)) for v in (30, 200)]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    assert io.probe_input(tmp_path / "anim.webp", still=False)[0] == (1, 24, 40, 3)  # not FFmpeg's 0x0
+    video, _ = io.read_video(tmp_path / "anim.webp")
+    assert video.shape == (1, 24, 40, 3) and int(video[0, 0, 0, 0]) == 30
+
+
 def test_video_that_changes_size_is_a_clear_error(tmp_path):
     import av
 
@@ -356,23 +386,3 @@ def test_fit_image_covers_then_crops():
     assert same is fitted and "already" in message
     scaled, message = io.fit_image(np.zeros((32, 32, 3), np.uint8), 64, 64)
     assert scaled.shape == (64, 64, 3) and "cropped" not in message
-
-
-def test_contact_sheet_and_grid_sizes(tmp_path):
-    video = smooth_video(33, 16, 24)
-    sheet = io.contact_sheet(video, columns=8, max_frames=16)
-    gap = io.GAP
-    assert sheet.size == (8 * 24 + 7 * gap, 2 * 16 + gap)
-    short = io.contact_sheet(video[:3], columns=8)
-    assert short.size == (3 * 24 + 2 * gap, 16)
-
-    path = tmp_path / "grid.png"
-    io.save_grid(path, [video, video[:5]], labels=["first prompt " * 20, "second"], frames_per_video=4)
-    with Image.open(path) as grid:
-        assert grid.width == 4 * 24 + 3 * gap
-        assert grid.height > 2 * 16 + gap  # rows plus label bands
-    io.save_grid(tmp_path / "plain.png", [video], frames_per_video=4)
-    with Image.open(tmp_path / "plain.png") as plain:
-        assert plain.size == (4 * 24 + 3 * gap, 16)
-    with pytest.raises(KinemaError, match="labels"):
-        io.save_grid(tmp_path / "g2.png", [video], labels=["a", "b"])

@@ -207,6 +207,17 @@ def test_read_inputs_plays_every_clip_at_the_outputs_rate(debug_pipe, tmp_path):
     assert len(req.video) == 31 * 60  # 31 s at the highest output rate, not 62 s (over the limit)
 
 
+def test_read_inputs_says_when_a_clip_is_cut_short(debug_pipe, tmp_path):
+    from kinema.io import write_video
+
+    write_video(tmp_path / "whole.mp4", np.random.default_rng(0).integers(0, 255, (48, 64, 64, 3), np.uint8), 8)
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) * 3 // 5])  # a download stopped at 60%: its header is whole
+    req, said = debug_pipe.read_inputs(Request("on", mode="extend", fps=8, seconds=1), {"video": tmp_path / "cut.mp4"})
+    assert said == {"video": f"only {len(req.video)} of the 48 frames its header lists could be decoded; the file "
+                             "may be cut short"} and 8 < len(req.video) < 40
+
+
 def test_check_size_accepts_full_hd_and_portrait():
     check_size(1920, 1088)
     check_size(1920, 1080)

@@ -22,9 +22,9 @@ import numpy as np
 from kinema import judge, probe, world
 from kinema.checkpoint import atomic_write
 from kinema.errors import KinemaError
-from kinema.io import save_grid
 from kinema.modes import decoded_count, latent_count
 from kinema.pipeline import Pipeline, Request, Video, frames_for
+from kinema.sheets import save_grid
 
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
 PROMPT_SETS = ("heldout", "train")

@@ -1,4 +1,4 @@
-"""Video and image reading and writing (PyAV and Pillow), contact sheets and sample grids.
+"""Video and image reading and writing (PyAV and Pillow); pictures of videos are in kinema.sheets.
 
 Frames at this edge are uint8 (T, H, W, 3) RGB; inside Kinema videos are float (3, T, H, W) in
 [-1, 1] (`to_uint8` / `from_uint8` convert). Writers consume frames one at a time, so a long video
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from kinema import __version__
@@ -106,7 +106,7 @@ def _iter_frames(frames: Frames) -> Iterator[np.ndarray]:
     chunks = [frames] if isinstance(frames, np.ndarray | torch.Tensor) else frames
     size = None
     for chunk in chunks:
-        chunk = _as_uint8_array(chunk)
+        chunk = as_uint8_array(chunk)
         for frame in chunk if chunk.ndim == 4 else chunk[None]:
             if size is None:
                 size = frame.shape
@@ -118,7 +118,7 @@ def _iter_frames(frames: Frames) -> Iterator[np.ndarray]:
         raise KinemaError("no frames to write; the video is empty")
 
 
-def _as_uint8_array(chunk: np.ndarray | torch.Tensor) -> np.ndarray:
+def as_uint8_array(chunk: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(chunk, torch.Tensor):
         chunk = chunk.detach().cpu().numpy()
     chunk = np.ascontiguousarray(chunk)  # a flipped view (img[..., ::-1], BGR to RGB) has strides torch refuses
@@ -187,6 +187,11 @@ def _write_png(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[s
         raise KinemaError("a .png holds one frame but the video has more; write .mp4 or .gif, "
                           "or save a filmstrip with kinema.io.contact_sheet")
     Image.fromarray(first).save(tmp, format="PNG", pnginfo=_png_info({**tags, "fps": str(fps)}))
+
+
+def png_metadata(metadata: dict[str, Any]) -> PngInfo:
+    """A PNG's text chunks for `metadata`, as every PNG Kinema writes carries them (with the software's name)."""
+    return _png_info(_tags(metadata))
 
 
 def _png_info(tags: dict[str, str]) -> PngInfo:
@@ -354,7 +359,8 @@ def _read_av(path: Path, max_frames: int | None, max_seconds: float | None,
                 # this frame is on screen for the output times k with floor(k * step) == count - 1
                 shown = math.ceil((count - 1) / step - 1e-9), math.ceil(count / step - 1e-9)
                 if shown[1] > shown[0]:
-                    fitted = shape(np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame)))
+                    square = _square_pixels(frame.to_ndarray(format="rgb24"), stream.sample_aspect_ratio)
+                    fitted = shape(np.rot90(square, _quarter_turns(frame)))
                     frames += [fitted] * (shown[1] - shown[0])
                 if max_frames is not None and len(frames) >= max_frames:
                     break
@@ -405,17 +411,18 @@ def _pick_frames(container: Any, stream: Any, wanted: np.ndarray) -> dict[int, n
         timed_here = timed and frame.pts is not None
         position = round((frame.pts - origin) * stream.time_base * rate) if timed_here else position + 1
         if wanted[next_wanted] <= position:
-            next_wanted = _fill(picked, wanted, next_wanted, position, frame)
+            next_wanted = _fill(picked, wanted, next_wanted, position, frame, stream.sample_aspect_ratio)
             if next_wanted == len(wanted):
                 break
     if frame is not None and next_wanted < len(wanted):
-        _fill(picked, wanted, next_wanted, wanted[-1], frame)
+        _fill(picked, wanted, next_wanted, wanted[-1], frame, stream.sample_aspect_ratio)
     return picked
 
 
-def _fill(picked: dict[int, np.ndarray], wanted: np.ndarray, start: int, position: int, frame: Any) -> int:
+def _fill(picked: dict[int, np.ndarray], wanted: np.ndarray, start: int, position: int, frame: Any,
+          sample_aspect: Any) -> int:
     """Give `frame` to every wanted index from `start` up to `position`; returns the next unfilled one."""
-    image = np.rot90(frame.to_ndarray(format="rgb24"), _quarter_turns(frame))
+    image = np.rot90(_square_pixels(frame.to_ndarray(format="rgb24"), sample_aspect), _quarter_turns(frame))
     while start < len(wanted) and wanted[start] <= position:
         picked[int(wanted[start])] = image
         start += 1
@@ -443,11 +450,18 @@ def _turned_on_its_side(path: Path) -> bool:
 
 
 def video_metadata(path: str | Path) -> dict[str, Any]:
-    """Width, height, fps, frame count, codec, pix_fmt and tags (lower-case keys) of a video or image."""
+    """Width, height, fps, frame count, codec, pix_fmt and tags (lower-case keys) of a video or image, as
+    read_video and read_image give it: stood upright, at its display aspect, an image as one frame."""
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
 
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:  # Kinema's rate and tags are where FFmpeg does not look (and it sizes some as 0x0)
+        with _open_image(path) as image:
+            tags = dict(getattr(image, "text", {}))
+            width, height = image.size[::-1] if _exif_turned(image) else image.size  # read_image stands it up
+            return {"width": width, "height": height, "fps": _positive_float(tags.get("fps")) or IMAGE_FPS,
+                    "frames": 1, "codec": (image.format or suffix[1:]).lower(), "pix_fmt": image.mode, "tags": tags}
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -456,7 +470,7 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
             # Matroska/WebM store no frame count: count packets, which needs no decoding.
             frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
             info = {
-                "width": stream.codec_context.width,
+                "width": _display_width(stream.codec_context.width, stream.sample_aspect_ratio),
                 "height": stream.codec_context.height,
                 "fps": float(stream.average_rate or stream.guessed_rate or 0),
                 "frames": frames,
@@ -464,16 +478,10 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
                 "pix_fmt": stream.codec_context.pix_fmt,
                 "tags": {key.lower(): value for key, value in container.metadata.items()},
             }
-        turned = suffix in VIDEO_SUFFIXES and suffix != ".gif" and _turned_on_its_side(path)
+        turned = suffix != ".gif" and _turned_on_its_side(path)
     except (av.FFmpegError, OSError) as err:
         raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
-    # Stills and GIFs carry Kinema's rate and tags where FFmpeg does not look: report those instead.
-    if suffix in IMAGE_SUFFIXES:
-        with _open_image(path) as image:
-            info["tags"] = dict(getattr(image, "text", {}))
-            info["fps"] = _positive_float(info["tags"].get("fps")) or IMAGE_FPS
-            turned = _exif_turned(image)  # read_image stands it up
-    elif suffix == ".gif":
+    if suffix == ".gif":  # Kinema's rate and tags are in the GIF's comment
         info["tags"] |= {key: str(value) for key, value in _gif_tags(info["tags"].get("comment", "")).items()}
         with _open_image(path) as image:  # the frames read_video gives, not those the GIF stores
             index, info["fps"] = _gif_timeline(image)
@@ -481,6 +489,21 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
     if turned:  # the size as shown, which is the size of the frames read_video and read_image return
         info["width"], info["height"] = info["height"], info["width"]
     return info
+
+
+def _display_width(width: int, sample_aspect: Any) -> int:
+    """A frame's width as shown: anamorphic video (DV, some broadcast and phone formats) stores wide pixels."""
+    if not sample_aspect or sample_aspect <= 0 or sample_aspect == 1:
+        return width
+    return max(2, round(width * float(sample_aspect) / 2) * 2)
+
+
+def _square_pixels(frame: np.ndarray, sample_aspect: Any) -> np.ndarray:
+    """A decoded (H, W, 3) frame stretched to its display width (see _display_width); as it is if already."""
+    width = _display_width(frame.shape[1], sample_aspect)
+    if width == frame.shape[1]:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((width, frame.shape[0]), Image.Resampling.LANCZOS))
 
 
 def probe_input(path: str | Path, still: bool) -> tuple[tuple[int, ...], float | None]:
@@ -514,7 +537,7 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 def from_uint8(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T, H, W) in [-1, 1]; `to_uint8` inverts it exactly."""
-    frames = torch.as_tensor(_as_uint8_array(frames))
+    frames = torch.as_tensor(as_uint8_array(frames))
     if frames.ndim == 3:
         frames = frames[None]
     return (frames.permute(3, 0, 1, 2).float() / 127.5 - 1).contiguous()
@@ -525,17 +548,19 @@ def fit_image(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, s
 
     Returns the uint8 (height, width, 3) image and a message saying what was done.
     """
-    image = _as_uint8_array(image)
+    image = as_uint8_array(image)
     if image.ndim != 3:
         raise KinemaError(f"fit_image needs one (H, W, 3) image, got shape {image.shape}")
     src_height, src_width = image.shape[:2]
     if (src_width, src_height) == (width, height):
         return image, f"image is already {width}x{height}"
     new_width, new_height = _cover(src_width, src_height, width, height)
-    resized = Image.fromarray(image).resize((new_width, new_height), Image.Resampling.LANCZOS)
     left, top = (new_width - width) // 2, (new_height - height) // 2
-    cropped = np.asarray(resized.crop((left, top, left + width, top + height))).copy()
-    return cropped, fit_message(src_width, src_height, width, height)
+    # Resize only the part that is kept (the crop in source coordinates): a 1x8000 strip never becomes 1024000x128.
+    sx, sy = new_width / src_width, new_height / src_height
+    box = (left / sx, top / sy, (left + width) / sx, (top + height) / sy)
+    fitted = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS, box=box)).copy()
+    return fitted, fit_message(src_width, src_height, width, height)
 
 
 def fit_message(src_width: int, src_height: int, width: int, height: int) -> str:
@@ -551,71 +576,3 @@ def _cover(src_width: int, src_height: int, width: int, height: int) -> tuple[in
     """The smallest size of the source's aspect ratio that covers width x height."""
     scale = max(width / src_width, height / src_height)
     return max(width, round(src_width * scale)), max(height, round(src_height * scale))
-
-
-# ---------------------------------------------------------------------------------------------
-# Contact sheets and grids
-# ---------------------------------------------------------------------------------------------
-
-GAP = 2  # pixels between frames and rows
-BACKGROUND = (24, 24, 24)
-LABEL_COLOR = (235, 235, 235)
-
-
-def contact_sheet(frames: np.ndarray | torch.Tensor, columns: int = 8, max_frames: int = 16) -> Image.Image:
-    """A filmstrip of up to `max_frames` evenly spaced frames, `columns` per row, with thin gaps."""
-    frames = _as_uint8_array(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    count = min(len(frames), max_frames)
-    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
-    columns = min(columns, count)
-    rows = math.ceil(count / columns)
-    height, width = frames.shape[1:3]
-    sheet = Image.new("RGB", (columns * (width + GAP) - GAP, rows * (height + GAP) - GAP), BACKGROUND)
-    for slot, index in enumerate(picks):
-        row, column = divmod(slot, columns)
-        sheet.paste(Image.fromarray(frames[index]), (column * (width + GAP), row * (height + GAP)))
-    return sheet
-
-
-def save_grid(path: str | Path, videos: list[np.ndarray], labels: list[str] | None = None,
-              frames_per_video: int = 8) -> None:
-    """Save a PNG with one filmstrip row per video, each labelled above (training samples, eval reports)."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise KinemaError(f"cannot write grid {path}: use a .png file name")
-    if not videos:
-        raise KinemaError("save_grid needs at least one video")
-    if labels is not None and len(labels) != len(videos):
-        raise KinemaError(f"save_grid got {len(labels)} labels for {len(videos)} videos; give one per video")
-    strips = [contact_sheet(v, columns=frames_per_video, max_frames=frames_per_video) for v in videos]
-    font = ImageFont.load_default()
-    label_height = _text_height(font) + 2 * GAP if labels else 0
-    width = max(strip.width for strip in strips)
-    height = sum(strip.height + label_height + GAP for strip in strips) - GAP
-    grid = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(grid)
-    top = 0
-    for index, strip in enumerate(strips):
-        if labels:
-            draw.text((GAP, top + GAP), _fit_text(draw, labels[index], font, width - 2 * GAP),
-                      fill=LABEL_COLOR, font=font)
-        grid.paste(strip, (0, top + label_height))
-        top += strip.height + label_height + GAP
-    with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG", pnginfo=_png_info(_tags({"labels": labels or []})))
-
-
-def _text_height(font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> int:
-    return font.getbbox("Ag|")[3]
-
-
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, max_width: int) -> str:
-    """`text` on one line, shortened with '...' until it fits `max_width` pixels."""
-    text = " ".join(text.split())
-    if draw.textlength(text, font=font) <= max_width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > max_width:
-        text = text[:-1]
-    return text + "..."

@@ -29,7 +29,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from kinema import io, provenance
+from kinema import provenance, sheets
 from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, locate_model
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
@@ -467,7 +467,7 @@ def write_previews(video_path: Path, frames: int, thumbnail: Path, spritesheet: 
     last = max(kept)  # an encoder may drop trailing frames; never index past what was decoded
     with atomic_write(thumbnail) as tmp:
         Image.fromarray(kept[min(middle, last)]).save(tmp, format="WEBP", quality=90)
-    sheet = io.contact_sheet(np.stack([kept[min(i, last)] for i in sheet_picks]), columns=4,
+    sheet = sheets.contact_sheet(np.stack([kept[min(i, last)] for i in sheet_picks]), columns=4,
                              max_frames=SPRITESHEET_FRAMES)
     with atomic_write(spritesheet) as tmp:
         sheet.save(tmp, format="JPEG", quality=90)

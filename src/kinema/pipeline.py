@@ -207,8 +207,9 @@ class Pipeline:
     def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, dict[str, str]]:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
         resolves to as it is decoded: a 4K source costs the output's memory, not its own, with that size filled in.
-        Also returns what was done to each input that had to be resized, by field name, for the front end to say
-        in its own words (a CLI option, an API field). The CLI and the server's worker read their inputs here."""
+        Also returns what was done to each input that had to be resized (or was cut short), by field name, for the
+        front end to say in its own words (a CLI option, an API field). The CLI and the server's worker read their
+        inputs here."""
         from kinema import io
 
         probes = {name: io.probe_input(path, still=name == "image") for name, path in files.items()}
@@ -224,8 +225,12 @@ class Pipeline:
                 rate = probes[name][1] and resolved.fps
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size, fps=rate)[0]
             height, width = shapes[name][-3:-1]
-            if (width, height) != size:
-                fitted[name] = io.fit_message(width, height, *size)
+            said = [io.fit_message(width, height, *size)] if (width, height) != size else []
+            if len(pixels[name]) < 0.9 * shapes[name][0]:  # a cut-off download still decodes its first part
+                said.append(f"only {len(pixels[name])} of the {shapes[name][0]} frames its header lists could be "
+                            "decoded; the file may be cut short")
+            if said:
+                fitted[name] = "; ".join(said)
         # The size is pinned: the inputs, now fitted, must not set another aspect when the request is resolved again.
         return replace(req, width=resolved.width, height=resolved.height, aspect=None, **pixels), fitted
 
@@ -352,7 +357,8 @@ class Pipeline:
         """Write the video, decoded as it is written; `filmstrip`: also a PNG of 16 evenly spaced frames,
         picked on the way (so a 60 s video is neither held in memory nor decoded twice). `progress` hears the
         decoding go from 0.9 (where `generate` left off) towards 1."""
-        from kinema.io import atomic_path, contact_sheet, write_video
+        from kinema.io import atomic_path, write_video
+        from kinema.sheets import contact_sheet
 
         path = Path(path)
         check_signable(path, self.signer)

@@ -221,7 +221,8 @@ class DiTStage:
     @torch.no_grad()
     def sample(self, path: Path, ema_dit: DiT) -> None:
         """A grid of the fixed prompts sampled with the EMA weights, from the same noise every time."""
-        from kinema.io import save_grid, to_uint8
+        from kinema.io import to_uint8
+        from kinema.sheets import save_grid
 
         prompts, sampler, bucket = self.sample_prompts(), self.model_cfg.sampler, self.cache[0].bucket
         context, context_mask = self.text(prompts)  # (P, L, D), (P, L)

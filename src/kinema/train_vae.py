@@ -212,7 +212,8 @@ class VAEStage:
     def finish(self, keep_stats: VAEConfig | None = None) -> dict:
         """Write the VAE weights, a reconstruction grid and result.json with the latent statistics
         (measured, or those of `keep_stats`)."""
-        from kinema.io import save_grid, to_uint8
+        from kinema.io import to_uint8
+        from kinema.sheets import save_grid
 
         x = self.eval_clips()
         recon = self.reconstruct(x)
