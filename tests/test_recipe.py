@@ -78,6 +78,18 @@ def test_recipes_in_configs_load():
         recipe.load(path)  # raises on an unknown key, a bad value or a missing init model
 
 
+def test_bundled_recipes_load_by_name_wherever_kinema_runs(tmp_path, monkeypatch):
+    """An installed wheel has no configs/ folder: its recipes travel inside the package."""
+    assert sorted(p.name for p in recipe.RECIPES.glob("*.toml")) == sorted(p.name for p in CONFIGS.glob("*.toml"))
+    monkeypatch.chdir(tmp_path)  # nowhere near the repository
+    assert recipe.load("small") == recipe.load(SMALL) == recipe.load("configs/small.toml")
+    (tmp_path / "small.toml").write_text('[model]\npreset = "debug"\n')  # a file of that name wins
+    assert recipe.load("small.toml").model.name != recipe.load("small").model.name
+    with pytest.raises(KinemaError, match=r"recipe other/small.toml not found; pass a TOML file or a bundled recipe "
+                                          r"\(debug, small, small_decoder"):
+        recipe.load("other/small.toml")
+
+
 def test_a_fine_tune_may_only_refine_the_patch():
     gpu = Path(__file__).parents[1] / "configs" / "small_gpu.toml"
     finer = recipe.load(gpu, {"model.dit.patch_size": [1, 2, 2]})

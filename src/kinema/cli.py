@@ -317,7 +317,8 @@ def _add_train(sub) -> None:
                        description="Train the VAE, cache latents and train the DiT, as a recipe file says. "
                        "Checkpoints are atomic; --resume continues where a run stopped (Ctrl-C saves). Under torchrun, "
                        "--stage dit trains on every rank with the DiT sharded by FSDP2.")
-    p.add_argument("--config", required=True, help="recipe TOML file, e.g. configs/small.toml")
+    p.add_argument("--config", required=True,
+                   help="recipe TOML file, e.g. configs/small.toml, or a bundled recipe's name, e.g. small")
     p.add_argument("--stage", choices=["vae", "cache", "dit", "all"], default="all",
                    help="train the VAE, cache latents with it, train the DiT on the cache, or all in turn and export "
                    "(default all)")

@@ -151,13 +151,21 @@ class Recipe:
         return bool(self.init) and self.dit.steps == 0
 
 
+RECIPES = Path(__file__).parent / "recipes"  # the repository's configs/, shipped inside the package
+
+
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read and validate a recipe TOML file, with overrides merged in."""
+    """Read and validate a recipe TOML file, with overrides merged in. A bundled recipe's name ("small") or its
+    path in the repository ("configs/small.toml") works wherever Kinema is installed."""
     path = Path(path)
+    bundled = RECIPES / f"{path.stem}.toml"
+    if not path.exists() and bundled.is_file() and str(path) in (path.stem, f"configs/{path.name}"):
+        path = bundled
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise KinemaError(f"recipe {path} not found; pass e.g. --config configs/small.toml") from None
+        names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
+        raise KinemaError(f"recipe {path} not found; pass a TOML file or a bundled recipe ({names})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise KinemaError(f"recipe {path} is not valid TOML ({err}); fix the file") from None
     return from_raw(merge(raw, overrides or {}), name=path.stem)
