@@ -221,7 +221,8 @@ def test_generate_signs_with_c2pa_credentials(tmp_path, capsys, monkeypatch):
     assert run([*base, "-o", str(out), "--c2pa-cert", str(cert), "--c2pa-key", str(key)], capsys)[0] == 0
     stdout = run(["verify", str(out)], capsys)[1]  # (the debug model's noise hides the watermark at this size)
     assert stdout.splitlines()[1:] == ["tags: ai_generated=true, model=debug, seed=0; prompt 'a red circle'",
-                                       "C2PA: signed by Kinema test with kinema, Valid"]
+                                       "C2PA: signed by Kinema test with kinema, Valid (signature and content check "
+                                       "out; the signer is not on a C2PA trust list)"]
     # The environment can name them too. A GIF cannot carry them: said before anything is generated.
     monkeypatch.setenv("KINEMA_C2PA_CERT", str(cert))
     monkeypatch.setenv("KINEMA_C2PA_KEY", str(key))

@@ -337,13 +337,19 @@ def describe(result: dict[str, Any]) -> list[str]:
     else:
         lines.append("tags: none (stripped, or never written)")
     if isinstance(c2pa, dict):
-        lines.append(f"C2PA: signed by {c2pa['issuer'] or 'an unknown issuer'} with {c2pa['generator']}, "
-                     f"{c2pa['validation_state']}")
+        state = C2PA_STATES.get(c2pa["validation_state"], c2pa["validation_state"])
+        lines.append(f"C2PA: signed by {c2pa['issuer'] or 'an unknown issuer'} with {c2pa['generator']}, {state}")
     else:
         lines.append({"not checked": "C2PA: not checked; pip install c2pa-python",
                       "unreadable": "C2PA: a manifest that cannot be read (damaged, or cut by an edit)"}.get(
                           c2pa, "C2PA: no manifest"))
     return lines
+
+
+# c2pa's validation states in words: "Valid" checks the signature and the content, not who signed.
+C2PA_STATES = {"Trusted": "Trusted (a valid signature by a signer on a C2PA trust list)",
+               "Valid": "Valid (signature and content check out; the signer is not on a C2PA trust list)",
+               "Invalid": "Invalid (changed since it was signed, or a bad signature)"}
 
 
 def _spread_frames(path: Path, count: int) -> Iterator[np.ndarray]:
