@@ -96,12 +96,19 @@ def test_maybe_compile_runs_compiled_and_passes_kinema_errors():
         fn(torch.ones(0))
 
 
-def test_configure_threads_uses_physical_cores():
+def test_configure_threads_uses_physical_cores(monkeypatch):
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     try:
         info = accel.configure_threads()
         assert info["threads"] == accel.physical_cores() >= 1
         assert accel.configure_threads(1)["threads"] == 1
+        monkeypatch.setattr(accel, "physical_cores", lambda: 16)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four torchrun ranks on this machine: a quarter each
+        assert accel.configure_threads()["threads"] == 4
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's (or torchrun's) setting wins
+        assert accel.configure_threads()["threads"] == 3
     finally:
         torch.set_num_threads(before)
 

@@ -4,6 +4,7 @@ import copy
 import gc
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -67,6 +68,18 @@ def test_compile_wrapper_keeps_results():
     x, t, ctx, _ = _batch(2)
     with torch.no_grad():
         torch.testing.assert_close(model(x, t, ctx), plain(x, t, ctx), rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings(record=True) as caught:  # training: compiled, and recomputed in backward
+        warnings.simplefilter("always")
+        model(x, t, ctx).square().mean().backward()
+    plain(x, t, ctx).square().mean().backward()
+    assert not [w for w in caught if "torch.compile failed" in str(w.message)]
+    for (name, mine), theirs in zip(model.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_fsdp_without_a_process_group_says_to_use_torchrun():
+    with pytest.raises(KinemaError, match="launch with torchrun"):
+        parallel.parallelize(_model(), fsdp=True)
 
 
 def test_parallelize_needs_blocks():

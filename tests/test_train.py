@@ -3,7 +3,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +149,22 @@ def test_a_resumed_cursor_past_a_shrunk_cache_starts_the_next_epoch(vae_run):
     stage.cursor[0] = [3, size + 5]  # saved when this bucket held more clips
     picked = stage._indices(0, 2)
     assert len(picked) == 2 and max(picked) < size and stage.cursor[0] == [4, 2]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_waits_for_the_step_to_end(signum):
+    """Ctrl-C, or the SIGTERM that torchrun, SLURM and Kubernetes send, only sets the flag the loop reads between
+    steps (which then saves); the handlers before are back afterwards."""
+    from kinema.train_loop import deferred_interrupt
+
+    before = signal.getsignal(signum)
+    with deferred_interrupt() as interrupted:
+        assert not interrupted()
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # the handler runs at the next bytecode; the process lives on
+        assert interrupted()
+        assert signal.getsignal(signum) is before  # a second one acts at once
+    assert signal.getsignal(signum) is before
 
 
 def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
@@ -376,6 +394,32 @@ def _dit_rank(rank: int, port: int, run: str, resume: bool) -> None:
                   on_step=None if resume else _stop_at_3)
     except KinemaError as err:
         assert not resume and "interrupted at dit step 3" in str(err)
+
+
+def _fail_on_rank_0(stage: str, step: int) -> None:
+    if step == 2 and os.environ["RANK"] == "0":  # e.g. its sample grid's disk filled up
+        raise KinemaError("rank 0 failed alone")
+
+
+def _failing_rank(rank: int, port: int, run: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train.run(DEBUG, stage="dit", out=run, progress=False, device="cpu", on_step=_fail_on_rank_0)
+
+
+def test_a_rank_failing_alone_ends_the_launch_instead_of_hanging(vae_run, tmp_path):
+    """Its peer waits in the next step's collectives; the failed rank must leave (torchrun then stops the peer)
+    rather than wait for it in a barrier it will never reach."""
+    launch = mp.spawn(_failing_rank, args=(_free_port(), str(_copy(vae_run, tmp_path / "run"))), nprocs=2,
+                      join=False)
+    deadline = time.monotonic() + 300
+    with pytest.raises(mp.ProcessRaisedException, match="rank 0 failed alone"):
+        while not launch.join(timeout=2):  # a failure raises here, and the other process is terminated
+            if time.monotonic() > deadline:
+                for process in launch.processes:
+                    process.kill()
+                raise AssertionError("the launch hung after rank 0 failed")
 
 
 FP32 = {"dit.bf16": False}  # so that one process and two ranks differ only in the order of float sums

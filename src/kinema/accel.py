@@ -119,12 +119,16 @@ def physical_cores() -> int:
 
 
 def configure_threads(threads: int | None = None) -> dict:
-    """Intra-op threads = physical cores (or `threads`), inter-op threads = 1; returns what is in effect.
+    """Intra-op threads = `threads`, else OMP_NUM_THREADS when set, else this process's share of the physical cores
+    (all of them, or 1/LOCAL_WORLD_SIZE under torchrun: ranks on one machine must not oversubscribe it); inter-op
+    threads = 1; returns what is in effect.
 
     Inter-op threads can only be set before torch's first parallel work; later calls leave them as they
     are. The wait policy is reported, not set: it only takes effect from the environment at import.
     """
-    torch.set_num_threads(threads or physical_cores())
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    share = max(1, physical_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(threads or (int(asked) if asked.isdigit() and int(asked) > 0 else share))
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:

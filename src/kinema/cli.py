@@ -490,6 +490,8 @@ def cmd_train(args) -> None:
         check_folder(Path(args.out), "--out")
     run_dir = train.run(args.config, stage=args.stage, out=args.out, resume=args.resume, overrides=overrides,
                         device=args.device)
+    if int(os.environ.get("RANK", "0")):  # under torchrun the first rank speaks and exports for all
+        return
     print(f"training run in {run_dir}")
     if args.export:
         train.export(run_dir, args.export)

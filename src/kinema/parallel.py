@@ -43,15 +43,15 @@ class Dist:
 ONE_CPU = Dist(0, 1, 0, torch.device("cpu"))  # a single process on the CPU
 
 
-def setup_distributed(backend: str | None = None) -> Dist:
+def setup_distributed(backend: str | None = None, cuda: bool | None = None) -> Dist:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
 
-    Without those variables this is one process and no group is created. On GPU each process takes
-    the GPU numbered LOCAL_RANK.
+    Without those variables this is one process and no group is created. On GPU (`cuda`; default: when torch
+    sees one) each process takes the GPU numbered LOCAL_RANK, else the ranks meet over gloo on the CPUs.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -79,12 +79,16 @@ def parallelize(model: nn.Module, *, fsdp: bool = False, checkpoint: bool = Fals
     """
     blocks = list(_blocks(model) if blocks is None else blocks)
     for block in blocks:
-        if compile:
-            block.forward = maybe_compile(block.forward, **(compile_options or {}))
         if checkpoint:
             block.forward = _checkpointed(block.forward)
+        if compile:  # around the checkpoint: compiled inside it, recomputation's early stop would read as a failure
+            block.forward = maybe_compile(block.forward, **(compile_options or {}))
     if fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        if mesh is None and not dist.is_initialized():
+            raise KinemaError("FSDP shards a model over the ranks of a process group, and there is none; launch "
+                              "with torchrun (kinema.parallel.setup_distributed joins its group)")
 
         policy = mp_policy or MixedPrecisionPolicy()
         for block in blocks:

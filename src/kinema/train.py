@@ -99,10 +99,14 @@ def _run_stages(recipe: Recipe, stage: str, run_dir: Path, resume: bool, progres
     try:
         if stage in ("dit", "all") and not recipe.keeps_init_dit:
             train_dit(recipe, run_dir, resume, progress and ranks.is_main, on_step, ranks)
-    finally:
-        if ranks.world_size > 1:
-            parallel.barrier()  # no rank may tear the group down while a peer still uses it
+    except KinemaError as err:
+        if ranks.world_size > 1 and err.code == "interrupted":  # every rank stopped at the same step and saved
+            parallel.barrier()
             parallel.cleanup()
+        raise  # else a peer may be waiting in a collective this rank will never join: leave, and torchrun ends it
+    if ranks.world_size > 1:
+        parallel.barrier()  # no rank may tear the group down while a peer still uses it
+        parallel.cleanup()
     if stage == "all":
         export(run_dir, run_dir / "model")
 
@@ -114,7 +118,7 @@ def _processes(device: str, stage: str) -> Dist:
     if stage != "dit":
         raise KinemaError(f"--stage {stage} runs in one process; under torchrun only the DiT stage trains: run "
                           "the vae and cache stages first without torchrun, then torchrun ... train --stage dit")
-    return parallel.setup_distributed()
+    return parallel.setup_distributed(cuda=resolve_device(device).type == "cuda")  # each rank: its LOCAL_RANK's GPU
 
 
 def resolve_device(device: str) -> torch.device:

@@ -91,24 +91,30 @@ def _mean_row(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[-1]}
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; what torchrun, SLURM and Kubernetes send to stop a job
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C only sets a flag the loop reads between steps, so the checkpoint it saves is a
-    consistent one (never a half-applied optimizer step); a second Ctrl-C interrupts at once."""
+    """The first Ctrl-C (or SIGTERM) only sets a flag the loop reads between steps, so the checkpoint it saves is a
+    consistent one (never a half-applied optimizer step); a second one interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
     hits = []
+    previous = {}
 
     def handler(signum, frame):
         hits.append(signum)
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():  # the next one acts at once (SIGTERM's default ends the process)
+            signal.signal(sig, old)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous.update({sig: signal.signal(sig, handler) for sig in STOP_SIGNALS})
     try:
         yield lambda: bool(hits)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # ---------------------------------------------------------------------------------------------
