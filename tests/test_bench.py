@@ -111,6 +111,28 @@ def test_unknown_sections_raise(sections, tmp_path):
         bench.run(tmp_path, quick=True, sections=sections)
 
 
+def test_a_run_of_some_sections_keeps_the_others(quick, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "bench-quick.json").write_text((quick[0] / "bench-quick.json").read_text())
+    again = bench.run(out, quick=True, sections="vae,vae")  # each section once
+    assert again["meta"]["complete"] and again["meta"]["kept_from_earlier_runs"] == ["cache", "dit", "e2e", "gpu",
+                                                                                     "train"]
+    assert again["dit"] == quick[1]["dit"] and again["vae"] != quick[1]["vae"]  # the others as they were
+    md = (out / "bench-quick.md").read_text()
+    assert md.count("## vae") == 1 and "## dit" in md and f"measured {again['meta']['date']}" in md
+    assert "Kept from earlier runs (each dated below): cache, dit, e2e, gpu, train." in md
+
+
+def test_bad_bench_options_fail_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(KinemaError, match="cannot write bench results in .*file.*; choose another --out"):
+        bench.run(tmp_path / "file" / "results", quick=True, sections="vae")
+    with pytest.raises(KinemaError, match="--quick measures the tiny debug model"):
+        bench.run(tmp_path, quick=True, model="kinema-small", sections="vae")
+    assert not list(tmp_path.glob("bench*"))
+
+
 def test_time_alternating_interleaves_and_takes_medians():
     order = []
     times = bench_sections.time_alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 3)

@@ -279,9 +279,11 @@ def test_a_refused_run_leaves_the_run_folder_as_it_was(vae_run, tmp_path):
             train.run(DEBUG, stage="vae", out=run, resume=True, overrides={"vae.steps": 5}, progress=False)
 
 
-def test_dit_needs_a_cache(tmp_path):
-    with pytest.raises(KinemaError, match="vae stage first"):
-        train.run(DEBUG, stage="dit", out=tmp_path, progress=False)
+@pytest.mark.parametrize("stage", ["cache", "dit"])
+def test_the_cache_and_dit_stages_need_a_trained_vae(tmp_path, stage):
+    with pytest.raises(KinemaError, match="has no trained VAE yet; run the vae stage first"):
+        train.run(DEBUG, stage=stage, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder (or its recipe.json) was made
 
 
 def test_a_patch_vae_recipe_trains_and_learns(tmp_path):

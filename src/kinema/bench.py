@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -46,26 +47,32 @@ def run(out_dir: str | Path = "bench/results", model: str | None = None, quick: 
         log: Callable[[str], None] | None = None) -> dict:
     """Run the chosen sections, write `bench.json` + `bench.md` (`bench-quick.*` in quick mode) to
     `out_dir`, and return the results. The files are rewritten after every section (meta.complete
-    says whether all ran), so an interrupted run keeps what it measured. `repeat` sets the repetitions of
+    says whether all ran), so an interrupted run keeps what it measured; the sections this run does not
+    measure are kept from the files' last run, each with its own date. `repeat` sets the repetitions of
     each timed call (default 5, quick 1; whole generations run twice from 3 up, else once). `log` gets a
     line per section."""
     names = _check_sections(sections)
     if repeat is not None and repeat < 1:
         raise KinemaError(f"repeat must be at least 1, got {repeat}")
+    if quick and model is not None:
+        raise KinemaError("--quick measures the tiny debug model at debug shapes; leave out --model or --quick")
+    stem, out = "bench-quick" if quick else "bench", Path(out_dir)
+    earlier = _earlier_sections(out / f"{stem}.json", names)  # read (and the folder checked) before any work
     setup = Setup(model, quick, repeat=repeat)
     meta = _machine(quick) | {"threads_config": accel.configure_threads(), "model_arg": model, "repeat": setup.reps,
-                             "complete": False}
-    results: dict = {"meta": meta}
-    stem, start = "bench-quick" if quick else "bench", time.perf_counter()
+                             "complete": False, "kept_from_earlier_runs": sorted(earlier)}
+    results: dict = {"meta": meta, **earlier}
+    start = time.perf_counter()
     for name in names:
         began, load_before = time.perf_counter(), os.getloadavg()[0]
         section = SECTIONS[name](setup)
         section["seconds"] = time.perf_counter() - began
         section["load_1min"] = [load_before, os.getloadavg()[0]]
+        section["date"] = meta["date"]
         results[name] = section
         meta["wall_s"] = time.perf_counter() - start
         meta["complete"] = name == names[-1]
-        write(round_floats(results), Path(out_dir), stem)
+        write(round_floats(results), out, stem)
         if log:
             log(f"{name}: {section['seconds']:.0f} s")
     return round_floats(results)
@@ -74,12 +81,31 @@ def run(out_dir: str | Path = "bench/results", model: str | None = None, quick: 
 def _check_sections(sections: Iterable[str] | None) -> list[str]:
     if sections is None:
         return list(SECTIONS)
-    names = [s.strip() for s in (sections.split(",") if isinstance(sections, str) else sections) if s.strip()]
+    given = sections.split(",") if isinstance(sections, str) else sections
+    names = list(dict.fromkeys(s.strip() for s in given if s.strip()))  # each once, in the order first given
     unknown = [n for n in names if n not in SECTIONS]
     if unknown or not names:
         raise KinemaError(f"unknown bench section {unknown[0] if unknown else '(none given)'!r}; "
                           f"choose from {', '.join(SECTIONS)}")
     return names
+
+
+def _earlier_sections(path: Path, names: list[str]) -> dict:
+    """The sections of the results file at `path` that this run will not measure (none if it is missing or
+    unreadable); checks first that its folder can be written, so a bad --out fails before any work."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise KinemaError(f"cannot write bench results in {path.parent} ({err.strerror or err}); choose another "
+                          "--out") from None
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: section for name, section in earlier.items() if name in SECTIONS and name not in names
+            and isinstance(section, dict)}
 
 
 def _machine(quick: bool) -> dict:
@@ -99,10 +125,14 @@ def _machine(quick: bool) -> dict:
 def write(results: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     """`<stem>.json` (everything) and `<stem>.md` (a table per section), each written atomically."""
     paths = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    with atomic_write(paths[0]) as tmp:
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-    with atomic_write(paths[1]) as tmp:
-        tmp.write_text(markdown(results))
+    try:
+        with atomic_write(paths[0]) as tmp:
+            tmp.write_text(json.dumps(results, indent=1) + "\n")
+        with atomic_write(paths[1]) as tmp:
+            tmp.write_text(markdown(results))
+    except OSError as err:
+        raise KinemaError(f"cannot write bench results in {out_dir} ({err.strerror or err}); free some space or "
+                          "choose another --out") from None
     return paths
 
 
@@ -112,6 +142,10 @@ def markdown(results: dict) -> str:
              f"torch {meta['torch']} · threads {meta['threads_config']['threads']} · OMP_WAIT_POLICY "
              f"{meta['omp_wait_policy']} · load (1 min) at start {meta['load_1min_at_start']}"
              f"{' · QUICK (debug shapes)' if meta['quick'] else ''}", ""]
+    if not meta["complete"]:
+        lines += ["**Incomplete:** this run stopped before measuring every section it was asked for.", ""]
+    if meta.get("kept_from_earlier_runs"):
+        lines += [f"Kept from earlier runs (each dated below): {', '.join(meta['kept_from_earlier_runs'])}.", ""]
     for name in SECTIONS:
         if name in results:
             lines += _section_md(name, results[name])
@@ -121,7 +155,8 @@ def markdown(results: dict) -> str:
 def _section_md(name: str, section: dict) -> list[str]:
     load = section.get("load_1min", [None, None])
     lines = [f"## {name}", "", *(f"- {note}" for note in section["notes"] if note),
-             f"- took {_cell(section.get('seconds'))} s; load (1 min) {load[0]} -> {load[1]}", ""]
+             f"- took {_cell(section.get('seconds'))} s; load (1 min) {load[0]} -> {load[1]}"
+             + (f"; measured {section['date']}" if "date" in section else ""), ""]
     rows = section["rows"]
     if rows:
         columns = list(dict.fromkeys(key for row in rows for key in row))

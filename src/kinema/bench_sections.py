@@ -329,7 +329,7 @@ def e2e_section(setup: Setup) -> dict:
              "a camera zoom: the prompt with \", as the camera zooms in\"; the DiT draws the output's frame and each "
              "frame is cropped ever closer to its centre, then upsampled",
              "image to video: from a rendered first frame; with a pan or a zoom out one more window first draws the "
-             "larger scene around the image, at 176x128 or 192x192 for 2 s at 128x128",
+             "larger scene around the image (for the bundled models' 2 s at 128x128: 176x128 or 192x192)",
              "video to video: a rendered clip of a blue circle carried to the prompt over the last 0.7 of the "
              "schedule, two DiT passes a step (the prompt's and the clip's, with no prompt)",
              "cpu_s: CPU seconds of the process (all threads); on a busy machine wall time is far above cpu_s / "

@@ -65,6 +65,8 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     for part in ("vae", "dit"):  # a refused run must not touch the folder, recipe.json included
         if stage in (part, "all"):
             _check_resume(run_dir / part, resume)
+    if stage in ("cache", "dit") and not recipe.keeps_init_dit:
+        trained_config(recipe, run_dir)  # both stages need the run's trained VAE
     run_dir.mkdir(parents=True, exist_ok=True)
     with _only_trainer(run_dir, ranks.is_main):
         if ranks.is_main:
