@@ -283,61 +283,72 @@ def timed_generation(pipe, req, path: Path | None) -> tuple[dict, object]:
 def e2e_section(setup: Setup) -> dict:
     from kinema.modes import psnr
     from kinema.pipeline import Pipeline, Request
-    from kinema.world import Background, Obj, Scene, render
 
     model, note = load(setup.model, setup.quick)
     pipe = Pipeline(model, device=setup.device)
     req = Request(PROMPT, seconds=1 if setup.quick else 2, steps=2 if setup.quick else None)
-    threshold = accel.DEFAULT_CACHE_THRESHOLD
-    pan = replace(req, prompt=f"{PROMPT}, while the camera pans right", window_camera=True)
-    zoom = replace(req, prompt=f"{PROMPT}, as the camera zooms in", window_camera=True)
     resolved = pipe.resolve(req)
-    moving = Scene([Obj("circle", "blue", "medium", "right", 0.3, 0.5, speed=0.12)], Background("solid", "forest"))
-    clip = render(moving, resolved.width, resolved.height, resolved.frames, resolved.fps)
-    image = render(Scene([Obj("circle", "red", "medium", "still", 0.5, 0.5)], Background("solid", "forest")),
-                   resolved.width, resolved.height, 1, resolved.fps)[0]
-    variants = {"as shipped": req, f"step cache {threshold:g} (--cache)": replace(req, cache=threshold),
-                "a camera pan (window_camera)": pan, "a camera zoom (window_camera)": zoom,
-                "image to video": replace(req, image=image),
-                "image to video, a pan (outpainted)": replace(pan, image=image),
-                "image to video, a zoom out (outpainted)": replace(zoom, prompt=f"{PROMPT}, as the camera zooms out",
-                                                                  image=image),
-                "video to video (FlowEdit)": replace(req, mode="edit", video=clip, seconds=None)}
+    variants = _e2e_variants(req, resolved)
     runs: dict[str, list[dict]] = {name: [] for name in variants}
-    frames, calls = {}, {}
+    frames, videos, calls = {}, {}, {}
     writes_mp4 = pyav_installed()
     pipe.decode(pipe.generate(replace(req, steps=1)))  # warm-up: first-call allocations, rope tables
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(setup.rounds):
             for name, variant in variants.items():
                 with count_calls(model.dit) as counted:
-                    stages, video = timed_generation(pipe, variant, Path(tmp) / "out.mp4" if writes_mp4 else None)
+                    stages, videos[name] = timed_generation(pipe, variant,
+                                                            Path(tmp) / "out.mp4" if writes_mp4 else None)
                 runs[name].append(stages)
                 calls[name] = counted[0]
                 if name not in frames:
-                    frames[name] = pipe.decode(video)
-    rows = [_e2e_row(name, runs[name], video, calls[name],
+                    frames[name] = pipe.decode(videos[name])
+    rows = [_e2e_row(name, runs[name], videos[name], calls[name],
                      psnr(frames[name], frames["as shipped"]) if variant.mode == "t2v" and variant.prompt == req.prompt
                      and variant.image is None else None)
             for name, variant in variants.items()]
     notes = [note, f"{resolved.width}x{resolved.height}, {resolved.frames} frames at {resolved.fps} fps, "
              f"{resolved.steps} {resolved.sampler} steps, guidance {resolved.guidance}, bf16={pipe.bf16}, "
-             f"median of {setup.rounds} run(s) after a 1-step warm-up, variants interleaved",
-             "psnr_db: decoded frames against the as-shipped video (same seed); inf = identical",
-             "a camera pan: the prompt with \", while the camera pans right\"; the DiT draws a scene wider by the "
-             "pan's travel and the frame slides across it (no psnr_db: it is another video)",
-             "a camera zoom: the prompt with \", as the camera zooms in\"; the DiT draws the output's frame and each "
-             "frame is cropped ever closer to its centre, then upsampled",
-             "image to video: from a rendered first frame; with a pan or a zoom out one more window first draws the "
-             "larger scene around the image (for the bundled models' 2 s at 128x128: 176x128 or 192x192)",
-             "video to video: a rendered clip of a blue circle carried to the prompt over the last 0.7 of the "
-             "schedule, two DiT passes a step (the prompt's and the clip's, with no prompt)",
-             "cpu_s: CPU seconds of the process (all threads); on a busy machine wall time is far above cpu_s / "
-             "threads, which estimates an idle machine's wall time"]
+             f"median of {setup.rounds} run(s) after a 1-step warm-up, variants interleaved", *E2E_NOTES]
     if not writes_mp4:
         notes.append("no MP4 written: PyAV (pip install av) is not installed here; the times cover text, denoise "
                      "and decode")
     return {"rows": rows, "notes": notes}
+
+
+def _e2e_variants(req, resolved) -> dict:
+    """The generations e2e times, by row name: as shipped, with the step cache, camera moves, image to video (with
+    outpainting) and an edit of a rendered clip, each at the request's size and length."""
+    from kinema.world import Background, Obj, Scene, render
+
+    pan = replace(req, prompt=f"{PROMPT}, while the camera pans right", window_camera=True)
+    zoom = replace(req, prompt=f"{PROMPT}, as the camera zooms in", window_camera=True)
+    moving = Scene([Obj("circle", "blue", "medium", "right", 0.3, 0.5, speed=0.12)], Background("solid", "forest"))
+    clip = render(moving, resolved.width, resolved.height, resolved.frames, resolved.fps)
+    image = render(Scene([Obj("circle", "red", "medium", "still", 0.5, 0.5)], Background("solid", "forest")),
+                   resolved.width, resolved.height, 1, resolved.fps)[0]
+    threshold = accel.DEFAULT_CACHE_THRESHOLD
+    return {"as shipped": req, f"step cache {threshold:g} (--cache)": replace(req, cache=threshold),
+            "a camera pan (window_camera)": pan, "a camera zoom (window_camera)": zoom,
+            "image to video": replace(req, image=image),
+            "image to video, a pan (outpainted)": replace(pan, image=image),
+            "image to video, a zoom out (outpainted)": replace(zoom, prompt=f"{PROMPT}, as the camera zooms out",
+                                                              image=image),
+            "video to video (FlowEdit)": replace(req, mode="edit", video=clip, seconds=None)}
+
+
+E2E_NOTES = [
+    "psnr_db: decoded frames against the as-shipped video (same seed); inf = identical",
+    "a camera pan: the prompt with \", while the camera pans right\"; the DiT draws a scene wider by the "
+    "pan's travel and the frame slides across it (no psnr_db: it is another video)",
+    "a camera zoom: the prompt with \", as the camera zooms in\"; the DiT draws the output's frame and each "
+    "frame is cropped ever closer to its centre, then upsampled",
+    "image to video: from a rendered first frame; with a pan or a zoom out one more window first draws the "
+    "larger scene around the image (for the bundled models' 2 s at 128x128: 176x128 or 192x192)",
+    "video to video: a rendered clip of a blue circle carried to the prompt over the last 0.7 of the "
+    "schedule, two DiT passes a step (the prompt's and the clip's, with no prompt)",
+    "cpu_s: CPU seconds of the process (all threads); on a busy machine wall time is far above cpu_s / "
+    "threads, which estimates an idle machine's wall time"]
 
 
 def _e2e_row(name: str, runs: list[dict], video, dit_calls: int, psnr_db: float | None) -> dict:

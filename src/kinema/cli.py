@@ -384,15 +384,13 @@ def generate_request(args, out: Path):
     are read here (a missing or corrupt file fails before the model loads); their pixels are read by
     `Pipeline.read_inputs`, at the size the request resolves to."""
     from kinema.io import probe_input
-    from kinema.pipeline import Request, input_fps
+    from kinema.pipeline import Request
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
     files = _input_files(args, mode)
-    rates = {name: probe_input(path, still=name == "image")[1] for name, path in files.items()}
-    fps = args.fps
-    if fps is None and rates.get("video"):  # the input's frames are shown as they are, at their rate
-        fps = input_fps(rates["video"])
+    for name, path in files.items():
+        probe_input(path, still=name == "image")
     segments = None
     if mode == "sequence":
         segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
@@ -403,7 +401,7 @@ def generate_request(args, out: Path):
     if seconds is None and args.frames is None and mode == "t2v" and out.suffix.lower() == ".png":
         seconds = 0  # kinema generate "..." -o x.png: an image; other lengths default in Pipeline.resolve
     return Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
-                   aspect=args.aspect, seconds=seconds, frames=args.frames, fps=fps, steps=args.steps,
+                   aspect=args.aspect, seconds=seconds, frames=args.frames, fps=args.fps, steps=args.steps,
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
                    noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,

@@ -213,8 +213,8 @@ class Pipeline:
         from kinema import io
 
         probes = {name: io.probe_input(path, still=name == "image") for name, path in files.items()}
-        fps = self.cfg.fps if req.fps is None else req.fps
-        shapes = played_shapes(probes, fps)
+        req = replace(req, fps=output_fps(req.fps, probes, self.cfg.fps))
+        shapes = played_shapes(probes, req.fps)
         resolved = self.resolve(replace(req, **stand_ins(shapes)))
         size = resolved.width, resolved.height
         pixels, fitted = {}, {}
@@ -416,9 +416,12 @@ def frames_for(seconds: float | None, fps: int) -> int:
     return max(1, round(seconds * fps))
 
 
-def input_fps(rate: float) -> int:
-    """The output rate for an input video's own rate, so its frames (and the parts stitched to them) play as they
-    were shot."""
+def output_fps(fps: int | None, probes: dict[str, tuple[tuple[int, ...], float | None]], default: int) -> int:
+    """The output's frame rate: `fps` if asked for, else the given video's own (probed as (shape, rate) by
+    io.probe_input), so its frames and the parts stitched to them play as they were shot, else `default`."""
+    rate = probes.get("video", ((), None))[1]
+    if fps is not None or rate is None:
+        return default if fps is None else fps
     return min(MAX_FPS, max(1, round(rate)))
 
 

@@ -98,10 +98,8 @@ class Service:
         (sizes and lengths follow the inputs, resampled to the output's rate as the worker will read them); the
         job keeps the client's values, resolved again when it runs."""
         scalars = dict(draft.scalars)
-        rate = probes.get("video", ((), None))[1]
-        if rate is not None and scalars.get("fps") is None:  # the input's frames are shown at their own rate
-            scalars["fps"] = pl.input_fps(rate)
-        shapes = pl.played_shapes(probes, pipe.cfg.fps if scalars.get("fps") is None else scalars["fps"])
+        scalars["fps"] = pl.output_fps(scalars.get("fps"), probes, pipe.cfg.fps)  # what read_inputs will choose
+        shapes = pl.played_shapes(probes, scalars["fps"])
         try:
             resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **pl.stand_ins(shapes)))
         except KinemaError as err:
