@@ -41,7 +41,7 @@ def _grads(model):
 
 def test_checkpointing_gives_identical_gradients_and_state_dict():
     plain = _model()
-    wrapped = parallel.apply_checkpointing(copy.deepcopy(plain))
+    wrapped = parallel.parallelize(copy.deepcopy(plain), checkpoint=True)
     assert wrapped.state_dict().keys() == plain.state_dict().keys()
     batch = _batch()
     _loss(plain, *batch).backward()
@@ -51,7 +51,7 @@ def test_checkpointing_gives_identical_gradients_and_state_dict():
 
 
 def test_checkpointing_recomputes_in_backward():
-    model = parallel.apply_checkpointing(_model())
+    model = parallel.parallelize(_model(), checkpoint=True)
     calls = []
     model.blocks[0].self_attn.register_forward_hook(lambda *args: calls.append(1))
     loss = _loss(model, *_batch())

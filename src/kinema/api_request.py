@@ -25,7 +25,7 @@ from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import Job, valid_id
 from kinema.modes import EDIT_STRENGTH
 
-DEFAULT_SECONDS = 4.0  # Sora's default duration
+SORA_DEFAULT_SECONDS = 4.0  # the API's length when a request gives none, as Sora's
 MAX_PROMPT_CHARS = 4000
 MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
 SAMPLERS = sampling.METHODS
@@ -311,7 +311,7 @@ def common_scalars(f: Fields) -> dict[str, Any]:
 def draft_create(f: Fields) -> Draft:
     width, height = f.size()
     scalars = {**common_scalars(f), "width": width, "height": height, "aspect": f.text("aspect", limit=16),
-               "seconds": f.seconds(DEFAULT_SECONDS), "fps": f.number("fps", int, 1, pl.MAX_FPS)}
+               "seconds": f.seconds(SORA_DEFAULT_SECONDS), "fps": f.number("fps", int, 1, pl.MAX_FPS)}
     sources: dict[str, UploadFile | str] = {}
     image = f.values.get("input_reference")
     if image is not None:

@@ -158,6 +158,8 @@ def _add_cache_option(group, help_text: str) -> None:
 
 
 def _add_serve(sub) -> None:
+    from kinema.config import CONCURRENCY, MAX_QUEUE, RETENTION_HOURS  # the server's defaults
+
     p = sub.add_parser("serve", help="serve the OpenAI-compatible Videos API and the web page",
                        description="Serve Kinema over HTTP: the Videos API at /v1 (point the openai SDK's "
                        "base_url here) and a web page at /. Jobs survive restarts (SQLite in --data).")
@@ -169,10 +171,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--extra-model", action="append", default=[], metavar="NAME=FOLDER",
                    help="also serve this model under NAME (repeatable)")
     p.add_argument("--api-keys-file", default=None, help="file of bearer keys, one per line (also KINEMA_API_KEYS)")
-    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once (default 1; 0 = accept but do not run)")
-    p.add_argument("--max-queue", type=int, default=64, help="queued jobs before new ones get 429 (default 64)")
-    p.add_argument("--retention-hours", type=float, default=168,
-                   help="how long finished videos are kept (default 168, a week)")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                   help=f"jobs run at once (default {CONCURRENCY}; 0 = accept but do not run)")
+    p.add_argument("--max-queue", type=int, default=MAX_QUEUE,
+                   help=f"queued jobs before new ones get 429 (default {MAX_QUEUE})")
+    p.add_argument("--retention-hours", type=float, default=RETENTION_HOURS,
+                   help=f"how long finished videos are kept (default {RETENTION_HOURS:g}, a week)")
     _add_c2pa_options(p, "every finished video")
     p.set_defaults(func=cmd_serve)
 

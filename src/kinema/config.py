@@ -181,6 +181,12 @@ class SamplerConfig:
         check_noise_drift(self.noise_drift)
 
 
+# `kinema serve`'s defaults, shared by its options, server.create_app and jobs.Worker.
+CONCURRENCY = 1  # jobs run at once
+MAX_QUEUE = 64  # queued jobs before new ones get 429
+RETENTION_HOURS = 168.0  # how long finished videos are kept: a week
+SWEEP_S = 300.0  # how often expired videos are looked for
+
 MAX_NOISE_CORRELATION = 0.99  # the CLI, the pipeline, the API and the web page all take 0 to this
 
 

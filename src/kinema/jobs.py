@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import av
 import numpy as np
 from PIL import Image
 
-from kinema import provenance, sheets
+from kinema import io, provenance, sheets
 from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, locate_model
+from kinema.config import CONCURRENCY, RETENTION_HOURS, SWEEP_S
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
 
@@ -326,10 +326,10 @@ def request_for(job: Job, inputs: Path, pipe: Pipeline) -> tuple[Request, list[s
 class Worker:
     """Threads that run queued jobs one at a time each, reporting progress into the store."""
 
-    def __init__(self, store: JobStore, models: Models, concurrency: int = 1, retention_s: float = 7 * 86400,
-                 sweep_s: float = 300.0):
+    def __init__(self, store: JobStore, models: Models, concurrency: int = CONCURRENCY,
+                 retention_s: float = RETENTION_HOURS * 3600):
         self.store, self.models = store, models
-        self.concurrency, self.retention_s, self.sweep_s = concurrency, retention_s, sweep_s
+        self.concurrency, self.retention_s = concurrency, retention_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -364,7 +364,7 @@ class Worker:
                 self.run(job)
 
     def _sweep(self) -> None:
-        while not self._stop.wait(self.sweep_s):
+        while not self._stop.wait(SWEEP_S):
             expired = self.store.expire()
             if expired:
                 log.info("deleted the expired files of %d jobs", len(expired))
@@ -453,21 +453,12 @@ def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
 
 
 def write_previews(video_path: Path, frames: int, thumbnail: Path, spritesheet: Path) -> None:
-    """A middle-frame thumbnail and a contact sheet, from frames decoded one at a time out of the MP4."""
-    middle = frames // 2
+    """A middle-frame thumbnail and a contact sheet, from only those frames of the MP4 (io.read_frames; an encoder
+    that dropped trailing frames gives the last one instead)."""
     sheet_picks = np.linspace(0, frames - 1, min(frames, SPRITESHEET_FRAMES)).round().astype(int)
-    wanted = set(sheet_picks.tolist()) | {middle}
-    kept: dict[int, np.ndarray] = {}
-    with av.open(str(video_path)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted:
-                kept[index] = frame.to_ndarray(format="rgb24")
-            if index >= max(wanted):
-                break
-    last = max(kept)  # an encoder may drop trailing frames; never index past what was decoded
+    picked = io.read_frames(video_path, [frames // 2, *sheet_picks])
     with atomic_write(thumbnail) as tmp:
-        Image.fromarray(kept[min(middle, last)]).save(tmp, format="WEBP", quality=90)
-    sheet = sheets.contact_sheet(np.stack([kept[min(i, last)] for i in sheet_picks]), columns=4,
-                             max_frames=SPRITESHEET_FRAMES)
+        Image.fromarray(picked[0]).save(tmp, format="WEBP", quality=90)
+    sheet = sheets.contact_sheet(picked[1:], columns=4, max_frames=SPRITESHEET_FRAMES)
     with atomic_write(spritesheet) as tmp:
         sheet.save(tmp, format="JPEG", quality=90)

@@ -16,8 +16,8 @@ time, laid out as [k context | m new | e end], the context and end frames given:
 An asked camera pan or tilt draws a scene wider by its travel, and an asked zoom the output's own frame; the output's
 frame moves over it as it is decoded (`kinema.camera`). Where a given image or clip fixes the frame (image to video,
 extensions), the move starts or ends on it: its latents stand at their place in a scene as large as the move needs,
-and one more window draws the rest of the scene around them (`Job.outpaint`) before the new frames are drawn. Edits
-zoom only, and each segment of a prompt sequence moves as its own prompt asks (`camera.MOVES`).
+and one more window draws the rest of the scene around them (`Generation.outpaint`) before the new frames are drawn.
+Edits zoom only, and each segment of a prompt sequence moves as its own prompt asks (`camera.MOVES`).
 
 A video longer than one window is chained: each window takes the last `CONTEXT` latents made so far as
 its context, so DiT memory does not grow with duration. All latents are kept (a 60 s clip at 128 px is
@@ -26,7 +26,7 @@ VAE makes no seam between windows and its memory does not grow either.
 
 Latent frame 0 of a clip encodes one frame, every later one four (T' = 1 + (T - 1) / 4). A clip's start
 used as context *after* new frames is therefore re-encoded behind a stand-in first frame
-(`Job.encode_head`), so that it reads as mid-clip latents, the way the DiT saw them in training.
+(`Generation.encode_head`), so that it reads as mid-clip latents, the way the DiT saw them in training.
 """
 
 from __future__ import annotations
@@ -183,15 +183,15 @@ def plan_backward(new: int, window: int, context: int) -> list[Window]:
 
 
 # ---------------------------------------------------------------------------------------------
-# A job: what the windows of one generation share
+# A generation: what its windows share
 # ---------------------------------------------------------------------------------------------
 
-class Job:
+class Generation:
     """The request, the encoded prompts, one seeded noise generator and progress over all windows."""
 
     def __init__(self, pipe: Pipeline, req: Request, report: Progress):
         self.pipe, self.req, self.report = pipe, req, report
-        self.gen = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
+        self.rng = torch.Generator().manual_seed(req.seed)  # 4. the same seed gives the same video
         vae = pipe.cfg.vae
         self.tf = vae.temporal_factor
         legs = None  # a prompt sequence's segments each move over their frames, up to the next one's first
@@ -330,7 +330,7 @@ class Job:
 
     def denoise(self, text: Text, x: torch.Tensor, cond: FrameCondition, times: torch.Tensor,
                 what: str = "") -> torch.Tensor:
-        """One window's latents, reporting its steps as part of the whole job."""
+        """One window's latents, reporting its steps as part of the whole generation."""
         return self.pipe.denoise(text, x, cond, self.req, times, self._next_window(what))
 
     def edit(self, text: Text, source: torch.Tensor, cond: FrameCondition) -> torch.Tensor:
@@ -347,7 +347,7 @@ class Job:
         return self.pipe.encode_text("", self.req.negative_prompt)
 
     def _next_window(self, what: str) -> sampling.Callback:
-        """The progress callback of the next window's steps, as part of the whole job."""
+        """The progress callback of the next window's steps, as part of the whole generation."""
         self.done += 1
         done, label = self.done, f"window {self.done}/{self.windows}: " if self.windows > 1 else ""
 
@@ -362,12 +362,12 @@ class Job:
         Only a window drawn from nothing drifts: given frames already place the object, and from a given first frame
         the default went the asked way less often with the drift (20 of 24 clips against 23; docs/MODEL.md)."""
         if not self.req.noise_drift or direction is None:
-            return sampling.initial_noise(shape, self.req.noise_correlation, self.gen)
+            return sampling.initial_noise(shape, self.req.noise_correlation, self.rng)
         short = min(self.req.width, self.req.height) / self.pipe.cfg.vae.spatial_factor  # the output's, not a scene's
         pixels = self.req.noise_drift * short * self.tf / self.req.fps  # latent pixels per latent frame
         drift = (direction[0] * pixels, direction[1] * pixels)
         rho = max(self.req.noise_correlation, sampling.DRIFT_CORRELATION)
-        return sampling.initial_noise(shape, rho, self.gen, drift)
+        return sampling.initial_noise(shape, rho, self.rng, drift)
 
     def extend(self, have: torch.Tensor | None, windows: list[Window], text: Text,
                end: torch.Tensor | None = None, source: torch.Tensor | None = None) -> torch.Tensor:
@@ -416,110 +416,110 @@ class Job:
 # The modes
 # ---------------------------------------------------------------------------------------------
 
-def text_to_video(job: Job) -> Video:
+def text_to_video(gen: Generation) -> Video:
     """Text to video, or to an image (1 frame); longer than one window: chained forward extension."""
-    windows = job.plan(latent_count(job.req.frames, job.tf))
-    return job.video(job.extend(None, windows, job.text(job.req.prompt)))
+    windows = gen.plan(latent_count(gen.req.frames, gen.tf))
+    return gen.video(gen.extend(None, windows, gen.text(gen.req.prompt)))
 
 
-def image_to_video(job: Job) -> Video:
+def image_to_video(gen: Generation) -> Video:
     """The image, encoded alone as the causal VAE encodes every clip's first frame, is latent frame 0."""
-    req = job.req
-    first = job.pipe.encode(job.fit("image"))  # (1, C, 1, h, w)
-    windows = job.plan(latent_count(req.frames, job.tf) - 1, have=1)
+    req = gen.req
+    first = gen.pipe.encode(gen.fit("image"))  # (1, C, 1, h, w)
+    windows = gen.plan(latent_count(req.frames, gen.tf) - 1, have=1)
     if not windows:  # a single frame: the image after a VAE round trip
-        return job.video(first)
-    text = job.text(req.prompt)
-    first = job.outpaint(text, first, slice(None))  # a pan's scene drawn around the image
-    return job.video(torch.cat([first, job.extend(first, windows, text)], dim=2))
+        return gen.video(first)
+    text = gen.text(req.prompt)
+    first = gen.outpaint(text, first, slice(None))  # a pan's scene drawn around the image
+    return gen.video(torch.cat([first, gen.extend(first, windows, text)], dim=2))
 
 
-def extend_forward(job: Job) -> Video:
+def extend_forward(gen: Generation) -> Video:
     """The clip's latents, then `frames` more; the output shows the clip's own frames, then the new ones.
 
     Clip and new latents are decoded in one causal pass (its clip part is skipped), so the VAE makes no seam.
     """
-    req = job.req
-    clip = job.fit("video")
-    latents, used = job.encode_tail(clip)  # the last 1 + 4k frames: the new ones continue from the very end
-    windows = job.plan(math.ceil(req.frames / job.tf), have=latents.shape[2])
-    text = job.text(req.prompt)
-    latents = job.outpaint(text, latents, slice(-req.context, None))  # a pan's scene drawn around the context
-    new = job.extend(latents, windows, text)
-    return job.video(torch.cat([latents, new], dim=2), len(clip) + req.frames, skip=used, before=clip)
+    req = gen.req
+    clip = gen.fit("video")
+    latents, used = gen.encode_tail(clip)  # the last 1 + 4k frames: the new ones continue from the very end
+    windows = gen.plan(math.ceil(req.frames / gen.tf), have=latents.shape[2])
+    text = gen.text(req.prompt)
+    latents = gen.outpaint(text, latents, slice(-req.context, None))  # a pan's scene drawn around the context
+    new = gen.extend(latents, windows, text)
+    return gen.video(torch.cat([latents, new], dim=2), len(clip) + req.frames, skip=used, before=clip)
 
 
-def extend_backward(job: Job) -> Video:
+def extend_backward(gen: Generation) -> Video:
     """`frames` new frames that lead into the clip's first frames, then the clip."""
-    req = job.req
-    clip = job.fit("video")
-    context = job.encode_head(clip, min(req.context, max(1, len(clip) // job.tf)))
-    n = latent_count(req.frames, job.tf)
-    windows, text = job.plan_backward(n, context.shape[2]), job.text(req.prompt)
-    context = job.outpaint(text, context, slice(None))  # a pan's scene drawn around the context
-    new = job.extend_backward(context, windows, text)
-    skip = decoded_count(n, job.tf) - req.frames  # 0..3 new frames furthest from the clip are left out
-    return job.video(new, req.frames + len(clip), skip=skip, after=clip)
+    req = gen.req
+    clip = gen.fit("video")
+    context = gen.encode_head(clip, min(req.context, max(1, len(clip) // gen.tf)))
+    n = latent_count(req.frames, gen.tf)
+    windows, text = gen.plan_backward(n, context.shape[2]), gen.text(req.prompt)
+    context = gen.outpaint(text, context, slice(None))  # a pan's scene drawn around the context
+    new = gen.extend_backward(context, windows, text)
+    skip = decoded_count(n, gen.tf) - req.frames  # 0..3 new frames furthest from the clip are left out
+    return gen.video(new, req.frames + len(clip), skip=skip, after=clip)
 
 
-def connect(job: Job) -> Video:
+def connect(gen: Generation) -> Video:
     """A's frames, a bridge of `frames` (rounded up to whole latent frames), B's frames."""
-    req = job.req
-    a, b = job.fit("video"), job.fit("video_b")
-    latents, used = job.encode_tail(a)
-    end = job.encode_head(b, min(req.context, req.window - req.context - 1))
-    m = math.ceil(req.frames / job.tf)
-    windows = job.plan(m, have=latents.shape[2], end=end.shape[2])
-    new = job.extend(latents, windows, job.text(req.prompt), end=end)
-    return job.video(torch.cat([latents, new], dim=2), len(a) + job.tf * m + len(b), skip=used, before=a, after=b)
+    req = gen.req
+    a, b = gen.fit("video"), gen.fit("video_b")
+    latents, used = gen.encode_tail(a)
+    end = gen.encode_head(b, min(req.context, req.window - req.context - 1))
+    m = math.ceil(req.frames / gen.tf)
+    windows = gen.plan(m, have=latents.shape[2], end=end.shape[2])
+    new = gen.extend(latents, windows, gen.text(req.prompt), end=end)
+    return gen.video(torch.cat([latents, new], dim=2), len(a) + gen.tf * m + len(b), skip=used, before=a, after=b)
 
 
-def loop(job: Job) -> Video:
+def loop(gen: Generation) -> Video:
     """A clip, then a bridge (a third of it) from its end back to its first frames: playback wraps seamlessly."""
-    req = job.req
-    n = latent_count(req.frames, job.tf)
+    req = gen.req
+    n = latent_count(req.frames, gen.tf)
     bridge = max(1, n // 3)
-    skip = decoded_count(n, job.tf) - req.frames  # 0..3 decoded frames left out at the start
+    skip = decoded_count(n, gen.tf) - req.frames  # 0..3 decoded frames left out at the start
     e = min(req.context, req.window - req.context - 1)
-    text = job.text(req.prompt)
-    clip_windows, bridge_windows = job.plan(n - bridge), job.plan(bridge, have=n - bridge, end=e)
-    clip = job.extend(None, clip_windows, text)
-    start = job.decode_head(clip, skip + job.tf * e)[skip:]  # the loop's first frames
-    new = job.extend(clip, bridge_windows, text, end=job.encode_head(start, e))
-    return job.video(torch.cat([clip, new], dim=2), skip=skip)
+    text = gen.text(req.prompt)
+    clip_windows, bridge_windows = gen.plan(n - bridge), gen.plan(bridge, have=n - bridge, end=e)
+    clip = gen.extend(None, clip_windows, text)
+    start = gen.decode_head(clip, skip + gen.tf * e)[skip:]  # the loop's first frames
+    new = gen.extend(clip, bridge_windows, text, end=gen.encode_head(start, e))
+    return gen.video(torch.cat([clip, new], dim=2), skip=skip)
 
 
-def edit(job: Job) -> Video:
+def edit(gen: Generation) -> Video:
     """Video to video: the input's latents carried to the prompt over the schedule's last `strength` share (FlowEdit),
     so what the prompt does not change (layout, motion) is kept. Strength 0 returns the input after the VAE's round
     trip; 1 ignores it (text to video)."""
-    req = job.req
-    video = job.fit("video")
+    req = gen.req
+    video = gen.fit("video")
     if req.frames > len(video):
         raise KinemaError(f"cannot edit {req.frames} frames of a {len(video)}-frame video; leave out the duration "
                           "to edit all of it", param="seconds")
-    n = latent_count(req.frames, job.tf)
+    n = latent_count(req.frames, gen.tf)
     clip = video[: req.frames]
-    pad = decoded_count(n, job.tf) - len(clip)  # the VAE takes 1 + 4k frames: repeat the last one
-    source = job.pipe.encode(np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)]))  # (1, C, n, h, w)
+    pad = decoded_count(n, gen.tf) - len(clip)  # the VAE takes 1 + 4k frames: repeat the last one
+    source = gen.pipe.encode(np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)]))  # (1, C, n, h, w)
     if req.strength == 0:  # nothing to denoise: the input after a VAE round trip
-        return job.video(source)
-    windows = job.plan(n)
+        return gen.video(source)
+    windows = gen.plan(n)
     given = None if req.strength == 1 else source  # from pure noise, the input is ignored
-    return job.video(job.extend(None, windows, job.text(req.prompt), source=given))
+    return gen.video(gen.extend(None, windows, gen.text(req.prompt), source=given))
 
 
-def sequence(job: Job) -> Video:
+def sequence(gen: Generation) -> Video:
     """Prompts over time: each segment extends what came before, with its own prompt."""
-    req = job.req
-    spans = segment_spans(req.segments, req.frames, req.fps, job.tf)
-    plans = [job.plan(end - start, have=start) for start, end, _ in spans]
+    req = gen.req
+    spans = segment_spans(req.segments, req.frames, req.fps, gen.tf)
+    plans = [gen.plan(end - start, have=start) for start, end, _ in spans]
     latents = None
     for (_, _, prompt), windows in zip(spans, plans, strict=True):
-        new = job.extend(latents, windows, job.text(prompt))
+        new = gen.extend(latents, windows, gen.text(prompt))
         latents = new if latents is None else torch.cat([latents, new], dim=2)
-    segments = [[start, end, prompt, job.captions[prompt]] for start, end, prompt in job.segment_frames()]
-    return job.video(latents, segments=segments)
+    segments = [[start, end, prompt, gen.captions[prompt]] for start, end, prompt in gen.segment_frames()]
+    return gen.video(latents, segments=segments)
 
 
 BUILDERS = {"t2v": text_to_video, "i2v": image_to_video, "extend": extend_forward, "extend_backward": extend_backward,
@@ -528,7 +528,7 @@ BUILDERS = {"t2v": text_to_video, "i2v": image_to_video, "extend": extend_forwar
 
 def build(pipe: Pipeline, req: Request, report: Progress) -> Video:
     """Steps 2-5 of a resolved request: text, conditioning, noise and denoising, as its mode does them."""
-    return BUILDERS[req.mode](Job(pipe, req, report))
+    return BUILDERS[req.mode](Generation(pipe, req, report))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -166,11 +166,6 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def apply_checkpointing(model: nn.Module, blocks: Iterable[nn.Module] | None = None) -> nn.Module:
-    """Recompute each block's activations in backward instead of storing them (memory for ~1/3 more compute)."""
-    return parallelize(model, checkpoint=True, blocks=blocks)
-
-
 def _checkpointed(forward):
     @functools.wraps(forward)
     def run(*args, **kwargs):

@@ -242,7 +242,7 @@ class Pipeline:
         req = self.resolve(req)
         report = progress or (lambda frac, stage: None)
         video = modes.build(self, req, report)
-        report(0.9, "decoding")
+        report(0.9, "sampled")
         return video
 
     # -- primitives the modes share ----------------------------------------------------------

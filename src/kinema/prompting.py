@@ -103,10 +103,13 @@ def _object(spec: ObjectSpec, unused: list[str]) -> Obj:
                0.5, 0.5)
 
 
-def system_prompt(examples: int = 6) -> str:
+SYSTEM_EXAMPLES = 6  # world captions shown to an endpoint as the style to write in
+
+
+def system_prompt() -> str:
     """Instructions for an external model: the vocabulary and a few captions of the training grammar."""
     rng = np.random.default_rng(0)
-    samples = "\n".join(f"- {caption(sample_scene(rng), rng)}" for _ in range(examples))
+    samples = "\n".join(f"- {caption(sample_scene(rng), rng)}" for _ in range(SYSTEM_EXAMPLES))
     return ("Rewrite the user's video idea as ONE caption in the style below, for a small text-to-video model "
             "that only knows simple shapes moving over simple backgrounds. Use only these words: colours "
             f"{', '.join(OBJECT_COLOURS)}; shapes {', '.join(SHAPES)}; "

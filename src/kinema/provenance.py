@@ -269,15 +269,14 @@ def payload_id(*parts: Any, payload_bits: int = PAYLOAD_BITS) -> int:
     return int.from_bytes(digest, "big") >> (64 - _check_bits(payload_bits))
 
 
-def metadata(prompt: str, model: str, seed: int, payload: bytes | int | None = None,
-             key: str = DEFAULT_KEY, **extra: Any) -> dict[str, Any]:
+def metadata(prompt: str, model: str, seed: int, key: str = DEFAULT_KEY, **extra: Any) -> dict[str, Any]:
     """Container tags for a generated video: the request, an AI-generated disclosure and the watermark.
 
     `io.write_video(metadata=...)` stores them as MP4 tags or PNG text. `watermark_payload` is the
-    payload as hex (`bytes.fromhex` turns it back into what `embed` takes); it defaults to
-    `payload_id(prompt, model, seed)`. `extra` (steps, guidance...) is added as given.
+    payload as hex (`bytes.fromhex` turns it back into what `embed` takes): `payload_id(prompt, model, seed)`.
+    `extra` (steps, guidance...) is added as given.
     """
-    value = payload_id(prompt, model, seed) if payload is None else _payload_int(payload, PAYLOAD_BITS)
+    value = payload_id(prompt, model, seed)
     return {
         "prompt": prompt,
         "model": model,

@@ -49,11 +49,18 @@ from kinema.api_request import (
     error_response,
     read_fields,
 )
-from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
+from kinema.config import (
+    CONCURRENCY,
+    MAX_NOISE_CORRELATION,
+    MAX_NOISE_DRIFT,
+    MAX_QUEUE,
+    RETENTION_HOURS,
+)
 from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import INPUT_PARAMS, VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
 
 WEB_DIR = Path(__file__).parent / "web"
+EXTRAS_MD = "".join(f"\n- `{name}`: {text}" for name, text in EXTRA_FIELDS.items())  # for the API's own docs
 POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
 
 
@@ -68,6 +75,33 @@ class Service:
         if job is None:
             raise ApiError(404, f"no video with id {video_id!r}", param="video_id", code="video_not_found")
         return job
+
+    def page(self, after: str | None, limit: int, order: str) -> dict[str, Any]:
+        """One page of the list, as OpenAI's list endpoints answer."""
+        if not 1 <= limit <= 100:
+            raise ApiError(400, f"limit must be from 1 to 100, got {limit}", param="limit")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, f"order must be asc or desc, got {order!r}", param="order")
+        if after is not None and not self.store.known(after):
+            raise ApiError(404, f"after: no video with id {after!r}; page on with the last_id of the previous page",
+                           param="after", code="video_not_found")
+        jobs, has_more = self.store.page(after, limit, order)
+        data = [job.to_api() for job in jobs]
+        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+
+    def output(self, video_id: str, variant: str) -> tuple[Path, Job]:
+        """The file of a finished video's `variant`, or the error saying why there is none (yet, or any more)."""
+        if variant not in VARIANTS:
+            raise ApiError(400, f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant")
+        job = self.job(video_id)
+        if job.expired:
+            raise ApiError(404, f"the files of {job.id} expired at {job.expires_at}", code="video_expired")
+        path = self.store.output_path(job.id, variant)
+        if job.status != "completed" or not path.is_file():
+            raise ApiError(400, f"{job.id} is {job.status}; download it once its status is completed",
+                           param="video_id", code="video_not_ready")
+        return path, job
 
     def submit(self, draft: Draft) -> dict[str, Any]:
         """Store the inputs, check the request with the pipeline, then commit the job row: only then answer."""
@@ -186,10 +220,8 @@ def bearer_check(api_keys: Iterable[str]):
 
 def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
-    extras = "".join(f"\n- `{name}`: {text}" for name, text in EXTRA_FIELDS.items())
-
     @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
-                 f"(image file: image to video). Kinema's extra fields:{extras}")
+                 f"(image file: image to video). Kinema's extra fields:{EXTRAS_MD}")
     async def create_video(request: Request):
         fields = await read_fields(request, "create")
         return await run_in_threadpool(service.submit, draft_create(fields))
@@ -197,17 +229,7 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
     @router.get("/videos")
     def list_videos(after: str | None = None, limit: int = 20, order: str = "desc"):
         """Videos newest first (order=desc) or oldest first (asc), `limit` (1-100) after the id `after`."""
-        if not 1 <= limit <= 100:
-            raise ApiError(400, f"limit must be from 1 to 100, got {limit}", param="limit")
-        if order not in ("asc", "desc"):
-            raise ApiError(400, f"order must be asc or desc, got {order!r}", param="order")
-        if after is not None and not service.store.known(after):
-            raise ApiError(404, f"after: no video with id {after!r}; page on with the last_id of the previous page",
-                           param="after", code="video_not_found")
-        jobs, has_more = service.store.page(after, limit, order)
-        data = [job.to_api() for job in jobs]
-        return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+        return service.page(after, limit, order)
 
     @router.get("/videos/{video_id}")
     def retrieve_video(video_id: str):
@@ -223,15 +245,7 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
     @router.get("/videos/{video_id}/content")
     def download_video(video_id: str, variant: str = "video"):
         """The MP4 (variant=video), a WEBP middle frame (thumbnail) or a JPEG contact sheet (spritesheet)."""
-        if variant not in VARIANTS:
-            raise ApiError(400, f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant")
-        job = service.job(video_id)
-        if job.expired:
-            raise ApiError(404, f"the files of {job.id} expired at {job.expires_at}", code="video_expired")
-        path = service.store.output_path(job.id, variant)
-        if job.status != "completed" or not path.is_file():
-            raise ApiError(400, f"{job.id} is {job.status}; download it once its status is completed",
-                           param="video_id", code="video_not_ready")
+        path, job = service.output(video_id, variant)
         name, media_type = VARIANTS[variant]
         return FileResponse(path, media_type=media_type, filename=f"{job.id}-{name}",
                             content_disposition_type="inline")
@@ -284,9 +298,10 @@ def verify_upload(upload: UploadFile) -> dict:
     return {**result, "summary": provenance.describe(result)}
 
 
-def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterable[str] = (), concurrency: int = 1,
-               max_queue: int = 64, *, models: dict[str, str] | None = None, retention_s: float = 7 * 86400,
-               sweep_s: float = 300.0, signer: provenance.C2paSigner | None = None) -> FastAPI:
+def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterable[str] = (),
+               concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE, *,
+               models: dict[str, str] | None = None, retention_s: float = RETENTION_HOURS * 3600,
+               signer: provenance.C2paSigner | None = None) -> FastAPI:
     """The API and page as an ASGI app. `model` is the default model (None: the bundled one), `models` more
     names clients may ask for; concurrency 0 accepts jobs without running them (they run after a restart)."""
     if concurrency < 0 or max_queue < 0:
@@ -294,7 +309,7 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
     if not 0 < retention_s < math.inf:
         raise KinemaError(f"retention must be a positive number of hours, got {retention_s / 3600:g}")
     store = JobStore(data_dir)
-    worker = Worker(store, Models(model, models, signer), concurrency, retention_s, sweep_s)
+    worker = Worker(store, Models(model, models, signer), concurrency, retention_s)
     service = Service(store, worker.models, worker, max_queue)
 
     @asynccontextmanager
@@ -304,8 +319,8 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
         await run_in_threadpool(worker.stop)
         store.close()
 
-    app = FastAPI(title="Kinema", description=__doc__ + "\nKinema's extra fields: " + "; ".join(
-        f"`{k}`: {v}" for k, v in EXTRA_FIELDS.items()), version="1", lifespan=lifespan)
+    app = FastAPI(title="Kinema", description=f"{__doc__}\nKinema's extra fields:{EXTRAS_MD}", version="1",
+                  lifespan=lifespan)
     app.state.service = service
     check_key = bearer_check(api_keys)
     app.include_router(api_routes(service, check_key))
@@ -368,7 +383,8 @@ def install_error_handlers(app: FastAPI, check_key: Callable[[Request], None]) -
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kinema-data", model: str | None = None,
-          api_keys: Iterable[str] = (), concurrency: int = 1, max_queue: int = 64, **options: Any) -> None:
+          api_keys: Iterable[str] = (), concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE,
+          **options: Any) -> None:
     """Run the API and page with uvicorn until interrupted (`kinema serve`); options go to create_app."""
     import uvicorn
 
