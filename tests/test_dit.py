@@ -7,8 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 from kinema.config import DiTConfig
+from kinema.diffusers_layout import dit_config, dit_state_dict
 from kinema.errors import KinemaError
-from kinema.models.dit import DiT, config_from_diffusers, resize_patches, state_dict_from_diffusers, widen_text
+from kinema.models.dit import DiT
+from kinema.train import resize_patches, widen_text
 
 TINY = dict(in_channels=4, out_channels=4, num_heads=2, head_dim=24, ffn_dim=64, num_layers=2,
             text_dim=32, freq_dim=32)
@@ -56,9 +58,9 @@ def wan_pair(tmp_path_factory):
     _randomize(ref, seed=3)
     folder = tmp_path_factory.mktemp("wan")
     ref.save_pretrained(folder)
-    cfg = config_from_diffusers(json.loads((folder / "config.json").read_text()))
+    cfg = dit_config(json.loads((folder / "config.json").read_text()))
     ours = DiT(cfg).eval()
-    ours.load_state_dict(state_dict_from_diffusers(load_file(folder / "diffusion_pytorch_model.safetensors")))
+    ours.load_state_dict(dit_state_dict(load_file(folder / "diffusion_pytorch_model.safetensors")))
     return ref, ours
 
 
@@ -173,7 +175,7 @@ def test_bad_latent_size_raises(random_dit, shape):
 @pytest.mark.parametrize("field", ["image_dim", "added_kv_proj_dim", "pos_embed_seq_len"])
 def test_rejects_image_to_video_configs(field):
     with pytest.raises(KinemaError, match=field):
-        config_from_diffusers({"num_attention_heads": 2, "attention_head_dim": 24, field: 16})
+        dit_config({"num_attention_heads": 2, "attention_head_dim": 24, field: 16})
 
 
 def test_resize_patches_keeps_what_the_model_computes():

@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from kinema.config import VAEConfig
+from kinema.diffusers_layout import vae_config, vae_state_dict
 from kinema.errors import KinemaError
 from kinema.models import vae as vae_module
 from kinema.models.patch_vae import PatchBlock, fold, unfold, widen_time_kernels
-from kinema.models.vae import CausalCache, CausalVAE, config_from_diffusers, state_dict_from_diffusers
+from kinema.models.vae import CausalCache, CausalVAE
 
 Z = 4
 
@@ -148,9 +149,9 @@ def test_wan_parity(tmp_path):
                 p.add_(0.2 * torch.randn_like(p))
     ref.save_pretrained(tmp_path)
 
-    cfg = config_from_diffusers(json.loads((tmp_path / "config.json").read_text()))
+    cfg = vae_config(json.loads((tmp_path / "config.json").read_text()))
     vae = CausalVAE(cfg).eval()
-    vae.load_state_dict(state_dict_from_diffusers(load_file(tmp_path / "diffusion_pytorch_model.safetensors")))
+    vae.load_state_dict(vae_state_dict(load_file(tmp_path / "diffusion_pytorch_model.safetensors")))
 
     x = video(1, 3, 9, 32, 32)
     with torch.no_grad():
@@ -196,10 +197,10 @@ def test_bad_latents_and_tiles(vae):
 def test_unsupported_diffusers_layouts():
     for bad in ({"is_residual": True}, {"patch_size": 2}, {"attn_scales": [0.5]}, {"decoder_base_dim": 64}):
         with pytest.raises(KinemaError):
-            config_from_diffusers({"z_dim": 16, **bad})
+            vae_config({"z_dim": 16, **bad})
     with pytest.raises(KinemaError, match="Wan2.2"):
-        state_dict_from_diffusers({"encoder.down_blocks.0.resnets.0.conv1.weight": torch.zeros(1)})
-    assert config_from_diffusers({"_class_name": "AutoencoderKLWan"}) == VAEConfig()
+        vae_state_dict({"encoder.down_blocks.0.resnets.0.conv1.weight": torch.zeros(1)})
+    assert vae_config({"_class_name": "AutoencoderKLWan"}) == VAEConfig()
 
 
 # -- the patch VAE (vae.kind = "patch"): same contract, convs at latent resolution ----------------

@@ -233,12 +233,10 @@ class Fields:
         text = self.text("size")
         if text is None:
             return None, None
-        match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
-        sides = (int(match[1]), int(match[2])) if match else None
-        if sides is None or 0 in sides:
-            raise ApiError(400, f"size {text!r} is not WIDTHxHEIGHT with both sides above 0; allowed: "
-                           f"{ALLOWED['size']}", param="size")
-        return sides
+        try:
+            return pl.parse_size(text)
+        except KinemaError as err:
+            raise ApiError.from_kinema(err) from None
 
     def seconds(self, default: float | None) -> float | None:
         value = self.values.get("seconds")

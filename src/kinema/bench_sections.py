@@ -147,7 +147,8 @@ def round_floats(value, digits: int = 4):
 
 def _dit_pair(cfg: DiTConfig, device: str):
     """diffusers' Wan transformer and ours with its weights copied in, or (None, ours) without diffusers."""
-    from kinema.models.dit import DiT, config_from_diffusers, state_dict_from_diffusers
+    from kinema.diffusers_layout import dit_config, dit_state_dict
+    from kinema.models.dit import DiT
 
     try:
         import diffusers
@@ -158,8 +159,8 @@ def _dit_pair(cfg: DiTConfig, device: str):
         num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim, in_channels=cfg.in_channels,
         out_channels=cfg.out_channels, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim, ffn_dim=cfg.ffn_dim,
         num_layers=cfg.num_layers, rope_max_seq_len=cfg.rope_max_seq_len).eval()
-    ours = DiT(config_from_diffusers(dict(ref.config))).eval()
-    ours.load_state_dict(state_dict_from_diffusers(ref.state_dict()))
+    ours = DiT(dit_config(dict(ref.config))).eval()
+    ours.load_state_dict(dit_state_dict(ref.state_dict()))
     return ref.to(device), ours.to(device)
 
 

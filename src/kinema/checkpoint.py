@@ -171,17 +171,16 @@ def _load_kinema(folder: Path, dtype: torch.dtype) -> Model:
 
 
 def _load_diffusers(folder: Path, dtype: torch.dtype) -> Model:
-    from kinema.models import dit as dit_mod
-    from kinema.models import vae as vae_mod
+    from kinema import diffusers_layout as layout
 
-    dit_cfg = dit_mod.config_from_diffusers(load_json(folder / "transformer" / "config.json"))
-    vae_cfg = vae_mod.config_from_diffusers(load_json(folder / "vae" / "config.json"))
+    dit_cfg = layout.dit_config(load_json(folder / "transformer" / "config.json"))
+    vae_cfg = layout.vae_config(load_json(folder / "vae" / "config.json"))
     text_kind = "umt5" if "umt5" in str(load_json_or_empty(folder / "text_encoder" / "config.json")).lower() else "t5"
     cfg = ModelConfig(name=folder.name, vae=vae_cfg, dit=dit_cfg,
                       text=TextConfig(kind=text_kind, path=".", max_length=512, dim=dit_cfg.text_dim),  # the folder
                       width=832, height=480, fps=16).validate()
-    dit_sd = dit_mod.state_dict_from_diffusers(_load_sharded(folder / "transformer"))
-    vae_sd = vae_mod.state_dict_from_diffusers(_load_sharded(folder / "vae"))
+    dit_sd = layout.dit_state_dict(_load_sharded(folder / "transformer"))
+    vae_sd = layout.vae_state_dict(_load_sharded(folder / "vae"))
     return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
 
 

@@ -28,14 +28,6 @@ takes a preset (debug: tiny random weights, for tests) or a folder (Kinema or di
 """
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise KinemaError(f"size {text!r} is not WIDTHxHEIGHT; write e.g. --size 256x144") from None
-    return w, h
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinema", description="Kinema: open text-to-video that runs offline on a laptop CPU.",
@@ -388,7 +380,7 @@ def generate_request(args, out: Path):
     are read here (a missing or corrupt file fails before the model loads); their pixels are read by
     `Pipeline.read_inputs`, at the size the request resolves to."""
     from kinema.io import probe_input
-    from kinema.pipeline import Request
+    from kinema.pipeline import Request, parse_size
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)

@@ -17,6 +17,7 @@ primitives every mode shares (`encode_text`, `encode`, `denoise`, `decode_stream
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
@@ -521,6 +522,14 @@ def parse_aspect(text: str) -> float:
         raise KinemaError(f"aspect {text!r} is not a ratio W:H between 1:4 and 4:1; use one of "
                           f"{', '.join(ASPECTS)}", param="aspect")
     return ratio
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"256x144" -> (256, 144): the CLI's --size and the API's size field."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
+    if match is None or 0 in (sides := (int(match[1]), int(match[2]))):
+        raise KinemaError(f"size {text!r} is not WIDTHxHEIGHT with both sides above 0, e.g. 256x144", param="size")
+    return sides
 
 
 def size_for(ratio: float, short: int) -> tuple[int, int]:

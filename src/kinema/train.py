@@ -35,7 +35,6 @@ from kinema.checkpoint import atomic_write, load_tensors, save_model
 from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, render_pool, split_counts
 from kinema.errors import KinemaError
-from kinema.models.dit import resize_patches, widen_text
 from kinema.parallel import ONE_CPU, Dist
 from kinema.recipe import Recipe
 from kinema.train_loop import EMA, OnStep, load_state, run_loop
@@ -405,3 +404,47 @@ def _run_recipe(run_dir: Path) -> Recipe | None:
         return None
     saved = load_json(path)
     return recipes.from_raw(saved["recipe"], name=saved["name"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tune weight surgery: an init DiT's weights fitted to a recipe's finer patches or wider text
+# ---------------------------------------------------------------------------------------------
+
+def resize_patches(state: dict[str, torch.Tensor], patch: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """A DiT state dict moved to a smaller spatial patch that divides its own (e.g. 1x4x4 -> 1x2x2), to
+    fine-tune a trained model at a finer token grid; every other tensor carries over unchanged.
+
+    A small patch, upsampled by f = old / new to fill an old patch, embeds as that old patch did: the new
+    embedding weights are the old ones summed over each f x f block. The output projection predicts each
+    new patch pixel as the mean of the old predictions over its f x f block.
+    """
+    weight = state["patch_embedding.weight"]  # (D, C, 1, p, p)
+    old, new = weight.shape[-1], patch[-1]
+    if tuple(weight.shape[-3:]) == tuple(patch):
+        return state
+    if patch[0] != 1 or patch[1] != patch[2] or weight.shape[-2] != old or old % new:
+        raise KinemaError(f"cannot move a DiT with 1x{old}x{old} patches to {list(patch)}: the new patch must be "
+                          f"1 x q x q with q dividing {old}; keep the init model's patch_size")
+    blocks = new, old // new  # an old patch axis = (new position, offset inside its f-block)
+    dim, channels = weight.shape[:2]
+    out = dict(state)
+    out["patch_embedding.weight"] = weight.reshape(dim, channels, 1, *blocks, *blocks).sum(dim=(4, 6))
+    proj, bias = state["proj_out.weight"], state["proj_out.bias"]  # rows ordered (ph, pw, C) as _unpatchify
+    out_channels = proj.shape[0] // (old * old)
+    out["proj_out.weight"] = proj.reshape(*blocks, *blocks, out_channels, -1).mean(dim=(1, 3)).flatten(0, 2)
+    out["proj_out.bias"] = bias.reshape(*blocks, *blocks, out_channels).mean(dim=(1, 3)).flatten()
+    return out
+
+
+def widen_text(state: dict[str, torch.Tensor], text_dim: int) -> dict[str, torch.Tensor]:
+    """A DiT state dict that reads `text_dim`-wide text states whose first columns are the ones it was trained on
+    (text.layers extended, e.g. [-1] -> [-1, 0]): the new input columns start at zero, so the widened DiT predicts
+    exactly as before until a fine-tune teaches it the new features."""
+    weight = state["text_embedding.0.weight"]  # (D, old text_dim)
+    old = weight.shape[1]
+    if old == text_dim:
+        return state
+    if text_dim < old:
+        raise KinemaError(f"cannot narrow a DiT's text input from {old} to {text_dim}; a fine-tune may only add "
+                          "text.layers after the init model's")
+    return {**state, "text_embedding.0.weight": torch.cat([weight, weight.new_zeros(len(weight), text_dim - old)], 1)}

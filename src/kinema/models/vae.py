@@ -11,7 +11,7 @@ can reach - and give the same result as the whole clip at once. The inference me
 `encode`, `decode`, `decode_stream`) run chunked under `torch.no_grad`, so memory does not grow with the
 clip's length; `forward` runs the whole clip at once with gradients, for training.
 
-Parameter names equal diffusers', so `state_dict_from_diffusers` only checks the layout.
+Parameter names equal diffusers', so `diffusers_layout.vae_state_dict` only checks the layout.
 """
 
 from __future__ import annotations
@@ -401,50 +401,3 @@ def _ramps(spans: list[tuple[int, int]], factor: int, device: torch.device) -> l
             w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
         weights.append(w)
     return weights
-
-
-# -- diffusers interop ----------------------------------------------------------------------------
-
-
-def config_from_diffusers(cfg_dict: dict) -> VAEConfig:
-    """VAEConfig from an `AutoencoderKLWan` config.json dict (Wan2.1 layout only)."""
-    if cfg_dict.get("is_residual"):
-        raise KinemaError("this VAE is the Wan2.2 residual layout (is_residual=true); only Wan2.1 VAEs load")
-    if cfg_dict.get("patch_size") is not None:
-        raise KinemaError("this VAE uses patch_size (the Wan2.2 layout); only Wan2.1 VAEs without it load")
-    if cfg_dict.get("attn_scales"):
-        raise KinemaError("VAE attn_scales is not supported (Wan2.1 uses none); use a Wan2.1 VAE")
-    for key in ("in_channels", "out_channels"):
-        if cfg_dict.get(key, 3) != 3:
-            raise KinemaError(f"VAE {key}={cfg_dict[key]} is not supported; Kinema videos are RGB (3)")
-    default = VAEConfig()
-    base = cfg_dict.get("base_dim", default.base_dim)
-    if cfg_dict.get("decoder_base_dim") not in (None, base):
-        raise KinemaError("VAE decoder_base_dim different from base_dim is not supported; use a Wan2.1 VAE")
-
-    def get(key: str, fallback):
-        value = cfg_dict.get(key, fallback)
-        return tuple(value) if isinstance(value, list) else value
-
-    cfg = VAEConfig(
-        base_dim=base,
-        z_dim=get("z_dim", default.z_dim),
-        dim_mult=get("dim_mult", default.dim_mult),
-        num_res_blocks=get("num_res_blocks", default.num_res_blocks),
-        temporal_downsample=get("temperal_downsample", default.temporal_downsample),  # diffusers' spelling
-        dropout=get("dropout", default.dropout),
-        latents_mean=get("latents_mean", default.latents_mean),
-        latents_std=get("latents_std", default.latents_std),
-    )
-    cfg.validate()
-    return cfg
-
-
-def state_dict_from_diffusers(sd: dict) -> dict:
-    """Kinema state dict from an `AutoencoderKLWan` one: the names are the same by design.
-
-    Wan2.2's residual layout is recognised by its per-stage `resnets` in the encoder and rejected.
-    """
-    if any(key.startswith("encoder.down_blocks.") and ".resnets." in key for key in sd):
-        raise KinemaError("these VAE weights are the Wan2.2 residual layout; only Wan2.1 VAEs load")
-    return dict(sd)
