@@ -79,7 +79,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
     _add_c2pa_options(p, "the output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    shape = p.add_argument_group("size and duration")
+    for add in (_add_size_options, _add_mode_options, _add_sampling_options, _add_expansion_options):
+        add(p)
+    p.set_defaults(func=cmd_generate)
+
+
+def _add_size_options(parser) -> None:
+    shape = parser.add_argument_group("size and duration")
     shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, even (e.g. 224x128 or 1920x1080)")
     shape.add_argument("--aspect", default=None,
                        help="aspect ratio at the model's size: 16:9, 9:16, 1:1, 4:3, 3:4, 21:9 or any W:H")
@@ -88,7 +94,10 @@ def _add_generate(sub) -> None:
     shape.add_argument("--frames", type=int, default=None, help="exact frame count instead of --seconds")
     shape.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, or the "
                        "input video's)")
-    modes = p.add_argument_group("modes (choose one; default: text to video)")
+
+
+def _add_mode_options(parser) -> None:
+    modes = parser.add_argument_group("modes (choose one; default: text to video)")
     modes.add_argument("--image", metavar="IMAGE", help="image to video: start from this PNG/JPEG")
     modes.add_argument("--extend", metavar="VIDEO", help="continue this video by --seconds")
     modes.add_argument("--backward", action="store_true", help="with --extend: add the new part before it")
@@ -103,7 +112,10 @@ def _add_generate(sub) -> None:
                        help="prompts over time, e.g. \"0:a red circle moves right;2:a red circle moves up\"")
     modes.add_argument("--prompt-at", action="append", default=[], metavar="T=PROMPT",
                        help="a prompt from second T on (repeatable); the positional prompt starts at 0")
-    sampling = p.add_argument_group("sampling")
+
+
+def _add_sampling_options(parser) -> None:
+    sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, finer)")
     sampling.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     sampling.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
@@ -114,7 +126,10 @@ def _add_generate(sub) -> None:
                           help="latent frames each window carries over from the one before (default 2)")
     _add_cache_option(sampling, "faster: skip model calls while the latents barely change (0.1 when given "
                                 "alone; larger skips more, 0 = off)")
-    prompts = p.add_argument_group("prompt expansion")
+
+
+def _add_expansion_options(parser) -> None:
+    prompts = parser.add_argument_group("prompt expansion")
     prompts.add_argument("--expand", action=argparse.BooleanOptionalAction, default=None,
                          help="rewrite the prompt into the detailed captions the model was trained on "
                          "(default: on for the bundled models)")
@@ -123,7 +138,6 @@ def _add_generate(sub) -> None:
                          "(or KINEMA_PROMPT_API_BASE; the key is read from KINEMA_PROMPT_API_KEY)")
     prompts.add_argument("--prompt-model", default=None, help="model name for --prompt-api "
                          "(or KINEMA_PROMPT_MODEL)")
-    p.set_defaults(func=cmd_generate)
 
 
 def _add_noise_options(parser) -> None:

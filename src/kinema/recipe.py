@@ -305,8 +305,14 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(recipe: Recipe) -> None:
-    _validate_buckets(recipe)
-    data, vae, dit, tf = recipe.data, recipe.vae, recipe.dit, recipe.model.vae.temporal_factor
+    """A one-line error for the first value of the recipe that cannot train, checked section by section."""
+    for check in (_validate_buckets, _validate_data, _validate_vae, _validate_dit, _validate_finetune,
+                  _validate_loops):
+        check(recipe)
+
+
+def _validate_data(recipe: Recipe) -> None:
+    data = recipe.data
     if data.bucket_weights and (len(data.bucket_weights) != len(data.buckets) or min(data.bucket_weights) < 0
                                 or sum(data.bucket_weights) <= 0):
         raise KinemaError("recipe [data] bucket_weights needs one non-negative weight per bucket")
@@ -320,16 +326,30 @@ def validate(recipe: Recipe) -> None:
                           "only for source = \"world\" (the share of clips drawn from [data.blend])")
     if data.blend.describe() and not data.blend_share:
         raise KinemaError("recipe [data.blend] is a scene mix no clip is drawn from; set [data] blend_share, e.g. 0.2")
+
+
+def _validate_vae(recipe: Recipe) -> None:
+    vae, tf = recipe.vae, recipe.model.vae.temporal_factor
     if vae.motion_weight < 0 or vae.edge_weight < 0:
         raise KinemaError(f"recipe [vae] edge_weight = {vae.edge_weight} and motion_weight = {vae.motion_weight} "
                           "must be at least 0")
     if vae.judge_clips < 0:
         raise KinemaError(f"recipe [vae] judge_clips = {vae.judge_clips} must be at least 0 (0: no judge)")
-    if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in data.buckets):
+    if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in recipe.data.buckets):
         raise KinemaError(f"recipe [vae] crop={vae.crop} must be a multiple of {recipe.model.vae.spatial_factor} "
                           "and no larger than the smallest bucket side")
     if not vae.frames or any((f - 1) % tf for f in vae.frames):
         raise KinemaError(f"recipe [vae] frames {list(vae.frames)} must each be 1 + {tf}k, e.g. [1, 5, 9]")
+    if not vae.train_encoder and not (recipe.init or vae.init):
+        raise KinemaError("recipe [vae] train_encoder = false fine-tunes a trained model's decoder: set [model] init "
+                          "(or [vae] init) to its folder, or train_encoder = true to train a whole VAE")
+    if vae.fresh_decoder and vae.train_encoder:
+        raise KinemaError("recipe [vae] fresh_decoder = true trains a new decoder on the init model's frozen "
+                          "encoder: set train_encoder = false too")
+
+
+def _validate_dit(recipe: Recipe) -> None:
+    dit = recipe.dit
     unknown = sorted(set(dit.mask_probs) - set(MASK_KINDS))
     if unknown:
         raise KinemaError(f"unknown mask kind {unknown[0]!r} in [dit] mask_probs; use {', '.join(MASK_KINDS)}")
@@ -339,20 +359,19 @@ def validate(recipe: Recipe) -> None:
         raise KinemaError(f"recipe [dit] outpaint_share={dit.outpaint_share} must be between 0 and 1, e.g. 0.1")
     if not 0 <= dit.caption_dropout < 1 or not 0 < dit.ema_decay < 1:
         raise KinemaError("recipe [dit] needs 0 <= caption_dropout < 1 and 0 < ema_decay < 1")
-    if not vae.train_encoder and not (recipe.init or vae.init):
-        raise KinemaError("recipe [vae] train_encoder = false fine-tunes a trained model's decoder: set [model] init "
-                          "(or [vae] init) to its folder, or train_encoder = true to train a whole VAE")
-    if vae.init and dit.distill_steps:
-        raise KinemaError("recipe [vae] init gives the model another VAE, but a distilled student keeps its teacher's: "
-                          "drop [vae] init, or distil a model that was trained on that VAE")
-    if vae.fresh_decoder and vae.train_encoder:
-        raise KinemaError("recipe [vae] fresh_decoder = true trains a new decoder on the init model's frozen "
-                          "encoder: set train_encoder = false too")
     check_noise_correlation(dit.noise_correlation)
     if dit.noise_correlation and dit.noise_correlation != recipe.model.sampler.noise_correlation:
         raise KinemaError(f"recipe [dit] noise_correlation = {dit.noise_correlation} trains the DiT on noise it must "
                           f"be sampled from too, but [model.sampler] noise_correlation is "
                           f"{recipe.model.sampler.noise_correlation}; set both to the same value")
+
+
+def _validate_finetune(recipe: Recipe) -> None:
+    """What starts from a trained model: fine-tunes, VAE swaps and distillation."""
+    vae, dit = recipe.vae, recipe.dit
+    if vae.init and dit.distill_steps:
+        raise KinemaError("recipe [vae] init gives the model another VAE, but a distilled student keeps its teacher's: "
+                          "drop [vae] init, or distil a model that was trained on that VAE")
     if not 0 < dit.finetune_share <= 1 or (dit.finetune_share < 1 and (not recipe.init or dit.distill_steps)):
         raise KinemaError(f"recipe [dit] finetune_share = {dit.finetune_share} must be above 0 and at most 1, and "
                           "below 1 only for a fine-tune: with [model] init and without distill_steps")
@@ -362,7 +381,11 @@ def validate(recipe: Recipe) -> None:
     if dit.distill_steps < 0 or (dit.distill_steps and not recipe.init):
         raise KinemaError("recipe [dit] distill_steps distils a trained model: set [model] init to the teacher's "
                           "folder (or \"default\"), or distill_steps = 0 to train with rectified flow")
-    for section, values in (("vae", vae), ("dit", dit)):
+
+
+def _validate_loops(recipe: Recipe) -> None:
+    """Steps, rates, batches and intervals of both training loops."""
+    for section, values in (("vae", recipe.vae), ("dit", recipe.dit)):
         if values.steps < 0 or values.lr <= 0:
             raise KinemaError(f"recipe [{section}] needs steps >= 0 and lr > 0")
         for name in ("batch", "batch_tokens", "max_batch", "eval_every", "stats_clips", "eval_clips",
