@@ -47,7 +47,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--seconds", "nan"], "duration must be a positive number of seconds, got nan"),
     (["--seconds", "inf"], "duration must be a positive number of seconds, got inf"),
     (["--prompt-at", "nan=a blue ball"], "cannot read segment 'nan=a blue ball'"),
-    (["--size", "0x0"], "width 0 is too small; use at least 16"),
+    (["--size", "0x0"], "size '0x0' is not WIDTHxHEIGHT with both sides above 0"),
     (["--size", "99999x99999"], "larger than 1920x1080"),
     (["--window", "0"], "window 0 / context 2 cannot work"),
     (["--filmstrip", "strip.jpgx"], "the contact sheet is a PNG"),
