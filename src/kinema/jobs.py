@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 from PIL import Image
 
 from kinema import io, provenance, sheets
@@ -455,7 +454,7 @@ def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
 def write_previews(video_path: Path, frames: int, thumbnail: Path, spritesheet: Path) -> None:
     """A middle-frame thumbnail and a contact sheet, from only those frames of the MP4 (io.read_frames; an encoder
     that dropped trailing frames gives the last one instead)."""
-    sheet_picks = np.linspace(0, frames - 1, min(frames, SPRITESHEET_FRAMES)).round().astype(int)
+    sheet_picks = sheets.even_picks(frames, SPRITESHEET_FRAMES)
     picked = io.read_frames(video_path, [frames // 2, *sheet_picks])
     with atomic_write(thumbnail) as tmp:
         Image.fromarray(picked[0]).save(tmp, format="WEBP", quality=90)

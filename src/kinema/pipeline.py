@@ -359,14 +359,14 @@ class Pipeline:
         picked on the way (so a 60 s video is neither held in memory nor decoded twice). `progress` hears the
         decoding go from 0.9 (where `generate` left off) towards 1."""
         from kinema.io import atomic_path, write_video
-        from kinema.sheets import contact_sheet
+        from kinema.sheets import contact_sheet, even_picks
 
         path = Path(path)
         check_signable(path, self.signer)
         if video.frames > 1 and path.suffix.lower() == ".png":
             raise KinemaError(f"{path.name}: a {video.frames}-frame video cannot be a PNG; use .mp4 or .gif, "
                               "or --seconds 0 for a single image")
-        picks = set(np.linspace(0, video.frames - 1, min(16, video.frames)).round().astype(int).tolist())
+        picks = set(even_picks(video.frames, 16).tolist())
         kept: list[np.ndarray] = []
 
         def frames() -> Iterator[np.ndarray]:

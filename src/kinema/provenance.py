@@ -354,11 +354,12 @@ C2PA_STATES = {"Trusted": "Trusted (a valid signature by a signer on a C2PA trus
 def _spread_frames(path: Path, count: int) -> Iterator[np.ndarray]:
     """Up to VERIFY_FRAMES frames spread evenly over the file, 8 at a time (a long 1080p video stays small)."""
     from kinema import io
+    from kinema.sheets import even_picks
 
     if path.suffix.lower() in io.IMAGE_SUFFIXES or path.suffix.lower() == ".gif" or count < 2:
         yield io.read_video(path, max_frames=VERIFY_FRAMES)[0]
         return
-    picks = np.unique(np.linspace(0, count - 1, min(count, VERIFY_FRAMES)).round().astype(int))
+    picks = np.unique(even_picks(count, VERIFY_FRAMES))
     for start in range(0, len(picks), 8):
         yield io.read_frames(path, picks[start:start + 8])
 

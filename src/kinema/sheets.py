@@ -19,13 +19,18 @@ BACKGROUND = (24, 24, 24)
 LABEL_COLOR = (235, 235, 235)
 
 
+def even_picks(total: int, count: int) -> np.ndarray:
+    """Indices of `count` frames (at most `total`) spread evenly over `total`, first and last included."""
+    return np.linspace(0, total - 1, min(count, total)).round().astype(int)
+
+
 def contact_sheet(frames: np.ndarray | torch.Tensor, columns: int = 8, max_frames: int = 16) -> Image.Image:
     """A filmstrip of up to `max_frames` evenly spaced frames, `columns` per row, with thin gaps."""
     frames = as_uint8_array(frames)
     if frames.ndim == 3:
         frames = frames[None]
     count = min(len(frames), max_frames)
-    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    picks = even_picks(len(frames), count)
     columns = min(columns, count)
     rows = math.ceil(count / columns)
     height, width = frames.shape[1:3]
