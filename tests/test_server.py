@@ -307,6 +307,9 @@ def test_malformed_requests_are_4xx_naming_what_is_wrong(paused, monkeypatch):
     big = post("/videos", data={"prompt": "a ball", "size": "64x64", "seconds": "1"},
                files={"input_reference": ("big.png", noise.getvalue(), "image/png")})
     assert (big.status_code, big.json()["error"]["code"]) == (413, "request_too_large")
+    monkeypatch.setattr("kinema.api_request.MAX_FORM_BYTES", 2000)  # refused on its Content-Length, before reading
+    huge = post("/videos", data={"prompt": "a ball"}, files={"input_reference": ("big.png", b"x" * 5000, "image/png")})
+    assert huge.status_code == 413 and "the request is larger than" in huge.json()["error"]["message"]
     unknown = httpx.get(f"{paused.url}/v1/foo", headers=headers)
     assert unknown.status_code == 404 and unknown.json()["error"]["message"].startswith("Invalid URL (GET /v1/foo)")
     wrong = httpx.put(f"{paused.url}/v1/videos", headers=headers)
@@ -456,6 +459,7 @@ def test_a_server_checks_its_models_and_limits_when_it_starts(tmp_path):
     for options, says in (({"model": "nosuch"}, "unknown model 'nosuch'"),
                           ({"model": "debug", "models": {"x": str(tmp_path / "gone")}}, "gone not found"),
                           ({"model": "debug", "concurrency": -1}, "must be 0 or more"),
+                          ({"model": "debug", "max_queue": 0}, r"max queue \(0\) 1 or more"),
                           ({"model": "debug", "retention_s": float("nan")}, "positive number of hours")):
         with pytest.raises(KinemaError, match=says):
             create_app(tmp_path / "data", **options)

@@ -22,12 +22,13 @@ from kinema import pipeline as pl
 from kinema import sampling
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import BAD_REQUEST, KinemaError
-from kinema.jobs import Job, valid_id
+from kinema.jobs import MAX_UPLOAD_BYTES, Job, valid_id
 from kinema.modes import EDIT_STRENGTH
 
 SORA_DEFAULT_SECONDS = 4.0  # the API's length when a request gives none, as Sora's
 MAX_PROMPT_CHARS = 4000
 MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
+MAX_FORM_BYTES = 2 * MAX_UPLOAD_BYTES + (1 << 20)  # two videos (connect) and the fields
 SAMPLERS = sampling.METHODS
 ALLOWED = {
     "size": "WIDTHxHEIGHT, both even and at least 16, at most 1920x1080 "
@@ -110,6 +111,9 @@ async def read_fields(request: Request, kind: str) -> Fields:
     """The body as fields and uploads: multipart/urlencoded forms (what the SDK sends) or JSON."""
     content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:  # before any of it is spooled to disk
+            raise ApiError(413, f"the request is larger than {MAX_FORM_BYTES >> 20} MiB; each file may be at most "
+                           f"{MAX_UPLOAD_BYTES >> 20} MiB", code="request_too_large")
         form = await request.form()
         values = unflatten(form.multi_items())
     else:

@@ -88,7 +88,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(written.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        raise KinemaError(f"cannot write {path}: {err.strerror or err}; choose a writable path") from None
+        raise KinemaError(f"cannot write {path}: {err.strerror or err}; choose a writable path",
+                          code="storage_error") from None
     finally:
         tmp.unlink(missing_ok=True)
 

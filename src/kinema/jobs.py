@@ -12,6 +12,7 @@ A job's inputs are written and its row committed before the API answers, so kill
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ VARIANTS = {  # download variant -> (file name in videos/<id>/, content type)
 }
 INPUT_PARAMS = {"image": "input_reference", "video": "video", "video_b": "connect_to"}  # Request field -> API field
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+STORE_RETRY_S = 5.0  # a worker whose store failed (a full disk) waits this long before it tries again
 PROGRESS_WRITE_INTERVAL_S = 0.25  # progress arrives per sampling step; the DB needs far fewer writes
 SPRITESHEET_FRAMES = 16
 # Model names the OpenAI SDK and Sora clients send; they mean "the server's default model".
@@ -85,8 +87,13 @@ class Job:
     remixed_from: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    expired: bool = False
+    expired_files: bool = False  # the sweep has deleted its files
     notes: list[str] = field(default_factory=list)  # what the pipeline did to the request, for people
+
+    @property
+    def expired(self) -> bool:
+        """Past its expires_at, whether or not the sweep (every SWEEP_S) has deleted its files yet."""
+        return self.expired_files or (self.expires_at is not None and self.expires_at <= time.time())
 
     def to_api(self) -> dict[str, Any]:
         """The OpenAI `Video` object."""
@@ -123,20 +130,41 @@ class JobStore:
         self.root = Path(data_dir).resolve()
         if self.root.exists() and not self.root.is_dir():
             raise KinemaError(f"the data folder {data_dir} is a file; give --data a folder name")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.root / "kinema.db", check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an answered submit must survive a crash
-        self._db.executescript(SCHEMA)
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, definition in ADDED_COLUMNS.items():
-            if name not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise KinemaError(f"cannot make the data folder {self.root} ({err.strerror or err}); give --data a "
+                              "writable folder") from None
+        self._owner = _lock_folder(self.root)
+        try:
+            self._open(self.root / "kinema.db")
+        except BaseException:
+            self._owner.close()  # a store that failed to open must not keep the folder from the next try
+            raise
         self._lock = threading.Lock()
+
+    def _open(self, database: Path) -> None:
+        try:
+            if not (database.is_file() and database.stat().st_size) and _job_folders(self.root):
+                raise KinemaError(f"{database} is missing or empty, but {self.root} holds the files of earlier jobs; "
+                                  "restore kinema.db from a backup, or give --data a new folder")
+            self._db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an answered submit must survive a crash
+            self._db.executescript(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, definition in ADDED_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        except (sqlite3.Error, OSError) as err:
+            raise KinemaError(f"cannot open the job store in {self.root} ({err}); check that the folder is writable "
+                              "and kinema.db is not damaged (restore it from a backup, or give --data a new "
+                              "folder)") from None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._owner.close()  # the folder's lock goes with it
 
     # -- paths: only ever built from a validated id ---------------------------------------------
     def input_dir(self, video_id: str) -> Path:
@@ -150,8 +178,9 @@ class JobStore:
             raise ValueError(f"invalid video id {video_id!r}")
         return self.root / kind / video_id
 
-    def remove_files(self, video_id: str) -> None:
-        shutil.rmtree(self.input_dir(video_id), ignore_errors=True)
+    def remove_files(self, video_id: str, keep_inputs: bool = False) -> None:
+        if not keep_inputs:
+            shutil.rmtree(self.input_dir(video_id), ignore_errors=True)
         shutil.rmtree(self._job_dir("videos", video_id), ignore_errors=True)
 
     # -- rows --------------------------------------------------------------------------------
@@ -163,7 +192,8 @@ class JobStore:
                 (waiting,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
                 if waiting >= max_queue:
                     raise QueueFull
-                values = [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else getattr(job, c) for c in COLUMNS]
+                values = [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else job.expired_files if c == "expired"
+                          else getattr(job, c) for c in COLUMNS]
                 self._db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                                  values)
                 self._db.execute("COMMIT")
@@ -200,8 +230,11 @@ class JobStore:
         return rows[0] if rows else None
 
     def set_progress(self, video_id: str, progress: int) -> bool:
-        """False when the job no longer exists (it was deleted while running)."""
-        return self._update(video_id, "progress = ?", progress)
+        """False when the job is no longer running here (it was deleted, or finished elsewhere)."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'in_progress'",
+                                      (progress, video_id))
+        return cursor.rowcount > 0
 
     def finish(self, video_id: str, seconds: str, notes: list[str], retention_s: float) -> bool:
         now = int(time.time())
@@ -228,7 +261,14 @@ class JobStore:
         return job
 
     def recover(self, retention_s: float) -> None:
-        """On start: jobs a previous process was running go back to the queue, or fail if inputs are gone."""
+        """On start: jobs a previous process was running go back to the queue, or fail if inputs are gone; files
+        no job owns (an upload cut off by a crash, a half-written output's temporary file) are removed."""
+        live = {row[0] for row in self._db.execute("SELECT id FROM jobs WHERE status != 'deleted'")}
+        for folder in _job_folders(self.root):
+            if folder.name not in live:
+                shutil.rmtree(folder, ignore_errors=True)
+        for leftover in (self.root / "videos").glob("*/.*.tmp.*"):
+            leftover.unlink(missing_ok=True)
         for job in self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE status = 'in_progress'", ()):
             missing = [name for name in job.params.get("inputs", {}).values()
                        if not (self.input_dir(job.id) / name).is_file()]
@@ -262,11 +302,33 @@ class JobStore:
         return [_job_from_row(row) for row in rows]
 
 
+def _lock_folder(root: Path) -> BinaryIO:
+    """Hold the data folder for this process: two servers on one folder would run the same jobs twice."""
+    try:
+        owner = open(root / ".lock", "ab")  # noqa: SIM115 - held for the store's life, closed in close()
+    except OSError as err:
+        raise KinemaError(f"cannot use the data folder {root} ({err.strerror or err}); give --data a writable "
+                          "folder") from None
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner.close()
+        raise KinemaError(f"the data folder {root} is in use by another kinema serve; stop it, or give --data "
+                          "another folder") from None
+    return owner
+
+
+def _job_folders(root: Path) -> list[Path]:
+    """The folders of jobs' inputs and outputs under a data folder."""
+    return [folder for kind in ("inputs", "videos") if (root / kind).is_dir()
+            for folder in (root / kind).iterdir() if folder.is_dir() and valid_id(folder.name)]
+
+
 def _job_from_row(row: tuple) -> Job:
     values = dict(zip(COLUMNS, row, strict=True))
     for name in JSON_COLUMNS:
         values[name] = json.loads(values[name])
-    values["expired"] = bool(values["expired"])
+    values["expired_files"] = bool(values.pop("expired"))
     return Job(**values)
 
 
@@ -297,6 +359,9 @@ class Models:
         return requested
 
     def pipeline(self, name: str) -> Pipeline:
+        if name not in self.specs:  # a job queued before a restart that dropped its model
+            raise KinemaError(f"model {name!r} is no longer served here (this server offers {', '.join(self.specs)}); "
+                              "submit the job again", code="model_not_found")
         with self._lock:  # one load per model even when requests race; loading is rare
             if name not in self._pipelines:
                 log.info("loading model %s", name)
@@ -355,12 +420,16 @@ class Worker:
 
     def _run_jobs(self) -> None:
         while not self._stop.is_set():
-            self._wake.clear()  # before claiming: a job queued after this point sets it again
-            job = self.store.claim()
-            if job is None:
-                self._wake.wait(timeout=1.0)
-            else:
-                self.run(job)
+            try:
+                self._wake.clear()  # before claiming: a job queued after this point sets it again
+                job = self.store.claim()
+                if job is None:
+                    self._wake.wait(timeout=1.0)
+                else:
+                    self.run(job)
+            except Exception:  # the store itself failed (a full disk): this thread must outlive it
+                log.exception("the job store failed; the worker tries again in %g s", STORE_RETRY_S)
+                self._stop.wait(STORE_RETRY_S)
 
     def _sweep(self) -> None:
         while not self._stop.wait(SWEEP_S):
@@ -376,6 +445,11 @@ class Worker:
         except ShuttingDown:
             self.store.requeue(job.id)
         except KinemaError as err:
+            if err.code == "storage_error":  # the server's disk, not the request: no path, no partial files
+                log.error("job %s could not be stored: %s", job.id, err)
+                self.store.remove_files(job.id, keep_inputs=True)
+                err = KinemaError("the server could not store this video (its disk is full or not writable); "
+                                  "submit it again later", code="storage_error")
             self.store.fail(job.id, err.code, str(err), self.retention_s)
         except Exception as err:  # a bug, but one job's failure must not kill the worker
             log.exception("job %s failed", job.id)

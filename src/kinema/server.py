@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hmac
 import html
+import logging
 import math
 import os
 import shutil
+import sqlite3
 import string
 import tempfile
 from collections.abc import Callable, Iterable
@@ -59,8 +61,10 @@ from kinema.config import (
 from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import INPUT_PARAMS, VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
 
+log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
 EXTRAS_MD = "".join(f"\n- `{name}`: {text}" for name, text in EXTRA_FIELDS.items())  # for the API's own docs
+SHUTDOWN_GRACE_S = 10  # open requests get this long to finish when the server is stopped
 POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
 
 
@@ -120,6 +124,11 @@ class Service:
             shutil.rmtree(inputs, ignore_errors=True)
             raise ApiError(429, f"the queue is full ({self.max_queue} jobs waiting); retry in a little while",
                            code="queue_full", kind="rate_limit_error") from None
+        except (OSError, sqlite3.Error) as err:  # the server's disk, not the request
+            shutil.rmtree(inputs, ignore_errors=True)
+            log.error("could not store a new job: %s", err)
+            raise ApiError(507, "the server could not store this request (its disk is full or not writable); retry "
+                           "later", code="storage_error", kind="server_error") from None
         except BaseException:
             shutil.rmtree(inputs, ignore_errors=True)
             raise
@@ -304,12 +313,13 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
                signer: provenance.C2paSigner | None = None) -> FastAPI:
     """The API and page as an ASGI app. `model` is the default model (None: the bundled one), `models` more
     names clients may ask for; concurrency 0 accepts jobs without running them (they run after a restart)."""
-    if concurrency < 0 or max_queue < 0:
-        raise KinemaError(f"concurrency ({concurrency}) and max queue ({max_queue}) must be 0 or more")
+    if concurrency < 0 or max_queue < 1:
+        raise KinemaError(f"concurrency ({concurrency}) must be 0 or more and max queue ({max_queue}) 1 or more")
     if not 0 < retention_s < math.inf:
         raise KinemaError(f"retention must be a positive number of hours, got {retention_s / 3600:g}")
+    served = Models(model, models, signer)  # a missing model fails before the data folder is taken
     store = JobStore(data_dir)
-    worker = Worker(store, Models(model, models, signer), concurrency, retention_s)
+    worker = Worker(store, served, concurrency, retention_s)
     service = Service(store, worker.models, worker, max_queue)
 
     @asynccontextmanager
@@ -391,7 +401,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kin
     check_address(host, port)  # before the model loads: a busy port is known at once
     app = create_app(data_dir, model, list(api_keys), concurrency, max_queue, **options)
     print(f"Kinema: http://{host}:{port}/ (API at /v1, data in {Path(data_dir).resolve()})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # as uvicorn's
+    # A client that never finishes its upload must not hold a stop (Ctrl-C, SIGTERM) open for ever.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
 
 def check_address(host: str, port: int) -> None:
