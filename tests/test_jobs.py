@@ -75,6 +75,20 @@ def _run_one(store: JobStore, models: Models, job: Job, timeout: float = 60.0) -
     return store.get(job.id)
 
 
+def test_a_finished_job_lets_go_of_its_uploads(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    store = JobStore(tmp_path / "data")
+    job = _job(params={"width": 64, "height": 64, "seconds": 1.0, "steps": 1, "inputs": {"image": "image.png"}})
+    store.input_dir(job.id).mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(store.input_dir(job.id) / "image.png")
+    done = _run_one(store, Models("debug"), job)
+    assert done.status == "completed" and store.output_path(job.id).is_file()
+    assert not store.input_dir(job.id).exists()  # the video is what remixes and extensions read
+    store.close()
+
+
 def test_the_worker_outlives_a_failing_store(tmp_path, monkeypatch):
     store = JobStore(tmp_path / "data")
     claim, calls = store.claim, []

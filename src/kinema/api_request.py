@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from kinema import pipeline as pl
 from kinema import sampling
@@ -114,7 +115,10 @@ async def read_fields(request: Request, kind: str) -> Fields:
         if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:  # before any of it is spooled to disk
             raise ApiError(413, f"the request is larger than {MAX_FORM_BYTES >> 20} MiB; each file may be at most "
                            f"{MAX_UPLOAD_BYTES >> 20} MiB", code="request_too_large")
-        form = await request.form()
+        try:
+            form = await request.form()
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log as an error
+            raise ApiError(400, "the client disconnected before the request was complete") from None
         values = unflatten(form.multi_items())
     else:
         body = await _read_limited(request, MAX_JSON_BYTES)

@@ -458,6 +458,8 @@ class Worker:
         else:
             if not self.store.finish(job.id, seconds, notes, self.retention_s):
                 self.store.remove_files(job.id)  # deleted in the last moments
+            else:  # a finished video is all its remixes and extensions read: its uploads need not wait for expiry
+                shutil.rmtree(self.store.input_dir(job.id), ignore_errors=True)
 
     def _generate(self, job: Job) -> tuple[str, list[str]]:
         """Run the pipeline exactly as the CLI does; returns the output's duration in seconds and the notes the CLI

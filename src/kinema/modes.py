@@ -93,7 +93,7 @@ def check(req: Request, tf: int) -> None:
                           "latent frames and a context from 1 to window - 2 (e.g. 5 and 2)", param="context")
     if req.mode == "loop" and req.frames < LOOP_MIN_FRAMES:
         raise KinemaError(f"a loop needs at least {LOOP_MIN_FRAMES} frames, got {req.frames}; make it longer, "
-                          "e.g. --seconds 2", param="seconds")
+                          "e.g. 2 seconds", param="seconds")
     if req.mode == "sequence":
         segment_spans(req.segments, req.frames, req.fps, tf)
 

@@ -178,7 +178,7 @@ class Service:
         if isinstance(source, str):  # a completed video of this server, by id
             job = self.store.get(source)
             original = self.store.output_path(source)
-            if job is None or job.status != "completed" or not original.is_file():
+            if job is None or job.status != "completed" or job.expired or not original.is_file():
                 state = "unknown" if job is None else "expired" if job.expired else job.status
                 raise ApiError(400, f"{param}: {source} is {state}; give the id of a completed video",
                                param=param)
