@@ -57,6 +57,25 @@ def test_a_restart_removes_files_no_job_owns(tmp_path):
     store.close()
 
 
+def test_a_job_the_server_keeps_dying_on_is_not_run_for_ever(tmp_path):
+    store = JobStore(tmp_path / "data")
+    job = _job()
+    store.add(job, max_queue=8)
+    for _ in range(2):  # started, then the process died; recover() puts it back each time
+        assert store.claim().id == job.id
+        store.recover(retention_s=60)
+    assert store.get(job.id).status == "queued" and store.get(job.id).attempts == 2
+    store.claim()
+    store.requeue(job.id, stopped_cleanly=True)  # a clean stop (Ctrl-C) does not count
+    assert store.get(job.id).attempts == 2
+    store.claim()
+    store.recover(retention_s=60)  # the third death: the job may be what kills the server
+    failed = store.get(job.id)
+    assert (failed.status, failed.error_code) == ("failed", "interrupted")
+    assert "stopped 3 times while running this job" in failed.error_message
+    store.close()
+
+
 def test_a_download_past_its_expiry_is_expired_before_the_sweep():
     assert _job(status="completed", expires_at=int(time.time()) - 1).expired
     assert not _job(status="completed", expires_at=int(time.time()) + 60).expired

@@ -171,14 +171,18 @@ def test_a_job_store_made_before_notes_opens_with_its_jobs(tmp_path):
     import sqlite3
 
     old = sqlite3.connect(tmp_path / "kinema.db")
-    old.executescript(SCHEMA.replace(",\n    notes TEXT NOT NULL DEFAULT '[]'  -- JSON list of strings", ""))
+    added = (",\n    notes TEXT NOT NULL DEFAULT '[]',  -- JSON list of strings\n"
+             "    attempts INTEGER NOT NULL DEFAULT 0  -- times a worker has started it")
+    first = SCHEMA.replace(added, "")
+    assert first != SCHEMA  # the store as the first release made it, without the columns added since
+    old.executescript(first)
     old.execute("INSERT INTO jobs (id, status, progress, created_at, model, prompt, seconds, size, params) "
                 "VALUES ('video_' || hex(randomblob(12)), 'completed', 100, 1, 'debug', 'kept', '1', '64x64', '{}')")
     old.commit()
     old.close()
     store = JobStore(tmp_path)
     (job,), _ = store.page(None, 10, "asc")
-    assert (job.prompt, job.status, job.notes) == ("kept", "completed", [])
+    assert (job.prompt, job.status, job.notes, job.attempts) == ("kept", "completed", [], 0)
     assert store.finish(job.id, "2", ["a note"], 60) and store.get(job.id).notes == ["a note"]
     store.close()
 

@@ -89,6 +89,7 @@ class Job:
     error_message: str | None = None
     expired_files: bool = False  # the sweep has deleted its files
     notes: list[str] = field(default_factory=list)  # what the pipeline did to the request, for people
+    attempts: int = 0  # times a worker has started it
 
     @property
     def expired(self) -> bool:
@@ -112,15 +113,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     model TEXT NOT NULL, prompt TEXT NOT NULL, seconds TEXT NOT NULL, size TEXT NOT NULL,
     remixed_from TEXT, error_code TEXT, error_message TEXT, params TEXT NOT NULL,
     expired INTEGER NOT NULL DEFAULT 0,
-    notes TEXT NOT NULL DEFAULT '[]'  -- JSON list of strings
+    notes TEXT NOT NULL DEFAULT '[]',  -- JSON list of strings
+    attempts INTEGER NOT NULL DEFAULT 0  -- times a worker has started it
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
-           "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes")
+           "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes", "attempts")
 JSON_COLUMNS = ("params", "notes")
 # Columns added since the first release, with their definitions: a store made before them gains them on open.
-ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'"}
+ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'", "attempts": "INTEGER NOT NULL DEFAULT 0"}
+MAX_ATTEMPTS = 3  # a job the server stopped during this often is failed, not run again: it may be what stops it
 
 
 class JobStore:
@@ -224,7 +227,7 @@ class JobStore:
     def claim(self) -> Job | None:
         """Atomically move the oldest queued job to in_progress and return it."""
         rows = self._query(
-            "UPDATE jobs SET status = 'in_progress', progress = 0 WHERE seq = "
+            "UPDATE jobs SET status = 'in_progress', progress = 0, attempts = attempts + 1 WHERE seq = "
             "(SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) "
             f"RETURNING {', '.join(COLUMNS)}", ())
         return rows[0] if rows else None
@@ -247,8 +250,10 @@ class JobStore:
         return self._update(video_id, "status = 'failed', error_code = ?, error_message = ?, completed_at = ?, "
                             "expires_at = ?", code, message, now, now + int(retention_s))
 
-    def requeue(self, video_id: str) -> bool:
-        return self._update(video_id, "status = 'queued', progress = 0")
+    def requeue(self, video_id: str, stopped_cleanly: bool = False) -> bool:
+        """Back to the queue; a clean stop (the job saw it coming) does not count as one of its attempts."""
+        return self._update(video_id, "status = 'queued', progress = 0, attempts = attempts - ?",
+                            int(stopped_cleanly))
 
     def delete(self, video_id: str) -> Job | None:
         """Remove a job's files and all it said, keeping only its id and place (for paging after it); a worker
@@ -275,6 +280,10 @@ class JobStore:
             if missing:
                 self.fail(job.id, "inputs_missing", f"the server restarted while this job ran and its input "
                           f"files ({', '.join(missing)}) are gone; submit the job again", retention_s)
+            elif job.attempts >= MAX_ATTEMPTS:
+                log.error("not re-running %s: the server stopped during it %d times", job.id, job.attempts)
+                self.fail(job.id, "interrupted", f"the server stopped {job.attempts} times while running this job, "
+                          "so it is not run again; submit it again, perhaps smaller or shorter", retention_s)
             else:
                 log.info("re-running %s, interrupted by a restart", job.id)
                 self.requeue(job.id)
@@ -443,7 +452,7 @@ class Worker:
         except JobGone:
             self.store.remove_files(job.id)
         except ShuttingDown:
-            self.store.requeue(job.id)
+            self.store.requeue(job.id, stopped_cleanly=True)
         except KinemaError as err:
             if err.code == "storage_error":  # the server's disk, not the request: no path, no partial files
                 log.error("job %s could not be stored: %s", job.id, err)
