@@ -226,9 +226,12 @@ def read_video(path: str | Path, max_frames: int | None = None, max_seconds: flo
         with _open_image(path) as image:
             return shape(_rgb(image))[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
     if suffix == ".gif":
-        frames, rate = _read_gif(path)
-        _check_length(path, len(frames), rate, max_seconds)
-        frames = [shape(frames[i]) for i in _resampled(len(frames), rate, fps)]
+        gif, rate = _read_gif(path)
+        _check_length(path, len(gif), rate, max_seconds)
+        step, frames = _step(rate, fps), []
+        for index, frame in enumerate(gif):
+            if shown := _times_shown(index, step):
+                frames += [shape(frame)] * shown
     else:
         frames, rate = _read_av(path, max_frames, max_seconds, shape, fps)
     return np.stack(frames[:max_frames]), rate if _same_rate(rate, fps) else fps
@@ -245,11 +248,15 @@ def _same_rate(rate: float, fps: float | None) -> bool:
     return fps is None or round(rate) == round(fps)
 
 
-def _resampled(count: int, rate: float, fps: float | None) -> list[int]:
-    """The source frame shown at each of `resampled_count` output times k / fps: the one on screen then."""
-    if _same_rate(rate, fps):
-        return list(range(count))
-    return [min(count - 1, math.floor(k * rate / fps + 1e-9)) for k in range(resampled_count(count, rate, fps))]
+def _step(rate: float, fps: float | None) -> float:
+    """Source frames per output frame: 1 when no resampling is asked or needed."""
+    return 1.0 if _same_rate(rate, fps) else rate / fps
+
+
+def _times_shown(index: int, step: float) -> int:
+    """How many output frames show source frame `index`: those k whose time k / fps falls in its span, i.e.
+    floor(k * step) == index (0 when resampling down skips it)."""
+    return math.ceil((index + 1) / step - 1e-9) - math.ceil(index / step - 1e-9)
 
 
 def _check_length(path: Path, frames: int, fps: float, max_seconds: float | None) -> None:
@@ -304,19 +311,24 @@ def _rgb(image: Image.Image) -> np.ndarray:
 
 def _read_gif(path: Path) -> tuple[np.ndarray, float]:
     with _open_image(path) as image:
-        frames = [_rgb(frame) for frame in ImageSequence.Iterator(image)]
-        index, rate = _gif_timeline(image)
+        frames, durations = [], []
+        for frame in ImageSequence.Iterator(image):  # one pass: each frame is decoded once
+            frames.append(_rgb(frame))
+            durations.append(_gif_duration(frame))
+        index, rate = _gif_timeline(durations, image.info.get("comment", b""))
     return np.stack([frames[i] for i in index]), rate
 
 
-def _gif_timeline(image: Image.Image) -> tuple[np.ndarray, float]:
+def _gif_duration(frame: Image.Image) -> int:
+    """How long a GIF frame shows, in ms (viewers hold frames under 10 ms for 100; so does Kinema)."""
+    return max(frame.info.get("duration", 100), 10)
+
+
+def _gif_timeline(durations: list[int], comment: bytes | str) -> tuple[np.ndarray, float]:
     """Which GIF frame is on screen at each output frame, and their rate: the GIF's timeline sampled at the fps
-    Kinema recorded, else its typical frame's (the median duration), at each frame's midpoint, so a frame held
-    longer than the rest is repeated (and frames GIF merged come back apart)."""
-    durations = []
-    for frame in ImageSequence.Iterator(image):
-        durations.append(max(frame.info.get("duration", 100), 10))
-    rate = _positive_float(_gif_tags(image.info.get("comment", b"")).get("fps")) or 1000 / float(np.median(durations))
+    Kinema recorded in its `comment`, else its typical frame's (the median duration), at each frame's midpoint, so a
+    frame held longer than the rest is repeated (and frames GIF merged come back apart)."""
+    rate = _positive_float(_gif_tags(comment).get("fps")) or 1000 / float(np.median(durations))
     ends = np.cumsum(durations)
     count = max(1, round(ends[-1] * rate / 1000))
     times = (np.arange(count) + 0.5) * 1000 / rate
@@ -353,16 +365,13 @@ def _read_av(path: Path, max_frames: int | None, max_seconds: float | None,
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate or stream.guessed_rate or 0) or IMAGE_FPS
-            step = 1.0 if _same_rate(rate, fps) else rate / fps  # source frames per output frame
+            step = _step(rate, fps)
             for frame in container.decode(stream):
                 count += 1
                 _check_length(path, count, rate, max_seconds)
-                # this frame is on screen for the output times k with floor(k * step) == count - 1
-                shown = math.ceil((count - 1) / step - 1e-9), math.ceil(count / step - 1e-9)
-                if shown[1] > shown[0]:
+                if shown := _times_shown(count - 1, step):  # decoded and fitted only if some output frame shows it
                     square = _square_pixels(frame.to_ndarray(format="rgb24"), stream.sample_aspect_ratio)
-                    fitted = shape(np.rot90(square, _quarter_turns(frame)))
-                    frames += [fitted] * (shown[1] - shown[0])
+                    frames += [shape(np.rot90(square, _quarter_turns(frame)))] * shown
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.FFmpegError, OSError) as err:
@@ -485,7 +494,8 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
     if suffix == ".gif":  # Kinema's rate and tags are in the GIF's comment
         info["tags"] |= {key: str(value) for key, value in _gif_tags(info["tags"].get("comment", "")).items()}
         with _open_image(path) as image:  # the frames read_video gives, not those the GIF stores
-            index, info["fps"] = _gif_timeline(image)
+            durations = [_gif_duration(frame) for frame in ImageSequence.Iterator(image)]
+            index, info["fps"] = _gif_timeline(durations, image.info.get("comment", b""))
             info["frames"] = len(index)
     if turned:  # the size as shown, which is the size of the frames read_video and read_image return
         info["width"], info["height"] = info["height"], info["width"]
