@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import fcntl
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -53,6 +55,21 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         yield tmp
+
+
+def lock_folder(folder: Path, busy: str) -> BinaryIO:
+    """Hold `folder` for this process until the returned file is closed (or the process dies): a second process
+    wanting it gets the one-line error `busy`."""
+    try:
+        lock = open(folder / ".lock", "ab")  # noqa: SIM115 - the caller holds it, and closes it
+    except OSError as err:
+        raise KinemaError(f"cannot use {folder} ({err.strerror or err}); choose a writable folder") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise KinemaError(busy) from None
+    return lock
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> None:

@@ -12,7 +12,6 @@ A job's inputs are written and its row committed before the API answers, so kill
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from typing import Any, BinaryIO
 from PIL import Image
 
 from kinema import io, provenance, sheets
-from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, locate_model
+from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, locate_model, lock_folder
 from kinema.config import CONCURRENCY, RETENTION_HOURS, SWEEP_S
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Request
@@ -121,6 +120,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
            "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes", "attempts")
 JSON_COLUMNS = ("params", "notes")
+FIELDS = {"expired": "expired_files"}  # columns whose Job field has another name
 # Columns added since the first release, with their definitions: a store made before them gains them on open.
 ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'", "attempts": "INTEGER NOT NULL DEFAULT 0"}
 MAX_ATTEMPTS = 3  # a job the server stopped during this often is failed, not run again: it may be what stops it
@@ -138,7 +138,8 @@ class JobStore:
         except OSError as err:
             raise KinemaError(f"cannot make the data folder {self.root} ({err.strerror or err}); give --data a "
                               "writable folder") from None
-        self._owner = _lock_folder(self.root)
+        self._owner = lock_folder(self.root, f"the data folder {self.root} is in use by another kinema serve; stop "
+                                             "it, or give --data another folder")
         try:
             self._open(self.root / "kinema.db")
         except BaseException:
@@ -181,9 +182,14 @@ class JobStore:
             raise ValueError(f"invalid video id {video_id!r}")
         return self.root / kind / video_id
 
-    def remove_files(self, video_id: str, keep_inputs: bool = False) -> None:
-        if not keep_inputs:
-            shutil.rmtree(self.input_dir(video_id), ignore_errors=True)
+    def remove_files(self, video_id: str) -> None:
+        self.remove_inputs(video_id)
+        self.remove_outputs(video_id)
+
+    def remove_inputs(self, video_id: str) -> None:
+        shutil.rmtree(self.input_dir(video_id), ignore_errors=True)
+
+    def remove_outputs(self, video_id: str) -> None:
         shutil.rmtree(self._job_dir("videos", video_id), ignore_errors=True)
 
     # -- rows --------------------------------------------------------------------------------
@@ -195,8 +201,8 @@ class JobStore:
                 (waiting,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()
                 if waiting >= max_queue:
                     raise QueueFull
-                values = [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else job.expired_files if c == "expired"
-                          else getattr(job, c) for c in COLUMNS]
+                values = [json.dumps(getattr(job, c)) if c in JSON_COLUMNS else getattr(job, FIELDS.get(c, c))
+                          for c in COLUMNS]
                 self._db.execute(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                                  values)
                 self._db.execute("COMMIT")
@@ -234,10 +240,7 @@ class JobStore:
 
     def set_progress(self, video_id: str, progress: int) -> bool:
         """False when the job is no longer running here (it was deleted, or finished elsewhere)."""
-        with self._lock:
-            cursor = self._db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'in_progress'",
-                                      (progress, video_id))
-        return cursor.rowcount > 0
+        return self._update(video_id, "progress = ?", progress, only="status = 'in_progress'")
 
     def finish(self, video_id: str, seconds: str, notes: list[str], retention_s: float) -> bool:
         now = int(time.time())
@@ -268,7 +271,8 @@ class JobStore:
     def recover(self, retention_s: float) -> None:
         """On start: jobs a previous process was running go back to the queue, or fail if inputs are gone; files
         no job owns (an upload cut off by a crash, a half-written output's temporary file) are removed."""
-        live = {row[0] for row in self._db.execute("SELECT id FROM jobs WHERE status != 'deleted'")}
+        with self._lock:
+            live = {row[0] for row in self._db.execute("SELECT id FROM jobs WHERE status != 'deleted'")}
         for folder in _job_folders(self.root):
             if folder.name not in live:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -298,33 +302,16 @@ class JobStore:
             self._update(job.id, "expired = 1")
         return [job.id for job in rows]
 
-    def _update(self, video_id: str, assignments: str, *args: Any) -> bool:
-        """False when the job is not there, or deleted."""
+    def _update(self, video_id: str, assignments: str, *args: Any, only: str = "status != 'deleted'") -> bool:
+        """False when the job is not there, or not as `only` says (by default: deleted)."""
         with self._lock:
-            cursor = self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND status != 'deleted'",
-                                      (*args, video_id))
+            cursor = self._db.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND {only}", (*args, video_id))
         return cursor.rowcount > 0
 
     def _query(self, sql: str, args: tuple) -> list[Job]:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [_job_from_row(row) for row in rows]
-
-
-def _lock_folder(root: Path) -> BinaryIO:
-    """Hold the data folder for this process: two servers on one folder would run the same jobs twice."""
-    try:
-        owner = open(root / ".lock", "ab")  # noqa: SIM115 - held for the store's life, closed in close()
-    except OSError as err:
-        raise KinemaError(f"cannot use the data folder {root} ({err.strerror or err}); give --data a writable "
-                          "folder") from None
-    try:
-        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner.close()
-        raise KinemaError(f"the data folder {root} is in use by another kinema serve; stop it, or give --data "
-                          "another folder") from None
-    return owner
 
 
 def _job_folders(root: Path) -> list[Path]:
@@ -334,10 +321,10 @@ def _job_folders(root: Path) -> list[Path]:
 
 
 def _job_from_row(row: tuple) -> Job:
-    values = dict(zip(COLUMNS, row, strict=True))
+    values = {FIELDS.get(c, c): value for c, value in zip(COLUMNS, row, strict=True)}
     for name in JSON_COLUMNS:
         values[name] = json.loads(values[name])
-    values["expired_files"] = bool(values.pop("expired"))
+    values["expired_files"] = bool(values["expired_files"])
     return Job(**values)
 
 
@@ -456,7 +443,7 @@ class Worker:
         except KinemaError as err:
             if err.code == "storage_error":  # the server's disk, not the request: no path, no partial files
                 log.error("job %s could not be stored: %s", job.id, err)
-                self.store.remove_files(job.id, keep_inputs=True)
+                self.store.remove_outputs(job.id)
                 err = KinemaError("the server could not store this video (its disk is full or not writable); "
                                   "submit it again later", code="storage_error")
             self.store.fail(job.id, err.code, str(err), self.retention_s)
@@ -468,7 +455,7 @@ class Worker:
             if not self.store.finish(job.id, seconds, notes, self.retention_s):
                 self.store.remove_files(job.id)  # deleted in the last moments
             else:  # a finished video is all its remixes and extensions read: its uploads need not wait for expiry
-                shutil.rmtree(self.store.input_dir(job.id), ignore_errors=True)
+                self.store.remove_inputs(job.id)
 
     def _generate(self, job: Job) -> tuple[str, list[str]]:
         """Run the pipeline exactly as the CLI does; returns the output's duration in seconds and the notes the CLI

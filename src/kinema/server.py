@@ -141,10 +141,10 @@ class Service:
         (sizes and lengths follow the inputs, resampled to the output's rate as the worker will read them); the
         job keeps the client's values, resolved again when it runs."""
         scalars = dict(draft.scalars)
-        scalars["fps"] = pl.output_fps(scalars.get("fps"), probes, pipe.cfg.fps)  # what read_inputs will choose
-        shapes = pl.played_shapes(probes, scalars["fps"])
+        fps = pl.output_fps(scalars.get("fps"), probes, pipe.cfg.fps)  # what the worker's read_inputs will choose
+        shapes = pl.played_shapes(probes, fps)
         try:
-            resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **scalars, **pl.stand_ins(shapes)))
+            resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **(scalars | {"fps": fps}), **pl.stand_ins(shapes)))
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
         frames = resolved.frames
@@ -229,6 +229,7 @@ def bearer_check(api_keys: Iterable[str]):
 
 def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
+
     @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
                  f"(image file: image to video). Kinema's extra fields:{EXTRAS_MD}")
     async def create_video(request: Request):

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch
 
 from kinema import parallel
 from kinema import recipe as recipes
-from kinema.checkpoint import atomic_write, load_tensors, save_model
+from kinema.checkpoint import atomic_write, load_tensors, lock_folder, save_model
 from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, render_pool, split_counts
 from kinema.errors import KinemaError
@@ -75,20 +74,13 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
     return run_dir
 
 
-@contextlib.contextmanager
-def _only_trainer(run_dir: Path, main: bool) -> Iterator[None]:
+def _only_trainer(run_dir: Path, main: bool) -> contextlib.AbstractContextManager:
     """Hold the run folder's lock (the first rank holds it for all): two runs into one folder would interleave
     their checkpoints and metrics."""
     if not main:
-        yield
-        return
-    with open(run_dir / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or the process dies
-        except BlockingIOError:
-            raise KinemaError(f"{run_dir} is being trained by another process; wait for it to finish, or train "
-                              "into another --out") from None
-        yield
+        return contextlib.nullcontext()
+    return lock_folder(run_dir, f"{run_dir} is being trained by another process; wait for it to finish, or train "
+                                "into another --out")
 
 
 def _run_stages(recipe: Recipe, stage: str, run_dir: Path, resume: bool, progress: bool, on_step: OnStep | None,
@@ -97,17 +89,18 @@ def _run_stages(recipe: Recipe, stage: str, run_dir: Path, resume: bool, progres
         train_vae(recipe, run_dir, resume, progress, on_step, ranks.device)
     if stage in ("cache", "all") and not recipe.keeps_init_dit:
         cache_latents(recipe, run_dir, progress, ranks.device)
+    together = True  # every rank is here: finished, or stopped at the same step (Ctrl-C) and saved
     try:
         if stage in ("dit", "all") and not recipe.keeps_init_dit:
             train_dit(recipe, run_dir, resume, progress and ranks.is_main, on_step, ranks)
-    except KinemaError as err:
-        if ranks.world_size > 1 and err.code == "interrupted":  # every rank stopped at the same step and saved
-            parallel.barrier()
+    except BaseException as err:
+        # else a peer may be waiting in a collective this rank will never join: leave, and torchrun ends it
+        together = isinstance(err, KinemaError) and err.code == "interrupted"
+        raise
+    finally:
+        if ranks.world_size > 1 and together:
+            parallel.barrier()  # no rank may tear the group down while a peer still uses it
             parallel.cleanup()
-        raise  # else a peer may be waiting in a collective this rank will never join: leave, and torchrun ends it
-    if ranks.world_size > 1:
-        parallel.barrier()  # no rank may tear the group down while a peer still uses it
-        parallel.cleanup()
     if stage == "all":
         export(run_dir, run_dir / "model")
 
