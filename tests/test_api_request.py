@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from kinema.api_request import FIELDS, ApiError, Fields, draft_create, draft_extend, unflatten
@@ -61,3 +63,23 @@ def test_an_extension_needs_a_length_and_connects_only_forward():
     fields = {"video": "video_" + "a" * 24, "seconds": "1", "connect_to": "video_" + "b" * 24, "direction": "backward"}
     with pytest.raises(ApiError, match="connect_to extends forward"):
         draft_extend(Fields(fields, FIELDS["extend"]))
+
+
+def test_input_reference_may_be_a_data_url_and_other_forms_are_named():
+    import base64
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 16), (10, 200, 30)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    draft = draft_create(Fields({"prompt": "a ball", "input_reference": {"image_url": url}}, FIELDS["create"]))
+    assert draft.scalars["mode"] == "i2v" and draft.sources["image"].file.read() == buffer.getvalue()
+    for reference, words in (({"image_url": "https://example.com/a.png"}, "fetches no URLs"),
+                             ({"image_url": "data:image/png;base64,%%%"}, "not base64"),
+                             ({"image_url": "data:image/png,rawbytes"}, "base64 data: URL"),
+                             ({"file_id": "file_123"}, "no Files API"),
+                             ("a.png", "image file upload")):
+        with pytest.raises(ApiError, match=words) as err:
+            draft_create(Fields({"prompt": "a ball", "input_reference": reference}, FIELDS["create"]))
+        assert (err.value.status, err.value.param) == (400, "input_reference")

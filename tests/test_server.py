@@ -412,7 +412,8 @@ def test_openapi_documents_the_extra_fields(paused):
     assert all(name in create for name in ("loop", "segments", "seed", "steps", "guidance", "negative_prompt"))
 
 
-def test_oversized_json_body_is_413(paused):
+def test_oversized_json_body_is_413(paused, monkeypatch):
+    monkeypatch.setattr("kinema.api_request.MAX_JSON_BYTES", 1 << 20)
     headers = {"Authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
     body = json.dumps({"prompt": "a ball", "negative_prompt": "x" * (2 << 20)})
     answer = httpx.post(f"{paused.url}/v1/videos", content=body, headers=headers)

@@ -7,6 +7,9 @@ endpoint into a `Draft`: the job as the client described it, before the pipeline
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import math
 import re
@@ -28,7 +31,7 @@ from kinema.modes import EDIT_STRENGTH
 
 SORA_DEFAULT_SECONDS = 4.0  # the API's length when a request gives none, as Sora's
 MAX_PROMPT_CHARS = 4000
-MAX_JSON_BYTES = 1 << 20  # JSON bodies hold fields only; files come as multipart uploads
+MAX_JSON_BYTES = 16 << 20  # fields, and an image as a data: URL; larger files come as multipart uploads
 MAX_FORM_BYTES = 2 * MAX_UPLOAD_BYTES + (1 << 20)  # two videos (connect) and the fields
 SAMPLERS = sampling.METHODS
 ALLOWED = {
@@ -112,7 +115,10 @@ async def read_fields(request: Request, kind: str) -> Fields:
     """The body as fields and uploads: multipart/urlencoded forms (what the SDK sends) or JSON."""
     content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:  # before any of it is spooled to disk
+        if "content-length" not in request.headers:  # a chunked form could spool any amount to disk before the check
+            raise ApiError(411, "send the form with a Content-Length header (the SDK, browsers and curl -F do); a "
+                           "chunked form cannot be checked against the size limit", code="length_required")
+        if int(request.headers["content-length"] or 0) > MAX_FORM_BYTES:  # before any of it is spooled to disk
             raise ApiError(413, f"the request is larger than {MAX_FORM_BYTES >> 20} MiB; each file may be at most "
                            f"{MAX_UPLOAD_BYTES >> 20} MiB", code="request_too_large")
         try:
@@ -302,6 +308,32 @@ class Draft:
     remixed_from: str | None = None
 
 
+def reference_image(value: Any) -> UploadFile:
+    """input_reference as the SDK sends it (a file upload) or in OpenAI's other form, {"image_url": a data: URL}."""
+    if isinstance(value, UploadFile):
+        return value
+    reference = value if isinstance(value, dict) else {}
+    url = reference.get("image_url")
+    if isinstance(url, str) and url.startswith("data:"):
+        header, _, data = url.partition(",")
+        if not header.endswith(";base64"):
+            raise ApiError(400, "input_reference.image_url must be a base64 data: URL (data:image/png;base64,...)",
+                           param="input_reference")
+        try:
+            return UploadFile(io.BytesIO(base64.b64decode(data, validate=True)), filename="input_reference")
+        except binascii.Error:
+            raise ApiError(400, "input_reference.image_url holds data that is not base64; encode the image file "
+                           "with base64", param="input_reference") from None
+    if url is not None:
+        raise ApiError(400, "input_reference.image_url: this server fetches no URLs; send the image as a data: URL "
+                       "or a file upload", param="input_reference")
+    if "file_id" in reference:
+        raise ApiError(400, "input_reference.file_id: this server has no Files API; send the image as a file upload "
+                       "or a data: URL", param="input_reference")
+    raise ApiError(400, "input_reference must be an image file upload (multipart/form-data) or {\"image_url\": "
+                   "\"data:image/png;base64,...\"}", param="input_reference")
+
+
 def common_scalars(f: Fields) -> dict[str, Any]:
     return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, pl.MAX_SEED, 0),
             "steps": f.number("steps", int, 1, pl.MAX_STEPS),
@@ -321,10 +353,7 @@ def draft_create(f: Fields) -> Draft:
     sources: dict[str, UploadFile | str] = {}
     image = f.values.get("input_reference")
     if image is not None:
-        if not isinstance(image, UploadFile):
-            raise ApiError(400, "input_reference must be an image file upload (multipart/form-data)",
-                           param="input_reference")
-        sources["image"] = image
+        sources["image"] = reference_image(image)
     segments = f.segments()
     loop = f.flag("loop")
     if segments and loop:

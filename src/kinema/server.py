@@ -36,6 +36,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from kinema import io, provenance
 from kinema import pipeline as pl
@@ -82,8 +83,8 @@ class Service:
 
     def page(self, after: str | None, limit: int, order: str) -> dict[str, Any]:
         """One page of the list, as OpenAI's list endpoints answer."""
-        if not 1 <= limit <= 100:
-            raise ApiError(400, f"limit must be from 1 to 100, got {limit}", param="limit")
+        if not 0 <= limit <= 100:
+            raise ApiError(400, f"limit must be from 0 to 100, got {limit}", param="limit")
         if order not in ("asc", "desc"):
             raise ApiError(400, f"order must be asc or desc, got {order!r}", param="order")
         if after is not None and not self.store.known(after):
@@ -102,18 +103,25 @@ class Service:
         if job.expired:
             raise ApiError(404, f"the files of {job.id} expired at {job.expires_at}", code="video_expired")
         path = self.store.output_path(job.id, variant)
+        if job.status == "failed":
+            raise ApiError(400, f"{job.id} failed ({job.error_code}), so it has no files; see its error, and submit it "
+                           "again", param="video_id", code="video_failed")
         if job.status != "completed" or not path.is_file():
             raise ApiError(400, f"{job.id} is {job.status}; download it once its status is completed",
                            param="video_id", code="video_not_ready")
         return path, job
 
-    def submit(self, draft: Draft) -> dict[str, Any]:
-        """Store the inputs, check the request with the pipeline, then commit the job row: only then answer."""
+    def prepare(self, draft: Draft) -> tuple[str, pl.Pipeline]:
+        """The model the draft asks for, by name, and its pipeline (loaded on first use: seconds)."""
         try:
             model = self.models.name_for(draft.model)
-            pipe = self.models.pipeline(model)
+            return model, self.models.pipeline(model)
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
+
+    def submit(self, draft: Draft) -> dict[str, Any]:
+        """Store the inputs, check the request with the pipeline, then commit the job row: only then answer."""
+        model, pipe = self.prepare(draft)
         video_id = new_id()
         inputs = self.store.input_dir(video_id)
         try:
@@ -230,16 +238,29 @@ def bearer_check(api_keys: Iterable[str]):
 def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
+    async def submit(request: Request, draft: Draft) -> dict[str, Any]:
+        await run_in_threadpool(service.prepare, draft)  # a model's first load takes seconds
+        if await request.is_disconnected():  # the client gave up meanwhile: its retry must not make a second job
+            raise ApiError(400, "the client disconnected before the video was submitted; nothing was queued")
+        return await run_in_threadpool(service.submit, draft)
+
     @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
                  f"(image file: image to video). Kinema's extra fields:{EXTRAS_MD}")
     async def create_video(request: Request):
         fields = await read_fields(request, "create")
-        return await run_in_threadpool(service.submit, draft_create(fields))
+        return await submit(request, draft_create(fields))
 
     @router.get("/videos")
     def list_videos(after: str | None = None, limit: int = 20, order: str = "desc"):
-        """Videos newest first (order=desc) or oldest first (asc), `limit` (1-100) after the id `after`."""
+        """Videos newest first (order=desc) or oldest first (asc), `limit` (0-100) after the id `after`."""
         return service.page(after, limit, order)
+
+    @router.post("/videos/characters", include_in_schema=False)
+    @router.get("/videos/characters/{character_id}", include_in_schema=False)
+    def characters():
+        """The SDK's create_character / get_character: Sora's cameos, which Kinema does not have."""
+        raise ApiError(404, "this server has no characters (Sora's cameos); describe the subject in the prompt, or "
+                       "give it as input_reference", code="not_supported")
 
     @router.get("/videos/{video_id}")
     def retrieve_video(video_id: str):
@@ -253,6 +274,7 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
         return {"id": video_id, "object": "video.deleted", "deleted": True}
 
     @router.get("/videos/{video_id}/content")
+    @router.head("/videos/{video_id}/content", include_in_schema=False)  # a download's size, without it
     def download_video(video_id: str, variant: str = "video"):
         """The MP4 (variant=video), a WEBP middle frame (thumbnail) or a JPEG contact sheet (spritesheet)."""
         path, job = service.output(video_id, variant)
@@ -266,19 +288,19 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
     async def remix_video(video_id: str, request: Request):
         fields = await read_fields(request, "remix")
         source = await run_in_threadpool(service.job, video_id)
-        return await run_in_threadpool(service.submit, draft_remix(fields, source))
+        return await submit(request, draft_remix(fields, source))
 
     @router.post("/videos/edits", description="Edit a video (file upload, or {\"id\"} / video[id] of a completed "
                  "video) to follow a prompt. Extra fields: strength, seed, steps, guidance, negative_prompt.")
     async def edit_video(request: Request):
         fields = await read_fields(request, "edit")
-        return await run_in_threadpool(service.submit, draft_edit(fields))
+        return await submit(request, draft_edit(fields))
 
     @router.post("/videos/extensions", description="Extend a video by `seconds`; `seconds` in the answer is the "
                  "stitched total. Extra fields: direction, connect_to, seed, steps, guidance, negative_prompt.")
     async def extend_video(request: Request):
         fields = await read_fields(request, "extend")
-        return await run_in_threadpool(service.submit, draft_extend(fields))
+        return await submit(request, draft_extend(fields))
 
     @router.post("/provenance", description="Check an uploaded video or image (multipart field `file`) for "
                  "Kinema's invisible watermark, its disclosure tags and a C2PA manifest, as `kinema verify` does; "
@@ -320,6 +342,11 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
         raise KinemaError(f"retention must be a positive number of hours, got {retention_s / 3600:g}")
     served = Models(model, models, signer)  # a missing model fails before the data folder is taken
     store = JobStore(data_dir)
+    try:
+        served.pipeline(served.default)  # loaded before the first request, which would otherwise wait for it
+    except BaseException:
+        store.close()
+        raise
     worker = Worker(store, served, concurrency, retention_s)
     service = Service(store, worker.models, worker, max_queue)
 
@@ -377,10 +404,13 @@ def install_error_handlers(app: FastAPI, check_key: Callable[[Request], None]) -
             except ApiError as denied:
                 return await api_error(request, denied)
         where = f"{request.method} {request.url.path}"
+        headers = err.headers
+        if err.status_code == 405:  # routing names only the first route that matched the path: name them all
+            headers = {"allow": ", ".join(allowed_methods(app, request))}
         message = {404: f"Invalid URL ({where}); this server offers the Videos API under /v1/videos (see /docs)",
-                   405: f"Invalid method ({where}); this path takes {(err.headers or {}).get('allow', 'other methods')}"
+                   405: f"Invalid method ({where}); this path takes {headers['allow'] if headers else 'other methods'}"
                    }.get(err.status_code, str(err.detail))
-        return error_response(err.status_code, message, headers=err.headers)
+        return error_response(err.status_code, message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
@@ -393,6 +423,13 @@ def install_error_handlers(app: FastAPI, check_key: Callable[[Request], None]) -
         return error_response(500, f"internal server error ({type(err).__name__})", kind="server_error")
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of `app` answers at the request's path."""
+    methods = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+    return [method for method in methods
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in app.router.routes)]
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kinema-data", model: str | None = None,
           api_keys: Iterable[str] = (), concurrency: int = CONCURRENCY, max_queue: int = MAX_QUEUE,
           **options: Any) -> None:
@@ -400,9 +437,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kin
     import uvicorn
 
     check_address(host, port)  # before the model loads: a busy port is known at once
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # as uvicorn's
     app = create_app(data_dir, model, list(api_keys), concurrency, max_queue, **options)
     print(f"Kinema: http://{host}:{port}/ (API at /v1, data in {Path(data_dir).resolve()})", flush=True)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # as uvicorn's
     # A client that never finishes its upload must not hold a stop (Ctrl-C, SIGTERM) open for ever.
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 

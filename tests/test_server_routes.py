@@ -1,0 +1,114 @@
+"""The Videos API's routes at their edges, as OpenAI's reference and SDK define them: list limits, HEAD, 405's
+Allow, the SDK's character calls, chunked forms, a failed video's files, and a client that gives up."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import openai
+import pytest
+
+from kinema.jobs import Job, JobStore, Models, new_id
+from test_server import API_KEY, TINY, ServerThread, png_bytes
+
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def paused(tmp_path_factory):
+    """A server that accepts jobs but runs none (concurrency 0)."""
+    with ServerThread(tmp_path_factory.mktemp("routes"), concurrency=0, max_queue=64) as running:
+        yield running
+
+
+def stored_job(server: ServerThread, status: str, **fields) -> Job:
+    """A job written straight into the server's store, as the worker would have left it."""
+    store: JobStore = server.app.state.service.store
+    job = Job(id=new_id(), prompt="stored", model="debug", size="64x64", seconds="1", params={"inputs": {}},
+              status=status, **fields)
+    store.add(job, max_queue=64)
+    return job
+
+
+def test_list_takes_a_limit_of_zero(paused):
+    paused.client().videos.create(prompt="one", **TINY)
+    page = httpx.get(f"{paused.url}/v1/videos", params={"limit": 0}, headers=HEADERS).json()
+    assert page["data"] == [] and page["has_more"] is True and page["first_id"] is None
+    too_many = httpx.get(f"{paused.url}/v1/videos", params={"limit": 101}, headers=HEADERS)
+    assert too_many.status_code == 400 and "from 0 to 100" in too_many.json()["error"]["message"]
+
+
+def test_head_of_a_download_answers_its_length_without_the_body(paused):
+    job = stored_job(paused, "completed", progress=100, completed_at=1, expires_at=int(time.time()) + 3600)
+    output = paused.app.state.service.store.output_path(job.id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(b"\x00" * 1234)
+    head = httpx.head(f"{paused.url}/v1/videos/{job.id}/content", headers=HEADERS)
+    assert head.status_code == 200 and head.headers["content-length"] == "1234" and head.content == b""
+    assert head.headers["content-type"] == "video/mp4"
+
+
+def test_a_failed_video_says_it_failed_instead_of_not_ready(paused):
+    job = stored_job(paused, "failed", error_code="interrupted", error_message="the server stopped three times")
+    with pytest.raises(openai.BadRequestError) as caught:
+        paused.client().videos.download_content(job.id)
+    assert caught.value.code == "video_failed" and "failed (interrupted)" in caught.value.message
+
+
+def test_405_names_every_method_the_path_takes(paused):
+    wrong = httpx.put(f"{paused.url}/v1/videos", headers=HEADERS)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST"
+    assert "this path takes GET, POST" in wrong.json()["error"]["message"]
+    patch = httpx.patch(f"{paused.url}/v1/videos/{new_id()}", headers=HEADERS)
+    assert patch.status_code == 405 and patch.headers["allow"] == "DELETE, GET"
+
+
+def test_the_sdks_character_calls_are_told_there_are_none(paused):
+    for call in (lambda v: v.create_character(name="me", video=("me.mp4", b"\x00")),
+                 lambda v: v.get_character("char_123")):
+        with pytest.raises(openai.NotFoundError) as caught:
+            call(paused.client().videos)
+        assert caught.value.code == "not_supported" and "no characters" in caught.value.message
+
+
+def test_a_chunked_form_is_refused_before_it_is_read(paused):
+    boundary = "kinemaboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na ball\r\n--{boundary}--\r\n")
+
+    def chunks():  # a generator body: httpx sends it chunked, with no Content-Length
+        yield body.encode()
+
+    answer = httpx.post(f"{paused.url}/v1/videos", content=chunks(),
+                        headers=HEADERS | {"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 411 and answer.json()["error"]["code"] == "length_required"
+
+
+def test_input_reference_as_a_data_url_makes_image_to_video(paused):
+    url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    answer = httpx.post(f"{paused.url}/v1/videos", headers=HEADERS,
+                        json={"prompt": "a red square", "size": "64x64", "seconds": "1",
+                              "input_reference": {"image_url": url}})
+    assert answer.status_code == 200, answer.text
+    job = paused.app.state.service.store.get(answer.json()["id"])
+    assert job.params["mode"] == "i2v" and list(job.params["inputs"]) == ["image"]
+
+
+def test_a_client_that_gives_up_while_a_model_loads_leaves_no_job(tmp_path, monkeypatch):
+    load = Models.pipeline
+
+    def slow(self, name):
+        if name == "slow":
+            time.sleep(1.5)
+        return load(self, name)
+
+    monkeypatch.setattr(Models, "pipeline", slow)
+    with ServerThread(tmp_path / "data", concurrency=0, models={"slow": "debug"}) as server:
+        assert "debug" in server.app.state.service.models._pipelines  # the default is loaded before any request
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, timeout=0.5, max_retries=0)
+        with pytest.raises(openai.APITimeoutError):
+            client.videos.create(prompt="a ball", model="slow", **TINY)
+        time.sleep(2)  # the load finishes; the request then finds its client gone
+        assert server.client().videos.list().data == []
+        assert server.client().videos.create(prompt="a ball", model="slow", **TINY).status == "queued"
