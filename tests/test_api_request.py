@@ -50,6 +50,8 @@ def test_create_fields_become_a_typed_draft():
     ({"window_camera": "sideways"}, "window_camera", "true or false"),
     ({"segments": "[]"}, "segments", "non-empty list"),
     ({"segments": [[0, 5]]}, "segments", "non-empty list"),  # 5 is not a prompt
+    ({"segments": [[0, "a"], [99, "b"]]}, "segments", "a start of 99 s is outside 0 to 60 s"),
+    ({"segments": [[2, "a"], [1, "b"]]}, "segments", "increasing order"),
 ])
 def test_each_bad_create_field_is_a_400_naming_it(values, param, words):
     with pytest.raises(ApiError, match=words) as err:

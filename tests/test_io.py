@@ -386,3 +386,9 @@ def test_fit_image_covers_then_crops():
     assert same is fitted and "already" in message
     scaled, message = io.fit_image(np.zeros((32, 32, 3), np.uint8), 64, 64)
     assert scaled.shape == (64, 64, 3) and "cropped" not in message
+
+
+def test_fit_message_says_only_what_was_done():
+    assert io.fit_message(96, 64, 80, 64) == "center-cropped 96x64 to 80x64"  # no resize to the same size
+    assert io.fit_message(200, 100, 64, 64) == "resized 200x100 to 128x64 and center-cropped to 64x64"
+    assert io.fit_message(32, 32, 64, 64) == "resized 32x32 to 64x64"

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from kinema.errors import KinemaError
-from kinema.jobs import SCHEMA, Job, JobStore, new_id
+from kinema.jobs import MAX_UPLOAD_BYTES, SCHEMA, Job, JobStore, new_id
 from kinema.server import create_app, serve
 
 API_KEY = "test-key"
@@ -359,10 +359,13 @@ def test_page_fields_take_the_ranges_the_api_takes(paused):
 
     page = httpx.get(f"{paused.url}/").text
     assert "$" not in page  # every bound was filled in
-    bounds = {m["id"]: float(m["max"]) for m in re.finditer(r'<input id="(?P<id>[\w-]+)"[^>]*?max="(?P<max>[^"]+)"',
-                                                            page, re.S)}
-    assert bounds == {"steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1, "strength": 1,
-                      "noise-correlation": MAX_NOISE_CORRELATION, "noise-drift": MAX_NOISE_DRIFT}
+    bounds = {m["id"]: m["max"] for m in re.finditer(r'<input id="(?P<id>[\w-]+)"[^>]*?max="(?P<max>[^"]+)"',
+                                                     page, re.S)}
+    assert int(bounds.pop("seed")) == pl.MAX_SEED  # exactly: a float would round 2**63 - 1 up, past the API's limit
+    assert {name: float(value) for name, value in bounds.items()} == {
+        "steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1, "strength": 1,
+        "noise-correlation": MAX_NOISE_CORRELATION, "noise-drift": MAX_NOISE_DRIFT}
+    assert re.search(r'id="image"[^>]*data-max-bytes="(\d+)"', page, re.S)[1] == str(MAX_UPLOAD_BYTES)
     assert f"sampling steps, 1–{pl.MAX_STEPS}" in page and f"<code>seconds</code> is 0–{pl.MAX_SECONDS:g}." in page
 
 

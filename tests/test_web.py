@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kinema.jobs import Job, new_id
 from test_server import ServerThread, wait
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -154,6 +155,7 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
     assert (remix.remixed_from, remix.params["mode"], remix.params["strength"]) == (first, "edit", 0.5)
 
     page.click(".modes label:has(input[value='blend'])")
+    assert page.input_value("#blend-from") != page.input_value("#blend-to")  # not a bridge into itself
     page.select_option("#blend-from", first)
     page.select_option("#blend-to", second)
     generate_from_page(page, "from one to the other")
@@ -165,9 +167,12 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
     page.fill("#storyboard", "0: a red circle moves right\nlater the circle moves up")
     page.click("#generate")
     assert 'storyboard line 2: write it as "seconds: prompt"' in page.text_content("#form-error")
-    page.fill("#storyboard", "1: a red circle moves right\n0: the circle moves up")
+    page.fill("#storyboard", "0.5: a red circle moves right\n0: the circle moves up")
     page.click("#generate")
-    assert "line 2: 0 s is not after line 1's 1 s; put the lines in time order" in page.text_content("#form-error")
+    assert "line 2: 0 s is not after line 1's 0.5 s; put the lines in time order" in page.text_content("#form-error")
+    page.fill("#storyboard", "0: a red circle moves right\n3: the circle moves up")  # the video is 1 s long
+    page.click("#generate")
+    assert "line 2: 3 s is at or after the video's end (1 s)" in page.text_content("#storyboard-error")
     page.fill("#storyboard", "0: a red circle moves right\n1: " + "x" * 4001)
     page.click("#generate")
     assert "storyboard line 2: its prompt is 4001 characters; the limit is 4000" in page.text_content("#form-error")
@@ -177,3 +182,60 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
     story = newest_job(server)
     assert story.params["mode"] == "sequence"
     assert story.params["segments"] == [[0.0, "a red circle moves right"], [0.5, "the circle moves up"]]
+
+
+def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reload(tmp_path):
+    """On a phone-sized page of a server that runs nothing (jobs stay queued)."""
+    with ServerThread(tmp_path / "data", api_keys=(), concurrency=0) as server, \
+            playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page_errors: list[str] = []
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        page.goto(f"{server.url}/")
+        page.click("#generate")
+        assert page.text_content("#prompt-error").startswith("Prompt: ")  # an empty prompt
+        page.fill("#prompt", "a red circle moves to the right")
+        page.click(".advanced summary")
+        page.fill("#steps", "1001")
+        page.evaluate("document.querySelector('.advanced').open = false")
+        page.click("#generate")
+        assert page.text_content("#steps-error").startswith("Steps: ")  # beside the field, which has the focus
+        assert page.evaluate("document.activeElement.id") == "steps"
+        assert page.get_attribute("#steps", "aria-invalid") == "true"
+        page.fill("#steps", "2")
+        assert page.locator("#steps-error").count() == 0  # corrected: the note goes
+        page.fill("#guidance", "1.25")
+        page.fill("#cache", "0.12")  # any value in range, as the server takes it
+        assert page.evaluate("[...document.querySelectorAll('#create-form input')].every(f => f.checkValidity())")
+
+        page.fill("#prompt", "a naked person walks")  # refused by the server: named at the prompt
+        page.click("#generate")
+        page.wait_for_selector("#prompt-error", timeout=TIMEOUT_MS)
+        assert "content policy" in page.text_content("#prompt-error")
+        page.click(".modes label:has(input[value='text'])")
+
+        page.fill("#prompt", "a red circle moves to the right")
+        assert page.locator(".field-error").count() == 0  # the mode change cleared the prompt's note
+        page.select_option("#size", "64x64")
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#gallery .tile')", timeout=TIMEOUT_MS)
+        page.reload()  # the queued video is followed again, and the gallery keeps asking after it
+        page.wait_for_function("!document.getElementById('progress').hidden", timeout=TIMEOUT_MS)
+        assert page.text_content("#progress-status") == "queued" and page.is_disabled("#generate")
+
+        for i in range(47):
+            server.client().videos.create(prompt=f"clip {i}", size="64x64", seconds="1")
+        failed = Job(id=new_id(), prompt="went wrong", model="debug", size="64x64", seconds="1",
+                     params={"inputs": {}}, status="failed", error_code="interrupted", error_message="it stopped")
+        server.app.state.service.store.add(failed, max_queue=64)
+        page.wait_for_selector(f".tile[data-id='{failed.id}'] .tile-error", timeout=TIMEOUT_MS)  # polled, no reload
+        assert page.text_content(f".tile[data-id='{failed.id}'] .tile-error") == "it stopped"
+        assert page.locator("#gallery .tile").count() == 48 and page.is_visible("#load-more")  # of 49
+        page.click("#load-more")
+        page.wait_for_function("document.querySelectorAll('#gallery .tile').length === 49", timeout=TIMEOUT_MS)
+        assert not page.is_visible("#load-more")
+        overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
+        assert not overflow
+        browser.close()
+    assert page_errors == []

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 
 from kinema import pipeline as pl
@@ -115,17 +115,7 @@ async def read_fields(request: Request, kind: str) -> Fields:
     """The body as fields and uploads: multipart/urlencoded forms (what the SDK sends) or JSON."""
     content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        if "content-length" not in request.headers:  # a chunked form could spool any amount to disk before the check
-            raise ApiError(411, "send the form with a Content-Length header (the SDK, browsers and curl -F do); a "
-                           "chunked form cannot be checked against the size limit", code="length_required")
-        if int(request.headers["content-length"] or 0) > MAX_FORM_BYTES:  # before any of it is spooled to disk
-            raise ApiError(413, f"the request is larger than {MAX_FORM_BYTES >> 20} MiB; each file may be at most "
-                           f"{MAX_UPLOAD_BYTES >> 20} MiB", code="request_too_large")
-        try:
-            form = await request.form()
-        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log as an error
-            raise ApiError(400, "the client disconnected before the request was complete") from None
-        values = unflatten(form.multi_items())
+        values = unflatten((await read_form(request, MAX_FORM_BYTES)).multi_items())
     else:
         body = await _read_limited(request, MAX_JSON_BYTES)
         try:
@@ -135,6 +125,20 @@ async def read_fields(request: Request, kind: str) -> Fields:
         if not isinstance(values, dict):
             raise ApiError(400, "the JSON body must be an object of fields")
     return Fields(values, FIELDS[kind])
+
+
+async def read_form(request: Request, limit: int) -> FormData:
+    """The multipart or urlencoded form, refused before any of it is spooled to disk when it is over `limit`."""
+    if "content-length" not in request.headers:  # a chunked form could spool any amount to disk before the check
+        raise ApiError(411, "send the form with a Content-Length header (the SDK, browsers and curl -F do); a "
+                       "chunked form cannot be checked against the size limit", code="length_required")
+    if int(request.headers["content-length"] or 0) > limit:
+        raise ApiError(413, f"the request is larger than {limit >> 20} MiB; each file may be at most "
+                       f"{MAX_UPLOAD_BYTES >> 20} MiB", code="request_too_large")
+    try:
+        return await request.form()
+    except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log as an error
+        raise ApiError(400, "the client disconnected before the request was complete") from None
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -285,11 +289,16 @@ class Fields:
             segments = []
         for _, text in segments:
             check_unicode("segments", text)
-        starts = [start for start, _ in segments]
-        if (not segments or starts != sorted(starts) or not all(0 <= s <= pl.MAX_SECONDS for s in starts)
-                or not all(text for _, text in segments)):
+        if not segments or not all(text for _, text in segments):
             raise ApiError(400, "segments must be a non-empty list of {\"start\": seconds, \"prompt\": text}, "
-                           "with starts in increasing order from 0", param="segments")
+                           "each prompt non-empty", param="segments")
+        for start, _ in segments:
+            if not 0 <= start <= pl.MAX_SECONDS:
+                raise ApiError(400, f"segments: a start of {start:g} s is outside 0 to {pl.MAX_SECONDS:g} s",
+                               param="segments")
+        starts = [start for start, _ in segments]
+        if starts != sorted(starts):
+            raise ApiError(400, "segments: put the starts in increasing order", param="segments")
         return segments
 
 

@@ -577,6 +577,8 @@ def fit_image(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, s
 def fit_message(src_width: int, src_height: int, width: int, height: int) -> str:
     """What fit_image does to a src_width x src_height image, in words."""
     new_width, new_height = _cover(src_width, src_height, width, height)
+    if (new_width, new_height) == (src_width, src_height):  # already covers it: only cut
+        return f"center-cropped {src_width}x{src_height} to {width}x{height}"
     message = f"resized {src_width}x{src_height} to {new_width}x{new_height}"
     if (new_width, new_height) != (width, height):
         message += f" and center-cropped to {width}x{height}"

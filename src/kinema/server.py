@@ -51,6 +51,7 @@ from kinema.api_request import (
     draft_remix,
     error_response,
     read_fields,
+    read_form,
 )
 from kinema.config import (
     CONCURRENCY,
@@ -60,7 +61,19 @@ from kinema.config import (
     RETENTION_HOURS,
 )
 from kinema.errors import BAD_REQUEST, KinemaError
-from kinema.jobs import INPUT_PARAMS, VARIANTS, Job, JobStore, Models, QueueFull, Worker, new_id, save_upload, valid_id
+from kinema.jobs import (
+    INPUT_PARAMS,
+    MAX_UPLOAD_BYTES,
+    VARIANTS,
+    Job,
+    JobStore,
+    Models,
+    QueueFull,
+    Worker,
+    new_id,
+    save_upload,
+    valid_id,
+)
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -306,7 +319,7 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
                  "Kinema's invisible watermark, its disclosure tags and a C2PA manifest, as `kinema verify` does; "
                  "`summary` says it in a line per mark. Not part of OpenAI's API.")
     async def check_provenance(request: Request):
-        upload = (await request.form()).get("file")
+        upload = (await read_form(request, MAX_UPLOAD_BYTES + (1 << 20))).get("file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "send the video or image to check as the multipart form field file", param="file")
         return await run_in_threadpool(verify_upload, upload)
@@ -380,7 +393,8 @@ def page_html() -> str:
     template = string.Template((WEB_DIR / "index.html").read_text(encoding="utf-8"))
     fields = "\n".join(f"      <dt>{name}</dt><dd>{html.escape(text, quote=False)}</dd>"
                        for name, text in EXTRA_FIELDS.items())
-    return template.substitute(max_steps=pl.MAX_STEPS, max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
+    return template.substitute(max_seed=pl.MAX_SEED, max_upload_bytes=MAX_UPLOAD_BYTES, max_steps=pl.MAX_STEPS,
+                               max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
                                max_seconds=f"{pl.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
                                max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}", fields=fields,
                                max_prompt_chars=MAX_PROMPT_CHARS)

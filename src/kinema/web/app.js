@@ -2,15 +2,30 @@
 "use strict";
 
 const POLL_MS = 300;
+const GALLERY_POLL_MS = 1500; // while a video in the gallery is queued or in progress
+const GALLERY_PAGE = 48;
 const $ = (id) => document.getElementById(id);
 const form = $("create-form");
 const keyInput = $("api-key");
 const mediaCache = new Map(); // "id/variant" -> object URL, only used when an API key is set
 
 keyInput.value = localStorage.getItem("kinema-api-key") || "";
+
+function keyChanged() {
+  for (const url of mediaCache.values()) URL.revokeObjectURL(url); // fetched with the old key
+  mediaCache.clear();
+  gallerySignature = "";
+  $("form-error").textContent = "";
+  refreshGallery();
+}
 keyInput.addEventListener("change", () => {
   localStorage.setItem("kinema-api-key", keyInput.value.trim());
-  refreshGallery();
+  keyChanged();
+});
+$("forget-key").addEventListener("click", () => {
+  localStorage.removeItem("kinema-api-key");
+  keyInput.value = "";
+  keyChanged();
 });
 
 function authHeaders() {
@@ -23,13 +38,12 @@ async function api(path, options = {}) {
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) {
     document.querySelector("details.key").open = true; // where the key goes
+    keyInput.focus();
     throw new Error(keyInput.value.trim() ? "this API key is not one the server accepts: check the API key box at "
       + "the top" : "this server needs an API key: enter it in the API key box at the top");
   }
-  // The API names its fields; the page names what the user sees.
-  const message = (body.error?.message || `${response.status} ${response.statusText}`)
-    .replace(/^input_reference\b/, "the start image");
-  if (!response.ok) throw Object.assign(new Error(message), { status: response.status });
+  const message = body.error?.message || `${response.status} ${response.statusText}`;
+  if (!response.ok) throw Object.assign(new Error(message), { status: response.status, param: body.error?.param });
   return body;
 }
 
@@ -59,6 +73,7 @@ const SECONDS_LABEL = { extend: "Add", blend: "Bridge", storyboard: "Whole video
 
 form.addEventListener("change", (event) => {
   if (event.target.name !== "mode") return;
+  clearErrors(); // they were about the other mode's fields
   const mode = currentMode();
   form.dataset.mode = mode;
   $("seconds-label").textContent = SECONDS_LABEL[mode] || "Duration";
@@ -70,10 +85,51 @@ form.addEventListener("change", (event) => {
 const charCount = (text) => [...text].length;
 const overLimit = (text, max) =>
   (charCount(text) > max ? `${charCount(text)} characters; the limit is ${max}, so shorten it` : "");
-for (const field of form.querySelectorAll("textarea[data-max-chars]")) {
+for (const field of form.querySelectorAll("[data-max-chars]")) { // a storyboard's limit is per line: storyboard()
   field.addEventListener("input", () => field.setCustomValidity(
-    field.id === "prompt" ? overLimit(field.value, Number(field.dataset.maxChars)) : ""));
+    field.id === "storyboard" ? "" : overLimit(field.value, Number(field.dataset.maxChars))));
 }
+
+// ---- errors, named beside the field they are about ----------------------------------------------
+
+// The API's field names -> the page's fields, so a value the server refuses is marked where it was typed.
+const FIELD_OF = {
+  prompt: "prompt", negative_prompt: "negative-prompt", seed: "seed", steps: "steps", guidance: "guidance",
+  fps: "fps", sampler: "sampler", cache: "cache", noise_correlation: "noise-correlation", noise_drift: "noise-drift",
+  window_camera: "window-camera", size: "size", seconds: "seconds", input_reference: "image", strength: "strength",
+  segments: "storyboard",
+};
+const fieldError = (id, message) => Object.assign(new Error(message), { field: id });
+const labelOf = (field) =>
+  field.dataset.label || field.closest("label")?.firstChild?.textContent?.trim() || field.name || field.id;
+
+function clearErrors() {
+  $("form-error").textContent = "";
+  for (const note of form.querySelectorAll(".field-error")) note.remove();
+  for (const field of form.querySelectorAll("[aria-invalid]")) {
+    field.removeAttribute("aria-invalid");
+    field.removeAttribute("aria-describedby");
+  }
+}
+
+// The message under the Generate button, and beside its field (opened, focused and scrolled to: on a phone the
+// button may be a screen away from the field).
+function showError(field, message) {
+  $("form-error").textContent = message;
+  if (!field || !isShown(field)) return;
+  field.closest("details")?.setAttribute("open", "");
+  const note = Object.assign(document.createElement("span"), { id: `${field.id}-error`, className: "field-error",
+                                                               textContent: message });
+  field.after(note);
+  field.setAttribute("aria-invalid", "true");
+  field.setAttribute("aria-describedby", note.id);
+  field.focus();
+}
+
+form.addEventListener("input", (event) => { // a corrected field loses its note
+  $(`${event.target.id}-error`)?.remove();
+  event.target.removeAttribute("aria-invalid");
+});
 
 // Fields of other modes are not sent, so they are not checked either.
 function isShown(field) {
@@ -83,25 +139,31 @@ function isShown(field) {
 
 function chosen(id, what) {
   const value = $(id).value;
-  if (!value) throw new Error(`choose a finished video ${what}`);
+  if (!value) throw fieldError(id, `choose a finished video ${what}`);
   return value;
 }
 
 // "0: a red ball\n2: a blue ball" -> [{start: 0, prompt: "a red ball"}, {start: 2, prompt: "a blue ball"}]
 function storyboard() {
   const lines = $("storyboard").value.split("\n").map((line) => line.trim()).filter(Boolean);
-  if (!lines.length) throw new Error('write the storyboard: a line for each moment, e.g. "2: the ball turns blue"');
+  const fail = (message) => { throw fieldError("storyboard", message); };
+  if (!lines.length) fail('write the storyboard: a line for each moment, e.g. "2: the ball turns blue"');
+  const end = Number($("seconds").value);
   const segments = lines.map((line, i) => {
     const match = line.match(/^(\d+(?:\.\d+)?)\s*s?\s*:\s*(\S.*)$/);
-    if (!match) throw new Error(`storyboard line ${i + 1}: write it as "seconds: prompt", e.g. "2: the ball turns blue"`);
+    if (!match) fail(`storyboard line ${i + 1}: write it as "seconds: prompt", e.g. "2: the ball turns blue"`);
     const tooLong = overLimit(match[2], Number($("storyboard").dataset.maxChars));
-    if (tooLong) throw new Error(`storyboard line ${i + 1}: its prompt is ${tooLong}`);
+    if (tooLong) fail(`storyboard line ${i + 1}: its prompt is ${tooLong}`);
     return { start: Number(match[1]), prompt: match[2] };
   });
   segments.forEach((segment, i) => {
     if (i && segment.start <= segments[i - 1].start) {
-      throw new Error(`storyboard line ${i + 1}: ${segment.start} s is not after line ${i}'s ${segments[i - 1].start} s;`
+      fail(`storyboard line ${i + 1}: ${segment.start} s is not after line ${i}'s ${segments[i - 1].start} s;`
         + " put the lines in time order");
+    }
+    if (segment.start >= end) {
+      fail(`storyboard line ${i + 1}: ${segment.start} s is at or after the video's end (${end} s); choose a longer `
+        + "Whole video or an earlier time");
     }
   });
   return segments;
@@ -136,7 +198,12 @@ function requestFor(mode) {
   if ($("fps").value.trim() !== "") data.append("fps", $("fps").value.trim());
   if (mode === "image") {
     const file = $("image").files[0];
-    if (!file) throw new Error("choose a start image");
+    if (!file) throw fieldError("image", "choose a start image");
+    const limit = Number($("image").dataset.maxBytes);
+    if (file.size > limit) { // refused before it is uploaded
+      throw fieldError("image", `the start image is ${(file.size / 2 ** 20).toFixed(0)} MiB; the limit is `
+        + `${limit / 2 ** 20} MiB, so choose a smaller file`);
+    }
     data.append("input_reference", file);
   }
   if (mode === "loop") data.append("loop", "true");
@@ -146,14 +213,10 @@ function requestFor(mode) {
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
-  $("form-error").textContent = "";
+  clearErrors();
   const invalid = [...form.elements].find((field) => isShown(field) && !field.checkValidity());
   if (invalid) {
-    const details = invalid.closest("details");
-    if (details) details.open = true;
-    invalid.focus();
-    const label = invalid.closest("label")?.firstChild?.textContent?.trim() || invalid.name || invalid.id;
-    $("form-error").textContent = `${label}: ${invalid.validationMessage}`;
+    showError(invalid, `${labelOf(invalid)}: ${invalid.validationMessage}`);
     return;
   }
   $("generate").disabled = true;
@@ -163,11 +226,29 @@ form.addEventListener("submit", async (event) => {
     refreshGallery();
     await follow(video);
   } catch (error) {
-    $("form-error").textContent = error.message;
+    const field = $(error.field || FIELD_OF[error.param] || "");
+    // The API names its fields; the page names what the user sees.
+    const named = field && error.param ? error.message.replace(new RegExp(`^${error.param}\\b`), labelOf(field))
+      : error.message;
+    showError(field, named);
   } finally {
     $("generate").disabled = false;
   }
 });
+
+form.addEventListener("keydown", (event) => { // Enter makes a new line in a prompt; Ctrl+Enter generates
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.tagName === "TEXTAREA") {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+// A video still being made when the page is (re)loaded is followed as if it had just been submitted.
+function track(video) {
+  $("generate").disabled = true;
+  follow(video).catch((error) => { $("form-error").textContent = error.message; })
+    .finally(() => { $("generate").disabled = false; });
+}
 
 // ---- progress and playback ------------------------------------------------------------------
 
@@ -175,7 +256,7 @@ function showProgress(video) {
   $("progress").hidden = false;
   const percent = video.status === "completed" ? 100 : video.progress;
   $("progress-status").textContent = video.status.replace("_", " ");
-  $("progress-percent").textContent = `${percent}%`;
+  $("progress-percent").textContent = video.status === "failed" ? "" : `${percent}%`;
   $("progress-fill").style.width = `${percent}%`;
   document.querySelector(".bar").setAttribute("aria-valuenow", String(percent));
 }
@@ -248,7 +329,7 @@ function tile(video) {
   const prompt = document.createElement("p");
   prompt.className = "prompt";
   prompt.textContent = video.prompt || "";
-  prompt.title = video.error?.message || video.prompt || "";
+  prompt.title = video.prompt || "";
   const info = document.createElement("div");
   info.className = "info";
   const badge = document.createElement("span");
@@ -287,7 +368,11 @@ function tile(video) {
   for (const action of actions.querySelectorAll("button, a")) {
     action.setAttribute("aria-label", `${action.textContent}: ${(video.prompt || video.id).slice(0, 60)}`);
   }
-  body.append(prompt, info, actions);
+  body.append(prompt, info);
+  if (video.error) { // why it failed, readable without a mouse
+    body.append(Object.assign(document.createElement("p"), { className: "tile-error", textContent: video.error.message }));
+  }
+  body.append(actions);
   card.append(thumb, body);
   return card;
 }
@@ -299,14 +384,42 @@ function startFrom(mode, id) {
   $("prompt").focus();
 }
 
-async function refreshGallery() {
-  let videos;
-  try {
-    videos = (await api("/videos?limit=50&order=desc")).data;
-  } catch (error) {
-    $("gallery").textContent = error.message;
-    return;
+const isActive = (video) => video.status === "queued" || video.status === "in_progress";
+let galleryLimit = GALLERY_PAGE; // "Load more" raises it
+let galleryTimer = null;
+let gallerySignature = ""; // what the gallery shows; unchanged, it is not redrawn (a focused button keeps focus)
+
+// The newest `limit` videos, a page of at most 100 at a time, and whether there are more.
+async function listVideos(limit) {
+  const videos = [];
+  let after = null;
+  let more = true;
+  while (more && videos.length < limit) {
+    const query = new URLSearchParams({ limit: String(Math.min(100, limit - videos.length)), order: "desc" });
+    if (after) query.set("after", after);
+    const page = await api(`/videos?${query}`);
+    videos.push(...page.data);
+    [more, after] = [page.has_more, page.last_id];
   }
+  return { videos, more };
+}
+
+async function refreshGallery() {
+  clearTimeout(galleryTimer);
+  let listing;
+  try {
+    listing = await listVideos(galleryLimit);
+  } catch (error) {
+    gallerySignature = "";
+    $("gallery").textContent = error.message;
+    return null;
+  }
+  const { videos, more } = listing;
+  $("load-more").hidden = !more;
+  if (videos.some(isActive)) galleryTimer = setTimeout(refreshGallery, GALLERY_POLL_MS);
+  const signature = JSON.stringify(videos.map((video) => [video.id, video.status, video.progress]));
+  if (signature === gallerySignature) return videos;
+  gallerySignature = signature;
   const gallery = $("gallery");
   gallery.replaceChildren(...videos.map(tile));
   if (!videos.length) gallery.innerHTML = '<p class="empty">No videos yet: write a prompt and press Generate.</p>';
@@ -317,16 +430,25 @@ async function refreshGallery() {
       `${video.prompt.slice(0, 60)} (${video.id.slice(-6)})`, video.id)));
     if (!finished.length) select.append(new Option("finish a video first", ""));
     if (finished.some((video) => video.id === kept) && select.dataset.chosen) select.value = kept;
-    else if (finished.length) select.value = finished[0].id; // the newest, unless the user picked one
+    // the newest, unless the user picked one; a blend goes on to the one before, not back into itself
+    else if (finished.length) select.value = finished[select.id === "blend-to" && finished.length > 1 ? 1 : 0].id;
   }
+  return videos;
 }
 
 for (const select of document.querySelectorAll("select.finished-videos")) {
   select.addEventListener("change", () => { select.dataset.chosen = "1"; });
 }
 $("refresh").addEventListener("click", refreshGallery);
+$("load-more").addEventListener("click", () => {
+  galleryLimit += GALLERY_PAGE;
+  refreshGallery();
+});
 for (const origin of document.querySelectorAll(".origin")) origin.textContent = location.origin; // as served
-refreshGallery();
+refreshGallery().then((videos) => {
+  const active = videos?.find(isActive);
+  if (active && !$("generate").disabled) track(active);
+});
 
 // ---- provenance -----------------------------------------------------------------------------
 
