@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kinema import recipe
-from kinema.checkpoint import BUNDLED, BUNDLED_FAST, DEFAULT_MODEL, bundled_folder, load_model
+from kinema.checkpoint import BUNDLED, BUNDLED_FAST, DEFAULT_MODEL, bundled_folder, load_model, locate_model
 from kinema.errors import KinemaError
 
 
@@ -136,3 +136,19 @@ def test_a_preset_has_the_same_random_weights_at_every_load():
     first, second = load_model("debug"), load_model("debug")
     pairs = zip(first.dit.state_dict().values(), second.dit.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_run_folder_given_as_a_model_points_to_its_export(tmp_path):
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}")
+    with pytest.raises(KinemaError, match=r"is not a model folder \(a training run: its model is in .*run/model\)"):
+        locate_model(tmp_path / "run")
+
+
+def test_a_preset_without_its_text_encoder_fails_before_its_dit_is_built(tmp_path, monkeypatch):
+    import kinema.models.dit
+
+    monkeypatch.chdir(tmp_path)  # no ./text_encoder here
+    monkeypatch.setattr(kinema.models.dit, "DiT", lambda cfg: pytest.fail("built the DiT first"))
+    with pytest.raises(KinemaError, match=r"text encoder folder text_encoder not found.*a preset looks in"):
+        load_model("wan2.1-1.3b")

@@ -232,7 +232,7 @@ def test_generate_signs_with_c2pa_credentials(tmp_path, capsys, monkeypatch):
     code, _, err = run([*base, "-o", str(out), "--c2pa-cert", str(cert)], capsys)
     assert code == 2 and "give both --c2pa-cert (the certificate chain) and --c2pa-key" in err
     code, _, err = run([*base, "-o", str(out), "--c2pa-cert", str(key), "--c2pa-key", str(key)], capsys)
-    assert code == 2 and err.startswith("kinema: error: cannot sign probe.png") and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"kinema: error: cannot sign with {key} and {key}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args,frames", [

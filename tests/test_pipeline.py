@@ -192,6 +192,16 @@ def test_read_inputs_fits_frames_as_they_are_decoded(debug_pipe, tmp_path):
         debug_pipe.read_inputs(Request("x", mode="edit"), {"video": tmp_path / "missing" / "big.mp4"})
 
 
+def test_an_image_taller_than_the_output_is_not_called_cut_short(debug_pipe, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (90, 300), (200, 30, 30)).save(tmp_path / "tall.png")  # 300 rows, not 300 frames
+    req, fitted = debug_pipe.read_inputs(Request("a red square", mode="i2v", width=64, height=64),
+                                         {"image": tmp_path / "tall.png"})
+    assert req.image.shape == (64, 64, 3)
+    assert fitted == {"image": "resized 90x300 to 64x213 and center-cropped to 64x64"}
+
+
 def test_read_inputs_plays_every_clip_at_the_outputs_rate(debug_pipe, tmp_path):
     from kinema.io import write_video
 

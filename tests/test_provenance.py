@@ -273,3 +273,13 @@ def test_verify_reports_a_damaged_manifest_and_still_reads_the_watermark(tmp_pat
     result = provenance.verify(path)
     assert result["c2pa"] == "unreadable" and result["watermark"]["detected"]
     assert provenance.describe(result)[2] == "C2PA: a manifest that cannot be read (damaged, or cut by an edit)"
+
+
+def test_a_missed_mark_under_kinemas_own_tags_is_not_called_someone_elses():
+    missed = {"detected": False, "p_value": 0.4, "bit_accuracy": None}
+    tagged = provenance.describe({"watermark": missed, "metadata": {"ai_generated": "true", "model": "kinema-small"},
+                                  "c2pa": "none"})
+    assert tagged[0] == ("watermark: not found (p = 0.40): the tags below say Kinema made it: a picture dense with "
+                         "still fine detail can hide the mark")
+    bare = provenance.describe({"watermark": missed, "metadata": {}, "c2pa": "none"})
+    assert bare[0].endswith("not made by Kinema, or edited past recognition")

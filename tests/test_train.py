@@ -270,13 +270,16 @@ def test_a_refused_run_leaves_the_run_folder_as_it_was(vae_run, tmp_path):
                          ({"data.buckets": [[32, 32, 5]], "data.bucket_weights": [1.0]}, "data.buckets is")):
         with pytest.raises(KinemaError, match=says):
             train.run(DEBUG, stage="dit", out=run, resume=True, overrides=change, progress=False)
+    with pytest.raises(KinemaError, match=r"VAE is finished and its latents are cached, and the recipe changes it: "
+                       r"vae.steps 999 \(was \d+\); repeat the run's values \(--set vae.steps=\d+\)"):
+        train.run(DEBUG, stage="all", out=run, resume=True, overrides={"vae.steps": 999}, progress=False)
     assert (run / "recipe.json").read_text() == before
     import fcntl
 
     with open(run / ".lock", "w") as other:  # another process training this folder
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(KinemaError, match="is being trained by another process"):
-            train.run(DEBUG, stage="vae", out=run, resume=True, overrides={"vae.steps": 5}, progress=False)
+            train.run(DEBUG, stage="vae", out=run, resume=True, progress=False)
 
 
 @pytest.mark.parametrize("stage", ["cache", "dit"])

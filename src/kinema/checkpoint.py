@@ -162,7 +162,9 @@ def locate_model(spec: str | Path | None = None) -> tuple[str, Path | str]:
             return "kinema", path
         if (path / "transformer").is_dir() and (path / "vae").is_dir():
             return "diffusers", path
-        raise KinemaError(f"{path} is not a model folder: expected config.json + dit.safetensors + "
+        run = (path / "model" / "config.json").exists()
+        hint = f" (a training run: its model is in {path / 'model'})" if run else ""
+        raise KinemaError(f"{path} is not a model folder{hint}: expected config.json + dit.safetensors + "
                           "vae.safetensors, or a diffusers folder with transformer/ and vae/")
     if str(spec) in _preset_names():
         return "preset", str(spec)
@@ -220,12 +222,12 @@ def _build(cfg: ModelConfig, vae_sd: dict | None, dit_sd: dict | None, dtype: to
     from kinema.models.text import TextEncoder
     from kinema.models.vae import CausalVAE
 
+    text_root = Path(source) if Path(source).is_dir() else None
+    text = TextEncoder(cfg.text, root=text_root)  # first: a missing encoder folder is found before a big DiT is built
     vae, dit = CausalVAE(cfg.vae), DiT(cfg.dit)
     for name, module, sd in (("vae", vae, vae_sd), ("dit", dit, dit_sd)):
         if sd is not None:
             _load_strict(name, module, sd, source)
-    text_root = Path(source) if Path(source).is_dir() else None
-    text = TextEncoder(cfg.text, root=text_root)
     for m in (vae, dit):
         m.to(dtype).eval().requires_grad_(False)
     return Model(cfg, vae, dit, text, source)

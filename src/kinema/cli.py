@@ -244,7 +244,8 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("judge", help="score one video against a prompt of the world's grammar",
                        description="Judge a video against a prompt of the world's grammar: prints JSON with a "
-                       "verdict per attribute the prompt names (true/false; null where it names none), overall, "
+                       "verdict per attribute the prompt names (true/false; null where it names none, except pan: a "
+                       "prompt that names no pan asks for a still camera), overall, "
                        "flicker and sharpness, and under 'seen' what was read from the pixels.")
     p.add_argument("prompt", help="e.g. \"a red circle moves to the right over a navy background\"")
     p.add_argument("video", help="an MP4, GIF or PNG")
@@ -554,7 +555,8 @@ class progress_bar:
 
         def report(frac: float, stage: str) -> None:
             if self.bar is None:
-                self.bar = tqdm(total=100, unit="%", bar_format="{desc:<24} {bar} {percentage:3.0f}% [{elapsed}]")
+                self.bar = tqdm(total=100, unit="%",  # elapsed<remaining: a 1080p video takes minutes on a CPU
+                                bar_format="{desc:<24} {bar} {percentage:3.0f}% [{elapsed}<{remaining}]")
             self.bar.set_description_str(stage)
             self.bar.update(round(100 * frac) - self.bar.n)
 

@@ -142,7 +142,8 @@ def _all(checks: list[bool]) -> bool | None:
 
 
 def score(spec: PromptSpec, found: Measurement) -> dict:
-    """Per-attribute verdicts (True/False, None where the prompt says nothing) and quality scores."""
+    """Per-attribute verdicts (True/False, None where the prompt says nothing) and quality scores. The pan is always
+    judged: the world's camera stands still unless its caption says it pans."""
     paired = _match(spec, found.tracks)
     checks: dict[str, list[bool]] = {name: [] for name in ("colour", "shape", "size", "motion")}
     seen: list[dict | None] = []  # what was read for each asked-for object (None: nothing to pair it with)

@@ -227,7 +227,7 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size, fps=rate)[0]
             height, width = shapes[name][-3:-1]
             said = [io.fit_message(width, height, *size)] if (width, height) != size else []
-            if len(pixels[name]) < 0.9 * shapes[name][0]:  # a cut-off download still decodes its first part
+            if name != "image" and len(pixels[name]) < 0.9 * shapes[name][0]:  # a cut-off download decodes in part
                 said.append(f"only {len(pixels[name])} of the {shapes[name][0]} frames its header lists could be "
                             "decoded; the file may be cut short")
             if said:

@@ -328,7 +328,9 @@ def describe(result: dict[str, Any]) -> list[str]:
         odds = f"p = {mark['p_value']:.1e}" if mark["p_value"] > 0 else "p < 1e-300"  # chance of an unmarked file
         lines = [f"watermark: found ({odds}, payload {mark['payload_hex']}{match})"]
     else:
-        lines = [f"watermark: not found (p = {mark['p_value']:.2f}): not made by Kinema, or edited past recognition"]
+        why = ("the tags below say Kinema made it: a picture dense with still fine detail can hide the mark"
+               if tags.get("ai_generated") else "not made by Kinema, or edited past recognition")
+        lines = [f"watermark: not found (p = {mark['p_value']:.2f}): {why}"]
     if tags:
         said = ", ".join(f"{k}={tags[k]}" for k in ("ai_generated", "model", "seed") if k in tags)
         lines.append(f"tags: {said or 'none of the disclosure fields'}" + (f"; prompt {tags['prompt']!r}"
@@ -423,7 +425,8 @@ def sign_c2pa(path: str | Path, cert_pem: str | bytes | Path, key_pem: str | byt
         os.replace(tmp, path)
     except c2pa.C2paError as err:
         raise KinemaError(f"cannot sign {path.name}: {first_line(err)}; give an ES256 chain "
-                          "(leaf then CA PEM) and its PKCS#8 key, e.g. from make_test_certificate") from None
+                          "(leaf then CA PEM) and its PKCS#8 key, e.g. from kinema.provenance.make_test_certificate"
+                          ) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -443,7 +446,11 @@ class C2paSigner:
         with tempfile.TemporaryDirectory() as folder:
             probe = Path(folder) / "probe.png"
             Image.new("RGB", (16, 16)).save(probe)
-            signer.sign(probe, {})
+            try:
+                signer.sign(probe, {})
+            except KinemaError as err:  # its message names the probe image, not what the user gave
+                raise KinemaError(str(err).replace("cannot sign probe.png", f"cannot sign with {cert} and {key}"),
+                                  code=err.code) from None
         return signer
 
     @classmethod

@@ -59,7 +59,12 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
         raise KinemaError(f"--resume: {run_dir} holds no training run to continue; check --out (or the recipe's "
                           "name, which names the default folder), or drop --resume to start a new run")
     if resume:
-        _check_same_shapes(load_json(run_dir / "recipe.json")["recipe"], recipe.raw)
+        saved = load_json(run_dir / "recipe.json")["recipe"]
+        _check_same_shapes(saved, recipe.raw)
+        _check_finished_vae_kept(_changes(saved, recipe.raw), run_dir, stage)
+        for key, (was, now) in _changes(saved, recipe.raw).items():
+            if ranks.is_main:  # the run goes on with the recipe as given now: say where it differs
+                print(f"resume: {key} is {now} (it was {was} in this run)")
     for part in ("vae", "dit"):  # a refused run must not touch the folder, recipe.json included
         if stage in (part, "all"):
             _check_resume(run_dir / part, resume)
@@ -147,6 +152,26 @@ def _check_same_shapes(saved: dict[str, Any], raw: dict[str, Any]) -> None:
             now, was = (repr(side[key]) if key in side else "unset" for side in (new, old))
             raise KinemaError(f"--resume: {key} is {now} here but {was} in the run, whose checkpoints it shapes; "
                               "resume with the run's recipe, or train it in a new --out")
+
+
+def _changes(saved: dict[str, Any], raw: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Recipe keys whose value differs from the run's: key -> (was, now), each a repr or "unset"."""
+    old, new = _flat(saved), _flat(raw)
+    return {key: tuple(repr(side[key]) if key in side else "unset" for side in (old, new))
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)}
+
+
+def _check_finished_vae_kept(changes: dict[str, tuple[str, str]], run_dir: Path, stage: str) -> None:
+    """A resume does not train on a finished VAE whose latents are cached: the cache and the DiT trained on it would
+    silently no longer match it (a resume without the run's --set vae.steps=... would do just that)."""
+    changed = {key: values for key, values in changes.items() if key.startswith("vae.")}
+    if stage not in ("vae", "all") or not changed or _vae_result(run_dir) is None or not (run_dir / "cache").exists():
+        return
+    said = ", ".join(f"{key} {now} (was {was})" for key, (was, now) in changed.items())
+    keep = " ".join(f"--set {key}={was}" for key, (was, _) in changed.items() if was != "unset")
+    raise KinemaError(f"--resume: this run's VAE is finished and its latents are cached, and the recipe changes it: "
+                      f"{said}; repeat the run's values ({keep or 'drop the new keys'}), or train a new VAE in another "
+                      "--out")
 
 
 def _flat(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

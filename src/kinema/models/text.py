@@ -126,7 +126,8 @@ def resolve_folders(path: str | Path, root: str | Path | None = None) -> tuple[P
         folder = Path(root) / folder
     if not folder.is_dir():
         raise KinemaError(f"text encoder folder {folder} not found; set text.path to a local folder holding "
-                          "the encoder's config.json, weights and tokenizer")
+                          "the encoder's config.json, weights and tokenizer (a preset looks in ./text_encoder: run "
+                          "it where a Wan2.1 diffusers folder's text_encoder/ is, or pass that folder as --model)")
     if (folder / "text_encoder").is_dir():
         folder = folder / "text_encoder"
     fix = "download the full text encoder into it"
