@@ -61,13 +61,17 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--noise-drift", "3"], "noise_drift must be from 0 (noise in place) to 1 short sides per second, got 3.0"),
     (["--guidance", "-1"], "guidance must be between 0 and 100"),
     (["--seed", "-1"], "seed must be between 0"),
+    (["--seconds", "1e308"], "duration must be at most 60 s, got 1e+308"),
+    (["--seconds", "1", "--frames", "9"], "give the length as --seconds or as --frames, not both"),
+    (["--negative-prompt", "a \udcff ball"], "the negative prompt holds bytes that are not UTF-8 text"),
+    (["--seconds", "abc"], "argument --seconds: invalid float value: 'abc'; see kinema generate --help"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     base = ["generate", "a red circle", "--model", "debug", "--steps", "1", "--quiet"]
     code, _, err = run(base + args, capsys)
     assert code == 2
-    assert message in err and err.count("\n") == 1 and err.startswith("kinema: error:")
+    assert message in err and err.count("\n") == 1 and err.startswith(("kinema: error:", "kinema generate: error:"))
 
 
 def test_a_failed_filmstrip_leaves_an_existing_output_alone(tmp_path, capsys):
@@ -181,7 +185,7 @@ def clips(tmp_path):
 
 @pytest.mark.parametrize("args,made", [
     (["--seconds", "2"], "makes 16 frames"),
-    (["--extend", "{a}", "--seconds", "0"], "makes a video"),  # one new frame, after the clip's nine
+    (["--extend", "{a}", "--seconds", "0.125"], "makes a video"),  # one new frame, after the clip's nine
 ])
 def test_png_for_a_video_fails_before_generating(tmp_path, capsys, clips, args, made):
     out = tmp_path / "v.png"
@@ -388,7 +392,8 @@ def test_bare_cache_flag_uses_the_default_threshold():
 
 
 def test_window_camera_is_the_models_default_unless_turned_on_or_off(tmp_path):
-    from kinema.cli import build_parser, generate_request
+    from kinema.cli import build_parser
+    from kinema.cli_request import generate_request
 
     def window_camera(*flags: str) -> bool | None:
         args = build_parser().parse_args(["generate", "the camera pans left", *flags])

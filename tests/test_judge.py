@@ -280,3 +280,16 @@ def test_a_lasting_speck_is_not_an_object_but_the_smallest_object_is():
     bigger = speckled.copy()
     bigger[:, 85:100, 95:110] = 255  # 15x15 px: as big as a small object, so it counts
     assert not judge(prompt, bigger, 8)["count"]
+
+
+def test_a_saved_videos_watermark_is_not_read_as_a_texture():
+    from kinema import provenance
+
+    scene = Scene([Obj("circle", "red", "medium", "right", 0.3, 0.5, speed=0.2)], Background("solid", "navy"))
+    prompt = caption(scene, np.random.default_rng(0))
+    marked = provenance.embed(render(scene, 128, 128, 17, 8), bytes(range(8)))
+    assert measure(marked, 8).background == "night"  # the mark's grain on the flat navy, read as stars
+    result = judge(prompt, marked, 8)  # the judge takes the mark out first, as a saved file's frames carry it
+    assert result["background"] and result["seen"]["background"] == "solid" and result["overall"] == 1.0
+    with pytest.raises(KinemaError, match="fps must be a positive number, got None"):
+        judge(prompt, marked, None)

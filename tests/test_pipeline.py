@@ -1,3 +1,4 @@
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 
 from kinema import sampling
 from kinema.errors import KinemaError
-from kinema.pipeline import Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas
+from kinema.pipeline import Pipeline, Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas
 
 
 @pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (96, 48, 9), (48, 80, 6), (112, 64, 17)])
@@ -140,7 +141,8 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"seconds": float("nan")}, "duration must be a positive number of seconds, got nan"),
     ({"width": 0, "height": 64}, "width 0 is too small"),
     ({"window": 0}, "window 0 / context 2 cannot work"),
-    ({"seconds": 61, "fps": 8}, "between 1 frame and 60 s"),
+    ({"seconds": 61, "fps": 8}, "duration must be at most 60 s, got 61"),
+    ({"frames": 8 * 61, "fps": 8}, "between 1 frame and 60 s"),
     ({"fps": 0}, "fps must be between"),
     ({"steps": 0}, "steps must be between"),
     ({"cache": -0.1}, "cache must be between 0"),
@@ -152,6 +154,13 @@ def test_progress_reaches_every_step(debug_pipe):
      r"the input video runs 60.2 s at 8 fps, over the 60 s Kinema takes; trim it"),
     ({"mode": "connect", "video": np.zeros((9, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,
       "video_b": np.zeros((8 * 60 + 2, 16, 16, 3), np.uint8)}, "the input second video runs 60.2 s"),
+    ({"mode": "extend", "video": np.zeros((8 * 59, 16, 16, 3), np.uint8), "fps": 8, "seconds": 2},
+     r"the extended video would run 61.0 s, over the 60 s Kinema makes; add at most 1 s"),
+    ({"mode": "connect", "video": np.zeros((8 * 30, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,
+      "video_b": np.zeros((8 * 30, 16, 16, 3), np.uint8)}, "the joined video would run 61.0 s"),
+    ({"mode": "extend", "video": np.zeros((9, 16, 16, 3), np.uint8), "seconds": 0}, "seconds 0 would add a single"),
+    ({"seconds": 1e308}, "duration must be at most 60 s"),
+    ({"prompt": "a red \udcff ball"}, "the prompt holds bytes that are not UTF-8 text"),
     ({"seed": 1.5}, "seed must be a whole number, got 1.5"),
     ({"frames": 4.5}, "frames must be a whole number, got 4.5"),
     ({"cache": None}, "cache must be a number, got None"),
@@ -303,3 +312,24 @@ def test_negative_prompt_without_cfg_is_noted(debug_pipe):
     assert any(note.startswith("negative prompt: no effect at guidance 1") for note in video.notes)
     assert not debug_pipe.generate(Request("a blue star", frames=1, steps=1, guidance=4.0,
                                            negative_prompt="red")).notes
+
+
+def test_python_callers_get_one_line_errors_and_keep_their_arrays(debug_pipe):
+    assert debug_pipe.generate("a red circle").frames == debug_pipe.resolve(Request("a red circle")).frames
+    with pytest.raises(KinemaError, match="generate takes a Request or a prompt, got dict"):
+        debug_pipe.generate({"prompt": "a red circle"})
+    with pytest.raises(KinemaError, match="expand must be True or False, got 'false'"):
+        debug_pipe.resolve(Request("a red circle", expand="false"))  # a non-empty string would read as true
+    with pytest.raises(KinemaError, match="unknown device 'gpu'"):
+        Pipeline(debug_pipe.model, device="gpu")
+    clip = np.full((9, 64, 64, 3), 90, np.uint8)
+    clip.setflags(write=False)  # read-only (a memory map, say): used without torch's warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        video = debug_pipe.generate(Request("a red circle", mode="extend", video=clip, seconds=1, width=64, height=64,
+                                            steps=1))
+    given = np.full((9, 64, 64, 3), 90, np.uint8)
+    video = debug_pipe.generate(Request("a red circle", mode="extend", video=given, seconds=1, width=64, height=64,
+                                        steps=1))
+    given[:] = 0  # the caller reuses its array: the video keeps the frames it was given
+    assert debug_pipe.decode(video)[0].min() == 90

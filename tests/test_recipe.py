@@ -39,7 +39,11 @@ def test_recipes_parse_and_reject_typos(tmp_path):
                             ({"dit.mask_probs": 5}, r"mask_probs must be a table"),
                             ({"dit.lr": float("nan")}, "lr must be a number, got nan"),
                             ({"vae.steps.x": 1}, "vae.steps is a value, not a table: cannot set vae.steps.x"),
-                            ({"model.dit": [1, 2]}, r"model config.dit must be a table of keys \(")):
+                            ({"model.dit": [1, 2]}, r"model config.dit must be a table of keys \("),
+                            ({"vae.lr": float("inf")}, r"needs steps >= 0 and a finite lr > 0, got inf"),
+                            ({"vae.crop": 0}, r"crop=0 must be a multiple of"),
+                            ({"vae.crop": -32}, r"crop=-32 must be a multiple of"),
+                            ({"model.dit.num_heads": 0}, r"dit.num_heads=0 must be at least 1")):
         with pytest.raises(KinemaError, match=says):
             recipe.load(DEBUG, overrides)
     with pytest.raises(KinemaError, match="blend_share = 1 must be at least 0 and below 1"):

@@ -342,6 +342,22 @@ def test_an_input_video_over_a_minute_is_a_400_before_it_is_queued(paused, tmp_p
     assert len(paused.client().videos.list(limit=100).data) == queued
 
 
+def test_an_api_key_file_or_variable_without_keys_is_refused(tmp_path, monkeypatch):
+    from kinema.server import load_api_keys
+
+    (tmp_path / "keys.txt").write_text("# mine\n\n")
+    with pytest.raises(KinemaError, match="keys.txt lists no keys; add one per line"):
+        load_api_keys(tmp_path / "keys.txt")  # else the server would run open while its owner thinks it locked
+    (tmp_path / "latin.txt").write_bytes(b"cl\xe9\n")
+    with pytest.raises(KinemaError, match="latin.txt is not UTF-8 text"):
+        load_api_keys(tmp_path / "latin.txt")
+    monkeypatch.setenv("KINEMA_API_KEYS", " , ")
+    with pytest.raises(KinemaError, match="KINEMA_API_KEYS is set but holds no keys"):
+        load_api_keys()
+    monkeypatch.setenv("KINEMA_API_KEYS", "a, b")
+    assert load_api_keys() == ["a", "b"]
+
+
 def test_api_keys_are_checked(paused):
     with pytest.raises(openai.AuthenticationError) as caught:
         paused.client(key="wrong").videos.list()

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-from kinema import recipe, train, train_vae
+from kinema import accel, recipe, train, train_vae
 from kinema.checkpoint import load_model, load_tensors
 from kinema.config import ModelConfig
 from kinema.errors import KinemaError
@@ -302,14 +302,14 @@ def test_a_patch_vae_recipe_trains_and_learns(tmp_path):
 
 
 def test_device_choice_is_checked():
-    assert train.resolve_device("cpu") == torch.device("cpu")
-    assert train.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert accel.resolve_device("cpu") == torch.device("cpu")
+    assert accel.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(KinemaError, match="unknown device 'gpu0'"):
-        train.resolve_device("gpu0")
-    with pytest.raises(KinemaError, match="not supported for training"):
-        train.resolve_device("meta")
+        accel.resolve_device("gpu0")
+    with pytest.raises(KinemaError, match="is not supported; use cpu or cuda"):
+        accel.resolve_device("meta")
     if not torch.cuda.is_available():
-        with pytest.raises(KinemaError, match="no GPU here; use --device cpu"):
+        with pytest.raises(KinemaError, match="no GPU here; use cpu"):
             train.run(DEBUG, stage="dit", device="cuda", progress=False)
 
 

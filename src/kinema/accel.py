@@ -5,6 +5,7 @@
   sampler's own inputs so it works for any model and mode, CFG included: one skip saves both passes).
 - `maybe_compile(module)` is torch.compile with a fallback to eager when compilation fails.
 - `configure_threads()` sets intra-op threads to the physical cores and inter-op threads to 1.
+- `resolve_device(name)` is the device a user named ("auto", "cpu", "cuda", "cuda:1"), or a one-line error.
 
 On a CPU shared with other processes the OpenMP wait policy matters more than any of these: libgomp
 threads spin between parallel regions, and when one of them is descheduled every region waits for it
@@ -102,6 +103,21 @@ def maybe_compile(fn: Callable, **options) -> Callable:
         return fn(*args, **kwargs)
 
     return call
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device a user named (None or "auto": the GPU when torch sees one), checked."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise KinemaError(f"unknown device {device!r}; use auto, cpu or cuda (cuda:N for the Nth GPU)") from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise KinemaError(f"device {device!r} asked for, but torch sees no GPU here; use cpu")
+    if where.type not in ("cpu", "cuda"):
+        raise KinemaError(f"device {device!r} is not supported; use cpu or cuda")
+    return where
 
 
 def physical_cores() -> int:

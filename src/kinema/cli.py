@@ -7,11 +7,11 @@ HTTP API uses; a `KinemaError` is printed as one line and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
+from kinema.cli_request import check_output_fits, generate_request
 from kinema.errors import KinemaError
 
 EXAMPLES = """examples:
@@ -28,8 +28,15 @@ takes a preset (debug: tiny random weights, for tests) or a folder (Kinema or di
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line as every other Kinema error (not after the whole usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kinema", description="Kinema: open text-to-video that runs offline on a laptop CPU.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -255,8 +262,9 @@ def _add_eval(sub) -> None:
 def cmd_eval(args) -> None:
     from kinema import evaluate
 
-    if args.n < 1:
-        raise KinemaError(f"--n must be at least 1, got {args.n}")
+    for name, value in (("--n", args.n), ("--aspect-n", args.aspect_n)):
+        if value is not None and not 1 <= value <= evaluate.MAX_PROMPTS:
+            raise KinemaError(f"{name} must be from 1 to {evaluate.MAX_PROMPTS}, got {value}")
     check_folder(Path(args.out), "--out")
     aspects = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
     with progress_bar(False) as report:
@@ -275,13 +283,11 @@ def cmd_judge(args) -> None:
 
     from kinema.io import read_video
     from kinema.judge import judge
-    from kinema.provenance import unmark
 
     if not Path(args.video).exists() and Path(args.prompt).is_file():
         raise KinemaError(f"{args.video!r} is not a file but {args.prompt!r} is: the prompt comes first, "
                           f"kinema judge PROMPT VIDEO")
     frames, fps = read_video(args.video)
-    frames, _ = unmark(frames)  # Kinema's own watermark would read as texture on a flat background
     print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
 
 
@@ -300,7 +306,7 @@ def cmd_verify(args) -> int:
 
 
 def _add_bench(sub) -> None:
-    from kinema.bench import SECTIONS
+    from kinema.config import BENCH_SECTIONS  # not kinema.bench: it imports torch, before main sets its threads
 
     p = sub.add_parser("bench", help="measure speed and memory; writes JSON and a Markdown table",
                        description="Benchmark Kinema on this machine (DiT vs diffusers' Wan, end-to-end "
@@ -309,7 +315,7 @@ def _add_bench(sub) -> None:
                    help="folder for bench.json and bench.md (bench-quick.* with --quick; default bench/results)")
     p.add_argument("--model", default=None, help="model folder or preset (default: the bundled kinema-small-fast)")
     p.add_argument("--quick", action="store_true", help="tiny debug shapes, one repetition (seconds)")
-    p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--sections", default=None, help=f"comma-separated subset of {','.join(BENCH_SECTIONS)}")
     p.add_argument("--repeat", type=int, default=None, help="repetitions per timed call (default 5, quick 1)")
     p.set_defaults(func=cmd_bench)
 
@@ -373,104 +379,6 @@ def cmd_generate(args) -> None:
         print(f"note: one frame makes a one-frame video; for an image file write {out.with_suffix('.png').name}")
     shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
     print(f"wrote {out} ({video.width}x{video.height}, {shape})")
-
-
-def check_output_fits(out: Path, resolved) -> None:
-    """What the output's type cannot hold fails before the work, not when its video is written: a PNG holds one
-    frame, a GIF plays at most GIF_MAX_FPS."""
-    from kinema.io import GIF_MAX_FPS
-
-    joined = resolved.mode in ("extend", "extend_backward", "loop", "connect", "sequence")  # never one frame
-    if out.suffix.lower() == ".png" and (resolved.frames > 1 or joined):
-        made = "a video" if joined else f"{resolved.frames} frames"
-        raise KinemaError(f"{out.name}: a PNG holds one image and this request makes {made}; use .mp4 or .gif, "
-                          "or --seconds 0 for a single image")
-    if out.suffix.lower() == ".gif" and resolved.fps > GIF_MAX_FPS:
-        raise KinemaError(f"{out.name}: GIF cannot play {resolved.fps} fps (at most {GIF_MAX_FPS}); lower --fps or "
-                          "write .mp4")
-
-
-def generate_request(args, out: Path):
-    """The pipeline Request the generate arguments describe, and its input files by field. The files' headers
-    are read here (a missing or corrupt file fails before the model loads); their pixels are read by
-    `Pipeline.read_inputs`, at the size the request resolves to."""
-    from kinema.io import probe_input
-    from kinema.pipeline import Request, parse_size
-
-    mode = _generate_mode(args)
-    width, height = parse_size(args.size) if args.size else (None, None)
-    files = _input_files(args, mode)
-    for name, path in files.items():
-        probe_input(path, still=name == "image")
-    segments = None
-    if mode == "sequence":
-        segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
-        if args.segments and args.prompt.strip():
-            raise KinemaError("--segments holds every prompt; leave out the prompt before it, or start from it with "
-                              "--prompt-at instead (kinema generate \"a red ball\" --prompt-at \"2=a blue ball\")")
-    seconds = args.seconds
-    if seconds is None and args.frames is None and mode == "t2v" and out.suffix.lower() == ".png":
-        seconds = 0  # kinema generate "..." -o x.png: an image; other lengths default in Pipeline.resolve
-    return Request(prompt=args.prompt, negative_prompt=args.negative_prompt, width=width, height=height,
-                   aspect=args.aspect, seconds=seconds, frames=args.frames, fps=args.fps, steps=args.steps,
-                   guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
-                   strength=args.strength, window=args.window, context=args.context, cache=args.cache,
-                   noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
-                   window_camera=args.window_camera, segments=segments), files
-
-
-def _input_files(args, mode: str) -> dict[str, Path]:
-    """The input files of a generate mode, by Request field."""
-    if mode == "i2v":
-        return {"image": Path(args.image)}
-    if mode in ("extend", "extend_backward", "edit"):
-        return {"video": Path(args.extend or args.edit)}
-    if mode == "connect":
-        return {"video": Path(args.connect[0]), "video_b": Path(args.connect[1])}
-    return {}
-
-
-def _generate_mode(args) -> str:
-    given = {"--image": args.image, "--extend": args.extend, "--loop": args.loop, "--connect": args.connect,
-             "--edit": args.edit, "--segments": args.segments, "--prompt-at": args.prompt_at}
-    chosen = [flag for flag, value in given.items() if value]
-    if len(chosen) > 1:
-        raise KinemaError(f"{' and '.join(chosen)} are different modes; choose one")
-    if args.backward and not args.extend:
-        raise KinemaError("--backward goes with --extend VIDEO; add --extend or leave out --backward")
-    if args.strength is not None and not args.edit:
-        raise KinemaError("--strength goes with --edit VIDEO; add --edit or leave out --strength")
-    mode = {"--image": "i2v", "--extend": "extend", "--loop": "loop", "--connect": "connect", "--edit": "edit",
-            "--segments": "sequence", "--prompt-at": "sequence"}[chosen[0]] if chosen else "t2v"
-    return "extend_backward" if args.backward else mode
-
-
-def parse_segments(text: str) -> list[tuple[float, str]]:
-    """"0:a red ball;2:a blue ball" -> [(0.0, "a red ball"), (2.0, "a blue ball")]."""
-    segments = []
-    for part in filter(str.strip, text.split(";")):
-        start, sep, prompt = part.partition(":")
-        segments.append(_segment(start, prompt, sep, part, "--segments \"0:a red ball;2:a blue ball\""))
-    return segments
-
-
-def prompt_at(prompt: str, items: list[str]) -> list[tuple[float, str]]:
-    """The positional prompt from 0 s, then each --prompt-at T=PROMPT."""
-    segments = [(0.0, prompt)] if prompt.strip() else []
-    for item in items:
-        start, sep, text = item.partition("=")
-        segments.append(_segment(start, text, sep, item, "--prompt-at \"2=a blue ball\""))
-    return sorted(segments, key=lambda s: s[0])
-
-
-def _segment(start: str, prompt: str, sep: str, part: str, example: str) -> tuple[float, str]:
-    try:
-        seconds = float(start)
-    except ValueError:
-        seconds = -1.0
-    if not sep or not 0 <= seconds < math.inf or not prompt.strip():  # NaN fails too
-        raise KinemaError(f"cannot read segment {part.strip()!r}: write SECONDS then the prompt, e.g. {example}")
-    return seconds, prompt.strip()
 
 
 def parse_override(item: str) -> tuple[str, object]:
@@ -568,20 +476,26 @@ class progress_bar:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     # Spinning OpenMP threads cost 5-10x on a busy 2-core CPU (bench/results/bench.md, "threads"); the wait
     # policy only takes effect if set before torch is imported, which subcommands do lazily.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from kinema.accel import configure_threads
-
-    configure_threads()
     try:
-        code = args.func(args)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, or a usage error already printed: its status is main's
+            return int(done.code or 0)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        from kinema.accel import configure_threads
+
+        configure_threads()
+        return args.func(args) or 0
     except KinemaError as err:
+        if err.code == "interrupted":  # Ctrl-C or SIGTERM in training: saved, and said so
+            print(f"kinema: {err}", file=sys.stderr)
+            return 130
         print(f"kinema: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -590,7 +504,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away ("kinema judge ... | head"): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141
-    return code or 0
 
 
 if __name__ == "__main__":

@@ -122,6 +122,10 @@ class DiTConfig:
         return (frames // pt) * (height // ph) * (width // pw)
 
     def validate(self) -> None:
+        for name in ("num_heads", "num_layers", "ffn_dim", "freq_dim", "in_channels", "out_channels", "text_dim"):
+            if getattr(self, name) < 1:
+                raise KinemaError(f"dit.{name}={getattr(self, name)} must be at least 1; the model's config.json is "
+                                  "damaged, or the recipe sets it wrong")
         if self.head_dim % 2 or self.head_dim < 12:
             raise KinemaError(f"dit.head_dim={self.head_dim} must be even and at least 12 so rotary "
                               "positions can split it over (t, h, w); use e.g. 64 or 128")
@@ -182,6 +186,8 @@ class SamplerConfig:
 
 
 # `kinema serve`'s defaults, shared by its options, server.create_app and jobs.Worker.
+BENCH_SECTIONS = ("threads", "dit", "e2e", "vae", "memory", "train", "cache", "gpu")  # kinema bench's, in order
+
 CONCURRENCY = 1  # jobs run at once
 MAX_QUEUE = 64  # queued jobs before new ones get 429
 RETENTION_HOURS = 168.0  # how long finished videos are kept: a week

@@ -28,6 +28,7 @@ from kinema.sheets import save_grid
 
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
 PROMPT_SETS = ("heldout", "train")
+MAX_PROMPTS = 10_000  # per aspect: already ~8 hours of CPU for the default model
 PROBE_CLIPS = 32  # held-out clips for the word probe (kinema.probe): ~30 s for the bundled model on 2 cores
 STEER_FRAMES = 6  # objects per steering check (middle, against, text), 4 clips each: ~30 s each for the default model
 

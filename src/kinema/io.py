@@ -548,7 +548,8 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
 
 def from_uint8(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T, H, W) in [-1, 1]; `to_uint8` inverts it exactly."""
-    frames = torch.as_tensor(as_uint8_array(frames))
+    frames = as_uint8_array(frames)
+    frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())  # torch warns on read-only
     if frames.ndim == 3:
         frames = frames[None]
     return (frames.permute(3, 0, 1, 2).float() / 127.5 - 1).contiguous()

@@ -173,7 +173,11 @@ def score(spec: PromptSpec, found: Measurement) -> dict:
 
 
 def judge(prompt: str, frames, fps: float) -> dict:
-    """Score a video (T, H, W, 3) uint8 against a prompt; see `score` for the keys."""
+    """Score a video (T, H, W, 3) uint8 against a prompt; see `score` for the keys. Kinema's own watermark is taken
+    out first where it is found (a saved file's frames): the judge would read its grain on a flat dark background
+    as a texture, e.g. a navy gradient as a night sky."""
+    from kinema.provenance import unmark
+
     spec = parse_prompt(prompt)
     if spec is None:
         raise KinemaError("the judge found no colour, shape, motion or background it knows in the prompt; "
@@ -182,9 +186,9 @@ def judge(prompt: str, frames, fps: float) -> dict:
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 or min(video.shape[1:3]) < 16:
         raise KinemaError(f"the judge needs uint8 frames shaped (T, H, W, 3) of at least 16x16, got "
                           f"{video.dtype} {tuple(video.shape)}; convert with kinema.io.to_uint8")
-    if fps <= 0:
-        raise KinemaError(f"fps must be positive, got {fps}; pass the video's frame rate")
-    return score(spec, measure(video, fps))
+    if not isinstance(fps, int | float) or not fps > 0:
+        raise KinemaError(f"fps must be a positive number, got {fps!r}; pass the video's frame rate")
+    return score(spec, measure(unmark(video)[0], fps))
 
 
 def score_many(results: list[dict]) -> dict[str, float]:

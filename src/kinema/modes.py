@@ -251,7 +251,8 @@ class Generation:
         to its canvas."""
         from kinema.io import fit_image
 
-        frames = np.asarray(self.need(name))  # its kind and shape checked in Pipeline.resolve (check_pixels)
+        # a copy: the video keeps it (as its given frames), and the caller may change or reuse their array
+        frames = np.array(self.need(name))  # its kind and shape checked in Pipeline.resolve (check_pixels)
         frames = frames[None] if frames.ndim == 3 else frames
         width, height = self.req.width, self.req.height
         if frames.shape[1:3] != (height, width):

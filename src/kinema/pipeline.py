@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +29,22 @@ import torch
 from kinema import accel, camera, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
-from kinema.config import SIZE_MULTIPLE, check_noise_correlation, check_noise_drift
+from kinema.config import SIZE_MULTIPLE
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
+from kinema.request_checks import (
+    MAX_FPS,
+    MAX_PIXELS,
+    MAX_SECONDS,
+    check_input_lengths,
+    check_pixels,
+    check_text,
+    check_tuning,
+    typed,
+)
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 
-MAX_SECONDS = 60.0
-MAX_PIXELS = 1920 * 1088
-MAX_FPS = 60
-MAX_STEPS, MAX_GUIDANCE, MAX_SEED = 1000, 100.0, 2**63 - 1  # the API checks the same; the web page shows them
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
 
 
@@ -114,12 +120,23 @@ class Text:
 
 
 class Pipeline:
+    """A model ready to generate: every mode, size and length. The CLI, the HTTP API and the web page all call it.
+
+        pipe = Pipeline.load()                      # the bundled model (or a preset, or a model folder)
+        video = pipe.generate(Request("a red ball bounces", seconds=2))
+        frames = pipe.decode(video)                 # uint8 (T, H, W, 3), without the watermark
+        pipe.save(video, "ball.mp4")                # watermarked, with AI-disclosure tags
+
+    Inputs go in the Request as uint8 arrays (`image` (H, W, 3), `video` (T, H, W, 3)); `read_inputs` reads them
+    from files. One pipeline may serve several threads.
+    """
+
     def __init__(self, model: Model, device: str | torch.device | None = None, bf16: bool | None = None,
                  rewriter: Rewriter | None = None, signer: provenance.C2paSigner | None = None):
         self.model = model
         self.signer = signer  # signs every saved file with C2PA credentials when set
         self.cfg = model.cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = accel.resolve_device(device)
         self.model.vae.to(self.device)
         self.model.dit.to(self.device)
         self.model.text.to(self.device)
@@ -128,6 +145,8 @@ class Pipeline:
 
     @classmethod
     def load(cls, spec: str | Path | None = None, **kwargs) -> Pipeline:
+        """A bundled model's name (None: kinema-small-fast), a preset (debug: tiny random weights) or a model folder
+        (Kinema's, or diffusers' Wan2.1 layout); `kwargs` go to Pipeline (device, bf16, rewriter, signer)."""
         return cls(load_model(spec), **kwargs)
 
     @property
@@ -146,6 +165,9 @@ class Pipeline:
         req = replace(typed(req), mode=modes.infer_mode(req))
         check_pixels(req)
         prompt = (req.prompt or "").strip() or (req.segments[0][1].strip() if req.segments else "")
+        for name, text in [("prompt", prompt), ("negative_prompt", req.negative_prompt or ""),
+                           *(("segments", text) for _, text in req.segments or [])]:
+            check_text(name, text)
         if not prompt:
             raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
                               param="prompt")
@@ -160,7 +182,7 @@ class Pipeline:
         if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
             raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
                               f"at {fps} fps", param="seconds")
-        check_input_lengths(req, fps)
+        check_input_lengths(req, fps, frames)
         s = self.cfg.sampler
         steps = s.steps if req.steps is None else req.steps
         guidance = s.guidance if req.guidance is None else req.guidance
@@ -237,9 +259,16 @@ class Pipeline:
 
     # -- 2..5: per mode, in kinema.modes -------------------------------------------------------
     @torch.no_grad()
-    def generate(self, req: Request, progress: Progress | None = None) -> Video:
+    def generate(self, req: Request | str, progress: Progress | None = None) -> Video:
+        """The video a request (or a plain prompt) asks for, as latents: `decode` gives its frames and `save` writes
+        it. `progress(fraction, stage)` is called as it goes; it reaches 0.9 here, and 1.0 when `save` ends."""
         from kinema import modes
 
+        if isinstance(req, str):
+            req = Request(req)
+        if not isinstance(req, Request):
+            raise KinemaError(f"generate takes a Request or a prompt, got {type(req).__name__}; e.g. "
+                              "pipe.generate(Request(\"a red ball bounces\", seconds=2))")
         req = self.resolve(req)
         report = progress or (lambda frac, stage: None)
         video = modes.build(self, req, report)
@@ -414,6 +443,8 @@ def frames_for(seconds: float | None, fps: int) -> int:
     if not 0 < seconds < math.inf:
         raise KinemaError(f"duration must be a positive number of seconds, got {seconds:g}; use --seconds 0 for an "
                           "image", param="seconds")
+    if seconds > MAX_SECONDS:  # before it is multiplied: 1e308 s would overflow
+        raise KinemaError(f"duration must be at most {MAX_SECONDS:g} s, got {seconds:g}", param="seconds")
     return max(1, round(seconds * fps))
 
 
@@ -439,76 +470,6 @@ def played_shapes(probes: dict[str, tuple[tuple[int, ...], float | None]], fps: 
 def stand_ins(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Zero-cost arrays of the inputs' shapes: all `resolve` needs, before any pixel is read."""
     return {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
-
-
-WHOLE_FIELDS = ("width", "height", "frames", "fps", "steps", "seed", "window", "context")
-NUMBER_FIELDS = ("seconds", "guidance", "strength", "cache", "noise_correlation", "noise_drift")
-TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "aspect", "mode")
-
-
-def typed(req: Request) -> Request:
-    """`req` with numpy scalars made Python numbers, or a one-line error naming a field of the wrong kind (a
-    Python caller gets what the CLI and the API check for their users)."""
-    optional = {f.name for f in fields(Request) if f.default is None}  # None means "the model's default"
-    values = {}
-    for names, kinds, cast, what in ((WHOLE_FIELDS, (int, np.integer), int, "a whole number"),
-                                     (NUMBER_FIELDS, (int, float, np.integer, np.floating), float, "a number"),
-                                     (TEXT_FIELDS, (str,), str, "a string")):
-        for name in names:
-            value = getattr(req, name)
-            if value is None and name in optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                raise KinemaError(f"{name} must be {what}, got {value!r}", param=name)
-            values[name] = cast(value)
-    segments = req.segments
-    if segments is not None and not (isinstance(segments, list | tuple) and all(
-            isinstance(s, list | tuple) and len(s) == 2 and isinstance(s[1], str)
-            and isinstance(s[0], int | float | np.number) and not isinstance(s[0], bool) for s in segments)):
-        raise KinemaError("segments must be (start seconds, prompt) pairs, e.g. [(0, \"a red ball\"), (2, \"a blue "
-                          "ball\")]", param="segments")
-    return replace(req, **values)
-
-
-def check_pixels(req: Request) -> None:
-    """Given pixels are uint8 RGB with room in them: an image (H, W, 3), a video (T, H, W, 3) of at least a frame."""
-    for name, ndim in (("image", 3), ("video", 4), ("video_b", 4)):
-        given = getattr(req, name)
-        if given is None:
-            continue
-        given = np.asarray(given)
-        if given.ndim != ndim or given.shape[-1] != 3 or 0 in given.shape or given.dtype != np.uint8:
-            wanted = "(H, W, 3)" if ndim == 3 else "(T, H, W, 3), at least one frame"
-            raise KinemaError(f"{name} must be uint8 RGB pixels {wanted}, got {given.dtype} {given.shape}; "
-                              "read it with kinema.io.read_image or read_video", param=name)
-
-
-def check_input_lengths(req: Request, fps: int) -> None:
-    """Input videos play at the output's fps and may run MAX_SECONDS at most, as outputs do."""
-    for name in ("video", "video_b"):
-        given = getattr(req, name)
-        if given is not None and len(given) / fps > MAX_SECONDS + 1e-6:
-            raise KinemaError(f"the input {'video' if name == 'video' else 'second video'} runs "
-                              f"{len(given) / fps:.1f} s at {fps} fps, over the {MAX_SECONDS:g} s Kinema takes; "
-                              f"trim it (e.g. ffmpeg -i in.mp4 -t {MAX_SECONDS:g} out.mp4)", param=name)
-
-
-def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float,
-                 noise_drift: float, sampler: str) -> None:
-    """The sampling settings' ranges; the API's fields take the same ones."""
-    if sampler not in sampling.METHODS:
-        raise KinemaError(f"unknown sampler {sampler!r}; use {' or '.join(sampling.METHODS)}", param="sampler")
-    check_noise_correlation(noise_correlation)
-    check_noise_drift(noise_drift)
-    if not 1 <= steps <= MAX_STEPS:
-        raise KinemaError(f"steps must be between 1 and {MAX_STEPS}, got {steps}", param="steps")
-    if not 0 <= guidance <= MAX_GUIDANCE:
-        raise KinemaError(f"guidance must be between 0 and {MAX_GUIDANCE:g} (1 = off), got {guidance:g}",
-                          param="guidance")
-    if not 0 <= seed <= MAX_SEED:
-        raise KinemaError(f"seed must be between 0 and 2**63 - 1, got {seed}", param="seed")
-    if not 0 <= cache <= 1:
-        raise KinemaError(f"cache must be between 0 (off) and 1, got {cache}; try 0.1", param="cache")
 
 
 def parse_aspect(text: str) -> float:

@@ -205,7 +205,7 @@ def _near_grids(grid: tuple[int, int]) -> list[tuple[int, int]]:
 def unmark(frames: Frames, key: str = DEFAULT_KEY, payload_bits: int = PAYLOAD_BITS) -> tuple[np.ndarray, bool]:
     """uint8 frames (T, H, W, 3) with their Kinema watermark taken out where it is found at the size it was embedded
     at, and whether it was. The mark is faint grain to the eye, but to the judge a flat dark background carrying it
-    reads as a textured one (a navy gradient as a night sky), so `kinema judge` looks at a file as it was drawn."""
+    reads as a textured one (a navy gradient as a night sky), so `judge.judge` looks at a file as it was drawn."""
     frames = _as_frames(frames)
     found = detect(frames, key, payload_bits)
     height, width = frames.shape[-3:-1]

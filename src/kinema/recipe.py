@@ -17,6 +17,7 @@ merged in first, as nested dicts or dotted keys ({"dit.steps": 10}).
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -335,7 +336,8 @@ def _validate_vae(recipe: Recipe) -> None:
                           "must be at least 0")
     if vae.judge_clips < 0:
         raise KinemaError(f"recipe [vae] judge_clips = {vae.judge_clips} must be at least 0 (0: no judge)")
-    if vae.crop % recipe.model.vae.spatial_factor or vae.crop > min(min(b[:2]) for b in recipe.data.buckets):
+    if (vae.crop < recipe.model.vae.spatial_factor or vae.crop % recipe.model.vae.spatial_factor
+            or vae.crop > min(min(b[:2]) for b in recipe.data.buckets)):
         raise KinemaError(f"recipe [vae] crop={vae.crop} must be a multiple of {recipe.model.vae.spatial_factor} "
                           "and no larger than the smallest bucket side")
     if not vae.frames or any((f - 1) % tf for f in vae.frames):
@@ -386,8 +388,8 @@ def _validate_finetune(recipe: Recipe) -> None:
 def _validate_loops(recipe: Recipe) -> None:
     """Steps, rates, batches and intervals of both training loops."""
     for section, values in (("vae", recipe.vae), ("dit", recipe.dit)):
-        if values.steps < 0 or values.lr <= 0:
-            raise KinemaError(f"recipe [{section}] needs steps >= 0 and lr > 0")
+        if values.steps < 0 or not 0 < values.lr < math.inf:
+            raise KinemaError(f"recipe [{section}] needs steps >= 0 and a finite lr > 0, got {values.lr}")
         for name in ("batch", "batch_tokens", "max_batch", "eval_every", "stats_clips", "eval_clips",
                      "checkpoint_every", "sample_every", "log_every"):
             if getattr(values, name, 1) < 1:

@@ -224,10 +224,17 @@ def load_api_keys(path: str | Path | None = None) -> list[str]:
     keys = [key.strip() for key in os.environ.get("KINEMA_API_KEYS", "").split(",")]
     if path is not None:
         try:
-            lines = Path(path).read_text().splitlines()
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as err:
             raise KinemaError(f"cannot read the API key file {path} ({err.strerror}); check the path") from None
-        keys += [line.split("#", 1)[0].strip() for line in lines]
+        except UnicodeDecodeError:
+            raise KinemaError(f"the API key file {path} is not UTF-8 text; write one key per line") from None
+        from_file = [line.split("#", 1)[0].strip() for line in lines]
+        if not any(from_file):  # the server would run open while its owner believes it locked
+            raise KinemaError(f"the API key file {path} lists no keys; add one per line, or leave out --api-keys-file")
+        keys += from_file
+    if "KINEMA_API_KEYS" in os.environ and not any(keys):
+        raise KinemaError("KINEMA_API_KEYS is set but holds no keys; give comma-separated keys, or unset it")
     return [key for key in keys if key]
 
 

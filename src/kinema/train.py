@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from kinema import parallel
+from kinema import accel, parallel
 from kinema import recipe as recipes
 from kinema.checkpoint import atomic_write, load_tensors, lock_folder, save_model
 from kinema.config import ModelConfig, load_json
@@ -113,25 +113,12 @@ def _run_stages(recipe: Recipe, stage: str, run_dir: Path, resume: bool, progres
 def _processes(device: str, stage: str) -> Dist:
     """This process's place: one process on `device`, or one rank of a torchrun launch."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist(0, 1, 0, resolve_device(device))
+        return Dist(0, 1, 0, accel.resolve_device(device))
     if stage != "dit":
         raise KinemaError(f"--stage {stage} runs in one process; under torchrun only the DiT stage trains: run "
                           "the vae and cache stages first without torchrun, then torchrun ... train --stage dit")
-    return parallel.setup_distributed(cuda=resolve_device(device).type == "cuda")  # each rank: its LOCAL_RANK's GPU
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        where = torch.device(device)
-    except RuntimeError:
-        raise KinemaError(f"unknown device {device!r}; use auto, cpu or cuda (cuda:N for the Nth GPU)") from None
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise KinemaError(f"device {device!r} asked for, but torch sees no GPU here; use --device cpu")
-    if where.type not in ("cpu", "cuda"):
-        raise KinemaError(f"device {device!r} is not supported for training; use cpu or cuda")
-    return where
+    # each rank takes its LOCAL_RANK's GPU
+    return parallel.setup_distributed(cuda=accel.resolve_device(device).type == "cuda")
 
 
 def render_workers() -> int:
@@ -362,7 +349,7 @@ def time_dit_steps(recipe_path: str | Path, run_dir: str | Path, device: str = "
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(run_dir)
         stage = _dit_stage(recipe, dit_config(recipe, run_dir), run_dir, Path(scratch), False,
-                           Dist(0, 1, 0, resolve_device(device)))
+                           Dist(0, 1, 0, accel.resolve_device(device)))
         for _ in range(warmup):  # allocations, kernels
             stage.train_step()
         began = time.perf_counter()

@@ -131,7 +131,10 @@ def load_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise KinemaError(f"no checkpoint at {path} to resume from; run without --resume") from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+    except pickle.UnpicklingError:  # torch's own text would advise loading it unsafely
+        raise KinemaError(f"checkpoint {path} is corrupt (not a checkpoint's data); delete it to restart this stage, "
+                          "or restore it from a backup") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
         raise KinemaError(f"checkpoint {path} is corrupt ({first_line(err)}); delete it to restart this stage, or "
                           "restore it from a backup") from None
 

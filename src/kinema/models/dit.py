@@ -92,11 +92,12 @@ class Rope3D(nn.Module):
     def forward(self, grid: tuple[int, int, int], device: torch.device) -> Tensor:
         """grid (T', H', W') -> (N, 1, 1, head_dim/2) complex64, N = T' H' W' in (t, h, w) order."""
         key = (grid, device)
-        if key not in self._cache:
+        table = self._cache.get(key)  # one lookup: another thread may clear the cache between two
+        if table is None:
             if len(self._cache) >= _ROPE_CACHE_SIZE:
                 self._cache.clear()
-            self._cache[key] = self._table(grid).to(device)
-        return self._cache[key]
+            table = self._cache[key] = self._table(grid).to(device)
+        return table
 
     def _table(self, grid: tuple[int, int, int]) -> Tensor:
         angles = []
