@@ -363,6 +363,10 @@ def test_train_checks_its_export_folder_before_training(tmp_path, capsys):
         code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"),
                             "--export", str(export)], capsys)
         assert code == 2 and f"cannot write to {export}" in err and message in err
+    code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"), "--stage", "vae",
+                        "--export", str(tmp_path / "model")], capsys)
+    assert code == 2 and "--stage vae does not finish; export with --stage dit or all" in err
+    assert not (tmp_path / "run").exists()  # refused before any training
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json").write_text('{"my": "settings"}')
@@ -438,3 +442,14 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path, monkeypatch)
     io.write_video(tmp_path / "v.mp4", provenance.embed(world.render(scene, 64, 64, 9, 8.0), 7), 8.0)
     monkeypatch.setattr(sys, "stdout", ClosedPipe(tmp_path / "out.txt"))
     assert main(["verify", str(tmp_path / "v.mp4"), "--json"]) == 141  # 128 + SIGPIPE, no traceback
+
+
+def test_the_parser_imports_no_torch_before_main_sets_the_thread_policy():
+    code = ("import sys; from kinema.cli import build_parser; build_parser(); "
+            "from kinema.config import BENCH_SECTIONS; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+    from kinema import bench
+    from kinema.config import BENCH_SECTIONS
+
+    assert tuple(bench.SECTIONS) == BENCH_SECTIONS  # what --help lists is what runs

@@ -114,20 +114,24 @@ def test_folder_source_from_jsonl(tmp_path, capsys):
             {"path": "still.png", "caption": "a grey still"}]
     listing = tmp_path / "captions.jsonl"
     listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    source = FolderSource(tmp_path, fps=8)  # the folder's one listing is found
+    source = FolderSource(tmp_path, fps=8, clip_frames=17)  # the folder's one listing is found
     assert [r.caption for r in source.rows] == ["a red fade", "b", "a grey still"]
+    # Too short for the longest bucket: each video is named once, when the listing is read.
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 and warnings[1].endswith("line 2: clip1.mp4 has 12 frames, fewer than the longest "
+                                                       "bucket's 17; its last frame is held to fill those clips")
+    FolderSource(tmp_path, fps=8, clip_frames=9)  # 12 frames at 16 fps: 0.75 s, for clips of 1 s at 8 fps
+    assert capsys.readouterr().err.splitlines()[0].endswith(
+        "clip0.mp4 lasts 0.75 s, shorter than the longest bucket's 1 s; it plays slower to fill those clips, so its "
+        "motion is learnt as slower")
     clip = source.clip(0, Bucket(32, 48, 5))
     assert clip.frames.shape == (5, 48, 32, 3) and clip.caption == "a red fade"
     # Videos are resampled from 16 to 8 fps: every other frame.
     red = clip.frames[:, 24, 16, 0].astype(int)
     assert (np.diff(red) > 0).all()
-    # Too short for the bucket: the last frame is held, and the user is told once.
+    # Too short for the bucket: the last frame is held.
     long = source.clip(1, Bucket(32, 32, 17))
     assert long.frames.shape == (17, 32, 32, 3) and np.array_equal(long.frames[-1], long.frames[-2])
-    source.clip(1, Bucket(32, 32, 17))
-    [warning] = capsys.readouterr().err.splitlines()
-    assert warning.endswith("line 2: clip1.mp4 has 12 frames, fewer than bucket 32x32x17's 17; its last frame is "
-                            "held to fill the clip")
     # Images only fill 1-frame buckets; video buckets skip them.
     assert source.clip(2, Bucket(32, 32, 1)).frames.shape == (1, 32, 32, 3)
     assert source.clip(2, Bucket(32, 32, 5)).caption == "a red fade"
@@ -172,8 +176,13 @@ def test_listings_from_spreadsheets_and_other_tools(tmp_path):
                                         "clip1.mp4,a second fade,12\n", encoding="utf-8")
     rows = read_listing(tmp_path / "sheet.csv")
     assert [(r.path.name, r.caption, r.where) for r in rows] == [
-        ("clip0.mp4", "a fade,\nslowly", f"{tmp_path / 'sheet.csv'} line 3"),
+        ("clip0.mp4", "a fade,\nslowly", f"{tmp_path / 'sheet.csv'} line 2"),  # where its record starts
         ("clip1.mp4", "a second fade", f"{tmp_path / 'sheet.csv'} line 4")]
+    # A European Excel export: semicolons between the columns, commas in the captions
+    (tmp_path / "semi.csv").write_text("path;caption\nclip0.mp4;a fade, slowly\nclip1.mp4;a second fade\n")
+    assert [r.caption for r in read_listing(tmp_path / "semi.csv")] == ["a fade, slowly", "a second fade"]
+    (tmp_path / "tabs.csv").write_text("clip0.mp4\ta fade, slowly\n")
+    assert [r.caption for r in read_listing(tmp_path / "tabs.csv")] == ["a fade, slowly"]
     # Hugging Face's metadata.jsonl names them file_name and text
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "clip1.mp4", "text": "from the hub"}\n')
     assert read_listing(tmp_path / "metadata.jsonl")[0].caption == "from the hub"
@@ -215,8 +224,8 @@ def test_every_twentieth_video_is_held_out_for_evaluation(tmp_path):
 def test_unreadable_video_names_its_row(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     (tmp_path / "rows.csv").write_text("broken.mp4,a broken clip\n")
-    with pytest.raises(KinemaError, match="none of the 1 files .*rows.csv line 1: cannot read"):
-        FolderSource(tmp_path / "rows.csv", fps=8).clip(0, Bucket(32, 32, 5))
+    with pytest.raises(KinemaError, match="none of the 1 files .*rows.csv lists can be read"):
+        FolderSource(tmp_path / "rows.csv", fps=8)
 
 
 def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
@@ -224,10 +233,9 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 4000)  # a cut-off download
     (tmp_path / "rows.csv").write_text("clip0.mp4,first\nbroken.mp4,broken\nclip1.mp4,second\n")
     source = FolderSource(tmp_path / "rows.csv", fps=8)
-    captions = [source.clip(i, Bucket(32, 32, 5)).caption for i in range(6)]
-    assert captions == ["first", "second", "second", "first", "second", "second"]  # the next row stands in
-    assert list(source.unreadable) == [tmp_path / "broken.mp4"]
-    [warning] = capsys.readouterr().err.splitlines()  # once, though its row came round twice
+    captions = [source.clip(i, Bucket(32, 32, 5)).caption for i in range(4)]
+    assert captions == ["first", "second", "first", "second"]  # dropped when the listing was read
+    [warning] = capsys.readouterr().err.splitlines()  # once: clips (in any process) never meet it
     assert warning.startswith(f"kinema: warning: skipping {tmp_path / 'rows.csv'} line 2: cannot read ")
     assert "broken.mp4: corrupt or not a video" in warning
 
@@ -275,3 +283,18 @@ def test_cache_rendered_by_worker_processes_is_the_same(tmp_path, monkeypatch):
         assert a.latents.abs().sum() > 0 and torch.equal(a.latents, b.latents)
         assert a.metas == b.metas
     assert len(list((tmp_path / "pool" / "32x32x5").glob("shard_*"))) == 3
+
+
+def test_buckets_take_clips_of_their_orientation_and_no_held_out_row_is_unreadable(tmp_path):
+    _videos(tmp_path, count=2)  # 56x40: landscape
+    write_video(tmp_path / "tall.mp4", np.zeros((12, 56, 40, 3), np.uint8), fps=16)
+    (tmp_path / "rows.csv").write_text("clip0.mp4,wide one\ntall.mp4,tall\nclip1.mp4,wide two\n")
+    source = FolderSource(tmp_path / "rows.csv", fps=8)
+    assert {source.clip(i, Bucket(48, 32, 5)).caption for i in range(6)} == {"wide one", "wide two"}
+    assert {source.clip(i, Bucket(32, 48, 5)).caption for i in range(3)} == {"tall"}
+    assert {source.clip(i, Bucket(32, 32, 5)).caption for i in range(3)} == {"wide one", "tall", "wide two"}
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    rows = [f"clip{i % 2}.mp4,clip number {i}\n" for i in range(19)] + ["broken.mp4,the twentieth\n"]
+    (tmp_path / "rows.csv").write_text("".join(rows + [f"clip0.mp4,clip number {i}\n" for i in range(20, 40)]))
+    held = FolderSource(tmp_path / "rows.csv", fps=8).held_out()  # the 20th readable video, not the broken one
+    assert [row.caption for row in held.rows] == ["clip number 20"]

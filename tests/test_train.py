@@ -196,6 +196,10 @@ def test_resume_is_bit_exact_and_ctrl_c_saves(vae_run, dit_run, tmp_path):
     last = json.loads((dit_run / "dit" / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 <= last["prefers colour"] <= 1  # the word probe runs with the samples, on the world
     assert (dit_run / "dit" / "loss.png").exists() and list((dit_run / "dit" / "samples").glob("*.png"))
+    sparse = _copy(vae_run, tmp_path / "sparse")  # logs every 4 steps: a stop at 3 still writes steps 1-3
+    with pytest.raises(KinemaError, match="interrupted at dit step 3"):
+        train.run(DEBUG, stage="dit", out=sparse, progress=False, on_step=ctrl_c, overrides={"dit.log_every": 4})
+    assert [json.loads(line)["step"] for line in (sparse / "dit" / "metrics.jsonl").read_text().splitlines()] == [3]
 
 
 def test_a_second_ctrl_c_mid_step_keeps_the_last_whole_checkpoint(vae_run, tmp_path, monkeypatch):
@@ -246,6 +250,9 @@ def test_fine_tunes_a_model_on_a_folder_of_videos(dit_run, tmp_path):
     assert load_model(tuned / "model").cfg.vae.latents_std == load_model(base).cfg.vae.latents_std
     with Image.open(tuned / "dit" / "samples" / "step_000002.png") as grid:  # sampled with its captions
         assert "a white box" in grid.text["labels"]
+    # Trained on your videos, an export is named after its folder, not the recipe's own model.
+    assert load_model(train.export(tuned, tmp_path / "my-boxes")).cfg.name == "my-boxes"
+    assert load_model(tuned / "model").cfg.name == "tuned"  # the run's own export: after the run
 
 
 def test_corrupt_checkpoint_is_a_clear_error(vae_run, tmp_path):

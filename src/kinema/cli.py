@@ -398,6 +398,9 @@ def cmd_train(args) -> None:
     from kinema import train
 
     overrides = dict(parse_override(item) for item in args.overrides)
+    if args.export and args.stage not in ("dit", "all"):
+        raise KinemaError(f"--export writes the trained model, which --stage {args.stage} does not finish; export with "
+                          "--stage dit or all")
     if args.export:
         from kinema.checkpoint import check_model_target
 

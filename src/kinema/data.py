@@ -92,12 +92,12 @@ class Source(Protocol):
 
 
 def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD,
-                blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD)) -> Source:
+                blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD), clip_frames: int = 1) -> Source:
     """The world (its scenes drawn from `mix`, a `blend` share of them from another), or a folder / JSONL / CSV of
-    videos with captions."""
+    videos with captions (`clip_frames`: the longest clip it must fill, for its warnings)."""
     if spec == "world":
         return WorldSource(seed, fps, mix=mix, blend=blend)
-    return FolderSource(Path(spec), fps)
+    return FolderSource(Path(spec), fps, clip_frames=clip_frames)
 
 
 def to_video(clips: list[np.ndarray], device: torch.device | None = None) -> torch.Tensor:
@@ -168,27 +168,55 @@ HOLD_OUT_EVERY = 20  # one video in this many is kept from training to measure t
 class FolderSource:
     """Videos (and images, for 1-frame buckets) resized to cover each bucket and center-cropped.
 
-    Clip `index` takes row index % rows, and successive passes over the rows take successive
-    windows of each video, resampled towards the model's fps.
+    Every file is probed once, when the listing is read: one that cannot be read is skipped with a warning (so one
+    corrupt download does not stop a run over thousands, and no held-out row is unreadable), and one too short for
+    `clip_frames` frames at the model's `fps` is named. Clip `index` of a bucket takes the rows of the bucket's
+    orientation (landscape, portrait; a square bucket takes all), row index % rows, and successive passes over the
+    rows take successive windows of each video, resampled towards the model's fps.
     """
 
-    def __init__(self, spec: Path, fps: int, split: str = "train"):
-        self.listing, self.fps, self.split = spec, fps, split
-        rows = read_listing(spec)
+    def __init__(self, spec: Path, fps: int, split: str = "train", clip_frames: int = 1,
+                 scanned: tuple[list[Row], dict[Path, tuple[int, float, int, int]]] | None = None):
+        self.listing, self.fps, self.split, self.clip_frames = spec, fps, split, clip_frames
+        rows, self._info = scanned or self._scan(read_listing(spec))  # _info: file -> (frames, fps, width, height)
+        self._scanned = rows, self._info
         kept = set(held_out_rows(rows))
         self.rows = [row for i, row in enumerate(rows) if (i in kept) == (split == "eval")]
         self.holds_out = bool(kept)
-        self._lengths: dict[Path, tuple[int, float]] = {}
-        self.unreadable: dict[Path, str] = {}  # file -> why, for rows skipped so far
-        self.short: set[Path] = set()  # videos already warned of as shorter than a bucket
+        self.unreadable: dict[Path, str] = {}  # file -> why, for rows whose frames failed to decode so far
+
+    def _scan(self, rows: list[Row]) -> tuple[list[Row], dict[Path, tuple[int, float, int, int]]]:
+        """The rows whose files can be read, and each file's (frames, fps, width, height); the rest are warned of."""
+        info, readable = {}, []
+        for row in tqdm(rows, desc="reading the listing", disable=len(rows) < 500, leave=False):
+            if row.path not in info:
+                try:
+                    meta = video_metadata(row.path)
+                except KinemaError as err:
+                    tqdm.write(f"kinema: warning: skipping {row.where}: {err}", file=sys.stderr)  # above any bar
+                    continue
+                info[row.path] = max(1, meta["frames"]), meta["fps"] or self.fps, meta["width"], meta["height"]
+                self._warn_if_short(row, *info[row.path][:2])
+            readable.append(row)
+        if rows and not readable:
+            raise KinemaError(f"none of the {len(rows)} files {self.listing} lists can be read; check the files or "
+                              "the listing's paths")
+        return readable, info
+
+    def _warn_if_short(self, row: Row, count: int, fps: float) -> None:
+        if row.is_image or self.clip_frames <= 1:
+            return
+        if count < self.clip_frames:
+            tqdm.write(f"kinema: warning: {row.where}: {row.path.name} has {count} frames, fewer than the longest "
+                       f"bucket's {self.clip_frames}; its last frame is held to fill those clips", file=sys.stderr)
+        elif count / fps < (self.clip_frames - 1) / self.fps:
+            tqdm.write(f"kinema: warning: {row.where}: {row.path.name} lasts {count / fps:.2g} s, shorter than the "
+                       f"longest bucket's {(self.clip_frames - 1) / self.fps:.2g} s; it plays slower to fill those "
+                       "clips, so its motion is learnt as slower", file=sys.stderr)
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
-        """Clip `index`. A file that cannot be read is skipped with a warning and the next row stands in, so one
-        corrupt download does not stop a run over thousands; a listing with no readable file is an error."""
-        rows = self.rows if bucket.frames == 1 else [r for r in self.rows if not r.is_image]
-        if not rows:
-            raise KinemaError(f"bucket {bucket.name} needs videos but {self.listing} lists only images; "
-                              "remove video buckets from [data] buckets or add videos")
+        """Clip `index`. A file whose frames fail to decode is skipped with a warning and the next row stands in."""
+        rows = self._rows_for(bucket)
         for offset in range(len(rows)):
             row = rows[(index + offset) % len(rows)]
             if row.path in self.unreadable:
@@ -197,19 +225,32 @@ class FolderSource:
                 frames = self._window(row, index // len(rows), bucket)
             except KinemaError as err:
                 self.unreadable[row.path] = f"{row.where}: {err}"
-                tqdm.write(f"kinema: warning: skipping {row.where}: {err}", file=sys.stderr)  # above any bar
+                tqdm.write(f"kinema: warning: skipping {row.where}: {err}", file=sys.stderr)
                 continue
             return Clip(frames, row.caption, {"caption": row.caption, "path": str(row.path)})
         first = next(iter(self.unreadable.values()))
         raise KinemaError(f"none of the {len(rows)} files {self.listing} lists for bucket {bucket.name} can be read "
                           f"({first}); check the files or the listing's paths")
 
+    def _rows_for(self, bucket: Bucket) -> list[Row]:
+        """The rows a bucket takes: images only for 1 frame, and a landscape or portrait bucket the files of its
+        orientation (center-cropping a portrait clip to a landscape bucket would keep a third of it), if any."""
+        rows = self.rows if bucket.frames == 1 else [r for r in self.rows if not r.is_image]
+        if not rows:
+            raise KinemaError(f"bucket {bucket.name} needs videos but {self.listing} lists only images; "
+                              "remove video buckets from [data] buckets or add videos")
+        if bucket.width == bucket.height:
+            return rows
+        wide = bucket.width > bucket.height
+        same = [r for r in rows if (self._info[r.path][2] >= self._info[r.path][3]) == wide]
+        return same or rows
+
     def _window(self, row: Row, window: int, bucket: Bucket) -> np.ndarray:
         """Pass `window` over the rows reads a different part of the video (images: the image)."""
         if row.is_image:
             video, _ = read_video(row.path)
             return fit_image(video[0], bucket.width, bucket.height)[0][None]
-        count, fps = self._length(row.path)
+        count, fps = self._info[row.path][:2]
         stride = 1
         if bucket.frames > 1:
             # Resample towards the model's fps, more densely when the video is too short for that.
@@ -218,19 +259,8 @@ class FolderSource:
         windows = max(1, min(MAX_WINDOWS, count // span))
         start = (window % windows) * (count // windows)
         # Only the window's frames are decoded and kept; a video shorter than the bucket holds its last frame.
-        if count < bucket.frames and row.path not in self.short:
-            self.short.add(row.path)
-            tqdm.write(f"kinema: warning: {row.where}: {row.path.name} has {count} frames, fewer than bucket "
-                       f"{bucket.name}'s {bucket.frames}; its last frame is held to fill the clip", file=sys.stderr)
         frames = read_frames(row.path, start + stride * np.arange(bucket.frames))
         return np.stack([fit_image(frame, bucket.width, bucket.height)[0] for frame in frames])
-
-    def _length(self, path: Path) -> tuple[int, float]:
-        """(frames, fps) of a video, read once: every window of every pass needs them."""
-        if path not in self._lengths:
-            info = video_metadata(path)
-            self._lengths[path] = max(1, info["frames"]), info["fps"] or self.fps
-        return self._lengths[path]
 
     def caption(self, meta: dict[str, Any], rng: np.random.Generator) -> str:
         return meta["caption"]
@@ -245,7 +275,10 @@ class FolderSource:
         return f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps} {rows.hexdigest()[:16]}"
 
     def held_out(self) -> FolderSource | None:
-        return FolderSource(self.listing, self.fps, split="eval") if self.holds_out else None
+        """The held-out rows, from the same scan of the listing."""
+        if not self.holds_out:
+            return None
+        return FolderSource(self.listing, self.fps, "eval", self.clip_frames, scanned=self._scanned)
 
 
 def held_out_rows(rows: list[Row]) -> list[int]:
@@ -327,11 +360,11 @@ def _first(row: dict[str, Any], keys: tuple[str, ...]) -> Any:
 def _csv_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
     """Rows of (path, caption); with a header naming its columns (path/caption, file_name/text, ...) other columns
     may follow, without one each row is exactly path,caption. Quoted captions may hold commas and newlines."""
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text))
     header: tuple[int, int] | None = None
-    pairs = []
+    pairs, ended = [], 0
     for row in reader:
-        number = reader.line_num
+        number, ended = ended + 1, reader.line_num  # the line a record starts on: a caption may span lines
         if not any(cell.strip() for cell in row):
             continue
         if not pairs and header is None:
@@ -349,6 +382,18 @@ def _csv_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
             raise KinemaError(f"{listing} line {number}: {len(row)} columns, fewer than the header's; fix the row")
         pairs.append((number, row[path_column].strip(), row[caption_column]))
     return pairs
+
+
+def _delimiter(text: str) -> str:
+    """Comma, or the semicolon or tab a spreadsheet in another locale exports with: the one that splits the first
+    line into a header or a media file and more."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    for delimiter in (",", ";", "\t"):
+        cells = next(csv.reader([first], delimiter=delimiter))
+        media = Path(cells[0].strip()).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+        if len(cells) >= 2 and (_header_columns(cells) is not None or media):
+            return delimiter
+    return ","
 
 
 def _header_columns(row: list[str]) -> tuple[int, int] | None:

@@ -285,7 +285,8 @@ def _counts(recipe: Recipe) -> list[int]:
 
 def _source(recipe: Recipe):
     data = recipe.data
-    return open_source(data.source, data.seed, recipe.model.fps, data.world, (data.blend_share, data.blend))
+    return open_source(data.source, data.seed, recipe.model.fps, data.world, (data.blend_share, data.blend),
+                       clip_frames=max(frames for _, _, frames in data.buckets))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,6 +386,11 @@ def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = to
         dit.load_state_dict(_init_state(recipe, "dit"))
     else:
         raise KinemaError(f"{run_dir} holds no trained DiT to export; train it first (kinema train --stage dit)")
+    recipe = _run_recipe(run_dir)
+    if recipe is not None and recipe.data.source != "world":  # trained on your videos: not the recipe's own model
+        dest = Path(dest_folder).resolve()  # named after it, or after its run for the run's own model/
+        own = dest == (run_dir / "model").resolve()
+        cfg = dataclasses.replace(cfg, name=run_dir.resolve().name if own else dest.name)
     return save_model(dest_folder, cfg, load_trained_vae(cfg, run_dir), dit, dtype)
 
 

@@ -78,6 +78,8 @@ def run_loop(stage: Stage, log_every: int, checkpoint_every: int, progress: bool
         if not between_steps:  # a second Ctrl-C, mid-step: its half-applied update must not be saved
             raise KinemaError(f"training stopped mid-step in {stage.name}; the last saved checkpoint is kept, "
                               "continue with --resume", code="interrupted") from None
+        if window:  # the steps since the last log, which the resumed run would never write
+            stage.metrics.log(stage.step, _mean_row(window))
         stage.save()
         raise KinemaError(f"training interrupted at {stage.name} step {stage.step}; the checkpoint is saved, "
                           "continue with --resume", code="interrupted") from None

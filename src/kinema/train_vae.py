@@ -177,7 +177,7 @@ class VAEStage:
     def judge_scores(self) -> dict[str, float]:
         """The judge on round trips of `judge_clips` hold-out prompts' true renders at the eval bucket's size, per
         target attribute and overall (evaluate.judge_round_trips)."""
-        if not self.cfg.judge_clips:
+        if not self.cfg.judge_clips or self.recipe.data.source != "world":  # world scenes say nothing of your videos
             return {}
         if self.judged[0] == self.step:  # the last eval's, which finish() repeats
             return self.judged[1]
