@@ -130,6 +130,8 @@ def test_bad_bench_options_fail_before_any_work(tmp_path):
         bench.run(tmp_path / "file" / "results", quick=True, sections="vae")
     with pytest.raises(KinemaError, match="--quick measures the tiny debug model"):
         bench.run(tmp_path, quick=True, model="kinema-small", sections="vae")
+    with pytest.raises(KinemaError, match="model folder md/nosuch not found"):
+        bench.run(tmp_path, model="md/nosuch", sections="threads")
     assert not list(tmp_path.glob("bench*"))
 
 

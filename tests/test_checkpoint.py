@@ -152,3 +152,9 @@ def test_a_preset_without_its_text_encoder_fails_before_its_dit_is_built(tmp_pat
     monkeypatch.setattr(kinema.models.dit, "DiT", lambda cfg: pytest.fail("built the DiT first"))
     with pytest.raises(KinemaError, match=r"text encoder folder text_encoder not found.*a preset looks in"):
         load_model("wan2.1-1.3b")
+
+
+def test_a_file_given_as_a_model_is_named_as_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(KinemaError, match="notes.txt is a file; --model takes a model folder"):
+        locate_model(tmp_path / "notes.txt")

@@ -333,3 +333,21 @@ def test_python_callers_get_one_line_errors_and_keep_their_arrays(debug_pipe):
                                         steps=1))
     given[:] = 0  # the caller reuses its array: the video keeps the frames it was given
     assert debug_pipe.decode(video)[0].min() == 90
+
+
+def test_a_save_that_fails_keeps_the_file_it_would_replace(debug_pipe, tmp_path):
+    out = tmp_path / "v.mp4"
+    out.write_bytes(b"yesterday's video")
+    video = debug_pipe.generate(Request("a red circle", seconds=1, width=64, height=64, steps=1))
+    with pytest.raises(KinemaError, match="is not an existing folder"):
+        debug_pipe.save(video, out, filmstrip=tmp_path / "missing" / "strip.png")  # fails after the video is made
+    assert out.read_bytes() == b"yesterday's video" and [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_a_prompt_past_the_text_encoders_length_is_noted(debug_pipe):
+    limit = debug_pipe.cfg.text.max_length
+    long = debug_pipe.generate(Request("a red ball " * 40, seconds=0, width=64, height=64, steps=1))
+    cut = debug_pipe.model.text.overflow("a red ball " * 40)
+    assert cut > 0 and long.notes == [f"prompt {('a red ball ' * 40)[:40]!r}...: its last {cut} tokens are past the "
+                                      f"{limit} the text encoder reads, so they had no effect; shorten it"]
+    assert debug_pipe.generate(Request("a red ball", seconds=0, width=64, height=64, steps=1)).notes == []

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from kinema.checkpoint import BUNDLED
+from kinema.errors import KinemaError
 from kinema.pipeline import Request
 from kinema.prompting import Rewriter, asked_camera, asked_direction, expand_builtin
 from kinema.world import parse_prompt
@@ -150,6 +151,9 @@ def test_settings_come_from_the_environment(monkeypatch):
     assert Rewriter.from_env() == Rewriter("http://localhost:8000/v1", "k", "m")
     monkeypatch.delenv("KINEMA_PROMPT_API_BASE")
     assert Rewriter.from_env().api_base is None
+    monkeypatch.setenv("KINEMA_PROMPT_API_BASE", "localhost:8001")  # no scheme: named at once, not on every prompt
+    with pytest.raises(KinemaError, match="the prompt API 'localhost:8001' is not an http\\(s\\) URL"):
+        Rewriter.from_env()
 
 
 def test_pipeline_expands_when_asked_and_by_default_only_for_the_bundled_model(debug_pipe, monkeypatch):

@@ -169,6 +169,9 @@ def test_message_does_not_echo_the_words(monkeypatch):
 
 
 def test_env_switch_and_enabled_flag(monkeypatch):
+    monkeypatch.setenv("KINEMA_SAFETY", "of")  # a typo is named, not taken for "on" or "off"
+    with pytest.raises(KinemaError, match="KINEMA_SAFETY must be on or off, got 'of'"):
+        safety.check_prompt("a red ball")
     monkeypatch.setenv("KINEMA_SAFETY", "off")
     safety.check_prompt("a nude woman")  # disabled: no error
     monkeypatch.setenv("KINEMA_SAFETY", "on")

@@ -33,7 +33,7 @@ import torch
 from kinema import accel
 from kinema.bench_sections import Setup, dit_section, e2e_section, round_floats, vae_section
 from kinema.bench_system import cache_section, gpu_section, memory_section, threads_section, train_section
-from kinema.checkpoint import atomic_write
+from kinema.checkpoint import atomic_write, locate_model
 from kinema.errors import KinemaError
 
 SECTIONS: dict[str, Callable[[Setup], dict]] = {
@@ -56,6 +56,8 @@ def run(out_dir: str | Path = "bench/results", model: str | None = None, quick: 
         raise KinemaError(f"repeat must be at least 1, got {repeat}")
     if quick and model is not None:
         raise KinemaError("--quick measures the tiny debug model at debug shapes; leave out --model or --quick")
+    if model is not None:
+        locate_model(model)  # a typo fails now, not after minutes of other sections (or never, if none loads it)
     stem, out = "bench-quick" if quick else "bench", Path(out_dir)
     earlier = _earlier_sections(out / f"{stem}.json", names)  # read (and the folder checked) before any work
     setup = Setup(model, quick, repeat=repeat)

@@ -157,6 +157,9 @@ def locate_model(spec: str | Path | None = None) -> tuple[str, Path | str]:
                               "--model debug")
         return "kinema", bundled
     path = Path(spec)
+    if path.is_file():
+        raise KinemaError(f"{path} is a file; --model takes a model folder (config.json + dit.safetensors + "
+                          "vae.safetensors), a bundled model's name or a preset")
     if path.is_dir():
         if (path / "config.json").exists() and (path / "dit.safetensors").exists():
             return "kinema", path

@@ -235,6 +235,10 @@ class Generation:
                                   "world's shapes, colours, motions and backgrounds (e.g. \"a red circle moves left "
                                   "over a snowy field\"); for other scenes load real-world weights, e.g. a Wan2.1 "
                                   "folder (--model PATH)")
+            if cut := self.pipe.model.text.overflow(self.captions[prompt]):
+                self.notes.append(f"prompt {prompt[:40]!r}...: its last {cut} tokens are past the "
+                                  f"{self.pipe.cfg.text.max_length} the text encoder reads, so they had no effect; "
+                                  "shorten it")
             text = self.pipe.encode_text(self.captions[prompt], self.req.negative_prompt)
             self._texts[prompt] = replace(text, direction=prompting.asked_direction(self.captions[prompt]))
         return self._texts[prompt]

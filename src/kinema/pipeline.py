@@ -412,12 +412,14 @@ class Pipeline:
             **provenance.metadata(video.meta.get("prompt", ""), self.cfg.name, video.meta.get("seed", 0)),
             **video.meta}
         payload = bytes.fromhex(meta["watermark_payload"])
-        write_video(path, provenance.embed_stream(frames(), payload), video.fps, metadata=meta)
-        if self.signer:
-            self.signer.sign(path, {key: meta[key] for key in ("prompt", "model", "seed") if key in meta})
-        if filmstrip:
-            with atomic_path(Path(filmstrip)) as tmp:
-                contact_sheet(np.stack(kept)).save(tmp, format="PNG")
+        with atomic_path(path) as whole:  # the output replaces a file there only once it is signed and its strip made
+            write_video(whole, provenance.embed_stream(frames(), payload), video.fps, metadata=meta)
+            if self.signer:
+                self.signer.sign(whole, {key: meta[key] for key in ("prompt", "model", "seed") if key in meta},
+                                 title=path.name)
+            if filmstrip:
+                with atomic_path(Path(filmstrip)) as tmp:
+                    contact_sheet(np.stack(kept)).save(tmp, format="PNG")
         return path
 
     def autocast(self):

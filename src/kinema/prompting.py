@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kinema import safety
+from kinema.errors import KinemaError
 from kinema.world import (
     BACKGROUND_COLOURS,
     DIRECTIONS,
@@ -128,6 +129,11 @@ class Rewriter:
     api_key: str | None = None
     model: str = DEFAULT_API_MODEL
     timeout: float = TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.api_base is not None and not self.api_base.startswith(("http://", "https://")):
+            raise KinemaError(f"the prompt API {self.api_base!r} is not an http(s) URL; give one such as "
+                              "http://localhost:8001/v1 (--prompt-api or KINEMA_PROMPT_API_BASE)")
 
     @classmethod
     def from_env(cls) -> Rewriter:

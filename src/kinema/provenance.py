@@ -392,7 +392,7 @@ C2PA_FORMATS = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg", 
 
 
 def sign_c2pa(path: str | Path, cert_pem: str | bytes | Path, key_pem: str | bytes | Path,
-              info: dict[str, Any] | None = None) -> None:
+              info: dict[str, Any] | None = None, title: str | None = None) -> None:
     """Embed a signed C2PA manifest in an MP4/PNG/JPEG: created by Kinema, trainedAlgorithmicMedia.
 
     `cert_pem` is the chain (leaf, then CA) and `key_pem` the leaf's PKCS#8 key, each as PEM text or a
@@ -412,7 +412,7 @@ def sign_c2pa(path: str | Path, cert_pem: str | bytes | Path, key_pem: str | byt
     assertions = [{"label": "c2pa.actions", "data": {"actions": [created]}}]
     if info:
         assertions.append({"label": "org.kinema.generation", "data": info})
-    manifest = {"claim_generator_info": [agent], "title": path.name, "format": mime, "assertions": assertions}
+    manifest = {"claim_generator_info": [agent], "title": title or path.name, "format": mime, "assertions": assertions}
     # A thumbnail would add ~277 KB to a small PNG and says nothing the file itself doesn't.
     context = c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
     # A failed sign leaves a 0-byte destination, so sign into a temporary file and rename it over.
@@ -461,8 +461,8 @@ class C2paSigner:
                               "or neither")
         return cls.load(cert, key) if cert else None
 
-    def sign(self, path: Path, info: dict[str, Any]) -> None:
-        sign_c2pa(path, self.cert, self.key, info)
+    def sign(self, path: Path, info: dict[str, Any], title: str | None = None) -> None:
+        sign_c2pa(path, self.cert, self.key, info, title)
 
 
 def read_c2pa(path: str | Path) -> dict[str, Any] | None:

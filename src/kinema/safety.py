@@ -198,7 +198,10 @@ class SafetyFilter:
     def active(self) -> bool:
         if self.enabled is not None:
             return self.enabled
-        return os.environ.get("KINEMA_SAFETY", "on").strip().lower() not in ("off", "0", "false", "no")
+        value = os.environ.get("KINEMA_SAFETY", "on").strip().lower()
+        if value not in ("on", "1", "true", "yes", "off", "0", "false", "no"):  # a typo must not pass unnoticed
+            raise KinemaError(f"KINEMA_SAFETY must be on or off, got {value!r}")
+        return value in ("on", "1", "true", "yes")
 
     def category(self, prompt: str) -> str | None:
         """The first blocked category the prompt falls in, or None if it is allowed."""

@@ -78,6 +78,10 @@ class TextEncoder(nn.Module):
             self._cache.popitem(last=False)
         return tokens, mask
 
+    def overflow(self, prompt: str) -> int:
+        """How many of the prompt's tokens lie past max_length, where `encode` cuts it (0: none)."""
+        return max(0, len(self.tokenizer(prompt)["input_ids"]) - self.cfg.max_length)
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the tokenizer and encoder on this batch, without the cache; prompts past max_length are truncated,
