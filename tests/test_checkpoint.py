@@ -158,3 +158,16 @@ def test_a_file_given_as_a_model_is_named_as_a_file(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(KinemaError, match="notes.txt is a file; --model takes a model folder"):
         locate_model(tmp_path / "notes.txt")
+
+
+def test_a_config_that_leaves_out_a_weight_shape_is_named(tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["dit"]["num_layers"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(KinemaError, match=r"does not state dit.num_layers, which shape the weights"):
+        load_model(folder)

@@ -185,8 +185,22 @@ def _preset_names() -> list[str]:
     return list(PRESETS)
 
 
+# What a model folder's config.json must state: the weights' shapes. Left out, a default would be taken, and the
+# weights would then be reported as not fitting a shape the folder never claimed. (Other keys may be missing: a
+# folder written before they existed takes their defaults.)
+SHAPING_KEYS = {"vae": ("kind", "z_dim"), "text": ("kind", "dim"),
+                "dit": ("in_channels", "out_channels", "patch_size", "num_heads", "head_dim", "ffn_dim", "num_layers",
+                        "text_dim")}
+
+
 def _load_kinema(folder: Path, dtype: torch.dtype) -> Model:
-    cfg = ModelConfig.from_dict(load_json(folder / "config.json"))
+    data = load_json(folder / "config.json")
+    missing = [f"{part}.{key}" for part, keys in SHAPING_KEYS.items() for key in keys
+               if not isinstance(data.get(part), dict) or key not in data[part]]
+    if missing:
+        raise KinemaError(f"{folder / 'config.json'} does not state {', '.join(missing)}, which shape the weights; "
+                          "restore the config.json that was written with them")
+    cfg = ModelConfig.from_dict(data)
     vae_sd = load_tensors(folder / "vae.safetensors")
     dit_sd = load_tensors(folder / "dit.safetensors")
     return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
