@@ -370,19 +370,19 @@ def test_api_keys_are_checked(paused):
 
 
 def test_page_fields_take_the_ranges_the_api_takes(paused):
-    from kinema import pipeline as pl
+    from kinema import request_checks as rc
     from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 
     page = httpx.get(f"{paused.url}/").text
     assert "$" not in page  # every bound was filled in
     bounds = {m["id"]: m["max"] for m in re.finditer(r'<input id="(?P<id>[\w-]+)"[^>]*?max="(?P<max>[^"]+)"',
                                                      page, re.S)}
-    assert int(bounds.pop("seed")) == pl.MAX_SEED  # exactly: a float would round 2**63 - 1 up, past the API's limit
+    assert int(bounds.pop("seed")) == rc.MAX_SEED  # exactly: a float would round 2**63 - 1 up, past the API's limit
     assert {name: float(value) for name, value in bounds.items()} == {
-        "steps": pl.MAX_STEPS, "guidance": pl.MAX_GUIDANCE, "fps": pl.MAX_FPS, "cache": 1, "strength": 1,
+        "steps": rc.MAX_STEPS, "guidance": rc.MAX_GUIDANCE, "fps": rc.MAX_FPS, "cache": 1, "strength": 1,
         "noise-correlation": MAX_NOISE_CORRELATION, "noise-drift": MAX_NOISE_DRIFT}
     assert re.search(r'id="image"[^>]*data-max-bytes="(\d+)"', page, re.S)[1] == str(MAX_UPLOAD_BYTES)
-    assert f"sampling steps, 1–{pl.MAX_STEPS}" in page and f"<code>seconds</code> is 0–{pl.MAX_SECONDS:g}." in page
+    assert f"sampling steps, 1–{rc.MAX_STEPS}" in page and f"<code>seconds</code> is 0–{rc.MAX_SECONDS:g}." in page
 
 
 def test_ids_are_validated_and_unknown_ids_404(paused):

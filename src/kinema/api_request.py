@@ -23,6 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 
 from kinema import pipeline as pl
+from kinema import request_checks as rc
 from kinema import sampling
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import BAD_REQUEST, KinemaError
@@ -37,12 +38,12 @@ SAMPLERS = sampling.METHODS
 ALLOWED = {
     "size": "WIDTHxHEIGHT, both even and at least 16, at most 1920x1080 "
             "(e.g. 128x128, 256x144, 1280x720, 1920x1080)",
-    "seconds": f"a number of seconds from 0 (a single frame) to {pl.MAX_SECONDS:g}",
+    "seconds": f"a number of seconds from 0 (a single frame) to {rc.MAX_SECONDS:g}",
 }
 EXTRA_FIELDS = {
     "negative_prompt": "what the video should not show (the unconditional side of guidance)",
     "seed": "integer; the same seed, prompt and settings give the same video",
-    "steps": f"sampling steps, 1–{pl.MAX_STEPS} (more is slower and finer; default: the model's)",
+    "steps": f"sampling steps, 1–{rc.MAX_STEPS} (more is slower and finer; default: the model's)",
     "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
     "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
     "noise_correlation": f"0–{MAX_NOISE_CORRELATION}: how alike neighbouring frames' starting noise is (steadier "
@@ -54,7 +55,7 @@ EXTRA_FIELDS = {
                      "scene drawn around a given image or clip where the move needs more; zooms also in edits; "
                      "default: the model's, on for the bundled models)",
     "cache": "0–1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
-    "fps": f"frames per second, 1–{pl.MAX_FPS} (create; default: the model's)",
+    "fps": f"frames per second, 1–{rc.MAX_FPS} (create; default: the model's)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
     "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
               "model)",
@@ -267,7 +268,7 @@ class Fields:
         except (TypeError, ValueError):
             raise ApiError(400, f"seconds must be a number of seconds, e.g. \"4\", got {value!r}; allowed: "
                            f"{ALLOWED['seconds']}", param="seconds") from None
-        if not 0 <= seconds <= pl.MAX_SECONDS:
+        if not 0 <= seconds <= rc.MAX_SECONDS:
             raise ApiError(400, f"seconds {value!r} is out of range; allowed: {ALLOWED['seconds']}",
                            param="seconds")
         return seconds
@@ -293,8 +294,8 @@ class Fields:
             raise ApiError(400, "segments must be a non-empty list of {\"start\": seconds, \"prompt\": text}, "
                            "each prompt non-empty", param="segments")
         for start, _ in segments:
-            if not 0 <= start <= pl.MAX_SECONDS:
-                raise ApiError(400, f"segments: a start of {start:g} s is outside 0 to {pl.MAX_SECONDS:g} s",
+            if not 0 <= start <= rc.MAX_SECONDS:
+                raise ApiError(400, f"segments: a start of {start:g} s is outside 0 to {rc.MAX_SECONDS:g} s",
                                param="segments")
         starts = [start for start, _ in segments]
         if starts != sorted(starts):
@@ -344,9 +345,9 @@ def reference_image(value: Any) -> UploadFile:
 
 
 def common_scalars(f: Fields) -> dict[str, Any]:
-    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, pl.MAX_SEED, 0),
-            "steps": f.number("steps", int, 1, pl.MAX_STEPS),
-            "guidance": f.number("guidance", float, 0, pl.MAX_GUIDANCE),
+    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, rc.MAX_SEED, 0),
+            "steps": f.number("steps", int, 1, rc.MAX_STEPS),
+            "guidance": f.number("guidance", float, 0, rc.MAX_GUIDANCE),
             "expand": f.flag("expand") if f.values.get("expand") is not None else None,
             "sampler": f.choice("sampler", SAMPLERS) if "sampler" in f.values else None,
             "cache": f.number("cache", float, 0, 1, 0.0),
@@ -358,7 +359,7 @@ def common_scalars(f: Fields) -> dict[str, Any]:
 def draft_create(f: Fields) -> Draft:
     width, height = f.size()
     scalars = {**common_scalars(f), "width": width, "height": height, "aspect": f.text("aspect", limit=16),
-               "seconds": f.seconds(SORA_DEFAULT_SECONDS), "fps": f.number("fps", int, 1, pl.MAX_FPS)}
+               "seconds": f.seconds(SORA_DEFAULT_SECONDS), "fps": f.number("fps", int, 1, rc.MAX_FPS)}
     sources: dict[str, UploadFile | str] = {}
     image = f.values.get("input_reference")
     if image is not None:

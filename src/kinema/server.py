@@ -40,6 +40,7 @@ from starlette.routing import Match
 
 from kinema import io, provenance
 from kinema import pipeline as pl
+from kinema import request_checks as rc
 from kinema.api_request import (
     EXTRA_FIELDS,
     MAX_PROMPT_CHARS,
@@ -400,10 +401,10 @@ def page_html() -> str:
     template = string.Template((WEB_DIR / "index.html").read_text(encoding="utf-8"))
     fields = "\n".join(f"      <dt>{name}</dt><dd>{html.escape(text, quote=False)}</dd>"
                        for name, text in EXTRA_FIELDS.items())
-    return template.substitute(max_seed=pl.MAX_SEED, max_upload_bytes=MAX_UPLOAD_BYTES, max_steps=pl.MAX_STEPS,
-                               max_guidance=f"{pl.MAX_GUIDANCE:g}", max_fps=pl.MAX_FPS,
-                               max_seconds=f"{pl.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
-                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{pl.MAX_PIXELS:,}", fields=fields,
+    return template.substitute(max_seed=rc.MAX_SEED, max_upload_bytes=MAX_UPLOAD_BYTES, max_steps=rc.MAX_STEPS,
+                               max_guidance=f"{rc.MAX_GUIDANCE:g}", max_fps=rc.MAX_FPS,
+                               max_seconds=f"{rc.MAX_SECONDS:g}", max_noise_correlation=MAX_NOISE_CORRELATION,
+                               max_noise_drift=f"{MAX_NOISE_DRIFT:g}", max_pixels=f"{rc.MAX_PIXELS:,}", fields=fields,
                                max_prompt_chars=MAX_PROMPT_CHARS)
 
 
