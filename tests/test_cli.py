@@ -108,12 +108,12 @@ def test_eval_checks_its_arguments_before_it_makes_its_folder(tmp_path, capsys):
 
 
 def test_judge_reads_a_kinema_file_as_it_was_drawn(tmp_path, capsys):
-    from kinema import io, judge, provenance, world
+    from kinema import io, judge_measure, provenance, world
 
     prompt = "a small red circle moves to the right over a dark blue gradient"
     scene = world.Scene([world.Obj("circle", "red", "small", "right", 0.3, 0.5)], world.Background("gradient", "navy"))
     marked = provenance.embed(world.render(scene, 128, 128, 17, 8.0), 7)  # what every Kinema output carries
-    assert judge.judge(prompt, marked, 8.0)["background"] is False  # the grain reads as a night sky's texture
+    assert judge_measure.measure(marked, 8.0).background == "night"  # the grain reads as a night sky's texture
     io.write_video(tmp_path / "marked.mp4", marked, 8.0)
     code, out, _ = run(["judge", prompt, str(tmp_path / "marked.mp4")], capsys)
     verdict = json.loads(out)

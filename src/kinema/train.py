@@ -30,7 +30,7 @@ import torch
 
 from kinema import accel, parallel
 from kinema import recipe as recipes
-from kinema.checkpoint import atomic_write, load_tensors, lock_folder, save_model
+from kinema.checkpoint import atomic_write, load_json_or_empty, load_tensors, lock_folder, save_model
 from kinema.config import ModelConfig, load_json
 from kinema.data import Bucket, build_cache, check_manifest, load_cache, open_source, render_pool, split_counts
 from kinema.errors import KinemaError
@@ -386,8 +386,8 @@ def export(run_dir: str | Path, dest_folder: str | Path, dtype: torch.dtype = to
         dit.load_state_dict(_init_state(recipe, "dit"))
     else:
         raise KinemaError(f"{run_dir} holds no trained DiT to export; train it first (kinema train --stage dit)")
-    recipe = _run_recipe(run_dir)
-    if recipe is not None and recipe.data.source != "world":  # trained on your videos: not the recipe's own model
+    saved = load_json_or_empty(run_dir / "recipe.json").get("recipe", {})  # read, not loaded: its init may be gone
+    if saved.get("data", {}).get("source", "world") != "world":  # trained on your videos: not the recipe's own model
         dest = Path(dest_folder).resolve()  # named after it, or after its run for the run's own model/
         own = dest == (run_dir / "model").resolve()
         cfg = dataclasses.replace(cfg, name=run_dir.resolve().name if own else dest.name)
