@@ -7,6 +7,7 @@ scripts/web_screenshot.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -47,14 +48,24 @@ def save_screenshot(page, tmp_path: Path) -> None:
     page.screenshot(path=str(folder / "web.png"))
 
 
-def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
-    with ServerThread(tmp_path / "data", api_keys=(), concurrency=1) as server, \
+@contextlib.contextmanager
+def open_page(tmp_path: Path, concurrency: int, width: int, height: int):
+    """(server, page): a debug-model server's page in headless Chromium, `width` x `height`. The test fails if a
+    script on the page threw."""
+    page_errors: list[str] = []
+    with ServerThread(tmp_path / "data", api_keys=(), concurrency=concurrency) as server, \
             playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page_errors: list[str] = []
+        page = browser.new_page(viewport={"width": width, "height": height})
         page.on("pageerror", lambda error: page_errors.append(str(error)))
         page.goto(f"{server.url}/")
+        yield server, page
+        browser.close()
+    assert page_errors == []
+
+
+def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
+    with open_page(tmp_path, 1, 1280, 1100) as (server, page):
         page.select_option("#size", "64x64")
         page.select_option("#seconds", "1")
         page.click(".advanced summary")
@@ -119,8 +130,6 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         page.wait_for_selector(tile, state="detached", timeout=TIMEOUT_MS)
         assert dialogs and "cannot be undone" in dialogs[0]
         assert page.text_content("#job-meta") == "" or first.id not in page.text_content("#job-meta")
-        browser.close()
-    assert page_errors == []
 
 
 def newest_job(server):
@@ -186,13 +195,7 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
 
 def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reload(tmp_path):
     """On a phone-sized page of a server that runs nothing (jobs stay queued)."""
-    with ServerThread(tmp_path / "data", api_keys=(), concurrency=0) as server, \
-            playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        page = browser.new_page(viewport={"width": 390, "height": 844})
-        page_errors: list[str] = []
-        page.on("pageerror", lambda error: page_errors.append(str(error)))
-        page.goto(f"{server.url}/")
+    with open_page(tmp_path, 0, 390, 844) as (server, page):
         page.click("#generate")
         assert page.text_content("#prompt-error").startswith("Prompt: ")  # an empty prompt
         page.fill("#prompt", "a red circle moves to the right")
@@ -237,5 +240,3 @@ def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reloa
         assert not page.is_visible("#load-more")
         overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         assert not overflow
-        browser.close()
-    assert page_errors == []
