@@ -333,6 +333,7 @@ def test_python_callers_get_one_line_errors_and_keep_their_arrays(debug_pipe):
                                         steps=1))
     given[:] = 0  # the caller reuses its array: the video keeps the frames it was given
     assert debug_pipe.decode(video)[0].min() == 90
+    assert repr(video).startswith("Video(frames=17, fps=8, width=64, height=64") and "tensor" not in repr(video)
 
 
 def test_a_save_that_fails_keeps_the_file_it_would_replace(debug_pipe, tmp_path):

@@ -91,15 +91,16 @@ class Video:
     `frames` in all.
     """
 
-    latents: torch.Tensor  # (1, C, T', h, w) normalized latents, decoded in one causal pass
+    # (1, C, T', h, w) normalized latents, decoded in one causal pass; arrays stay out of repr (a notebook prints it)
+    latents: torch.Tensor = field(repr=False)
     frames: int  # exact frame count of the output
     fps: int
     width: int
     height: int
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict, repr=False)
     skip: int = 0
-    before: np.ndarray | None = None  # uint8 (T, H, W, 3)
-    after: np.ndarray | None = None
+    before: np.ndarray | None = field(default=None, repr=False)  # uint8 (T, H, W, 3)
+    after: np.ndarray | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)  # what was done to the inputs, for people
     move: camera.Move = field(default_factory=camera.Move)  # how the frame moves over the canvas (a camera move)
 
