@@ -171,3 +171,9 @@ def test_a_config_that_leaves_out_a_weight_shape_is_named(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(KinemaError, match=r"does not state dit.num_layers, which shape the weights"):
         load_model(folder)
+
+
+def test_a_file_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "debug").write_text("my notes")
+    assert locate_model("debug") == ("preset", "debug")

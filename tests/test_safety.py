@@ -172,6 +172,11 @@ def test_env_switch_and_enabled_flag(monkeypatch):
     monkeypatch.setenv("KINEMA_SAFETY", "of")  # a typo is named, not taken for "on" or "off"
     with pytest.raises(KinemaError, match="KINEMA_SAFETY must be on or off, got 'of'"):
         safety.check_prompt("a red ball")
+    with pytest.raises(KinemaError, match="KINEMA_SAFETY must be on or off"):
+        safety.check_setting()  # what a pipeline (a server) checks when it is made
+    monkeypatch.setenv("KINEMA_SAFETY", "")  # set but empty: the default, on
+    with pytest.raises(KinemaError, match="content policy"):
+        safety.check_prompt("a nude woman")
     monkeypatch.setenv("KINEMA_SAFETY", "off")
     safety.check_prompt("a nude woman")  # disabled: no error
     monkeypatch.setenv("KINEMA_SAFETY", "on")

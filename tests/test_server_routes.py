@@ -112,3 +112,9 @@ def test_a_client_that_gives_up_while_a_model_loads_leaves_no_job(tmp_path, monk
         time.sleep(2)  # the load finishes; the request then finds its client gone
         assert server.client().videos.list().data == []
         assert server.client().videos.create(prompt="a ball", model="slow", **TINY).status == "queued"
+
+
+def test_405_outside_the_api_keeps_a_useful_message(paused):
+    answer = httpx.post(f"{paused.url}/web/app.js")
+    assert answer.status_code == 405 and "this path takes " in answer.json()["error"]["message"]
+    assert answer.headers.get("allow", "GET") != ""  # never an empty list of methods

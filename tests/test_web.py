@@ -226,6 +226,10 @@ def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reloa
         page.reload()  # the queued video is followed again, and the gallery keeps asking after it
         page.wait_for_function("!document.getElementById('progress').hidden", timeout=TIMEOUT_MS)
         assert page.text_content("#progress-status") == "queued" and page.is_disabled("#generate")
+        page.focus("#prompt")
+        page.keyboard.press("Control+Enter")  # submits the form, but not while this tab's video is being made
+        page.wait_for_timeout(500)
+        assert len(server.client().videos.list(limit=100).data) == 1
 
         for i in range(47):
             server.client().videos.create(prompt=f"clip {i}", size="64x64", seconds="1")

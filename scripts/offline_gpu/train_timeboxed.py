@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from kinema import train
+from kinema import accel, train
 from kinema.cli import parse_override
 from kinema.errors import KinemaError
 
@@ -21,7 +21,7 @@ START = time.time()
 
 def timeboxed(recipe: str, run: Path, deadline: float, overrides: dict) -> None:
     """Every stage of `recipe` in `run`, the DiT stage stopped (as by Ctrl-C) at `deadline`; then export."""
-    device = str(train.resolve_device("auto"))
+    device = str(accel.resolve_device("auto"))
     resume = (run / "vae" / "checkpoint.pt").exists()  # an earlier lease's VAE continues
     train.run(recipe, stage="vae", out=run, resume=resume, progress=False, overrides=overrides)
     train.run(recipe, stage="cache", out=run, progress=False, device=device, overrides=overrides)

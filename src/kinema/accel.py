@@ -107,7 +107,7 @@ def maybe_compile(fn: Callable, **options) -> Callable:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """The device a user named (None or "auto": the GPU when torch sees one), checked."""
-    if device is None or device == "auto":
+    if device is None or device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         where = torch.device(device)

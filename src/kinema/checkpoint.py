@@ -157,9 +157,6 @@ def locate_model(spec: str | Path | None = None) -> tuple[str, Path | str]:
                               "--model debug")
         return "kinema", bundled
     path = Path(spec)
-    if path.is_file():
-        raise KinemaError(f"{path} is a file; --model takes a model folder (config.json + dit.safetensors + "
-                          "vae.safetensors), a bundled model's name or a preset")
     if path.is_dir():
         if (path / "config.json").exists() and (path / "dit.safetensors").exists():
             return "kinema", path
@@ -171,6 +168,9 @@ def locate_model(spec: str | Path | None = None) -> tuple[str, Path | str]:
                           "vae.safetensors, or a diffusers folder with transformer/ and vae/")
     if str(spec) in _preset_names():
         return "preset", str(spec)
+    if path.is_file():
+        raise KinemaError(f"{path} is a file; --model takes a model folder (config.json + dit.safetensors + "
+                          "vae.safetensors), a bundled model's name or a preset")
     names = f"a bundled model ({', '.join(BUNDLED_MODELS)}) or a preset ({', '.join(_preset_names())})"
     if path.suffix or os.sep in str(spec):
         raise KinemaError(f"model folder {spec} not found; pass an existing folder, {names}")

@@ -11,6 +11,7 @@ on true world renders and near chance when captions are shuffled across clips.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -186,7 +187,7 @@ def judge(prompt: str, frames, fps: float) -> dict:
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 or min(video.shape[1:3]) < 16:
         raise KinemaError(f"the judge needs uint8 frames shaped (T, H, W, 3) of at least 16x16, got "
                           f"{video.dtype} {tuple(video.shape)}; convert with kinema.io.to_uint8")
-    if not isinstance(fps, int | float) or not fps > 0:
+    if not isinstance(fps, numbers.Real) or not fps > 0:  # numpy's and PyAV's (a Fraction) rates too
         raise KinemaError(f"fps must be a positive number, got {fps!r}; pass the video's frame rate")
     return score(spec, measure(unmark(video)[0], fps))
 

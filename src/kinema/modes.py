@@ -255,11 +255,12 @@ class Generation:
         to its canvas."""
         from kinema.io import fit_image
 
-        # a copy: the video keeps it (as its given frames), and the caller may change or reuse their array
-        frames = np.array(self.need(name))  # its kind and shape checked in Pipeline.resolve (check_pixels)
+        frames = np.asarray(self.need(name))  # its kind and shape checked in Pipeline.resolve (check_pixels)
         frames = frames[None] if frames.ndim == 3 else frames
         width, height = self.req.width, self.req.height
-        if frames.shape[1:3] != (height, width):
+        if frames.shape[1:3] == (height, width):  # kept as the video's given frames: the caller may reuse theirs
+            frames = frames.copy()
+        else:
             fitted = [fit_image(frame, width, height) for frame in frames]
             self.notes.append(f"{name}: {fitted[0][1]}")
             frames = np.stack([frame for frame, _ in fitted])

@@ -143,6 +143,7 @@ class Pipeline:
         self.model.text.to(self.device)
         self.bf16 = (self.device.type == "cpu") if bf16 is None else bf16
         self.rewriter = rewriter or Rewriter.from_env()
+        safety.check_setting()
 
     @classmethod
     def load(cls, spec: str | Path | None = None, **kwargs) -> Pipeline:

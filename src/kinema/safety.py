@@ -198,7 +198,7 @@ class SafetyFilter:
     def active(self) -> bool:
         if self.enabled is not None:
             return self.enabled
-        value = os.environ.get("KINEMA_SAFETY", "on").strip().lower()
+        value = os.environ.get("KINEMA_SAFETY", "").strip().lower() or "on"
         if value not in ("on", "1", "true", "yes", "off", "0", "false", "no"):  # a typo must not pass unnoticed
             raise KinemaError(f"KINEMA_SAFETY must be on or off, got {value!r}")
         return value in ("on", "1", "true", "yes")
@@ -231,3 +231,9 @@ def _default() -> SafetyFilter:
 def check_prompt(prompt: str) -> None:
     """Raise KinemaError(code="content_policy_violation", param="prompt") for a blocked prompt."""
     _default().check(prompt)
+
+
+def check_setting() -> None:
+    """A KINEMA_SAFETY that is neither on nor off fails when a pipeline is made (a server's start), not at every
+    request, where it would read as the client's fault."""
+    _default().active  # noqa: B018  (the property checks the variable)

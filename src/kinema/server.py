@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -133,14 +134,18 @@ class Service:
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
 
-    def submit(self, draft: Draft) -> dict[str, Any]:
-        """Store the inputs, check the request with the pipeline, then commit the job row: only then answer."""
+    def submit(self, draft: Draft, gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Store the inputs, check the request with the pipeline, then commit the job row: only then answer. `gone`
+        says whether the client has left meanwhile (a model's first load takes seconds): then nothing is committed,
+        and the retry its SDK sends does not make a second job."""
         model, pipe = self.prepare(draft)
         video_id = new_id()
         inputs = self.store.input_dir(video_id)
         try:
             files, probes = self._store_inputs(draft.sources, inputs)
             job = self._job(video_id, draft, pipe, files, probes, model)
+            if gone():
+                raise ApiError(400, "the client disconnected before the video was submitted; nothing was queued")
             self.store.add(job, self.max_queue)
         except QueueFull:
             shutil.rmtree(inputs, ignore_errors=True)
@@ -260,10 +265,7 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
     async def submit(request: Request, draft: Draft) -> dict[str, Any]:
-        await run_in_threadpool(service.prepare, draft)  # a model's first load takes seconds
-        if await request.is_disconnected():  # the client gave up meanwhile: its retry must not make a second job
-            raise ApiError(400, "the client disconnected before the video was submitted; nothing was queued")
-        return await run_in_threadpool(service.submit, draft)
+        return await run_in_threadpool(service.submit, draft, lambda: from_thread.run(request.is_disconnected))
 
     @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
                  f"(image file: image to video). Kinema's extra fields:{EXTRAS_MD}")
@@ -427,10 +429,11 @@ def install_error_handlers(app: FastAPI, check_key: Callable[[Request], None]) -
                 return await api_error(request, denied)
         where = f"{request.method} {request.url.path}"
         headers = err.headers
-        if err.status_code == 405:  # routing names only the first route that matched the path: name them all
-            headers = {"allow": ", ".join(allowed_methods(app, request))}
+        if err.status_code == 405 and (methods := allowed_methods(app, request)):  # routing names only the first
+            headers = {"allow": ", ".join(methods)}  # route that matched the path: name them all
+        allow = next((value for key, value in (headers or {}).items() if key.lower() == "allow"), "")
         message = {404: f"Invalid URL ({where}); this server offers the Videos API under /v1/videos (see /docs)",
-                   405: f"Invalid method ({where}); this path takes {headers['allow'] if headers else 'other methods'}"
+                   405: f"Invalid method ({where}); this path takes {allow or 'other methods'}"
                    }.get(err.status_code, str(err.detail))
         return error_response(err.status_code, message, headers=headers)
 

@@ -157,8 +157,8 @@ def _check_finished_vae_kept(changes: dict[str, tuple[str, str]], run_dir: Path,
     said = ", ".join(f"{key} {now} (was {was})" for key, (was, now) in changed.items())
     keep = " ".join(f"--set {key}={was}" for key, (was, _) in changed.items() if was != "unset")
     raise KinemaError(f"--resume: this run's VAE is finished and its latents are cached, and the recipe changes it: "
-                      f"{said}; repeat the run's values ({keep or 'drop the new keys'}), or train a new VAE in another "
-                      "--out")
+                      f"{said}; repeat the run's values ({keep or 'drop the new keys'}), train a new VAE in another "
+                      "--out, or delete this run's cache/ and dit/ folders to train its VAE on (both are made again)")
 
 
 def _flat(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

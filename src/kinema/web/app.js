@@ -39,8 +39,8 @@ async function api(path, options = {}) {
   if (response.status === 401) {
     document.querySelector("details.key").open = true; // where the key goes
     keyInput.focus();
-    throw new Error(keyInput.value.trim() ? "this API key is not one the server accepts: check the API key box at "
-      + "the top" : "this server needs an API key: enter it in the API key box at the top");
+    throw Object.assign(new Error(keyInput.value.trim() ? "this API key is not one the server accepts: check the API "
+      + "key box at the top" : "this server needs an API key: enter it in the API key box at the top"), { status: 401 });
   }
   const message = body.error?.message || `${response.status} ${response.statusText}`;
   if (!response.ok) throw Object.assign(new Error(message), { status: response.status, param: body.error?.param });
@@ -213,6 +213,7 @@ function requestFor(mode) {
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
+  if ($("generate").disabled) return; // one video at a time from this page (Ctrl+Enter submits without the button)
   clearErrors();
   const invalid = [...form.elements].find((field) => isShown(field) && !field.checkValidity());
   if (invalid) {
@@ -223,6 +224,7 @@ form.addEventListener("submit", async (event) => {
   try {
     const [path, data] = requestFor(currentMode());
     const video = await api(path, { method: "POST", body: data });
+    sessionStorage.setItem("kinema-following", video.id); // this tab's video, followed again after a reload
     refreshGallery();
     await follow(video);
   } catch (error) {
@@ -387,7 +389,8 @@ function startFrom(mode, id) {
 const isActive = (video) => video.status === "queued" || video.status === "in_progress";
 let galleryLimit = GALLERY_PAGE; // "Load more" raises it
 let galleryTimer = null;
-let gallerySignature = ""; // what the gallery shows; unchanged, it is not redrawn (a focused button keeps focus)
+let galleryRun = 0; // the latest refresh: an older one that answers late is dropped
+let gallerySignature = ""; // the videos and statuses shown; unchanged, only progress is updated (focus stays put)
 
 // The newest `limit` videos, a page of at most 100 at a time, and whether there are more.
 async function listVideos(limit) {
@@ -406,19 +409,28 @@ async function listVideos(limit) {
 
 async function refreshGallery() {
   clearTimeout(galleryTimer);
+  const run = ++galleryRun;
   let listing;
   try {
     listing = await listVideos(galleryLimit);
   } catch (error) {
+    if (run !== galleryRun) return null;
     gallerySignature = "";
     $("gallery").textContent = error.message;
     return null;
   }
+  if (run !== galleryRun) return listing.videos;
   const { videos, more } = listing;
   $("load-more").hidden = !more;
   if (videos.some(isActive)) galleryTimer = setTimeout(refreshGallery, GALLERY_POLL_MS);
-  const signature = JSON.stringify(videos.map((video) => [video.id, video.status, video.progress]));
-  if (signature === gallerySignature) return videos;
+  const signature = JSON.stringify(videos.map((video) => [video.id, video.status]));
+  if (signature === gallerySignature) {
+    for (const video of videos.filter(isActive)) { // only the percentages move: update them where they are
+      const thumb = document.querySelector(`#gallery .tile[data-id="${video.id}"] .thumb`);
+      if (thumb) thumb.textContent = `${video.status.replace("_", " ")} ${video.progress}%`;
+    }
+    return videos;
+  }
   gallerySignature = signature;
   const gallery = $("gallery");
   gallery.replaceChildren(...videos.map(tile));
@@ -445,9 +457,9 @@ $("load-more").addEventListener("click", () => {
   refreshGallery();
 });
 for (const origin of document.querySelectorAll(".origin")) origin.textContent = location.origin; // as served
-refreshGallery().then((videos) => {
-  const active = videos?.find(isActive);
-  if (active && !$("generate").disabled) track(active);
+refreshGallery().then((videos) => { // this tab's video, if it is still being made (not other clients' jobs)
+  const mine = videos?.find((video) => video.id === sessionStorage.getItem("kinema-following"));
+  if (mine && isActive(mine) && !$("generate").disabled) track(mine);
 });
 
 // ---- provenance -----------------------------------------------------------------------------
