@@ -12,12 +12,16 @@ from kinema.pipeline import Pipeline, Video
 
 def test_eval_writes_report_table_and_grid(tmp_path, capsys):
     out = tmp_path / "eval"
-    code = main(["eval", "--model", "debug", "--n", "2", "--steps", "1", "--aspects", "1:1,16:9",
+    code = main(["eval", "--model", "debug", "--n", "2", "--steps", "1", "--aspects", "1:1,16:9,1:1",
                  "--aspect-n", "1", "--cache", "0.5", "--sampler", "heun", "--guidance", "2.5", "--window-camera",
                  "--out", str(out)])
-    assert code == 0
-    report = json.loads((out / "report.json").read_text())
-    assert set(report["aspects"]) == {"1:1", "16:9"}
+    assert code == 0 and capsys.readouterr().out.startswith("1:1: colour=")
+
+    def no_nan(name):  # standard JSON, as JavaScript reads it: an attribute no prompt asks about is null
+        raise AssertionError(f"report.json holds {name}")
+
+    report = json.loads((out / "report.json").read_text(), parse_constant=no_nan)
+    assert set(report["aspects"]) == {"1:1", "16:9"}  # the repeated 1:1 is measured once
     assert report["aspects"]["16:9"]["size"] == "112x64" and report["aspects"]["16:9"]["n"] == 1
     assert len(report["aspects"]["1:1"]["clips"]) == 2
     # The judge's validation rides along: near perfect on true renders, far lower when shuffled.

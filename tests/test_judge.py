@@ -293,3 +293,4 @@ def test_a_saved_videos_watermark_is_not_read_as_a_texture():
     assert result["background"] and result["seen"]["background"] == "solid" and result["overall"] == 1.0
     with pytest.raises(KinemaError, match="fps must be a positive number, got None"):
         judge(prompt, marked, None)
+    assert np.isnan(judge(prompt, marked[:1], np.int64(8))["flicker"])  # one frame: nothing to flicker

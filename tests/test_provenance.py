@@ -276,10 +276,16 @@ def test_verify_reports_a_damaged_manifest_and_still_reads_the_watermark(tmp_pat
 
 
 def test_a_missed_mark_under_kinemas_own_tags_is_not_called_someone_elses():
-    missed = {"detected": False, "p_value": 0.4, "bit_accuracy": None}
+    missed = {"detected": False, "p_value": 0.4, "bit_accuracy": None, "bit_confidence": 0.5}
     tagged = provenance.describe({"watermark": missed, "metadata": {"ai_generated": "true", "model": "kinema-small"},
                                   "c2pa": "none"})
-    assert tagged[0] == ("watermark: not found (p = 0.40): the tags below say Kinema made it: a picture dense with "
+    assert tagged[0] == ("watermark: not found (p = 0.4): the tags below say Kinema made it: a picture dense with "
                          "still fine detail can hide the mark")
     bare = provenance.describe({"watermark": missed, "metadata": {}, "c2pa": "none"})
     assert bare[0].endswith("not made by Kinema, or edited past recognition")
+    faint = provenance.describe({"watermark": {**missed, "p_value": 2.3e-6}, "metadata": {}, "c2pa": "none"})
+    assert faint[0] == "watermark: not found (p = 2.3e-06): a weak trace of it, too weak to call (heavy re-encoding " \
+                       "or resizing fades it)"  # not "p = 0.00: not made by Kinema"
+    unsure = {"detected": True, "p_value": 1e-9, "bit_accuracy": None, "bit_confidence": 0.93, "payload_hex": "93443f"}
+    assert provenance.describe({"watermark": unsure, "metadata": {}, "c2pa": "none"})[0] == (
+        "watermark: found (p = 1.0e-09, payload 93443f, read with 93% confidence a bit)")

@@ -269,18 +269,20 @@ def cmd_eval(args) -> None:
     aspects = tuple(a.strip() for a in args.aspects.split(",") if a.strip())
     with progress_bar(False) as report:
         result = evaluate.run(args.model, args.out, args.prompts, args.n, args.seed, aspects, args.aspect_n,
-                              progress=lambda i, n: report(i / n, f"judging {i}/{n}"), steps=args.steps,
+                              progress=report, steps=args.steps,
                               sampler=args.sampler, guidance=args.guidance, cache=args.cache,
                               noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
                               window_camera=args.window_camera)
-    scores = next(iter(result["aspects"].values()))["scores"]
-    print(" ".join(f"{k}={v:.3f}" for k, v in scores.items() if k in evaluate.TARGETS or k == "overall"))
+    aspect, first = next(iter(result["aspects"].items()))
+    print(f"{aspect}: " + " ".join(f"{k}={v:.3f}" for k, v in first["scores"].items()
+                                   if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")
 
 
 def cmd_judge(args) -> None:
     import json
 
+    from kinema.evaluate import json_safe
     from kinema.io import read_video
     from kinema.judge import judge
 
@@ -288,7 +290,7 @@ def cmd_judge(args) -> None:
         raise KinemaError(f"{args.video!r} is not a file but {args.prompt!r} is: the prompt comes first, "
                           f"kinema judge PROMPT VIDEO")
     frames, fps = read_video(args.video)
-    print(json.dumps(judge(args.prompt, frames, fps), indent=2, default=float))
+    print(json.dumps(json_safe(judge(args.prompt, frames, fps)), indent=2, allow_nan=False))  # NaN: null
 
 
 def cmd_verify(args) -> int:

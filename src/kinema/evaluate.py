@@ -13,9 +13,11 @@ suggests the other way, and where a text-to-video clip's object goes.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +92,8 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
 
 
 def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int = 200, seed: int = 0,
-        aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int = 200, progress=None,
+        aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int = 200,
+        progress: Callable[[float, str], None] | None = None,
         steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
         cache: float = 0.0, noise_correlation: float | None = None, noise_drift: float | None = None,
         window_camera: bool | None = None) -> dict:
@@ -98,6 +101,7 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     from kinema.pipeline import parse_aspect, size_for
 
     out = Path(out)
+    aspects = tuple(dict.fromkeys(aspects))  # an aspect named twice is measured once
     if not aspects:
         raise KinemaError("no aspect ratio to evaluate; name at least one, e.g. --aspects 1:1,16:9")
     if seed < 0:
@@ -117,26 +121,51 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
     short = min(pipe.cfg.width, pipe.cfg.height)
     sizes = [size_for(parse_aspect(aspect), short) for aspect in aspects]  # every aspect checked before any work
     out.mkdir(parents=True, exist_ok=True)  # only once every argument is checked: a refused eval leaves nothing
-    for aspect, (width, height) in zip(aspects, sizes, strict=True):
+    say = progress or (lambda fraction, stage: None)
+    for number, (aspect, (width, height)) in enumerate(zip(aspects, sizes, strict=True)):
         count = n if aspect == aspects[0] else (aspect_n or n)
-        results, videos = evaluate(pipe, prompts[:count], width, height, seed=seed, progress=progress, **tuning)
+
+        def judged(i: int, total: int, number: int = number, aspect: str = aspect) -> None:  # the generation is ~2/3
+            say((number + i / total) / len(aspects) * 0.7, f"{aspect}: judging {i}/{total}")
+
+        results, videos = evaluate(pipe, prompts[:count], width, height, seed=seed, progress=judged, **tuning)
         report["aspects"][aspect] = {"size": f"{width}x{height}", "n": count,
                                      "scores": judge.score_many(results), "clips": results}
         if aspect == aspects[0]:
-            save_grid(out / "samples.png", videos[:8], [r["prompt"][:70] for r in results[:8]])
+            samples = videos[:8], [r["prompt"] for r in results[:8]]  # written with the report, never before it
+            say(0.7, "VAE ceiling")
             report["vae_ceiling"] = vae_ceiling(pipe, pairs, width, height)
     report["seconds"] = round(time.perf_counter() - start, 1)
+    say(0.75, "word probe")
     report["word_gaps"] = probe.word_gaps(pipe, min(n, PROBE_CLIPS), seed)
-    for key, start in (("steering", "middle"), ("steering_against", "against"), ("steering_text", "text")):
+    for share, (key, start) in zip((0.8, 0.85, 0.9), (("steering", "middle"), ("steering_against", "against"),
+                                                      ("steering_text", "text")), strict=True):
+        say(share, f"steering ({start})")
         report[key] = probe.steering(pipe, min(n, STEER_FRAMES), seed, start=start, **tuning)
+    say(0.95, "judge validation")
     report["judge_validation"] = judge.validate(validate_n, seed)
     main = report["aspects"][aspects[0]]["scores"]
     report["targets_met"] = {k: bool(main[k] >= v) for k, v in TARGETS.items()}
+    # All three files at the end: an interrupted run leaves the last run's report whole, not mixed with this one's.
     with atomic_write(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=float))
+        tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     with atomic_write(out / "README.md") as tmp:
         tmp.write_text(markdown(report))
+    save_grid(out / "samples.png", *samples)
+    say(1.0, "done")
     return report
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with numpy numbers made Python's and NaN (an attribute no prompt asked about) made null: standard
+    JSON, which JavaScript's JSON.parse reads."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 PAN_NOTE = (" Asked camera pans are made by sliding the frame across a wider generated scene (`window_camera`), so "
@@ -154,7 +183,8 @@ def markdown(report: dict) -> str:
              f"{f' (step cache {cache})' if (cache := report.get('cache')) else ''}"
              f"{f', noise correlation {rho}' if (rho := report.get('noise_correlation')) else ''}"
              f"{f', noise drift {drift}' if (drift := report.get('noise_drift')) else ''}, one video each "
-             f"(seed = index), judged from the pixels by `kinema.judge`. Wall time {report['seconds']} s."
+             f"(seed = index), judged from the pixels by `kinema.judge`. Generating and judging took "
+             f"{report['seconds']} s."
              f"{PAN_NOTE if report.get('window_camera') else ''}", "",
              "| aspect | size | n | " + " | ".join(names) + " | flicker | sharpness |",
              "|---|---|---|" + "---|" * (len(names) + 2)]

@@ -189,7 +189,10 @@ def judge(prompt: str, frames, fps: float) -> dict:
                           f"{video.dtype} {tuple(video.shape)}; convert with kinema.io.to_uint8")
     if not isinstance(fps, numbers.Real) or not fps > 0:  # numpy's and PyAV's (a Fraction) rates too
         raise KinemaError(f"fps must be a positive number, got {fps!r}; pass the video's frame rate")
-    return score(spec, measure(unmark(video)[0], fps))
+    result = score(spec, measure(unmark(video)[0], fps))
+    if len(video) == 1:
+        result["flicker"] = float("nan")  # one frame cannot flicker: not asked, as an unasked attribute
+    return result
 
 
 def score_many(results: list[dict]) -> dict[str, float]:

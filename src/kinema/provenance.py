@@ -326,11 +326,14 @@ def describe(result: dict[str, Any]) -> list[str]:
         match = "" if mark["bit_accuracy"] is None else (
             f"; {round(mark['bit_accuracy'] * PAYLOAD_BITS)}/{PAYLOAD_BITS} payload bits match the file's tag")
         odds = f"p = {mark['p_value']:.1e}" if mark["p_value"] > 0 else "p < 1e-300"  # chance of an unmarked file
-        lines = [f"watermark: found ({odds}, payload {mark['payload_hex']}{match})"]
+        unsure = "" if mark["bit_confidence"] >= 0.99 else f", read with {mark['bit_confidence']:.0%} confidence a bit"
+        lines = [f"watermark: found ({odds}, payload {mark['payload_hex']}{unsure}{match})"]
     else:
         why = ("the tags below say Kinema made it: a picture dense with still fine detail can hide the mark"
                if tags.get("ai_generated") else "not made by Kinema, or edited past recognition")
-        lines = [f"watermark: not found (p = {mark['p_value']:.2f}): {why}"]
+        if mark["p_value"] < 1e-3:  # more than chance, less than proof: heavy re-encoding leaves such a trace
+            why = "a weak trace of it, too weak to call (heavy re-encoding or resizing fades it)"
+        lines = [f"watermark: not found (p = {mark['p_value']:.2g}): {why}"]
     if tags:
         said = ", ".join(f"{k}={tags[k]}" for k in ("ai_generated", "model", "seed") if k in tags)
         lines.append(f"tags: {said or 'none of the disclosure fields'}" + (f"; prompt {tags['prompt']!r}"
