@@ -453,3 +453,14 @@ def test_the_parser_imports_no_torch_before_main_sets_the_thread_policy():
     from kinema.config import BENCH_SECTIONS
 
     assert tuple(bench.SECTIONS) == BENCH_SECTIONS  # what --help lists is what runs
+
+
+def test_a_bad_request_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("kinema.pipeline.Pipeline.load", classmethod(lambda *a, **k: pytest.fail("loaded the model")))
+    out = str(tmp_path / "v.mp4")
+    for args, says in ((["", "-o", out], "the prompt is empty"),
+                       (["a red ball", "--seconds", "61", "-o", out], "duration must be at most 60 s"),
+                       (["a red ball", "--steps", "0", "-o", out], "steps must be between 1 and 1000"),
+                       (["a red ball", "--seconds", "2", "-o", str(tmp_path / "v.png")], "a PNG holds one image")):
+        code, _, err = run(["generate", *args], capsys)  # the bundled model: only its config.json is read
+        assert code == 2 and says in err, err

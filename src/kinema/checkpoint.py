@@ -147,6 +147,15 @@ def load_model(spec: str | Path | None = None, dtype: torch.dtype = torch.float3
     return (_load_kinema if kind == "kinema" else _load_diffusers)(Path(where), dtype)
 
 
+def load_config(spec: str | Path | None = None) -> tuple[ModelConfig, str]:
+    """(config, source) of a model, as load_model would load it, without its weights (the CLI checks a request
+    against it before it spends seconds loading the model)."""
+    kind, where = locate_model(spec)
+    if kind == "preset":
+        return preset(str(where)), str(where)
+    return (_kinema_config if kind == "kinema" else _diffusers_config)(Path(where)), str(where)
+
+
 def locate_model(spec: str | Path | None = None) -> tuple[str, Path | str]:
     """What a model spec names, checked without loading it (a server checks its models at start):
     ("kinema", folder), ("diffusers", folder) or ("preset", name)."""
@@ -194,30 +203,40 @@ SHAPING_KEYS = {"vae": ("kind", "z_dim"), "text": ("kind", "dim"),
 
 
 def _load_kinema(folder: Path, dtype: torch.dtype) -> Model:
+    cfg = _kinema_config(folder)
+    vae_sd = load_tensors(folder / "vae.safetensors")
+    dit_sd = load_tensors(folder / "dit.safetensors")
+    return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
+
+
+def _kinema_config(folder: Path) -> ModelConfig:
     data = load_json(folder / "config.json")
     missing = [f"{part}.{key}" for part, keys in SHAPING_KEYS.items() for key in keys
                if not isinstance(data.get(part), dict) or key not in data[part]]
     if missing:
         raise KinemaError(f"{folder / 'config.json'} does not state {', '.join(missing)}, which shape the weights; "
                           "restore the config.json that was written with them")
-    cfg = ModelConfig.from_dict(data)
-    vae_sd = load_tensors(folder / "vae.safetensors")
-    dit_sd = load_tensors(folder / "dit.safetensors")
-    return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
+    return ModelConfig.from_dict(data)
 
 
 def _load_diffusers(folder: Path, dtype: torch.dtype) -> Model:
     from kinema import diffusers_layout as layout
 
-    dit_cfg = layout.dit_config(load_json(folder / "transformer" / "config.json"))
-    vae_cfg = layout.vae_config(load_json(folder / "vae" / "config.json"))
-    text_kind = "umt5" if "umt5" in str(load_json_or_empty(folder / "text_encoder" / "config.json")).lower() else "t5"
-    cfg = ModelConfig(name=folder.name, vae=vae_cfg, dit=dit_cfg,
-                      text=TextConfig(kind=text_kind, path=".", max_length=512, dim=dit_cfg.text_dim),  # the folder
-                      width=832, height=480, fps=16).validate()
+    cfg = _diffusers_config(folder)
     dit_sd = layout.dit_state_dict(_load_sharded(folder / "transformer"))
     vae_sd = layout.vae_state_dict(_load_sharded(folder / "vae"))
     return _build(cfg, vae_sd, dit_sd, dtype, source=str(folder))
+
+
+def _diffusers_config(folder: Path) -> ModelConfig:
+    from kinema import diffusers_layout as layout
+
+    dit_cfg = layout.dit_config(load_json(folder / "transformer" / "config.json"))
+    vae_cfg = layout.vae_config(load_json(folder / "vae" / "config.json"))
+    text_kind = "umt5" if "umt5" in str(load_json_or_empty(folder / "text_encoder" / "config.json")).lower() else "t5"
+    return ModelConfig(name=folder.name, vae=vae_cfg, dit=dit_cfg,
+                       text=TextConfig(kind=text_kind, path=".", max_length=512, dim=dit_cfg.text_dim),  # the folder
+                       width=832, height=480, fps=16).validate()
 
 
 def load_json_or_empty(path: Path) -> dict:

@@ -354,23 +354,25 @@ def _add_train(sub) -> None:
 def cmd_generate(args) -> None:
     from transformers.utils import logging as hf_logging
 
-    from kinema.pipeline import Pipeline, check_signable
+    from kinema.checkpoint import load_config
+    from kinema.pipeline import Pipeline, check_signable, is_bundled, resolve_request, with_stand_ins
     from kinema.prompting import Rewriter
 
     out = Path(args.output)
     check_writable(out)
     if args.filmstrip:
         check_filmstrip(Path(args.filmstrip), out)
-    req, files = generate_request(args, out)
+    req, files, probes = generate_request(args, out)
     signer = c2pa_signer(args)
     check_signable(out, signer)
+    cfg, source = load_config(args.model)  # the request is checked against it before the model spends seconds loading
+    check_output_fits(out, resolve_request(with_stand_ins(req, probes, cfg.fps)[0], cfg, is_bundled(source)))
     hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
     pipe = Pipeline.load(args.model, signer=signer)
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
     req, fitted = pipe.read_inputs(req, files)
-    check_output_fits(out, pipe.resolve(req))
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip, progress=report)

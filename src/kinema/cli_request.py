@@ -25,8 +25,8 @@ def check_output_fits(out: Path, resolved) -> None:
 
 
 def generate_request(args, out: Path):
-    """The pipeline Request the generate arguments describe, and its input files by field. The files' headers
-    are read here (a missing or corrupt file fails before the model loads); their pixels are read by
+    """The pipeline Request the generate arguments describe, its input files by field, and their headers as
+    io.probe_input reads them (a missing or corrupt file fails before the model loads); their pixels are read by
     `Pipeline.read_inputs`, at the size the request resolves to."""
     from kinema.io import probe_input
     from kinema.pipeline import Request, parse_size
@@ -34,10 +34,11 @@ def generate_request(args, out: Path):
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
     files = _input_files(args, mode)
+    probes = {}
     for name, path in files.items():
         if path.resolve() == out.resolve():  # the output is written over the input, which would be lost
             raise KinemaError(f"{out.name} is also the input video or image; write the output to another file")
-        probe_input(path, still=name == "image")
+        probes[name] = probe_input(path, still=name == "image")
     if args.seconds is not None and args.frames is not None:
         raise KinemaError("give the length as --seconds or as --frames, not both")
     segments = None
@@ -54,7 +55,7 @@ def generate_request(args, out: Path):
                    guidance=args.guidance, sampler=args.sampler, seed=args.seed, expand=args.expand, mode=mode,
                    strength=args.strength, window=args.window, context=args.context, cache=args.cache,
                    noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
-                   window_camera=args.window_camera, segments=segments), files
+                   window_camera=args.window_camera, segments=segments), files, probes
 
 
 def _input_files(args, mode: str) -> dict[str, Path]:

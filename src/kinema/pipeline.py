@@ -29,7 +29,7 @@ import torch
 from kinema import accel, camera, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
-from kinema.config import SIZE_MULTIPLE
+from kinema.config import SIZE_MULTIPLE, ModelConfig
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
 from kinema.request_checks import (
@@ -154,80 +154,12 @@ class Pipeline:
     @property
     def expands_by_default(self) -> bool:
         """Prompt expansion is on for the bundled models, which were trained on the world's detailed captions."""
-        return Path(self.model.source).resolve() in {folder.resolve() for folder in BUNDLED_MODELS.values()}
+        return is_bundled(self.model.source)
 
     # -- 1. check the request ---------------------------------------------------------------
     def resolve(self, req: Request) -> Request:
-        """Fill defaults from the model and reject what cannot be generated, naming the fix.
-
-        Needs no pixels (the server checks requests before their files are read); `generate` checks those.
-        """
-        from kinema import modes
-
-        req = replace(typed(req), mode=modes.infer_mode(req))
-        check_pixels(req)
-        prompt = (req.prompt or "").strip() or (req.segments[0][1].strip() if req.segments else "")
-        for name, text in [("prompt", prompt), ("negative_prompt", req.negative_prompt or ""),
-                           *(("segments", text) for _, text in req.segments or [])]:
-            check_text(name, text)
-        if not prompt:
-            raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
-                              param="prompt")
-        for text in [prompt, *(p for _, p in req.segments or [])]:  # not the negative: it names what to avoid
-            safety.check_prompt(text)
-        width, height = self._size(req)
-        check_size(width, height)
-        fps = self.cfg.fps if req.fps is None else req.fps
-        if not 1 <= fps <= MAX_FPS:
-            raise KinemaError(f"fps must be between 1 and {MAX_FPS}, got {fps}", param="fps")
-        frames = req.frames if req.frames is not None else self._default_frames(req, fps)
-        if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
-            raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
-                              f"at {fps} fps", param="seconds")
-        check_input_lengths(req, fps, frames)
-        s = self.cfg.sampler
-        steps = s.steps if req.steps is None else req.steps
-        guidance = s.guidance if req.guidance is None else req.guidance
-        noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
-        noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
-        window_camera = s.window_camera if req.window_camera is None else req.window_camera
-        sampler = req.sampler or s.method
-        check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift, sampler)
-        req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
-                      steps=steps, guidance=guidance,
-                      sampler=sampler, noise_correlation=noise_correlation, noise_drift=noise_drift,
-                      window_camera=window_camera,
-                      strength=modes.EDIT_STRENGTH if req.strength is None and req.mode == "edit" else req.strength,
-                      expand=self.expands_by_default if req.expand is None else req.expand,
-                      window=modes.WINDOW if req.window is None else req.window,
-                      context=modes.CONTEXT if req.context is None else req.context)
-        modes.check(req, self.cfg.vae.temporal_factor)
-        return req
-
-    def _size(self, req: Request) -> tuple[int, int]:
-        """Explicit size, else an aspect ratio (or the input's) at the model's short side, else the default."""
-        short = min(self.cfg.width, self.cfg.height)
-        if req.aspect is not None:
-            if req.width is not None or req.height is not None:
-                raise KinemaError("give either a size or an aspect ratio, not both", param="size")
-            return size_for(parse_aspect(req.aspect), short)
-        given = next((x for x in (req.image, req.video) if x is not None), None)
-        if req.width is None and req.height is None and np.ndim(given) >= 3:  # (H, W, 3) or (T, H, W, 3)
-            height, width = np.shape(given)[-3:-1]
-            return size_for(min(4.0, max(0.25, width / height)), short)
-        return (self.cfg.width if req.width is None else req.width,
-                self.cfg.height if req.height is None else req.height)
-
-    @staticmethod
-    def _default_frames(req: Request, fps: int) -> int:
-        """`seconds` long; if not given, an edit keeps the input's length, and the rest last DEFAULT_SECONDS (a
-        prompt sequence that long past its last segment's start). seconds = 0 is a single image."""
-        if req.seconds is not None:
-            return frames_for(req.seconds, fps)
-        if req.mode == "edit" and req.video is not None:
-            return len(req.video)
-        last_start = req.segments[-1][0] if req.mode == "sequence" and req.segments else 0.0
-        return frames_for(DEFAULT_SECONDS + last_start, fps)
+        """Fill defaults from the model and reject what cannot be generated, naming the fix (`resolve_request`)."""
+        return resolve_request(req, self.cfg, self.expands_by_default)
 
     def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, dict[str, str]]:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
@@ -238,9 +170,8 @@ class Pipeline:
         from kinema import io
 
         probes = {name: io.probe_input(path, still=name == "image") for name, path in files.items()}
-        req = replace(req, fps=output_fps(req.fps, probes, self.cfg.fps))
-        shapes = played_shapes(probes, req.fps)
-        resolved = self.resolve(replace(req, **stand_ins(shapes)))
+        standing, shapes = with_stand_ins(req, probes, self.cfg.fps)
+        req, resolved = replace(req, fps=standing.fps), self.resolve(standing)
         size = resolved.width, resolved.height
         pixels, fitted = {}, {}
         for name, path in files.items():
@@ -429,6 +360,96 @@ class Pipeline:
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def is_bundled(source: str) -> bool:
+    """Whether a model's source folder is one of the bundled models'."""
+    return Path(source).resolve() in {folder.resolve() for folder in BUNDLED_MODELS.values()}
+
+
+def with_stand_ins(req: Request, probes: dict[str, tuple[tuple[int, ...], float | None]], default_fps: int
+                   ) -> tuple[Request, dict[str, tuple[int, ...]]]:
+    """`req` at the frame rate its inputs (probed by io.probe_input) choose, with zero-cost stand-ins of their
+    pixels in the shapes they will be read in, so it can be resolved before they are; and those shapes."""
+    req = replace(req, fps=output_fps(req.fps, probes, default_fps))
+    shapes = played_shapes(probes, req.fps)
+    return replace(req, **stand_ins(shapes)), shapes
+
+
+def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
+    """Fill defaults from the model's config and reject what cannot be generated, naming the fix; `expands`: whether
+    prompt expansion is on by default (it is for the bundled models). Needs no weights: the CLI checks a request
+    with the model's config.json before it loads the model.
+
+    Needs no pixels (the server checks requests before their files are read); `generate` checks those.
+    """
+    from kinema import modes
+
+    req = replace(typed(req), mode=modes.infer_mode(req))
+    check_pixels(req)
+    prompt = (req.prompt or "").strip() or (req.segments[0][1].strip() if req.segments else "")
+    for name, text in [("prompt", prompt), ("negative_prompt", req.negative_prompt or ""),
+                       *(("segments", text) for _, text in req.segments or [])]:
+        check_text(name, text)
+    if not prompt:
+        raise KinemaError("the prompt is empty; describe the video, e.g. \"a red ball bounces left\"",
+                          param="prompt")
+    for text in [prompt, *(p for _, p in req.segments or [])]:  # not the negative: it names what to avoid
+        safety.check_prompt(text)
+    width, height = _size(req, cfg)
+    check_size(width, height)
+    fps = cfg.fps if req.fps is None else req.fps
+    if not 1 <= fps <= MAX_FPS:
+        raise KinemaError(f"fps must be between 1 and {MAX_FPS}, got {fps}", param="fps")
+    frames = req.frames if req.frames is not None else _default_frames(req, fps)
+    if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
+        raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
+                          f"at {fps} fps", param="seconds")
+    check_input_lengths(req, fps, frames)
+    s = cfg.sampler
+    steps = s.steps if req.steps is None else req.steps
+    guidance = s.guidance if req.guidance is None else req.guidance
+    noise_correlation = s.noise_correlation if req.noise_correlation is None else req.noise_correlation
+    noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
+    window_camera = s.window_camera if req.window_camera is None else req.window_camera
+    sampler = req.sampler or s.method
+    check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift, sampler)
+    req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
+                  steps=steps, guidance=guidance,
+                  sampler=sampler, noise_correlation=noise_correlation, noise_drift=noise_drift,
+                  window_camera=window_camera,
+                  strength=modes.EDIT_STRENGTH if req.strength is None and req.mode == "edit" else req.strength,
+                  expand=expands if req.expand is None else req.expand,
+                  window=modes.WINDOW if req.window is None else req.window,
+                  context=modes.CONTEXT if req.context is None else req.context)
+    modes.check(req, cfg.vae.temporal_factor)
+    return req
+
+
+def _size(req: Request, cfg: ModelConfig) -> tuple[int, int]:
+    """Explicit size, else an aspect ratio (or the input's) at the model's short side, else the default."""
+    short = min(cfg.width, cfg.height)
+    if req.aspect is not None:
+        if req.width is not None or req.height is not None:
+            raise KinemaError("give either a size or an aspect ratio, not both", param="size")
+        return size_for(parse_aspect(req.aspect), short)
+    given = next((x for x in (req.image, req.video) if x is not None), None)
+    if req.width is None and req.height is None and np.ndim(given) >= 3:  # (H, W, 3) or (T, H, W, 3)
+        height, width = np.shape(given)[-3:-1]
+        return size_for(min(4.0, max(0.25, width / height)), short)
+    return (cfg.width if req.width is None else req.width,
+            cfg.height if req.height is None else req.height)
+
+
+def _default_frames(req: Request, fps: int) -> int:
+    """`seconds` long; if not given, an edit keeps the input's length, and the rest last DEFAULT_SECONDS (a
+    prompt sequence that long past its last segment's start). seconds = 0 is a single image."""
+    if req.seconds is not None:
+        return frames_for(req.seconds, fps)
+    if req.mode == "edit" and req.video is not None:
+        return len(req.video)
+    last_start = req.segments[-1][0] if req.mode == "sequence" and req.segments else 0.0
+    return frames_for(DEFAULT_SECONDS + last_start, fps)
 
 
 def check_signable(path: Path, signer: provenance.C2paSigner | None) -> None:

@@ -168,10 +168,9 @@ class Service:
         (sizes and lengths follow the inputs, resampled to the output's rate as the worker will read them); the
         job keeps the client's values, resolved again when it runs."""
         scalars = dict(draft.scalars)
-        fps = pl.output_fps(scalars.get("fps"), probes, pipe.cfg.fps)  # what the worker's read_inputs will choose
-        shapes = pl.played_shapes(probes, fps)
-        try:
-            resolved = pipe.resolve(pl.Request(prompt=draft.prompt, **(scalars | {"fps": fps}), **pl.stand_ins(shapes)))
+        try:  # at the frame rate the worker's read_inputs will choose
+            standing, shapes = pl.with_stand_ins(pl.Request(prompt=draft.prompt, **scalars), probes, pipe.cfg.fps)
+            resolved = pipe.resolve(standing)
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
         frames = resolved.frames
