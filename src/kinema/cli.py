@@ -372,7 +372,7 @@ def cmd_generate(args) -> None:
     if args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
-    req, fitted = pipe.read_inputs(req, files)
+    req, fitted = pipe.read_inputs(req, files, probes)
     with progress_bar(args.quiet) as report:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip, progress=report)

@@ -161,15 +161,19 @@ class Pipeline:
         """Fill defaults from the model and reject what cannot be generated, naming the fix (`resolve_request`)."""
         return resolve_request(req, self.cfg, self.expands_by_default)
 
-    def read_inputs(self, req: Request, files: dict[str, Path]) -> tuple[Request, dict[str, str]]:
+    def read_inputs(self, req: Request, files: dict[str, Path],
+                    probes: dict[str, tuple[tuple[int, ...], float | None]] | None = None
+                    ) -> tuple[Request, dict[str, str]]:
         """`req` with its input files ("image", "video", "video_b") read, each frame fitted to the size the request
         resolves to as it is decoded: a 4K source costs the output's memory, not its own, with that size filled in.
         Also returns what was done to each input that had to be resized (or was cut short), by field name, for the
         front end to say in its own words (a CLI option, an API field). The CLI and the server's worker read their
-        inputs here."""
+        inputs here; `probes`: the files' io.probe_input, when the caller has already read them (a GIF's is a walk
+        through every frame)."""
         from kinema import io
 
-        probes = {name: io.probe_input(path, still=name == "image") for name, path in files.items()}
+        if probes is None:
+            probes = {name: io.probe_input(path, still=name == "image") for name, path in files.items()}
         standing, shapes = with_stand_ins(req, probes, self.cfg.fps)
         req, resolved = replace(req, fps=standing.fps), self.resolve(standing)
         size = resolved.width, resolved.height
@@ -378,10 +382,10 @@ def with_stand_ins(req: Request, probes: dict[str, tuple[tuple[int, ...], float 
 
 def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     """Fill defaults from the model's config and reject what cannot be generated, naming the fix; `expands`: whether
-    prompt expansion is on by default (it is for the bundled models). Needs no weights: the CLI checks a request
-    with the model's config.json before it loads the model.
+    prompt expansion is on by default (it is for the bundled models).
 
-    Needs no pixels (the server checks requests before their files are read); `generate` checks those.
+    Needs no weights (the CLI checks a request against the model's config.json before it loads the model) and no
+    pixels (the server checks requests before their files are read); `generate` checks those.
     """
     from kinema import modes
 

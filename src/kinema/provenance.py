@@ -427,7 +427,7 @@ def sign_c2pa(path: str | Path, cert_pem: str | bytes | Path, key_pem: str | byt
             builder.sign_file(path, tmp, signer)
         os.replace(tmp, path)
     except c2pa.C2paError as err:
-        raise KinemaError(f"cannot sign {path.name}: {first_line(err)}; give an ES256 chain "
+        raise KinemaError(f"cannot sign {title or path.name}: {first_line(err)}; give an ES256 chain "
                           "(leaf then CA PEM) and its PKCS#8 key, e.g. from kinema.provenance.make_test_certificate"
                           ) from None
     finally:

@@ -126,19 +126,15 @@ class Service:
                            param="video_id", code="video_not_ready")
         return path, job
 
-    def prepare(self, draft: Draft) -> tuple[str, pl.Pipeline]:
-        """The model the draft asks for, by name, and its pipeline (loaded on first use: seconds)."""
-        try:
-            model = self.models.name_for(draft.model)
-            return model, self.models.pipeline(model)
-        except KinemaError as err:
-            raise ApiError.from_kinema(err) from None
-
     def submit(self, draft: Draft, gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         """Store the inputs, check the request with the pipeline, then commit the job row: only then answer. `gone`
         says whether the client has left meanwhile (a model's first load takes seconds): then nothing is committed,
         and the retry its SDK sends does not make a second job."""
-        model, pipe = self.prepare(draft)
+        try:
+            model = self.models.name_for(draft.model)
+            pipe = self.models.pipeline(model)
+        except KinemaError as err:
+            raise ApiError.from_kinema(err) from None
         video_id = new_id()
         inputs = self.store.input_dir(video_id)
         try:

@@ -59,10 +59,10 @@ def run(recipe_path: str | Path, stage: str = "all", out: str | Path | None = No
         raise KinemaError(f"--resume: {run_dir} holds no training run to continue; check --out (or the recipe's "
                           "name, which names the default folder), or drop --resume to start a new run")
     if resume:
-        saved = load_json(run_dir / "recipe.json")["recipe"]
-        _check_same_shapes(saved, recipe.raw)
-        _check_finished_vae_kept(_changes(saved, recipe.raw), run_dir, stage)
-        for key, (was, now) in _changes(saved, recipe.raw).items():
+        changes = _changes(load_json(run_dir / "recipe.json")["recipe"], recipe.raw)
+        _check_same_shapes(changes)
+        _check_finished_vae_kept(changes, run_dir, stage)
+        for key, (was, now) in changes.items():
             if ranks.is_main:  # the run goes on with the recipe as given now: say where it differs
                 print(f"resume: {key} is {now} (it was {was} in this run)")
     for part in ("vae", "dit"):  # a refused run must not touch the folder, recipe.json included
@@ -131,12 +131,11 @@ def render_workers() -> int:
 SHAPING = ("model", "data.buckets", "vae.init")  # recipe keys that shape a run's checkpoints and cache
 
 
-def _check_same_shapes(saved: dict[str, Any], raw: dict[str, Any]) -> None:
-    """A resumed run keeps what its checkpoints were shaped by; steps, rates and the rest may change."""
-    old, new = _flat(saved), _flat(raw)
-    for key in sorted(set(old) | set(new)):
-        if key.startswith(SHAPING) and old.get(key) != new.get(key):
-            now, was = (repr(side[key]) if key in side else "unset" for side in (new, old))
+def _check_same_shapes(changes: dict[str, tuple[str, str]]) -> None:
+    """A resumed run keeps what its checkpoints were shaped by; steps, rates and the rest may change (`changes`:
+    the recipe's differences from the run's, as _changes gives them)."""
+    for key, (was, now) in changes.items():
+        if key.startswith(SHAPING):
             raise KinemaError(f"--resume: {key} is {now} here but {was} in the run, whose checkpoints it shapes; "
                               "resume with the run's recipe, or train it in a new --out")
 
