@@ -228,6 +228,16 @@ def test_unreadable_video_names_its_row(tmp_path):
         FolderSource(tmp_path / "rows.csv", fps=8)
 
 
+def test_buckets_with_few_clips_take_different_rows(tmp_path):
+    _videos(tmp_path, count=1)
+    (tmp_path / "rows.csv").write_text("".join(f"clip0.mp4,row {i}\n" for i in range(40)))
+    source = FolderSource(tmp_path / "rows.csv", fps=8, counts=(6, 6, 6, 6, 6))
+    taken = [{source.clip(i, Bucket(32, 32, 5), stream).caption for i in range(6)} for stream in range(5)]
+    # Five buckets of 6 clips from 38 training rows (2 are held out): 30 rows, none taken twice.
+    assert len(set.union(*taken)) == 30
+    assert taken[0] == {f"row {i}" for i in range(6)} and taken[1] == {f"row {i}" for i in range(6, 12)}
+
+
 def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
     _videos(tmp_path, count=2)
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 4000)  # a cut-off download
@@ -238,6 +248,10 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
     [warning] = capsys.readouterr().err.splitlines()  # once: clips (in any process) never meet it
     assert warning.startswith(f"kinema: warning: skipping {tmp_path / 'rows.csv'} line 2: cannot read ")
     assert "broken.mp4: corrupt or not a video" in warning
+    # The next stage reads the listing again: nothing is probed again or warned of twice, until a file changes.
+    assert len(FolderSource(tmp_path / "rows.csv", fps=8).rows) == 2 and not capsys.readouterr().err
+    write_video(tmp_path / "broken.mp4", np.zeros((12, 40, 56, 3), np.uint8), fps=16)  # downloaded again
+    assert [row.caption for row in FolderSource(tmp_path / "rows.csv", fps=8).rows] == ["first", "broken", "second"]
 
 
 def _pool_encoder(video):  # (B, 3, T, H, W) -> (B, 3, T', H/8, W/8), a stand-in VAE

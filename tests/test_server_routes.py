@@ -73,16 +73,23 @@ def test_the_sdks_character_calls_are_told_there_are_none(paused):
         assert caught.value.code == "not_supported" and "no characters" in caught.value.message
 
 
-def test_a_chunked_form_is_refused_before_it_is_read(paused):
+def test_a_chunked_form_is_read_and_counted_as_it_arrives(paused, monkeypatch):
     boundary = "kinemaboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na ball\r\n--{boundary}--\r\n")
+    form = f"multipart/form-data; boundary={boundary}"
 
-    def chunks():  # a generator body: httpx sends it chunked, with no Content-Length
-        yield body.encode()
+    def chunked(*fields):  # a generator body: httpx sends it chunked, with no Content-Length
+        for name, value in fields:
+            yield f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n".encode()
+        yield f"--{boundary}--\r\n".encode()
 
-    answer = httpx.post(f"{paused.url}/v1/videos", content=chunks(),
-                        headers=HEADERS | {"content-type": f"multipart/form-data; boundary={boundary}"})
-    assert answer.status_code == 411 and answer.json()["error"]["code"] == "length_required"
+    fields = [("prompt", "a ball"), ("size", "64x64"), ("seconds", "1")]
+    answer = httpx.post(f"{paused.url}/v1/videos", content=chunked(*fields), headers=HEADERS | {"content-type": form})
+    assert answer.status_code == 200, answer.text
+    assert paused.app.state.service.store.get(answer.json()["id"]).prompt == "a ball"
+    monkeypatch.setattr("kinema.api_request.MAX_FORM_BYTES", 4000)  # no header to refuse it on: it is counted
+    long = httpx.post(f"{paused.url}/v1/videos", content=chunked(*fields, *[("metadata", "x" * 1000)] * 5),
+                      headers=HEADERS | {"content-type": form})
+    assert long.status_code == 413 and long.json()["error"]["code"] == "request_too_large"
 
 
 def test_input_reference_as_a_data_url_makes_image_to_video(paused):

@@ -212,7 +212,7 @@ def test_export_loads_and_samples(dit_run):
     assert video.latents.shape == (1, 8, 2, 4, 4) and torch.isfinite(video.latents).all()
 
 
-def test_fine_tunes_a_model_on_a_folder_of_videos(dit_run, tmp_path):
+def test_fine_tunes_a_model_on_a_folder_of_videos(dit_run, tmp_path, capsys):
     import numpy as np
 
     from kinema.io import write_video
@@ -224,9 +224,14 @@ def test_fine_tunes_a_model_on_a_folder_of_videos(dit_run, tmp_path):
         frames = np.zeros((9, 36, 40, 3), np.uint8)
         frames[:, 10:20, 4 * i:4 * i + 10] = 255
         write_video(videos / f"v{i}.mp4", frames, fps=8)
-    (videos / "captions.csv").write_text("path,caption\nv0.mp4,a white box\nv1.mp4,a white box on the right\n")
+    (videos / "captions.csv").write_text("path,caption\nv0.mp4,a white box\n")
     overrides = {"data.source": str(videos), "model.init": str(base), "vae.steps": 0, "dit.steps": 2}
+    train.run(DEBUG, out=tmp_path / "one", progress=False, overrides={**overrides, "dit.steps": 0})
+    # One short video gives both of the VAE's measuring clips (different windows of it), and the summary says so.
+    assert "VAE: PSNR" in (out := capsys.readouterr().out) and "on 2 training clips of 1 video after" in out
+    (videos / "captions.csv").write_text("path,caption\nv0.mp4,a white box\nv1.mp4,a white box on the right\n")
     tuned = train.run(DEBUG, out=tmp_path / "tuned", progress=False, overrides=overrides)
+    assert "on 2 training clips after" in capsys.readouterr().out
     # The VAE was not trained, so the latent statistics the base DiT learned with are kept.
     assert load_model(tuned / "model").cfg.vae.latents_std == load_model(base).cfg.vae.latents_std
     with Image.open(tuned / "dit" / "samples" / "step_000002.png") as grid:  # sampled with its captions

@@ -129,15 +129,12 @@ async def read_fields(request: Request, kind: str) -> Fields:
 
 
 async def read_form(request: Request, limit: int) -> FormData:
-    """The multipart or urlencoded form, refused before any of it is spooled to disk when it is over `limit`."""
-    if "content-length" not in request.headers:  # a chunked form could spool any amount to disk before the check
-        raise ApiError(411, "send the form with a Content-Length header (the SDK, browsers and curl -F do); a "
-                       "chunked form cannot be checked against the size limit", code="length_required")
-    if int(request.headers["content-length"] or 0) > limit:
-        raise ApiError(413, f"the request is larger than {limit >> 20} MiB; each file may be at most "
+    """The multipart or urlencoded form, refused with 413 once it passes `limit` bytes: at once when its
+    Content-Length says so, else as soon as that many have arrived (a chunked form spools no more than that)."""
+    too_big = ApiError(413, f"the request is larger than {limit >> 20} MiB; each file may be at most "
                        f"{MAX_UPLOAD_BYTES >> 20} MiB", code="request_too_large")
     try:
-        return await request.form()
+        return await _limited(request, limit, too_big).form()
     except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log as an error
         raise ApiError(400, "the client disconnected before the request was complete") from None
 
@@ -146,14 +143,24 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (whatever Content-Length claims)."""
     too_big = ApiError(413, f"the JSON body is larger than {limit >> 20} MiB; send files as multipart/form-data "
                        "uploads", code="request_too_large")
+    return await _limited(request, limit, too_big).body()
+
+
+def _limited(request: Request, limit: int, too_big: ApiError) -> Request:
+    """The same request, whose body raises `too_big` once more than `limit` bytes of it have been received."""
     if int(request.headers.get("content-length") or 0) > limit:
         raise too_big
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+    received = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
             raise too_big
-    return bytes(body)
+        return message
+
+    return Request(request.scope, receive)
 
 
 def unflatten(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:

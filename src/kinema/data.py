@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -92,12 +93,14 @@ class Source(Protocol):
 
 
 def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD,
-                blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD), clip_frames: int = 1) -> Source:
+                blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD), clip_frames: int = 1,
+                counts: tuple[int, ...] = ()) -> Source:
     """The world (its scenes drawn from `mix`, a `blend` share of them from another), or a folder / JSONL / CSV of
-    videos with captions (`clip_frames`: the longest clip it must fill, for its warnings)."""
+    videos with captions (`clip_frames`: the longest clip it must fill, for its warnings; `counts`: the clips each
+    bucket takes, so that each starts where the one before ends)."""
     if spec == "world":
         return WorldSource(seed, fps, mix=mix, blend=blend)
-    return FolderSource(Path(spec), fps, clip_frames=clip_frames)
+    return FolderSource(Path(spec), fps, clip_frames=clip_frames, counts=counts)
 
 
 def to_video(clips: list[np.ndarray], device: torch.device | None = None) -> torch.Tensor:
@@ -171,13 +174,16 @@ class FolderSource:
     Every file is probed once, when the listing is read: one that cannot be read is skipped with a warning (so one
     corrupt download does not stop a run over thousands, and no held-out row is unreadable), and one too short for
     `clip_frames` frames at the model's `fps` is named. Clip `index` of a bucket takes the rows of the bucket's
-    orientation (landscape, portrait; a square bucket takes all), row index % rows, and successive passes over the
-    rows take successive windows of each video, resampled towards the model's fps.
+    orientation (landscape, portrait; a square bucket takes all), row (start + index) % rows, and successive passes
+    over the rows take successive windows of each video, resampled towards the model's fps. Bucket `stream` starts
+    after the clips of the buckets before it (`counts`), so buckets with fewer clips than rows take different rows.
     """
 
     def __init__(self, spec: Path, fps: int, split: str = "train", clip_frames: int = 1,
-                 scanned: tuple[list[Row], dict[Path, tuple[int, float, int, int]]] | None = None):
+                 scanned: tuple[list[Row], dict[Path, tuple[int, float, int, int]]] | None = None,
+                 counts: tuple[int, ...] = ()):
         self.listing, self.fps, self.split, self.clip_frames = spec, fps, split, clip_frames
+        self.starts = [sum(counts[:stream]) for stream in range(len(counts))]  # bucket stream's first row
         rows, self._info = scanned or self._scan(read_listing(spec))  # _info: file -> (frames, fps, width, height)
         self._scanned = rows, self._info
         kept = set(held_out_rows(rows))
@@ -190,10 +196,9 @@ class FolderSource:
         info, readable = {}, []
         for row in tqdm(rows, desc="reading the listing", disable=len(rows) < 500, leave=False):
             if row.path not in info:
-                try:
-                    meta = video_metadata(row.path)
-                except KinemaError as err:
-                    tqdm.write(f"kinema: warning: skipping {row.where}: {err}", file=sys.stderr)  # above any bar
+                meta = _probe(row.path, _stamp(row.path))
+                if isinstance(meta, str):
+                    _warn_once(f"skipping {row.where}: {meta}")
                     continue
                 info[row.path] = max(1, meta["frames"]), meta["fps"] or self.fps, meta["width"], meta["height"]
                 self._warn_if_short(row, *info[row.path][:2])
@@ -207,18 +212,19 @@ class FolderSource:
         if row.is_image or self.clip_frames <= 1:
             return
         if count < self.clip_frames:
-            tqdm.write(f"kinema: warning: {row.where}: {row.path.name} has {count} frames, fewer than the longest "
-                       f"bucket's {self.clip_frames}; its last frame is held to fill those clips", file=sys.stderr)
+            _warn_once(f"{row.where}: {row.path.name} has {count} frames, fewer than the longest bucket's "
+                       f"{self.clip_frames}; its last frame is held to fill those clips")
         elif count / fps < (self.clip_frames - 1) / self.fps:
-            tqdm.write(f"kinema: warning: {row.where}: {row.path.name} lasts {count / fps:.2g} s, shorter than the "
-                       f"longest bucket's {(self.clip_frames - 1) / self.fps:.2g} s; it plays slower to fill those "
-                       "clips, so its motion is learnt as slower", file=sys.stderr)
+            _warn_once(f"{row.where}: {row.path.name} lasts {count / fps:.2g} s, shorter than the longest bucket's "
+                       f"{(self.clip_frames - 1) / self.fps:.2g} s; it plays slower to fill those clips, so its motion "
+                       "is learnt as slower")
 
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         """Clip `index`. A file whose frames fail to decode is skipped with a warning and the next row stands in."""
         rows = self._rows_for(bucket)
+        start = self.starts[stream] if 0 <= stream < len(self.starts) else 0
         for offset in range(len(rows)):
-            row = rows[(index + offset) % len(rows)]
+            row = rows[(start + index + offset) % len(rows)]
             if row.path in self.unreadable:
                 continue
             try:
@@ -279,6 +285,34 @@ class FolderSource:
         if not self.holds_out:
             return None
         return FolderSource(self.listing, self.fps, "eval", self.clip_frames, scanned=self._scanned)
+
+
+_WARNED: set[str] = set()  # what this process has warned of: the next stage reading the listing again stays quiet
+
+
+def _warn_once(text: str) -> None:
+    if text not in _WARNED:
+        _WARNED.add(text)
+        tqdm.write(f"kinema: warning: {text}", file=sys.stderr)  # above any bar
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """(size, modification time): a file replaced since it was probed is probed again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return 0, 0
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.cache
+def _probe(path: Path, stamp: tuple[int, int]) -> dict[str, Any] | str:
+    """The file's video_metadata as of `stamp`, or why it cannot be read. Each stage of a run reads the listing
+    again; a listing of thousands of videos is probed once."""
+    try:
+        return video_metadata(path)
+    except KinemaError as err:
+        return str(err)
 
 
 def held_out_rows(rows: list[Row]) -> list[int]:

@@ -208,7 +208,10 @@ def train_vae(recipe: Recipe, run_dir: Path, resume: bool, progress: bool = True
     started = recipe.init or recipe.vae.init
     keep = recipe.model.vae if started and (recipe.vae.steps == 0 or not recipe.vae.train_encoder) else None
     result = stage.finish(keep_stats=keep)
-    print(f"VAE: PSNR {result['psnr']:.2f} dB on {result['psnr_clips']} clips after {result['steps']} steps")
+    clips, videos = recipe.vae.eval_clips, result.get("psnr_videos", recipe.vae.eval_clips)  # older results lack it
+    of_videos = f" of {videos} video{'s' * (videos != 1)}" if videos < clips else ""
+    print(f"VAE: PSNR {result['psnr']:.2f} dB on {clips} {result['psnr_clips']} clips{of_videos} after "
+          f"{result['steps']} steps")
     return result
 
 
@@ -285,7 +288,7 @@ def _counts(recipe: Recipe) -> list[int]:
 def _source(recipe: Recipe):
     data = recipe.data
     return open_source(data.source, data.seed, recipe.model.fps, data.world, (data.blend_share, data.blend),
-                       clip_frames=max(frames for _, _, frames in data.buckets))
+                       clip_frames=max(frames for _, _, frames in data.buckets), counts=tuple(_counts(recipe)))
 
 
 # ---------------------------------------------------------------------------------------------

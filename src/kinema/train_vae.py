@@ -165,7 +165,7 @@ class VAEStage:
 
     def periodic(self) -> dict[str, float]:
         if self.step % self.cfg.eval_every == 0 or self.step == self.total:
-            x = self.eval_clips()
+            x, _ = self.eval_clips()
             recon = self.reconstruct(x)
             scores = {"psnr": psnr(recon, x)}
             block = self.recipe.model.vae.temporal_factor
@@ -193,12 +193,14 @@ class VAEStage:
         self.judged = (self.step, {f"judge_{name}": round(scores[name], 4) for name in (*TARGETS, "overall")})
         return self.judged[1]
 
-    def eval_clips(self) -> torch.Tensor:
+    def eval_clips(self) -> tuple[torch.Tensor, int]:
         """Clips to measure on (B, 3, T, H, W): the source's held-out ones (the world's eval split, a folder's
-        every 20th video), or its first training clips when it holds none out (`measured_on` says which)."""
+        every 20th video), or its first training clips when it holds none out (`measured_on` says which); and how
+        many videos they come from (a folder with few videos gives several windows of each)."""
         source = self.eval_source or self.source
-        clips = to_video([source.clip(i, self.eval_bucket).frames for i in range(self.cfg.eval_clips)])
-        return clips.to(self.device)
+        clips = [source.clip(i, self.eval_bucket) for i in range(self.cfg.eval_clips)]
+        videos = len({clip.meta.get("path", i) for i, clip in enumerate(clips)})  # world clips are all distinct
+        return to_video([clip.frames for clip in clips]).to(self.device), videos
 
     @property
     def measured_on(self) -> str:
@@ -215,17 +217,16 @@ class VAEStage:
         from kinema.io import to_uint8
         from kinema.sheets import save_grid
 
-        x = self.eval_clips()
+        x, videos = self.eval_clips()
         recon = self.reconstruct(x)
         score = psnr(recon, x)
-        videos = [to_uint8(v.cpu()) for pair in zip(x, recon, strict=True) for v in pair]
-        save_grid(self.folder / "reconstructions.png", videos,
-                  [f"{self.measured_on} clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(videos))])
+        pairs = [to_uint8(v.cpu()) for pair in zip(x, recon, strict=True) for v in pair]
+        save_grid(self.folder / "reconstructions.png", pairs,
+                  [f"{self.measured_on} clip {i // 2}" + (" (VAE)" if i % 2 else "") for i in range(len(pairs))])
         mean, std = (keep_stats.latents_mean, keep_stats.latents_std) if keep_stats else self.latent_stats()
         save_tensors(self.folder / "vae.safetensors", self.vae.state_dict())
-        result = {"steps": self.step, "psnr": round(score, 3), "psnr_clips": self.measured_on, **self.judge_scores(),
-                  "latents_mean": mean,
-                  "latents_std": std}
+        result = {"steps": self.step, "psnr": round(score, 3), "psnr_clips": self.measured_on, "psnr_videos": videos,
+                  **self.judge_scores(), "latents_mean": mean, "latents_std": std}
         with atomic_write(self.folder / "result.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
         return result
