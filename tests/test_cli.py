@@ -62,7 +62,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--guidance", "-1"], "guidance must be between 0 and 100"),
     (["--seed", "-1"], "seed must be between 0"),
     (["--seconds", "1e308"], "duration must be at most 60 s, got 1e+308"),
-    (["--seconds", "1", "--frames", "9"], "give the length as --seconds or as --frames, not both"),
+    (["--seconds", "1", "--frames", "9"], "give the length as seconds or as frames, not both"),
     (["--negative-prompt", "a \udcff ball"], "the negative prompt holds bytes that are not UTF-8 text"),
     (["--seconds", "abc"], "argument --seconds: invalid float value: 'abc'; see kinema generate --help"),
 ])

@@ -108,9 +108,9 @@ def test_decode_stream_joins_given_frames_and_skips_context(debug_pipe):
 
 
 def test_python_callers_get_what_the_cli_gets(debug_pipe):
-    assert debug_pipe.resolve(Request("x", fps=8)).frames == 16  # 2 s, as the CLI; seconds=0 is an image
+    assert debug_pipe.resolve(Request("x", fps=8)).frames == 32  # 4 s, as the CLI and the API; 0 is an image
     assert debug_pipe.resolve(Request("x", fps=8, seconds=0)).frames == 1
-    assert debug_pipe.resolve(Request("x", fps=8, mode="sequence", segments=[(0, "a"), (2, "b")])).frames == 32
+    assert debug_pipe.resolve(Request("", fps=8, mode="sequence", segments=[(0, "a"), (2, "b")])).frames == 48
     assert debug_pipe.resolve(Request("x", seed=np.int64(3), width=np.int32(64), height=64)).seed == 3
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
     flipped = debug_pipe.generate(Request("x", image=image[..., ::-1], frames=5, steps=1, width=64, height=64))
@@ -141,6 +141,9 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"seconds": float("nan")}, "duration must be a positive number of seconds, got nan"),
     ({"width": 0, "height": 64}, "width 0 is too small"),
     ({"window": 0}, "window 0 / context 2 cannot work"),
+    ({"window": 33}, "use a window of 3 to 32 latent frames"),
+    ({"seconds": 1, "frames": 9}, "give the length as seconds or as frames, not both"),
+    ({"prompt": "a ball", "segments": [(0, "a red ball"), (1, "a blue ball")]}, "differs from the first segment's"),
     ({"seconds": 61, "fps": 8}, "duration must be at most 60 s, got 61"),
     ({"frames": 8 * 61, "fps": 8}, "between 1 frame and 60 s"),
     ({"fps": 0}, "fps must be between"),

@@ -11,8 +11,10 @@ import contextlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from kinema.io import write_video
 from kinema.jobs import Job, new_id
 from test_server import ServerThread, wait
 
@@ -66,7 +68,7 @@ def open_page(tmp_path: Path, concurrency: int, width: int, height: int):
 
 def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
     with open_page(tmp_path, 1, 1280, 1100) as (server, page):
-        page.select_option("#size", "64x64")
+        page.fill("#size", "64x64")
         page.select_option("#seconds", "1")
         page.click(".advanced summary")
         page.fill("#steps", "2")
@@ -123,6 +125,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         assert wait(client, extension.id).status == "completed"
         check_sora_modes(page, server, first.id, extension.id)
         check_provenance(page, client, first.id, tmp_path)
+        check_uploads(page, server, tmp_path)
 
         dialogs: list[str] = []
         page.once("dialog", lambda dialog: dialogs.append(dialog.message) or dialog.accept())
@@ -148,6 +151,32 @@ def check_provenance(page, client, video_id: str, tmp_path: Path) -> None:
     lines = page.locator("#verify-result li").all_text_contents()
     assert lines[0].startswith("watermark: ") and lines[1].startswith("tags: ai_generated=true, model=debug, seed=")
     assert lines[2] == "C2PA: no manifest"
+
+
+def check_uploads(page, server, tmp_path: Path) -> None:
+    """Extend, edit and blend a clip from this computer, 2 s long where the finished videos last 1 s: the lengths
+    say that the upload was used, not the finished video chosen beside it."""
+    clip = tmp_path / "mine.mp4"
+    write_video(clip, np.zeros((16, 64, 64, 3), np.uint8), fps=8)
+    page.click(".modes label:has(input[value='extend'])")
+    page.uncheck("#extend-backward")
+    page.set_input_files("#extend-file", str(clip))
+    generate_from_page(page, "it goes on")
+    extension = newest_job(server)
+    assert (extension.params["mode"], extension.seconds) == ("extend", "3")  # 2 s and 1 s more
+
+    page.click(".modes label:has(input[value='remix'])")
+    page.set_input_files("#remix-file", str(clip))
+    page.select_option("#expand", "false")
+    generate_from_page(page, "the ball, now green")
+    edit = newest_job(server)
+    assert (edit.params["mode"], edit.remixed_from, edit.seconds, edit.params["expand"]) == ("edit", None, "2", False)
+
+    page.click(".modes label:has(input[value='blend'])")
+    page.set_input_files("#blend-to-file", str(clip))
+    generate_from_page(page, "from one to the other")
+    blend = newest_job(server)
+    assert (blend.params["mode"], blend.seconds) == ("connect", "4")  # a finished 1 s video, 1 s, the 2 s clip
 
 
 def check_sora_modes(page, server, first: str, second: str) -> None:
@@ -220,7 +249,11 @@ def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reloa
 
         page.fill("#prompt", "a red circle moves to the right")
         assert page.locator(".field-error").count() == 0  # the mode change cleared the prompt's note
-        page.select_option("#size", "64x64")
+        page.fill("#size", "65x64")  # any size may be typed; the server names an odd one beside the field
+        page.click("#generate")
+        page.wait_for_selector("#size-error", timeout=TIMEOUT_MS)
+        assert "width 65 is odd" in page.text_content("#size-error")
+        page.fill("#size", "64x64")
         page.click("#generate")
         page.wait_for_function("document.querySelector('#gallery .tile')", timeout=TIMEOUT_MS)
         page.reload()  # the queued video is followed again, and the gallery keeps asking after it

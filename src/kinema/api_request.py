@@ -28,9 +28,8 @@ from kinema import sampling
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import MAX_UPLOAD_BYTES, Job, valid_id
-from kinema.modes import EDIT_STRENGTH
+from kinema.modes import CONTEXT, EDIT_STRENGTH, MAX_WINDOW, WINDOW
 
-SORA_DEFAULT_SECONDS = 4.0  # the API's length when a request gives none, as Sora's
 MAX_PROMPT_CHARS = 4000
 MAX_JSON_BYTES = 16 << 20  # fields, and an image as a data: URL; larger files come as multipart uploads
 MAX_FORM_BYTES = 2 * MAX_UPLOAD_BYTES + (1 << 20)  # two videos (connect) and the fields
@@ -55,7 +54,10 @@ EXTRA_FIELDS = {
                      "scene drawn around a given image or clip where the move needs more; zooms also in edits; "
                      "default: the model's, on for the bundled models)",
     "cache": "0–1: skip model calls while the latents barely change (faster; 0 = off, the default; try 0.1)",
-    "fps": f"frames per second, 1–{rc.MAX_FPS} (create; default: the model's)",
+    "fps": f"frames per second, 1–{rc.MAX_FPS} (default: the model's; an edit or extension: the input's)",
+    "frames": "an exact frame count instead of seconds (create; extensions: the frames to add)",
+    "window": f"long videos: latent frames the model sees at once, 3–{MAX_WINDOW} (default {WINDOW})",
+    "context": f"long videos: latent frames each window carries over from the one before (default {CONTEXT})",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
     "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
               "model)",
@@ -67,12 +69,12 @@ EXTRA_FIELDS = {
     "connect_to": "extensions: a video (file upload, or the id of a completed video) the new part ends on",
 }
 TUNING = {"negative_prompt", "seed", "steps", "guidance", "expand", "sampler", "cache", "noise_correlation",
-          "noise_drift", "window_camera"}
+          "noise_drift", "window_camera", "window", "context"}
 COMMON = TUNING | {"model"}
 FIELDS = {
-    "create": COMMON | {"prompt", "seconds", "size", "aspect", "input_reference", "fps", "loop", "segments"},
-    "edit": COMMON | {"prompt", "video", "strength"},
-    "extend": COMMON | {"prompt", "seconds", "video", "direction", "connect_to"},
+    "create": COMMON | {"prompt", "seconds", "frames", "size", "aspect", "input_reference", "fps", "loop", "segments"},
+    "edit": COMMON | {"prompt", "video", "strength", "size", "fps"},
+    "extend": COMMON | {"prompt", "seconds", "frames", "video", "direction", "connect_to", "size", "fps"},
     "remix": TUNING | {"prompt", "strength"},
 }
 
@@ -89,7 +91,9 @@ class ApiError(Exception):
 
     @classmethod
     def from_kinema(cls, err: KinemaError) -> ApiError:
-        hint = f"; allowed: {ALLOWED[err.param]}" if err.param in ALLOWED else ""
+        # A size the pipeline refuses is shown what sizes look like; its length errors each give their own bounds
+        # (an extension's room left, a loop's least), which the general range would contradict.
+        hint = f"; allowed: {ALLOWED['size']}" if err.param == "size" else ""
         return cls(413 if err.code == "request_too_large" else 400, f"{err}{hint}", param=err.param, code=err.code)
 
 
@@ -360,13 +364,19 @@ def common_scalars(f: Fields) -> dict[str, Any]:
             "cache": f.number("cache", float, 0, 1, 0.0),
             "noise_correlation": f.number("noise_correlation", float, 0, MAX_NOISE_CORRELATION),
             "noise_drift": f.number("noise_drift", float, 0, MAX_NOISE_DRIFT),
-            "window_camera": f.flag("window_camera") if f.values.get("window_camera") is not None else None}
+            "window_camera": f.flag("window_camera") if f.values.get("window_camera") is not None else None,
+            "window": f.number("window", int, 3, MAX_WINDOW), "context": f.number("context", int, 1, MAX_WINDOW - 2)}
+
+
+def shape_scalars(f: Fields) -> dict[str, Any]:
+    """Size, rate and length; None leaves each to the pipeline (the model's, or the input's)."""
+    width, height = f.size()
+    return {"width": width, "height": height, "fps": f.number("fps", int, 1, rc.MAX_FPS), "seconds": f.seconds(None),
+            "frames": f.number("frames", int, 1, rc.MAX_SECONDS * rc.MAX_FPS)}
 
 
 def draft_create(f: Fields) -> Draft:
-    width, height = f.size()
-    scalars = {**common_scalars(f), "width": width, "height": height, "aspect": f.text("aspect", limit=16),
-               "seconds": f.seconds(SORA_DEFAULT_SECONDS), "fps": f.number("fps", int, 1, rc.MAX_FPS)}
+    scalars = {**common_scalars(f), **shape_scalars(f), "aspect": f.text("aspect", limit=16)}
     sources: dict[str, UploadFile | str] = {}
     image = f.values.get("input_reference")
     if image is not None:
@@ -381,14 +391,15 @@ def draft_create(f: Fields) -> Draft:
 
 
 def draft_edit(f: Fields) -> Draft:
-    scalars = {**common_scalars(f), "mode": "edit", "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
+    scalars = {**common_scalars(f), **shape_scalars(f), "mode": "edit",
+               "strength": f.number("strength", float, 0, 1, EDIT_STRENGTH)}
     return Draft(f.text("prompt", ""), f.text("model"), scalars, {"video": f.video_source("video")})
 
 
 def draft_extend(f: Fields) -> Draft:
     direction = f.choice("direction", ("forward", "backward"))
-    seconds = f.seconds(None)
-    if not seconds:
+    shape = shape_scalars(f)
+    if not shape["seconds"] and not shape["frames"]:
         raise ApiError(400, f"seconds (the length to add) is required; allowed: {ALLOWED['seconds']}, above 0",
                        param="seconds")
     sources = {"video": f.video_source("video")}
@@ -398,7 +409,7 @@ def draft_extend(f: Fields) -> Draft:
             raise ApiError(400, "connect_to extends forward; leave out direction", param="direction")
         sources["video_b"] = connect_to
     mode = "connect" if connect_to is not None else "extend" if direction == "forward" else "extend_backward"
-    scalars = {**common_scalars(f), "mode": mode, "seconds": seconds}
+    scalars = {**common_scalars(f), **shape, "mode": mode}
     return Draft(f.text("prompt", ""), f.text("model"), scalars, sources)
 
 

@@ -97,7 +97,7 @@ def _add_size_options(parser) -> None:
     shape.add_argument("--aspect", default=None,
                        help="aspect ratio at the model's size: 16:9, 9:16, 1:1, 4:3, 3:4, 21:9 or any W:H")
     shape.add_argument("--seconds", type=float, default=None,
-                       help="duration, up to 60; 0 for an image (default 2; with --extend/--connect: added)")
+                       help="duration, up to 60; 0 for an image (default 4; with --extend/--connect: added)")
     shape.add_argument("--frames", type=int, default=None, help="exact frame count instead of --seconds")
     shape.add_argument("--fps", type=int, default=None, help="frames per second (default: the model's, or the "
                        "input video's)")

@@ -39,8 +39,6 @@ def generate_request(args, out: Path):
         if path.resolve() == out.resolve():  # the output is written over the input, which would be lost
             raise KinemaError(f"{out.name} is also the input video or image; write the output to another file")
         probes[name] = probe_input(path, still=name == "image")
-    if args.seconds is not None and args.frames is not None:
-        raise KinemaError("give the length as --seconds or as --frames, not both")
     segments = None
     if mode == "sequence":
         segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)

@@ -47,6 +47,7 @@ from kinema.world import parse_prompt
 
 WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)
 CONTEXT = 2  # latent frames each later window takes as context from what came before
+MAX_WINDOW = 32  # the DiT's memory grows with the window (a 1080p window of 32 latent frames is 260k tokens)
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
@@ -55,8 +56,8 @@ MODES = {  # mode -> the inputs it reads
     "t2v": (), "i2v": ("image",), "extend": ("video",), "extend_backward": ("video",), "loop": (),
     "connect": ("video", "video_b"), "edit": ("video",), "sequence": (),
 }
-INPUTS = {"image": "an image (--image PHOTO.png)", "video": "a video (--extend, --edit or --connect VIDEO)",
-          "video_b": "a second video to end on (--connect A.mp4 B.mp4)"}
+INPUTS = {"image": "an image (image to video)", "video": "a video (extend, edit or connect)",
+          "video_b": "a second video to end on (connect)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,9 +89,10 @@ def check(req: Request, tf: int) -> None:
                               f"{INPUTS[name]}", param=name)
     if req.strength is not None and not 0.0 <= req.strength <= 1.0:
         raise KinemaError(f"strength must be between 0 and 1, got {req.strength}", param="strength")
-    if req.window < 3 or not 1 <= req.context <= req.window - 2:
-        raise KinemaError(f"window {req.window} / context {req.context} cannot work: use a window of at least 3 "
-                          "latent frames and a context from 1 to window - 2 (e.g. 5 and 2)", param="context")
+    if not 3 <= req.window <= MAX_WINDOW or not 1 <= req.context <= req.window - 2:
+        raise KinemaError(f"window {req.window} / context {req.context} cannot work: use a window of 3 to "
+                          f"{MAX_WINDOW} latent frames and a context from 1 to window - 2 (e.g. 5 and 2)",
+                          param="context")
     if req.mode == "loop" and req.frames < LOOP_MIN_FRAMES:
         raise KinemaError(f"a loop needs at least {LOOP_MIN_FRAMES} frames, got {req.frames}; make it longer, "
                           "e.g. 2 seconds", param="seconds")
@@ -109,8 +111,8 @@ def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: in
     """(first latent, end latent, prompt) of each segment; a segment starts at the latent frame nearest
     its start time, and the first one at the start of the video."""
     if not segments:
-        raise KinemaError("a prompt sequence needs segments, e.g. --segments \"0:a red ball;2:a blue ball\"",
-                          param="segments")
+        raise KinemaError("a prompt sequence needs segments: (start seconds, prompt) pairs, e.g. 0 s \"a red ball\" "
+                          "and 2 s \"a blue ball\"", param="segments")
     total = latent_count(frames, tf)
     if not all(0 <= start < math.inf for start, _ in segments) or any(not str(text).strip() for _, text in segments):
         raise KinemaError("segments are (start >= 0 s, prompt) pairs, e.g. \"0:a red ball;2:a blue ball\"",
@@ -233,8 +235,8 @@ class Generation:
             if self.pipe.expands_by_default and parse_prompt(self.captions[prompt]) is None:
                 self.notes.append(f"prompt {prompt!r} names nothing the bundled models know; they draw only the "
                                   "world's shapes, colours, motions and backgrounds (e.g. \"a red circle moves left "
-                                  "over a snowy field\"); for other scenes load real-world weights, e.g. a Wan2.1 "
-                                  "folder (--model PATH)")
+                                  "over a snowy field\"); for other scenes use a model with real-world weights, e.g. "
+                                  "a Wan2.1 folder")
             if cut := self.pipe.model.text.overflow(self.captions[prompt]):
                 self.notes.append(f"prompt {prompt[:40]!r}...: its last {cut} tokens are past the "
                                   f"{self.pipe.cfg.text.max_length} the text encoder reads, so they had no effect; "

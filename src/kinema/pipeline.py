@@ -392,6 +392,9 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     req = replace(typed(req), mode=modes.infer_mode(req))
     check_pixels(req)
     prompt = (req.prompt or "").strip() or (req.segments[0][1].strip() if req.segments else "")
+    if req.segments and prompt != req.segments[0][1].strip():  # it would be recorded, but nothing would draw it
+        raise KinemaError("the prompt differs from the first segment's; a prompt sequence draws only its segments' "
+                          "prompts: give the first segment's prompt as the prompt, or leave it empty", param="prompt")
     for name, text in [("prompt", prompt), ("negative_prompt", req.negative_prompt or ""),
                        *(("segments", text) for _, text in req.segments or [])]:
         check_text(name, text)
@@ -405,6 +408,8 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     fps = cfg.fps if req.fps is None else req.fps
     if not 1 <= fps <= MAX_FPS:
         raise KinemaError(f"fps must be between 1 and {MAX_FPS}, got {fps}", param="fps")
+    if req.frames is not None and req.seconds is not None:
+        raise KinemaError("give the length as seconds or as frames, not both", param="frames")
     frames = req.frames if req.frames is not None else _default_frames(req, fps)
     if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
         raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
@@ -462,7 +467,7 @@ def check_signable(path: Path, signer: provenance.C2paSigner | None) -> None:
                           "or leave out --c2pa-cert/--c2pa-key")
 
 
-DEFAULT_SECONDS = 2.0  # a request's length when it gives neither seconds nor frames (the CLI's and Python's)
+DEFAULT_SECONDS = 4.0  # a request's length when it gives neither seconds nor frames: Sora's, on every surface
 
 
 def frames_for(seconds: float | None, fps: int) -> int:

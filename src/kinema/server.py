@@ -44,6 +44,7 @@ from kinema import pipeline as pl
 from kinema import request_checks as rc
 from kinema.api_request import (
     EXTRA_FIELDS,
+    FIELDS,
     MAX_PROMPT_CHARS,
     ApiError,
     Draft,
@@ -301,21 +302,20 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
                             content_disposition_type="inline")
 
     @router.post("/videos/{video_id}/remix", description="Remix a completed video with a new prompt: an edit "
-                 "of it that keeps its size, length and seed. Extra fields: strength, seed, steps, guidance, "
-                 "negative_prompt.")
+                 f"of it that keeps its size, length and seed. Fields: {', '.join(sorted(FIELDS['remix']))}.")
     async def remix_video(video_id: str, request: Request):
         fields = await read_fields(request, "remix")
         source = await run_in_threadpool(service.job, video_id)
         return await submit(request, draft_remix(fields, source))
 
     @router.post("/videos/edits", description="Edit a video (file upload, or {\"id\"} / video[id] of a completed "
-                 "video) to follow a prompt. Extra fields: strength, seed, steps, guidance, negative_prompt.")
+                 f"video) to follow a prompt. Fields: {', '.join(sorted(FIELDS['edit']))}.")
     async def edit_video(request: Request):
         fields = await read_fields(request, "edit")
         return await submit(request, draft_edit(fields))
 
     @router.post("/videos/extensions", description="Extend a video by `seconds`; `seconds` in the answer is the "
-                 "stitched total. Extra fields: direction, connect_to, seed, steps, guidance, negative_prompt.")
+                 f"stitched total. Fields: {', '.join(sorted(FIELDS['extend']))}.")
     async def extend_video(request: Request):
         fields = await read_fields(request, "extend")
         return await submit(request, draft_extend(fields))

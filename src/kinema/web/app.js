@@ -96,7 +96,8 @@ for (const field of form.querySelectorAll("[data-max-chars]")) { // a storyboard
 const FIELD_OF = {
   prompt: "prompt", negative_prompt: "negative-prompt", seed: "seed", steps: "steps", guidance: "guidance",
   fps: "fps", sampler: "sampler", cache: "cache", noise_correlation: "noise-correlation", noise_drift: "noise-drift",
-  window_camera: "window-camera", size: "size", seconds: "seconds", input_reference: "image", strength: "strength",
+  window_camera: "window-camera", expand: "expand", size: "size", seconds: "seconds", input_reference: "image",
+  strength: "strength",
   segments: "storyboard",
 };
 const fieldError = (id, message) => Object.assign(new Error(message), { field: id });
@@ -139,8 +140,26 @@ function isShown(field) {
 
 function chosen(id, what) {
   const value = $(id).value;
-  if (!value) throw fieldError(id, `choose a finished video ${what}`);
+  if (!value) throw fieldError(id, `choose a finished video ${what}, or a clip from this computer`);
   return value;
+}
+
+// The chosen file of a file field, refused before it is uploaded when it is over the server's limit.
+function chosenFile(id, what) {
+  const file = $(id).files[0];
+  const limit = Number($(id).dataset.maxBytes);
+  if (file && file.size > limit) {
+    throw fieldError(id, `${what} is ${(file.size / 2 ** 20).toFixed(0)} MiB; the limit is ${limit / 2 ** 20} MiB, `
+      + "so choose a smaller file");
+  }
+  return file || null;
+}
+
+// A video the API takes as an upload or as a finished video's id (field[id]): a chosen file wins.
+function appendVideo(data, name, fileId, selectId, what) {
+  const file = chosenFile(fileId, "the clip");
+  if (file) data.append(name, file);
+  else data.append(`${name}[id]`, chosen(selectId, what));
 }
 
 // "0: a red ball\n2: a blue ball" -> [{start: 0, prompt: "a red ball"}, {start: 2, prompt: "a blue ball"}]
@@ -173,37 +192,39 @@ function storyboard() {
 function requestFor(mode) {
   const data = new FormData();
   const segments = mode === "storyboard" ? storyboard() : null;
+  const editFile = mode === "remix" ? chosenFile("remix-file", "the clip to edit") : null;
+  const remix = mode === "remix" && !editFile; // a remix of a finished video keeps its settings unless changed
   data.append("prompt", segments ? segments[0].prompt : $("prompt").value);
   for (const [id, name] of [["seed", "seed"], ["steps", "steps"], ["guidance", "guidance"],
                             ["sampler", "sampler"], ["cache", "cache"], ["noise-correlation", "noise_correlation"],
-                            ["noise-drift", "noise_drift"], ["window-camera", "window_camera"],
+                            ["noise-drift", "noise_drift"], ["window-camera", "window_camera"], ["expand", "expand"],
                             ["negative-prompt", "negative_prompt"]]) {
     const field = $(id);
-    const untouched = field.value === field.defaultValue; // a remix keeps its source's settings unless changed
-    if (field.value.trim() !== "" && !(mode === "remix" && untouched)) data.append(name, field.value.trim());
+    const untouched = field.value === field.defaultValue;
+    if (field.value.trim() !== "" && !(remix && untouched)) data.append(name, field.value.trim());
   }
-  if (mode === "remix") {
-    if ($("strength").value.trim() !== "") data.append("strength", $("strength").value.trim());
-    return [`/videos/${chosen("remix-source", "to remix")}/remix`, data];
+  if (mode === "remix" && $("strength").value.trim() !== "") data.append("strength", $("strength").value.trim());
+  if (remix) return [`/videos/${chosen("remix-source", "to remix")}/remix`, data];
+  if ($("size").value.trim()) data.append("size", $("size").value.trim());
+  if ($("fps").value.trim() !== "") data.append("fps", $("fps").value.trim());
+  if (editFile) { // an edit keeps the clip's length
+    data.append("video", editFile);
+    return ["/videos/edits", data];
   }
   data.append("seconds", $("seconds").value);
-  if (mode === "extend" || mode === "blend") {
-    data.append("video[id]", chosen(mode === "extend" ? "extend-source" : "blend-from", mode === "extend"
-      ? "to extend" : "to start from"));
-    if (mode === "extend" && $("extend-backward").checked) data.append("direction", "backward");
-    if (mode === "blend") data.append("connect_to", chosen("blend-to", "to end on"));
+  if (mode === "extend") {
+    appendVideo(data, "video", "extend-file", "extend-source", "to extend");
+    if ($("extend-backward").checked) data.append("direction", "backward");
     return ["/videos/extensions", data];
   }
-  if ($("size").value) data.append("size", $("size").value);
-  if ($("fps").value.trim() !== "") data.append("fps", $("fps").value.trim());
+  if (mode === "blend") {
+    appendVideo(data, "video", "blend-from-file", "blend-from", "to start from");
+    appendVideo(data, "connect_to", "blend-to-file", "blend-to", "to end on");
+    return ["/videos/extensions", data];
+  }
   if (mode === "image") {
-    const file = $("image").files[0];
+    const file = chosenFile("image", "the start image");
     if (!file) throw fieldError("image", "choose a start image");
-    const limit = Number($("image").dataset.maxBytes);
-    if (file.size > limit) { // refused before it is uploaded
-      throw fieldError("image", `the start image is ${(file.size / 2 ** 20).toFixed(0)} MiB; the limit is `
-        + `${limit / 2 ** 20} MiB, so choose a smaller file`);
-    }
     data.append("input_reference", file);
   }
   if (mode === "loop") data.append("loop", "true");
