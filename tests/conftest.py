@@ -16,3 +16,12 @@ def debug_pipe():
     from kinema.pipeline import Pipeline
 
     return Pipeline.load("debug")
+
+
+@pytest.fixture(scope="session")
+def fp32_debug_pipe():
+    """The `debug` model without bf16 autocast (faster at tiny sizes), loaded once for the whole session."""
+    from kinema.checkpoint import load_model
+    from kinema.pipeline import Pipeline
+
+    return Pipeline(load_model("debug"), bf16=False)

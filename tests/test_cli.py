@@ -30,7 +30,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
                            "--steps", "1", "-o", str(out), "--filmstrip", str(strip), "--quiet"], capsys)
     assert code == 0 and out.stat().st_size > 0 and strip.stat().st_size > 0
-    assert stdout.strip().endswith("i.png (64x64, an image)") and "note:" not in stdout
+    assert re.search(r"i\.png \(64x64, an image, seed \d+\)$", stdout.strip()) and "note:" not in stdout
     code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
                            "--steps", "1", "-o", str(tmp_path / "i.mp4"), "--quiet"], capsys)
     assert code == 0 and "note: one frame makes a one-frame video; for an image file write i.png" in stdout
@@ -160,14 +160,13 @@ def test_help_explains_itself():
 # -- modes ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def fast_cli(debug_pipe, monkeypatch):
-    """`kinema generate` on the session's debug pipeline (fp32: faster at these tiny sizes)."""
+def fast_cli(fp32_debug_pipe, monkeypatch):
+    """`kinema generate` on the session's fp32 debug pipeline (faster at these tiny sizes)."""
     from kinema.pipeline import Pipeline
 
-    monkeypatch.setattr(Pipeline, "load", classmethod(lambda cls, spec=None, **kw: debug_pipe))
-    monkeypatch.setattr(debug_pipe, "bf16", False)
-    monkeypatch.setattr(debug_pipe, "rewriter", debug_pipe.rewriter)
-    return debug_pipe
+    monkeypatch.setattr(Pipeline, "load", classmethod(lambda cls, spec=None, **kw: fp32_debug_pipe))
+    monkeypatch.setattr(fp32_debug_pipe, "rewriter", fp32_debug_pipe.rewriter)
+    return fp32_debug_pipe
 
 
 @pytest.fixture
@@ -200,12 +199,13 @@ def test_verify_finds_the_watermark_of_a_generated_video(tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "v.mp4"  # the bundled model's video: the debug model's noise hides a mark this small
-    assert run(["generate", "a red circle", "--seconds", "1", "-o", str(out), "--quiet"], capsys)[0] == 0
+    code, stdout, _ = run(["generate", "a red circle", "--seconds", "1", "-o", str(out), "--quiet"], capsys)
+    seed = re.search(r"seed (\d+)\)$", stdout.strip())[1]  # none given: a random one, printed
     code, stdout, _ = run(["verify", str(out)], capsys)
     lines = stdout.splitlines()
     assert code == 0 and re.fullmatch(r"watermark: found \(p (= .*e-\d\d+|< 1e-300), payload [0-9a-f]{16}; "
                                       r"6[0-4]/64 payload bits match the file's tag\)", lines[0])
-    assert lines[1] == "tags: ai_generated=true, model=kinema-small-fast, seed=0; prompt 'a red circle'"
+    assert lines[1] == f"tags: ai_generated=true, model=kinema-small-fast, seed={seed}; prompt 'a red circle'"
     photo = tmp_path / "photo.png"
     Image.fromarray(skimage.data.chelsea()).save(photo)
     code, stdout, _ = run(["verify", str(photo)], capsys)
@@ -220,7 +220,7 @@ def test_generate_signs_with_c2pa_credentials(tmp_path, capsys, monkeypatch):
 
     cert, key = make_test_certificate(tmp_path)
     base = ["generate", "a red circle", "--model", "debug", "--size", "64x64", "--seconds", "1", "--steps", "1",
-            "--quiet"]
+            "--seed", "0", "--quiet"]
     out = tmp_path / "v.mp4"
     assert run([*base, "-o", str(out), "--c2pa-cert", str(cert), "--c2pa-key", str(key)], capsys)[0] == 0
     stdout = run(["verify", str(out)], capsys)[1]  # (the debug model's noise hides the watermark at this size)
@@ -282,29 +282,30 @@ def test_image_to_video_and_aspect_from_the_command_line(fast_cli, tmp_path, cap
     out = tmp_path / "cat.mp4"
     code, stdout, _ = run(["generate", "a cat", "--image", str(photo), "--size", "32x32", "--seconds", "1",
                            "--steps", "1", "-o", str(out), "--quiet"], capsys)
-    assert code == 0 and "note: image: resized 451x300 to 48x32 and center-cropped to 32x32" in stdout
+    assert code == 0 and "note: cat.jpg: resized 451x300 to 48x32 and center-cropped to 32x32" in stdout
     assert read_video(out)[0].shape == (8, 32, 32, 3)
     # Panned, the video opens on the photo and pans across a scene drawn around it; it keeps the photo's aspect.
     code, stdout, _ = run(["generate", "a cat, the camera pans left", "--image", str(photo), "--seconds", "1",
                            "--steps", "1", "--window-camera", "-o", str(out), "--quiet"], capsys)
-    assert code == 0 and "note: image: resized 451x300 to 96x64" in stdout and "scene" not in stdout
+    assert code == 0 and "note: cat.jpg: resized 451x300 to 96x64" in stdout and "scene" not in stdout
     assert read_video(out)[0].shape == (8, 64, 96, 3)
     # A photo given as the video to extend has no frame rate of its own: the output keeps the model's 8 fps.
     code, stdout, _ = run(["generate", "a cat", "--extend", str(photo), "--size", "32x32", "--seconds", "1",
                            "--steps", "1", "-o", str(out), "--quiet"], capsys)
-    assert code == 0 and stdout.strip().endswith("(32x32, 9 frames at 8 fps)")
+    assert code == 0 and re.search(r"\(32x32, 9 frames at 8 fps, seed \d+\)$", stdout.strip())
     still = tmp_path / "wide.png"  # a .png with no duration is an image
     code, stdout, _ = run(["generate", "a green square", "--aspect", "16:9", "--steps", "1", "-o", str(still),
                            "--quiet"], capsys)
     assert code == 0 and read_video(still)[0].shape == (1, 64, 112, 3)
 
 
-def test_prompt_api_flags_configure_the_rewriter(fast_cli, tmp_path, capsys, monkeypatch, caplog):
+def test_prompt_api_flags_configure_the_rewriter(fast_cli, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KINEMA_PROMPT_API_KEY", "k")
-    code, _, _ = run(["generate", "a red ball", "--expand", "--prompt-api", "http://127.0.0.1:9/v1",
-                        "--prompt-model", "m", "--size", "32x32", "--seconds", "0", "--steps", "1",
-                        "-o", str(tmp_path / "x.png"), "--quiet"], capsys)
-    assert code == 0 and "using the built-in rewriter" in caplog.text  # nothing listens there: just a warning
+    code, stdout, _ = run(["generate", "a red ball", "--expand", "--prompt-api", "http://127.0.0.1:9/v1",
+                           "--prompt-model", "m", "--size", "32x32", "--seconds", "0", "--steps", "1",
+                           "-o", str(tmp_path / "x.png"), "--quiet"], capsys)
+    # nothing listens there: a note, and the built-in rewriter
+    assert code == 0 and "note: prompt expansion at http://127.0.0.1:9/v1 failed (ConnectError" in stdout
     assert (fast_cli.rewriter.api_base, fast_cli.rewriter.api_key, fast_cli.rewriter.model) == (
         "http://127.0.0.1:9/v1", "k", "m")
 

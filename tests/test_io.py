@@ -213,8 +213,10 @@ def test_read_errors(tmp_path):
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
     with pytest.raises(KinemaError, match="corrupt"):
         io.read_video(corrupt)
-    with pytest.raises(KinemaError, match="corrupt"):
+    with pytest.raises(KinemaError, match="corrupt") as caught:
         io.video_metadata(corrupt)
+    assert str(caught.value) == (f"cannot read {corrupt}: corrupt or not a video (Invalid data found when "
+                                 "processing input); re-export it as .mp4")  # no errno, no second path
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(KinemaError, match="corrupt"):
         io.read_image(tmp_path / "bad.png")

@@ -83,11 +83,33 @@ def moving_pipe():
     return pipe
 
 
+def test_a_loaded_pipeline_keeps_its_matmul_weights_in_bf16_and_samples_the_same(monkeypatch):
+    from kinema import pipeline
+    from kinema.checkpoint import load_model
+
+    def perturbed(spec):  # the debug model's velocities are ~0: weights that move the latents
+        model = load_model("debug")
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for param in [*model.dit.parameters(), *model.vae.parameters()]:
+                param.add_(torch.randn_like(param) * 0.05)
+        return model
+
+    monkeypatch.setattr(pipeline, "load_model", perturbed)
+    loaded, autocast_only = Pipeline.load("debug"), Pipeline(perturbed("debug"))
+    assert loaded.model.dit.blocks[0].ffn[0].weight.dtype == torch.bfloat16
+    assert loaded.model.dit.time_embedding[0].weight.dtype == torch.float32  # it runs outside autocast
+    request = Request("a red circle moves left", width=32, height=32, frames=9, steps=3, seed=3)
+    a, b = loaded.generate(request), autocast_only.generate(request)
+    assert a.latents.abs().mean() > 0.1 and torch.equal(a.latents, b.latents)
+    assert np.array_equal(loaded.decode(a), autocast_only.decode(b))
+
+
 def test_step_cache_skips_model_calls_and_stays_close(moving_pipe):
     calls = []
     hook = moving_pipe.model.dit.register_forward_hook(lambda *args: calls.append(1))
     try:
-        request = Request("a blue star", width=32, height=32, frames=5, steps=12)
+        request = Request("a blue star", width=32, height=32, frames=5, steps=12, seed=0)
         exact = moving_pipe.generate(request).latents
         full_calls = len(calls)
         cached = moving_pipe.generate(replace(request, cache=0.3)).latents
@@ -110,6 +132,9 @@ def test_decode_stream_joins_given_frames_and_skips_context(debug_pipe):
 def test_python_callers_get_what_the_cli_gets(debug_pipe):
     assert debug_pipe.resolve(Request("x", fps=8)).frames == 32  # 4 s, as the CLI and the API; 0 is an image
     assert debug_pipe.resolve(Request("x", fps=8, seconds=0)).frames == 1
+    assert debug_pipe.resolve(Request("x", window=3)).context == 1  # the most a window of 3 leaves room for
+    resolved = debug_pipe.resolve(Request("x", seconds=1))
+    assert debug_pipe.resolve(resolved) == resolved and resolved.seed is not None  # its drawn seed is kept
     assert debug_pipe.resolve(Request("", fps=8, mode="sequence", segments=[(0, "a"), (2, "b")])).frames == 48
     assert debug_pipe.resolve(Request("x", seed=np.int64(3), width=np.int32(64), height=64)).seed == 3
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
@@ -136,12 +161,14 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"height": 251}, "height 251 is odd"),
     ({"width": 8}, "too small"),
     ({"width": 2048, "height": 2048}, "larger than 1920x1080"),
-    ({"width": 1920, "height": 1090}, "larger than 1920x1080"),  # generated at 1920x1104
+    ({"width": 1920, "height": 1090}, "larger than 1920x1080: it is generated at 1920x1104"),
+    ({"width": 3840, "height": 540}, "size 3840x540 is 7.1:1; Kinema makes shapes from 1:4 to 4:1, e.g. 2160x540"),
     ({"seconds": -1}, "duration must be a positive number of seconds, got -1"),
     ({"seconds": float("nan")}, "duration must be a positive number of seconds, got nan"),
     ({"width": 0, "height": 64}, "width 0 is too small"),
     ({"window": 0}, "window 0 / context 2 cannot work"),
     ({"window": 33}, "use a window of 3 to 32 latent frames"),
+    ({"window": 4, "context": 3}, "window 4 / context 3 cannot work"),
     ({"seconds": 1, "frames": 9}, "give the length as seconds or as frames, not both"),
     ({"prompt": "a ball", "segments": [(0, "a red ball"), (1, "a blue ball")]}, "differs from the first segment's"),
     ({"seconds": 61, "fps": 8}, "duration must be at most 60 s, got 61"),
@@ -162,6 +189,8 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"mode": "connect", "video": np.zeros((8 * 30, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,
       "video_b": np.zeros((8 * 30, 16, 16, 3), np.uint8)}, "the joined video would run 61.0 s"),
     ({"mode": "extend", "video": np.zeros((9, 16, 16, 3), np.uint8), "seconds": 0}, "seconds 0 would add a single"),
+    ({"mode": "extend", "video": np.zeros((8 * 60, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1},
+     "the input alone fills them; trim it first"),
     ({"seconds": 1e308}, "duration must be at most 60 s"),
     ({"prompt": "a red \udcff ball"}, "the prompt holds bytes that are not UTF-8 text"),
     ({"seed": 1.5}, "seed must be a whole number, got 1.5"),
@@ -273,14 +302,13 @@ def test_every_mode_makes_a_size_off_the_grid(debug_pipe, mode):
         assert np.array_equal(out[-9:], inputs["video" if mode == "extend_backward" else "video_b"])
 
 
-def test_save_picks_filmstrip_frames_while_writing(debug_pipe, tmp_path, monkeypatch):
+def test_save_picks_filmstrip_frames_while_writing(fp32_debug_pipe, tmp_path):
     from PIL import Image
 
     from kinema.io import read_video
 
-    monkeypatch.setattr(debug_pipe, "bf16", False)  # faster at this tiny size
     video = Video(torch.randn(1, 8, 10, 2, 2), 37, 8, 16, 16)
-    debug_pipe.save(video, tmp_path / "v.mp4", filmstrip=tmp_path / "strip.png")
+    fp32_debug_pipe.save(video, tmp_path / "v.mp4", filmstrip=tmp_path / "strip.png")
     assert len(read_video(tmp_path / "v.mp4")[0]) == 37
     assert Image.open(tmp_path / "strip.png").size == (8 * 18 - 2, 2 * 18 - 2)  # 16 frames, 8 per row
 

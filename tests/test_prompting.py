@@ -135,6 +135,9 @@ def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, cap
         assert rewriter.expand("a red ball") == expand_builtin("a red ball")
     assert "using the built-in rewriter" in caplog.text
     assert mode != "unsafe" or "refused by the content policy (graphic violence)" in caplog.text
+    notes: list[str] = []  # a video's notes: what its maker sees, on the CLI and in the API's answer
+    assert rewriter.expand("a red ball", notes=notes) == expand_builtin("a red ball")
+    assert len(notes) == 1 and notes[0].startswith(f"prompt expansion at {endpoint} failed (")
     assert FakeChat.seen[0][1] is None  # no key, no Authorization header
 
 

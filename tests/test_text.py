@@ -30,6 +30,26 @@ def test_minilm_shapes_mask_and_zero_padding(minilm):
     assert not tokens.requires_grad
 
 
+def test_minilm_matches_transformers_bert_state_for_state(minilm):
+    """kinema.models.minilm loads without transformers; it must give what transformers' BertModel gives."""
+    folder = minilm_folder()
+    reference = transformers.AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    prompts = ["a small red circle moves to the right over a dark blue gradient", "", "Ünïcödé 🎬 and CAPS!",
+               "a prompt long enough that it runs past the sixteen tokens this encoder reads, so it is cut"]
+    batch = tokenizer(prompts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    ours = minilm.tokenizer(prompts, padding="max_length", truncation=True, max_length=16, return_tensors="pt")
+    assert all(torch.equal(ours[key], batch[key]) for key in ("input_ids", "attention_mask"))
+    assert [minilm.tokenizer(p)["input_ids"] for p in prompts] == [tokenizer(p)["input_ids"] for p in prompts]
+    with torch.no_grad():
+        expected = reference(**batch, output_hidden_states=True)
+        got = minilm.model(batch["input_ids"], batch["attention_mask"], output_hidden_states=True)
+    keep = batch["attention_mask"].bool()  # states at padding never leave the encoder (they are zeroed)
+    for mine, theirs in zip(got.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(mine[keep], theirs[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.last_hidden_state[keep], expected.last_hidden_state[keep], rtol=1e-5, atol=1e-5)
+
+
 def test_minilm_is_deterministic_and_prompt_dependent(minilm):
     first, _ = minilm(["a blue cube slides left"])
     minilm._cache.clear()

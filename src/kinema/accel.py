@@ -105,6 +105,17 @@ def maybe_compile(fn: Callable, **options) -> Callable:
     return call
 
 
+def store_bf16(module: torch.nn.Module, keep: tuple[torch.nn.Module, ...] = ()) -> None:
+    """Store the weights of `module`'s linear and convolution layers (but those inside `keep`) in bfloat16, in place:
+    for a model that only ever runs them under bf16 autocast, which would cast them to the same values each call."""
+    kept = {id(param) for part in keep for param in part.parameters()}
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Conv3d):
+            for param in layer.parameters(recurse=False):
+                if id(param) not in kept and param.dtype == torch.float32:
+                    param.data = param.data.to(torch.bfloat16)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """The device a user named (None or "auto": the GPU when torch sees one), checked."""
     if device is None or device in ("", "auto"):

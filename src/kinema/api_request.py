@@ -41,7 +41,8 @@ ALLOWED = {
 }
 EXTRA_FIELDS = {
     "negative_prompt": "what the video should not show (the unconditional side of guidance)",
-    "seed": "integer; the same seed, prompt and settings give the same video",
+    "seed": "integer; the same seed, prompt and settings give the same video (default: a random one, kept with "
+            "the video: a remix reuses it)",
     "steps": f"sampling steps, 1–{rc.MAX_STEPS} (more is slower and finer; default: the model's)",
     "guidance": "classifier-free guidance scale (1 = off; default: the model's)",
     "sampler": "ODE solver: \"euler\" or \"heun\" (default: the model's)",
@@ -356,7 +357,7 @@ def reference_image(value: Any) -> UploadFile:
 
 
 def common_scalars(f: Fields) -> dict[str, Any]:
-    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, rc.MAX_SEED, 0),
+    return {"negative_prompt": f.text("negative_prompt", ""), "seed": f.number("seed", int, 0, rc.MAX_SEED),
             "steps": f.number("steps", int, 1, rc.MAX_STEPS),
             "guidance": f.number("guidance", float, 0, rc.MAX_GUIDANCE),
             "expand": f.flag("expand") if f.values.get("expand") is not None else None,

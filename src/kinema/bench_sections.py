@@ -287,7 +287,7 @@ def e2e_section(setup: Setup) -> dict:
 
     model, note = load(setup.model, setup.quick)
     pipe = Pipeline(model, device=setup.device)
-    req = Request(PROMPT, seconds=1 if setup.quick else 2, steps=2 if setup.quick else None)
+    req = Request(PROMPT, seconds=1 if setup.quick else 2, steps=2 if setup.quick else None, seed=0)
     resolved = pipe.resolve(req)
     variants = _e2e_variants(req, resolved)
     runs: dict[str, list[dict]] = {name: [] for name in variants}

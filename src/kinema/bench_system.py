@@ -127,7 +127,7 @@ def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int, de
 
     loaded, note = load(model, quick)
     pipe = Pipeline(loaded, device=device)
-    req = pipe.resolve(Request(PROMPT, seconds=seconds, steps=steps))
+    req = pipe.resolve(Request(PROMPT, seconds=seconds, steps=steps, seed=0))
     windows = modes.plan_windows(modes.latent_count(req.frames, pipe.cfg.vae.temporal_factor), 0, req.window,
                                  req.context)
     after_load = _peak_rss_mb()

@@ -81,7 +81,8 @@ def _add_generate(sub) -> None:
     p.add_argument("-o", "--output", "--out", default="kinema.mp4",  # --out as eval, bench and train spell it
                    help="output file (default kinema.mp4)")
     p.add_argument("--model", default=None, help="bundled name, preset or model folder (default: kinema-small-fast)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video")
+    p.add_argument("--seed", type=int, default=None, help="the same seed, prompt and settings give the same video "
+                   "(default: a new random one each run, printed at the end)")
     p.add_argument("--negative-prompt", default="", help="what the video should not show")
     p.add_argument("--filmstrip", default=None, help="also save a PNG contact sheet of the frames here")
     _add_c2pa_options(p, "the output")
@@ -93,7 +94,8 @@ def _add_generate(sub) -> None:
 
 def _add_size_options(parser) -> None:
     shape = parser.add_argument_group("size and duration")
-    shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, even (e.g. 224x128 or 1920x1080)")
+    shape.add_argument("--size", default=None, help="WIDTHxHEIGHT, even, 1:4 to 4:1, at most 1920x1080's pixels "
+                       "(e.g. 224x128, 1080x1920)")
     shape.add_argument("--aspect", default=None,
                        help="aspect ratio at the model's size: 16:9, 9:16, 1:1, 4:3, 3:4, 21:9 or any W:H")
     shape.add_argument("--seconds", type=float, default=None,
@@ -116,7 +118,8 @@ def _add_mode_options(parser) -> None:
                        help="with --edit: the share of the sampling schedule run again; 0 keeps the input, "
                             "1 ignores it (default 0.7)")
     modes.add_argument("--segments", default=None, metavar="'T:PROMPT;T:PROMPT'",
-                       help="prompts over time, e.g. \"0:a red circle moves right;2:a red circle moves up\"")
+                       help="prompts over time from 0 s, e.g. \"0:a red circle moves right;2:a red circle moves up\" "
+                            "(without --seconds: 4 s past the last start)")
     modes.add_argument("--prompt-at", action="append", default=[], metavar="T=PROMPT",
                        help="a prompt from second T on (repeatable); the positional prompt starts at 0")
 
@@ -352,8 +355,6 @@ def _add_train(sub) -> None:
 
 
 def cmd_generate(args) -> None:
-    from transformers.utils import logging as hf_logging
-
     from kinema.checkpoint import load_config
     from kinema.pipeline import Pipeline, check_signable, is_bundled, resolve_request, with_stand_ins
     from kinema.prompting import Rewriter
@@ -367,9 +368,10 @@ def cmd_generate(args) -> None:
     check_signable(out, signer)
     cfg, source = load_config(args.model)  # the request is checked against it before the model spends seconds loading
     check_output_fits(out, resolve_request(with_stand_ins(req, probes, cfg.fps)[0], cfg, is_bundled(source)))
-    hf_logging.disable_progress_bar()  # our bar is the one to watch; the text encoder's loading bar is noise
     pipe = Pipeline.load(args.model, signer=signer)
-    if args.prompt_api or args.prompt_model:
+    if (args.prompt_api or args.prompt_model) and req.expand is False:
+        print("note: --prompt-api and --prompt-model have no effect with --no-expand")
+    elif args.prompt_api or args.prompt_model:
         env = Rewriter.from_env()
         pipe.rewriter = Rewriter(args.prompt_api or env.api_base, env.api_key, args.prompt_model or env.model)
     req, fitted = pipe.read_inputs(req, files, probes)
@@ -377,12 +379,12 @@ def cmd_generate(args) -> None:
         video = pipe.generate(req, progress=report)
         pipe.save(video, out, filmstrip=args.filmstrip, progress=report)
         report(1.0, "done")
-    for note in [*(f"{name}: {what}" for name, what in fitted.items()), *video.notes]:
+    for note in [*(f"{files[name].name}: {what}" for name, what in fitted.items()), *video.notes]:
         print(f"note: {note}")
     if video.frames == 1 and out.suffix.lower() in (".mp4", ".webm"):
         print(f"note: one frame makes a one-frame video; for an image file write {out.with_suffix('.png').name}")
     shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
-    print(f"wrote {out} ({video.width}x{video.height}, {shape})")
+    print(f"wrote {out} ({video.width}x{video.height}, {shape}, seed {video.meta['seed']})")
 
 
 def parse_override(item: str) -> tuple[str, object]:

@@ -97,6 +97,9 @@ def prompt_at(prompt: str, items: list[str]) -> list[tuple[float, str]]:
     for item in items:
         start, sep, text = item.partition("=")
         segments.append(_segment(start, text, sep, item, "--prompt-at \"2=a blue ball\""))
+        if segments[-1][0] == 0 and prompt.strip():
+            raise KinemaError(f"--prompt-at {item.strip()!r}: the prompt before it already starts at 0 s; give a later "
+                              "time, or make it the prompt")
     return sorted(segments, key=lambda s: s[0])
 
 

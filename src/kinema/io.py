@@ -265,6 +265,12 @@ def _check_length(path: Path, frames: int, fps: float, max_seconds: float | None
                           f"(e.g. ffmpeg -i {path.name} -t {max_seconds:g} short{path.suffix})")
 
 
+def _unreadable(path: Path, err: Exception) -> KinemaError:
+    """A decoder's error in one line: FFmpeg's reason, without its error number and the path it repeats."""
+    reason = getattr(err, "strerror", None) or str(err)
+    return KinemaError(f"cannot read {path}: corrupt or not a video ({reason}); re-export it as .mp4")
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image (or the first frame of a video) as uint8 (H, W, 3) RGB; alpha is composited on white."""
     path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
@@ -375,7 +381,7 @@ def _read_av(path: Path, max_frames: int | None, max_seconds: float | None,
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.FFmpegError, OSError) as err:
-        raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
+        raise _unreadable(path, err) from None
     if not count:
         raise KinemaError(f"{path} contains no frames; re-export it")
     if len({frame.shape for frame in frames}) > 1:
@@ -401,7 +407,7 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> np.ndarray:
                 raise KinemaError(f"{path} has no video stream; give a video file")
             picked = _pick_frames(container, container.streams.video[0], np.unique(wanted))
     except (av.FFmpegError, OSError) as err:
-        raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
+        raise _unreadable(path, err) from None
     if not picked:
         raise KinemaError(f"{path} contains no frames; re-export it")
     return np.stack([picked[i] for i in wanted])
@@ -490,7 +496,7 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
             }
         turned = suffix != ".gif" and _turned_on_its_side(path)
     except (av.FFmpegError, OSError) as err:
-        raise KinemaError(f"cannot read {path}: corrupt or not a video ({err}); re-export it as .mp4") from None
+        raise _unreadable(path, err) from None
     if suffix == ".gif":  # Kinema's rate and tags are in the GIF's comment
         info["tags"] |= {key: str(value) for key, value in _gif_tags(info["tags"].get("comment", "")).items()}
         with _open_image(path) as image:  # the frames read_video gives, not those the GIF stores

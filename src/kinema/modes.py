@@ -117,6 +117,9 @@ def segment_spans(segments: list[tuple[float, str]] | None, frames: int, fps: in
     if not all(0 <= start < math.inf for start, _ in segments) or any(not str(text).strip() for _, text in segments):
         raise KinemaError("segments are (start >= 0 s, prompt) pairs, e.g. \"0:a red ball;2:a blue ball\"",
                           param="segments")
+    if segments[0][0] > 0:  # a video has to show something from its first frame
+        raise KinemaError(f"the first segment starts at {segments[0][0]:g} s; a sequence starts with its first prompt: "
+                          "start that one at 0", param="segments")
     starts = [0]
     for (before, _), (start, _) in itertools.pairwise(segments):
         if start <= before:
@@ -231,7 +234,8 @@ class Generation:
     def text(self, prompt: str) -> Text:
         if prompt not in self._texts:
             still = self.still_camera  # the frame pans from a given frame: the DiT is not told to pan
-            self.captions[prompt] = self.pipe.rewriter.expand(prompt, still) if self.req.expand else prompt
+            expand = self.pipe.rewriter.expand
+            self.captions[prompt] = expand(prompt, still, self.notes) if self.req.expand else prompt
             if self.pipe.expands_by_default and parse_prompt(self.captions[prompt]) is None:
                 self.notes.append(f"prompt {prompt!r} names nothing the bundled models know; they draw only the "
                                   "world's shapes, colours, motions and backgrounds (e.g. \"a red circle moves left "
@@ -436,6 +440,8 @@ def image_to_video(gen: Generation) -> Video:
     first = gen.pipe.encode(gen.fit("image"))  # (1, C, 1, h, w)
     windows = gen.plan(latent_count(req.frames, gen.tf) - 1, have=1)
     if not windows:  # a single frame: the image after a VAE round trip
+        gen.notes.append("a one-frame video from an image is the image itself, so the prompt had no effect; give a "
+                         "duration to animate it")
         return gen.video(first)
     text = gen.text(req.prompt)
     first = gen.outpaint(text, first, slice(None))  # a pan's scene drawn around the image
@@ -506,6 +512,9 @@ def edit(gen: Generation) -> Video:
     if req.frames > len(video):
         raise KinemaError(f"cannot edit {req.frames} frames of a {len(video)}-frame video; leave out the duration "
                           "to edit all of it", param="seconds")
+    if req.frames < len(video):  # a duration was given: the rest of the input is not in the output
+        gen.notes.append(f"edited the first {req.frames / req.fps:g} s of the {len(video) / req.fps:g} s video; leave "
+                         "out the duration to edit all of it")
     n = latent_count(req.frames, gen.tf)
     clip = video[: req.frames]
     pad = decoded_count(n, gen.tf) - len(clip)  # the VAE takes 1 + 4k frames: repeat the last one

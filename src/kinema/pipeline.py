@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from kinema.request_checks import (
 Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 
 ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
+MAX_ASPECT = 4.0  # long side over short side, for sizes and aspects alike
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Request:
     steps: int | None = None
     guidance: float | None = None
     sampler: str | None = None
-    seed: int = 0
+    seed: int | None = None  # None: a new random seed, recorded in the video's metadata (video.meta["seed"])
     expand: bool | None = None  # rewrite the prompt into the training captions' style (None: on for bundled)
     # Sora modes: what the user gives, as uint8 pixels (H, W, 3) or (T, H, W, 3)
     mode: str = "t2v"  # t2v | i2v | extend | extend_backward | loop | connect | edit | sequence
@@ -141,7 +143,7 @@ class Pipeline:
         self.model.vae.to(self.device)
         self.model.dit.to(self.device)
         self.model.text.to(self.device)
-        self.bf16 = (self.device.type == "cpu") if bf16 is None else bf16
+        self._bf16 = (self.device.type == "cpu") if bf16 is None else bf16
         self.rewriter = rewriter or Rewriter.from_env()
         safety.check_setting()
 
@@ -149,7 +151,20 @@ class Pipeline:
     def load(cls, spec: str | Path | None = None, **kwargs) -> Pipeline:
         """A bundled model's name (None: kinema-small-fast), a preset (debug: tiny random weights) or a model folder
         (Kinema's, or diffusers' Wan2.1 layout); `kwargs` go to Pipeline (device, bf16, rewriter, signer)."""
-        return cls(load_model(spec), **kwargs)
+        pipe = cls(load_model(spec), **kwargs)
+        if pipe.bf16 and pipe.device.type == "cpu":
+            # Autocast casts float32 weights to bf16 at every call (it caches casts only of weights that train): a
+            # loaded model never trains, so its matmul weights are stored in bf16 once, the very values autocast makes
+            # (10-17% of a CPU generation). The time embedding runs outside autocast, in float32, and keeps its own.
+            dit = pipe.model.dit
+            accel.store_bf16(dit, keep=(dit.time_embedding, dit.time_projection))
+            accel.store_bf16(pipe.model.vae)
+        return pipe
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the models run under bf16 autocast (fixed: `load` may store their weights in bf16 for it)."""
+        return self._bf16
 
     @property
     def expands_by_default(self) -> bool:
@@ -186,6 +201,8 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size, fps=rate)[0]
             height, width = shapes[name][-3:-1]
             said = [io.fit_message(width, height, *size)] if (width, height) != size else []
+            if name == "image" and path.suffix.lower() not in io.IMAGE_SUFFIXES:
+                said.insert(0, "a video: its first frame is the start image")
             if name != "image" and len(pixels[name]) < 0.9 * shapes[name][0]:  # a cut-off download decodes in part
                 said.append(f"only {len(pixels[name])} of the {shapes[name][0]} frames its header lists could be "
                             "decoded; the file may be cut short")
@@ -408,7 +425,8 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     fps = cfg.fps if req.fps is None else req.fps
     if not 1 <= fps <= MAX_FPS:
         raise KinemaError(f"fps must be between 1 and {MAX_FPS}, got {fps}", param="fps")
-    if req.frames is not None and req.seconds is not None:
+    if req.frames is not None and req.seconds is not None and req.frames != frames_for(req.seconds, fps):
+        # (a resolved request holds both, agreeing: resolving it again changes nothing)
         raise KinemaError("give the length as seconds or as frames, not both", param="frames")
     frames = req.frames if req.frames is not None else _default_frames(req, fps)
     if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
@@ -422,15 +440,18 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     noise_drift = s.noise_drift if req.noise_drift is None else req.noise_drift
     window_camera = s.window_camera if req.window_camera is None else req.window_camera
     sampler = req.sampler or s.method
-    check_tuning(steps, guidance, req.seed, req.cache, noise_correlation, noise_drift, sampler)
-    req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames,
+    seed = secrets.randbelow(RANDOM_SEEDS) if req.seed is None else req.seed
+    check_tuning(steps, guidance, seed, req.cache, noise_correlation, noise_drift, sampler)
+    req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames, seed=seed,
                   steps=steps, guidance=guidance,
                   sampler=sampler, noise_correlation=noise_correlation, noise_drift=noise_drift,
                   window_camera=window_camera,
                   strength=modes.EDIT_STRENGTH if req.strength is None and req.mode == "edit" else req.strength,
                   expand=expands if req.expand is None else req.expand,
                   window=modes.WINDOW if req.window is None else req.window,
-                  context=modes.CONTEXT if req.context is None else req.context)
+                  # a small window given alone takes the most context it leaves room for
+                  context=min(modes.CONTEXT, max(1, (req.window or modes.WINDOW) - 2)) if req.context is None
+                  else req.context)
     modes.check(req, cfg.vae.temporal_factor)
     return req
 
@@ -445,7 +466,7 @@ def _size(req: Request, cfg: ModelConfig) -> tuple[int, int]:
     given = next((x for x in (req.image, req.video) if x is not None), None)
     if req.width is None and req.height is None and np.ndim(given) >= 3:  # (H, W, 3) or (T, H, W, 3)
         height, width = np.shape(given)[-3:-1]
-        return size_for(min(4.0, max(0.25, width / height)), short)
+        return size_for(min(MAX_ASPECT, max(1 / MAX_ASPECT, width / height)), short)
     return (cfg.width if req.width is None else req.width,
             cfg.height if req.height is None else req.height)
 
@@ -467,6 +488,7 @@ def check_signable(path: Path, signer: provenance.C2paSigner | None) -> None:
                           "or leave out --c2pa-cert/--c2pa-key")
 
 
+RANDOM_SEEDS = 2**32  # a seed left out is drawn from these: short enough to read back and type
 DEFAULT_SECONDS = 4.0  # a request's length when it gives neither seconds nor frames: Sora's, on every surface
 
 
@@ -513,7 +535,7 @@ def parse_aspect(text: str) -> float:
         ratio = w / h
     except (ValueError, ZeroDivisionError):
         ratio = -1.0
-    if not 0.25 <= ratio <= 4.0:
+    if not 1 / MAX_ASPECT <= ratio <= MAX_ASPECT:
         raise KinemaError(f"aspect {text!r} is not a ratio W:H between 1:4 and 4:1; use one of "
                           f"{', '.join(ASPECTS)}", param="aspect")
     return ratio
@@ -534,15 +556,21 @@ def size_for(ratio: float, short: int) -> tuple[int, int]:
 
 
 def check_size(width: int, height: int) -> None:
-    """Sizes are even (video codecs store colour at half resolution) and at least 16; the canvas they are
-    generated on (`canvas_size`) holds at most 1920x1088 pixels."""
+    """Sizes are even (video codecs store colour at half resolution), at least 16 and at most 4:1; the canvas
+    they are generated on (`canvas_size`) holds at most 1920x1088 pixels, as 1920x1080's does."""
     sides = (("width", width), ("height", height))
     for name, v in sides:
         if v < SIZE_MULTIPLE:
             raise KinemaError(f"{name} {v} is too small; use at least {SIZE_MULTIPLE}", param="size")
     canvas_w, canvas_h = canvas_size(width, height)
     if canvas_w * canvas_h > MAX_PIXELS:
-        raise KinemaError(f"size {width}x{height} is larger than 1920x1080; choose a smaller size", param="size")
+        raise KinemaError(f"size {width}x{height} is larger than 1920x1080: it is generated at {canvas_w}x{canvas_h} "
+                          f"(each side rounded up to a multiple of {SIZE_MULTIPLE}), over 1920x1088's pixels; choose a "
+                          "smaller size", param="size")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise KinemaError(f"size {width}x{height} is {max(width, height) / min(width, height):.2g}:1; Kinema makes "
+                          f"shapes from 1:{MAX_ASPECT:g} to {MAX_ASPECT:g}:1, e.g. {min(width, 4 * height)}x"
+                          f"{min(height, 4 * width)}", param="size")
     for name, v in sides:  # after the limit, so that the sizes suggested are within it
         if v % 2:
             raise KinemaError(f"{name} {v} is odd; video needs even sizes, e.g. {v - 1} or {v + 1}", param="size")

