@@ -1,5 +1,6 @@
 """The Videos API's routes at their edges, as OpenAI's reference and SDK define them: list limits, HEAD, 405's
-Allow, the SDK's character calls, chunked forms, a failed video's files, and a client that gives up."""
+Allow, the SDK's character calls, chunked forms, a failed video's files, a client that gives up, and lengths, sizes
+and rates read as the CLI reads them."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import base64
 import time
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
+from kinema.io import write_video
 from kinema.jobs import Job, JobStore, Models, new_id
 from test_server import API_KEY, TINY, ServerThread, png_bytes
 
@@ -125,3 +128,23 @@ def test_405_outside_the_api_keeps_a_useful_message(paused):
     answer = httpx.post(f"{paused.url}/web/app.js")
     assert answer.status_code == 405 and "this path takes " in answer.json()["error"]["message"]
     assert answer.headers.get("allow", "GET") != ""  # never an empty list of methods
+
+
+def test_lengths_sizes_and_rates_are_read_as_the_cli_reads_them(paused, tmp_path):
+    client, store = paused.client(), paused.app.state.service.store
+    plain = client.videos.create(prompt="a ball", size="64x64")  # no seconds: 4, as Sora's and the CLI's
+    story = client.videos.create(prompt="", size="64x64", extra_body={  # 4 s past the last start, as the CLI
+        "segments": [{"start": 0, "prompt": "a red ball"}, {"start": 5, "prompt": "a blue ball"}]})
+    exact = client.videos.create(prompt="a ball", size="64x64", extra_body={"frames": 9, "fps": 8, "window": 4,
+                                                                             "context": 1})
+    assert (plain.seconds, story.seconds, story.prompt, exact.seconds) == ("4", "9", "a red ball", "1.125")
+    assert {k: store.get(exact.id).params[k] for k in ("frames", "window", "context")} == {
+        "frames": 9, "window": 4, "context": 1}
+    write_video(tmp_path / "clip.mp4", np.zeros((9, 64, 64, 3), np.uint8), fps=8)
+    clip = ("clip.mp4", (tmp_path / "clip.mp4").read_bytes(), "video/mp4")
+    edit = client.videos.edit(prompt="a blue ball", video=clip, extra_body={"size": "32x32", "fps": 4})
+    extend = httpx.post(f"{paused.url}/v1/videos/extensions", headers=HEADERS, files={"video": clip},
+                        data={"prompt": "it goes on", "frames": "8", "size": "32x32"})
+    assert extend.status_code == 200, extend.text
+    assert (edit.size, edit.seconds, extend.json()["size"]) == ("32x32", "1.25", "32x32")  # 9 frames read at 4 fps: 5
+    assert extend.json()["seconds"] == "2.125"  # the clip's 9 frames and 8 more, at 8 fps

@@ -356,8 +356,9 @@ def _add_train(sub) -> None:
 
 def cmd_generate(args) -> None:
     from kinema.checkpoint import load_config
-    from kinema.pipeline import Pipeline, check_signable, is_bundled, resolve_request, with_stand_ins
+    from kinema.pipeline import Pipeline, is_bundled, resolve_request, with_stand_ins
     from kinema.prompting import Rewriter
+    from kinema.provenance import check_signable
 
     out = Path(args.output)
     check_writable(out)

@@ -345,7 +345,7 @@ class Pipeline:
         from kinema.sheets import contact_sheet, even_picks
 
         path = Path(path)
-        check_signable(path, self.signer)
+        provenance.check_signable(path, self.signer)
         if video.frames > 1 and path.suffix.lower() == ".png":
             raise KinemaError(f"{path.name}: a {video.frames}-frame video cannot be a PNG; use .mp4 or .gif, "
                               "or --seconds 0 for a single image")
@@ -480,12 +480,6 @@ def _default_frames(req: Request, fps: int) -> int:
         return len(req.video)
     last_start = req.segments[-1][0] if req.mode == "sequence" and req.segments else 0.0
     return frames_for(DEFAULT_SECONDS + last_start, fps)
-
-
-def check_signable(path: Path, signer: provenance.C2paSigner | None) -> None:
-    if signer and path.suffix.lower() not in provenance.C2PA_FORMATS:
-        raise KinemaError(f"{path.name}: C2PA credentials go into .mp4 and .png files only; write one of those, "
-                          "or leave out --c2pa-cert/--c2pa-key")
 
 
 RANDOM_SEEDS = 2**32  # a seed left out is drawn from these: short enough to read back and type

@@ -468,6 +468,12 @@ class C2paSigner:
         sign_c2pa(path, self.cert, self.key, info, title)
 
 
+def check_signable(path: Path, signer: C2paSigner | None) -> None:
+    if signer and path.suffix.lower() not in C2PA_FORMATS:
+        raise KinemaError(f"{path.name}: C2PA credentials go into .mp4 and .png files only; write one of those, "
+                          "or leave out --c2pa-cert/--c2pa-key")
+
+
 def read_c2pa(path: str | Path) -> dict[str, Any] | None:
     """The active C2PA manifest of a file as a dict (with its `validation_state`), or None if it has none."""
     c2pa = _c2pa()
