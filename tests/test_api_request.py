@@ -59,9 +59,9 @@ def test_each_bad_create_field_is_a_400_naming_it(values, param, words):
     assert (err.value.status, err.value.param) == (400, param)
 
 
-def test_an_extension_needs_a_length_and_connects_only_forward():
-    with pytest.raises(ApiError, match="seconds .* is required"):
-        draft_extend(Fields({"video": {"id": "video_" + "a" * 24}}, FIELDS["extend"]))
+def test_an_extension_adds_the_default_length_and_connects_only_forward():
+    draft = draft_extend(Fields({"video": {"id": "video_" + "a" * 24}}, FIELDS["extend"]))
+    assert (draft.scalars["seconds"], draft.scalars["frames"]) == (None, None)  # the pipeline's 4 s, as the CLI's
     fields = {"video": "video_" + "a" * 24, "seconds": "1", "connect_to": "video_" + "b" * 24, "direction": "backward"}
     with pytest.raises(ApiError, match="connect_to extends forward"):
         draft_extend(Fields(fields, FIELDS["extend"]))

@@ -17,7 +17,7 @@ from kinema.data import (
     split_counts,
 )
 from kinema.errors import KinemaError
-from kinema.io import write_video
+from kinema.io import video_metadata, write_video
 from kinema.world import MOTIONS, SceneMix
 
 
@@ -229,16 +229,20 @@ def test_unreadable_video_names_its_row(tmp_path):
 
 
 def test_buckets_with_few_clips_take_different_rows(tmp_path):
-    _videos(tmp_path, count=1)
+    _videos(tmp_path, count=1, frames=48)  # 3 s: windows far enough apart to differ
     (tmp_path / "rows.csv").write_text("".join(f"clip0.mp4,row {i}\n" for i in range(40)))
-    source = FolderSource(tmp_path / "rows.csv", fps=8, counts=(6, 6, 6, 6, 6))
+    source = FolderSource(tmp_path / "rows.csv", fps=8, buckets=5)
     taken = [{source.clip(i, Bucket(32, 32, 5), stream).caption for i in range(6)} for stream in range(5)]
-    # Five buckets of 6 clips from 38 training rows (2 are held out): 30 rows, none taken twice.
+    # Five buckets of 6 clips from 38 training rows (2 are held out), each from its fifth: 30 rows, none twice.
     assert len(set.union(*taken)) == 30
-    assert taken[0] == {f"row {i}" for i in range(6)} and taken[1] == {f"row {i}" for i in range(6, 12)}
+    assert taken[0] == {f"row {i}" for i in range(6)} and taken[1] == {f"row {i}" for i in range(7, 13)}
+    # A bucket that wraps past the last row goes on to the videos' next windows, as the first bucket does.
+    wrapped, second_pass = source.clip(8, Bucket(32, 32, 5), 4), source.clip(38, Bucket(32, 32, 5), 0)
+    assert wrapped.caption == "row 0" and np.array_equal(wrapped.frames, second_pass.frames)
+    assert not np.array_equal(wrapped.frames, source.clip(0, Bucket(32, 32, 5), 0).frames)
 
 
-def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
+def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys, monkeypatch):
     _videos(tmp_path, count=2)
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"x" * 4000)  # a cut-off download
     (tmp_path / "rows.csv").write_text("clip0.mp4,first\nbroken.mp4,broken\nclip1.mp4,second\n")
@@ -249,9 +253,13 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, capsys):
     assert warning.startswith(f"kinema: warning: skipping {tmp_path / 'rows.csv'} line 2: cannot read ")
     assert "broken.mp4: corrupt or not a video" in warning
     # The next stage reads the listing again: nothing is probed again or warned of twice, until a file changes.
+    probed = []
+    monkeypatch.setattr(data, "video_metadata", lambda path: probed.append(path) or video_metadata(path))
     assert len(FolderSource(tmp_path / "rows.csv", fps=8).rows) == 2 and not capsys.readouterr().err
+    assert probed == []
     write_video(tmp_path / "broken.mp4", np.zeros((12, 40, 56, 3), np.uint8), fps=16)  # downloaded again
     assert [row.caption for row in FolderSource(tmp_path / "rows.csv", fps=8).rows] == ["first", "broken", "second"]
+    assert probed == [tmp_path / "broken.mp4"]
 
 
 def _pool_encoder(video):  # (B, 3, T, H, W) -> (B, 3, T', H/8, W/8), a stand-in VAE

@@ -96,7 +96,7 @@ def test_a_loaded_pipeline_keeps_its_matmul_weights_in_bf16_and_samples_the_same
         return model
 
     monkeypatch.setattr(pipeline, "load_model", perturbed)
-    loaded, autocast_only = Pipeline.load("debug"), Pipeline(perturbed("debug"))
+    loaded, autocast_only = Pipeline.load("debug", device="cpu"), Pipeline(perturbed("debug"), device="cpu")
     assert loaded.model.dit.blocks[0].ffn[0].weight.dtype == torch.bfloat16
     assert loaded.model.dit.time_embedding[0].weight.dtype == torch.float32  # it runs outside autocast
     request = Request("a red circle moves left", width=32, height=32, frames=9, steps=3, seed=3)
@@ -133,8 +133,9 @@ def test_python_callers_get_what_the_cli_gets(debug_pipe):
     assert debug_pipe.resolve(Request("x", fps=8)).frames == 32  # 4 s, as the CLI and the API; 0 is an image
     assert debug_pipe.resolve(Request("x", fps=8, seconds=0)).frames == 1
     assert debug_pipe.resolve(Request("x", window=3)).context == 1  # the most a window of 3 leaves room for
-    resolved = debug_pipe.resolve(Request("x", seconds=1))
-    assert debug_pipe.resolve(resolved) == resolved and resolved.seed is not None  # its drawn seed is kept
+    for asked in (Request("x", seconds=1), Request("x", aspect="16:9", frames=9)):
+        resolved = debug_pipe.resolve(asked)
+        assert debug_pipe.resolve(resolved) == resolved and resolved.seed is not None  # its drawn seed is kept
     assert debug_pipe.resolve(Request("", fps=8, mode="sequence", segments=[(0, "a"), (2, "b")])).frames == 48
     assert debug_pipe.resolve(Request("x", seed=np.int64(3), width=np.int32(64), height=64)).seed == 3
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
@@ -169,7 +170,7 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"window": 0}, "window 0 / context 2 cannot work"),
     ({"window": 33}, "use a window of 3 to 32 latent frames"),
     ({"window": 4, "context": 3}, "window 4 / context 3 cannot work"),
-    ({"seconds": 1, "frames": 9}, "give the length as seconds or as frames, not both"),
+    ({"seconds": 1, "frames": 9, "fps": 8}, "seconds 1 and frames 9 disagree at 8 fps; give the length as one"),
     ({"prompt": "a ball", "segments": [(0, "a red ball"), (1, "a blue ball")]}, "differs from the first segment's"),
     ({"seconds": 61, "fps": 8}, "duration must be at most 60 s, got 61"),
     ({"frames": 8 * 61, "fps": 8}, "between 1 frame and 60 s"),

@@ -9,7 +9,7 @@ import pytest
 from kinema.checkpoint import BUNDLED
 from kinema.errors import KinemaError
 from kinema.pipeline import Request
-from kinema.prompting import Rewriter, asked_camera, asked_direction, expand_builtin
+from kinema.prompting import FALLBACK_NOTE, Rewriter, asked_camera, asked_direction, expand_builtin
 from kinema.world import parse_prompt
 
 
@@ -135,9 +135,10 @@ def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, cap
         assert rewriter.expand("a red ball") == expand_builtin("a red ball")
     assert "using the built-in rewriter" in caplog.text
     assert mode != "unsafe" or "refused by the content policy (graphic violence)" in caplog.text
-    notes: list[str] = []  # a video's notes: what its maker sees, on the CLI and in the API's answer
-    assert rewriter.expand("a red ball", notes=notes) == expand_builtin("a red ball")
-    assert len(notes) == 1 and notes[0].startswith(f"prompt expansion at {endpoint} failed (")
+    notes: list[str] = []  # a video's notes, which its maker sees: without the operator's address
+    for prompt in ("a red ball", "a blue ball"):
+        assert rewriter.expand(prompt, notes=notes) == expand_builtin(prompt)
+    assert notes == [FALLBACK_NOTE] and endpoint not in notes[0]
     assert FakeChat.seen[0][1] is None  # no key, no Authorization header
 
 

@@ -264,7 +264,7 @@ def test_list_pages_with_after_limit_order(paused):
     ({"extra_body": {"sampler": "rk4"}}, "sampler", "euler, heun"),
     ({"extra_body": {"cache": 2}}, "cache", "from 0 to 1"),
     ({"extra_body": {"window": 99}}, "window", "from 3 to 32"),
-    ({"extra_body": {"frames": 9}}, "frames", "as seconds or as frames, not both"),
+    ({"extra_body": {"frames": 9}}, "frames", "seconds 1 and frames 9 disagree"),
     ({"extra_body": {"segments": [{"start": 0, "prompt": "a red ball"}]}}, "prompt",
      "differs from the first segment's"),
 ])

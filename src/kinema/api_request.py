@@ -35,7 +35,7 @@ MAX_JSON_BYTES = 16 << 20  # fields, and an image as a data: URL; larger files c
 MAX_FORM_BYTES = 2 * MAX_UPLOAD_BYTES + (1 << 20)  # two videos (connect) and the fields
 SAMPLERS = sampling.METHODS
 ALLOWED = {
-    "size": "WIDTHxHEIGHT, both even and at least 16, at most 1920x1080 "
+    "size": "WIDTHxHEIGHT, both even and at least 16, from 1:4 to 4:1, at most 1920x1080's pixels "
             "(e.g. 128x128, 256x144, 1280x720, 1920x1080)",
     "seconds": f"a number of seconds from 0 (a single frame) to {rc.MAX_SECONDS:g}",
 }
@@ -58,7 +58,8 @@ EXTRA_FIELDS = {
     "fps": f"frames per second, 1–{rc.MAX_FPS} (default: the model's; an edit or extension: the input's)",
     "frames": "an exact frame count instead of seconds (create; extensions: the frames to add)",
     "window": f"long videos: latent frames the model sees at once, 3–{MAX_WINDOW} (default {WINDOW})",
-    "context": f"long videos: latent frames each window carries over from the one before (default {CONTEXT})",
+    "context": f"long videos: latent frames each window carries over from the one before, at most window - 2 "
+               f"(default {CONTEXT}, or what a smaller window leaves room for)",
     "aspect": "instead of size (create): an aspect ratio like 16:9 at the model's resolution",
     "expand": "true/false: rewrite the prompt into the training captions' style (default: on for the bundled "
               "model)",
@@ -399,10 +400,7 @@ def draft_edit(f: Fields) -> Draft:
 
 def draft_extend(f: Fields) -> Draft:
     direction = f.choice("direction", ("forward", "backward"))
-    shape = shape_scalars(f)
-    if not shape["seconds"] and not shape["frames"]:
-        raise ApiError(400, f"seconds (the length to add) is required; allowed: {ALLOWED['seconds']}, above 0",
-                       param="seconds")
+    shape = shape_scalars(f)  # without seconds or frames: 4 s more, as the CLI adds
     sources = {"video": f.video_source("video")}
     connect_to = f.video_source("connect_to", required=False)
     if connect_to is not None:

@@ -131,9 +131,10 @@ def _add_sampling_options(parser) -> None:
     sampling.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
     _add_noise_options(sampling)
     sampling.add_argument("--window", type=int, default=None,
-                          help="latent frames the model sees at once in long videos (default 5)")
+                          help="latent frames the model sees at once in long videos, 3-32 (default 5)")
     sampling.add_argument("--context", type=int, default=None,
-                          help="latent frames each window carries over from the one before (default 2)")
+                          help="latent frames each window carries over from the one before, at most --window - 2 "
+                               "(default 2)")
     _add_cache_option(sampling, "faster: skip model calls while the latents barely change (0.1 when given "
                                 "alone; larger skips more, 0 = off)")
 

@@ -94,13 +94,13 @@ class Source(Protocol):
 
 def open_source(spec: str, seed: int, fps: int, mix: world.SceneMix = world.WHOLE_WORLD,
                 blend: tuple[float, world.SceneMix] = (0.0, world.WHOLE_WORLD), clip_frames: int = 1,
-                counts: tuple[int, ...] = ()) -> Source:
+                buckets: int = 1) -> Source:
     """The world (its scenes drawn from `mix`, a `blend` share of them from another), or a folder / JSONL / CSV of
-    videos with captions (`clip_frames`: the longest clip it must fill, for its warnings; `counts`: the clips each
-    bucket takes, so that each starts where the one before ends)."""
+    videos with captions (`clip_frames`: the longest clip it must fill, for its warnings; `buckets`: how many
+    buckets take its clips, each from its own share of the rows)."""
     if spec == "world":
         return WorldSource(seed, fps, mix=mix, blend=blend)
-    return FolderSource(Path(spec), fps, clip_frames=clip_frames, counts=counts)
+    return FolderSource(Path(spec), fps, clip_frames=clip_frames, buckets=buckets)
 
 
 def to_video(clips: list[np.ndarray], device: torch.device | None = None) -> torch.Tensor:
@@ -175,15 +175,15 @@ class FolderSource:
     corrupt download does not stop a run over thousands, and no held-out row is unreadable), and one too short for
     `clip_frames` frames at the model's `fps` is named. Clip `index` of a bucket takes the rows of the bucket's
     orientation (landscape, portrait; a square bucket takes all), row (start + index) % rows, and successive passes
-    over the rows take successive windows of each video, resampled towards the model's fps. Bucket `stream` starts
-    after the clips of the buckets before it (`counts`), so buckets with fewer clips than rows take different rows.
+    over the rows take successive windows of each video, resampled towards the model's fps. Of `buckets` buckets,
+    bucket `stream` starts at its share of the rows (stream x rows / buckets), so buckets with fewer clips than rows
+    take different rows; the starts do not move when a recipe asks for more clips, so a grown cache stays whole.
     """
 
     def __init__(self, spec: Path, fps: int, split: str = "train", clip_frames: int = 1,
                  scanned: tuple[list[Row], dict[Path, tuple[int, float, int, int]]] | None = None,
-                 counts: tuple[int, ...] = ()):
-        self.listing, self.fps, self.split, self.clip_frames = spec, fps, split, clip_frames
-        self.starts = [sum(counts[:stream]) for stream in range(len(counts))]  # bucket stream's first row
+                 buckets: int = 1):
+        self.listing, self.fps, self.split, self.clip_frames, self.buckets = spec, fps, split, clip_frames, buckets
         rows, self._info = scanned or self._scan(read_listing(spec))  # _info: file -> (frames, fps, width, height)
         self._scanned = rows, self._info
         kept = set(held_out_rows(rows))
@@ -222,16 +222,16 @@ class FolderSource:
     def clip(self, index: int, bucket: Bucket, stream: int = 0) -> Clip:
         """Clip `index`. A file whose frames fail to decode is skipped with a warning and the next row stands in."""
         rows = self._rows_for(bucket)
-        start = self.starts[stream] if 0 <= stream < len(self.starts) else 0
+        place = max(stream, 0) * len(rows) // self.buckets + index  # the VAE's stream (-1) starts at the first row
         for offset in range(len(rows)):
-            row = rows[(start + index + offset) % len(rows)]
+            row = rows[(place + offset) % len(rows)]
             if row.path in self.unreadable:
                 continue
             try:
-                frames = self._window(row, index // len(rows), bucket)
+                frames = self._window(row, place // len(rows), bucket)
             except KinemaError as err:
                 self.unreadable[row.path] = f"{row.where}: {err}"
-                tqdm.write(f"kinema: warning: skipping {row.where}: {err}", file=sys.stderr)
+                _warn_once(f"skipping {row.where}: {err}")
                 continue
             return Clip(frames, row.caption, {"caption": row.caption, "path": str(row.path)})
         first = next(iter(self.unreadable.values()))
@@ -278,7 +278,8 @@ class FolderSource:
         for row in self.rows:
             stat = row.path.stat() if row.path.exists() else None
             rows.update(repr((str(row.path), row.caption, stat and (stat.st_size, stat.st_mtime_ns))).encode())
-        return f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps} {rows.hexdigest()[:16]}"
+        return (f"folder {self.listing.resolve()} rows={len(self.rows)} fps={self.fps} buckets={self.buckets} "
+                f"{rows.hexdigest()[:16]}")
 
     def held_out(self) -> FolderSource | None:
         """The held-out rows, from the same scan of the listing."""

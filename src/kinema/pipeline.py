@@ -426,8 +426,9 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     if not 1 <= fps <= MAX_FPS:
         raise KinemaError(f"fps must be between 1 and {MAX_FPS}, got {fps}", param="fps")
     if req.frames is not None and req.seconds is not None and req.frames != frames_for(req.seconds, fps):
-        # (a resolved request holds both, agreeing: resolving it again changes nothing)
-        raise KinemaError("give the length as seconds or as frames, not both", param="frames")
+        # both may agree: a resolved request holds both, and resolving it again changes nothing
+        raise KinemaError(f"seconds {req.seconds:g} and frames {req.frames} disagree at {fps} fps; give the length as "
+                          "one of them", param="frames")
     frames = req.frames if req.frames is not None else _default_frames(req, fps)
     if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
         raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
@@ -442,7 +443,7 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     sampler = req.sampler or s.method
     seed = secrets.randbelow(RANDOM_SEEDS) if req.seed is None else req.seed
     check_tuning(steps, guidance, seed, req.cache, noise_correlation, noise_drift, sampler)
-    req = replace(req, prompt=prompt, width=width, height=height, fps=fps, frames=frames, seed=seed,
+    req = replace(req, prompt=prompt, width=width, height=height, aspect=None, fps=fps, frames=frames, seed=seed,
                   steps=steps, guidance=guidance,
                   sampler=sampler, noise_correlation=noise_correlation, noise_drift=noise_drift,
                   window_camera=window_camera,

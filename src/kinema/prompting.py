@@ -121,6 +121,9 @@ def system_prompt() -> str:
             f"only.\nExamples:\n{samples}")
 
 
+FALLBACK_NOTE = "the prompt expansion endpoint failed, so the built-in rewriter expanded the prompt instead"
+
+
 @dataclass
 class Rewriter:
     """Expands prompts with the built-in rewriter, or an OpenAI-compatible endpoint when `api_base` is set."""
@@ -143,18 +146,17 @@ class Rewriter:
     def expand(self, prompt: str, still_camera: bool = False, notes: list[str] | None = None) -> str:
         """The caption for `prompt`; `still_camera`: the built-in rewriter leaves an asked pan out (an endpoint's
         caption is taken as it comes, unless the content policy refuses it: the prompt passed, its caption must too).
-        An endpoint that fails is said in `notes` (a video's, which its maker sees), else logged."""
+        An endpoint that fails is logged for the operator, and said in `notes` (a video's, which its maker sees)
+        without its address or error, which may name hosts of the operator's."""
         if not self.api_base:
             return expand_builtin(prompt, still_camera)
         try:
             return self._ask(prompt)
         except Exception as err:  # any failure of someone else's service must not fail the job
-            why = (f"prompt expansion at {self.api_base} failed ({type(err).__name__}: {err}); using the built-in "
-                   "rewriter")
-            if notes is None:
-                log.warning(why)
-            else:
-                notes.append(why)
+            log.warning("prompt expansion at %s failed (%s: %s); using the built-in rewriter", self.api_base,
+                        type(err).__name__, err)
+            if notes is not None and FALLBACK_NOTE not in notes:  # once, however many prompts a sequence has
+                notes.append(FALLBACK_NOTE)
             return expand_builtin(prompt, still_camera)
 
     def _ask(self, prompt: str) -> str:

@@ -288,7 +288,7 @@ def _counts(recipe: Recipe) -> list[int]:
 def _source(recipe: Recipe):
     data = recipe.data
     return open_source(data.source, data.seed, recipe.model.fps, data.world, (data.blend_share, data.blend),
-                       clip_frames=max(frames for _, _, frames in data.buckets), counts=tuple(_counts(recipe)))
+                       clip_frames=max(frames for _, _, frames in data.buckets), buckets=len(data.buckets))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ function chosenFile(id, what) {
 
 // A video the API takes as an upload or as a finished video's id (field[id]): a chosen file wins.
 function appendVideo(data, name, fileId, selectId, what) {
-  const file = chosenFile(fileId, "the clip");
+  const file = chosenFile(fileId, `the clip ${what}`);
   if (file) data.append(name, file);
   else data.append(`${name}[id]`, chosen(selectId, what));
 }
@@ -245,6 +245,7 @@ form.addEventListener("submit", async (event) => {
   try {
     const [path, data] = requestFor(currentMode());
     const video = await api(path, { method: "POST", body: data });
+    for (const id of Object.values(CLIP_OF)) $(id).value = ""; // sent: the next request chooses again
     sessionStorage.setItem("kinema-following", video.id); // this tab's video, followed again after a reload
     refreshGallery();
     await follow(video);
@@ -400,8 +401,16 @@ function tile(video) {
   return card;
 }
 
+// Each finished-video choice has a clip field beside it; choosing one of the videos sets the clip aside.
+const CLIP_OF = { "extend-source": "extend-file", "remix-source": "remix-file", "blend-from": "blend-from-file",
+                  "blend-to": "blend-to-file" };
+form.addEventListener("change", (event) => {
+  if (CLIP_OF[event.target.id]) $(CLIP_OF[event.target.id]).value = "";
+});
+
 function startFrom(mode, id) {
   form.querySelector(`input[name="mode"][value="${mode}"]`).click();
+  $(`${mode}-file`).value = "";
   $(`${mode}-source`).value = id;
   $(`${mode}-source`).dataset.chosen = "1";
   $("prompt").focus();
