@@ -78,6 +78,13 @@ def test_window_plans_stay_within_the_window_and_make_every_frame(window, contex
 
 # -- text to video, sizes and durations --------------------------------------------------------------
 
+def test_a_duration_between_frames_is_rounded_and_said(pipe):
+    video = generate(pipe, seconds=2.3, fps=8, steps=1)
+    assert video.frames == 18 and "2.3 s is 18.4 frames at 8 fps: made 18, 2.25 s" in video.notes
+    for seconds, fps in ((2, 8), (0.1, 30)):  # whole already (0.1 x 30 is 3.0000000000000004 in floats)
+        assert not [note for note in generate(pipe, seconds=seconds, fps=fps, steps=1).notes if "frames at" in note]
+
+
 def test_long_text_to_video_is_chained_in_bounded_windows(pipe, dit_calls):
     video = generate(pipe, frames=48)  # 13 latent frames
     assert video.latents.shape[2] == 13

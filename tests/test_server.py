@@ -570,6 +570,7 @@ def test_provenance_endpoint_reads_the_marks_of_an_upload(server, finished, tmp_
     answer = httpx.post(f"{server.url}/v1/provenance", headers=headers, files={"file": ("mine.mp4", video)}).json()
     assert answer["file"] == "mine.mp4" and answer["metadata"]["prompt"] == "a red ball moves right"
     seed = server.app.state.service.store.get(finished.id).params["seed"]  # none asked: drawn, kept with the job
+    assert finished.to_dict()["seed"] == seed  # and told to the client
     assert answer["summary"][1] == f"tags: ai_generated=true, model=debug, seed={seed}; prompt 'a red ball moves right'"
     photo = bytes_io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo, format="PNG")

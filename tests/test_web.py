@@ -96,6 +96,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
                                timeout=TIMEOUT_MS)
         assert page.get_attribute("#player", "src") == f"/v1/videos/{first.id}/content?variant=video"
         assert page.locator("#job-notes li").all_text_contents() == first.to_dict()["notes"]
+        assert f"seed {params['seed']} · {first.id}" in page.text_content("#job-meta")  # drawn: none was asked
         assert page.text_content(".origin") == server.url  # the code card's snippet names this server
         assert first.to_dict()["notes"][0].startswith("negative prompt: no effect at guidance 1")
         tile = f"#gallery .tile[data-id='{first.id}']"

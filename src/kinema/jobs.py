@@ -96,12 +96,14 @@ class Job:
         return self.expired_files or (self.expires_at is not None and self.expires_at <= time.time())
 
     def to_api(self) -> dict[str, Any]:
-        """The OpenAI `Video` object."""
+        """The OpenAI `Video` object, with Kinema's `notes` and `seed` (drawn when the request gave none; a job stored
+        before seeds were drawn may have none)."""
         error = {"code": self.error_code, "message": self.error_message} if self.error_code else None
         return {"id": self.id, "object": "video", "status": self.status, "progress": self.progress,
                 "created_at": self.created_at, "completed_at": self.completed_at, "expires_at": self.expires_at,
                 "model": self.model, "prompt": self.prompt, "seconds": self.seconds, "size": self.size,
-                "remixed_from_video_id": self.remixed_from, "error": error, "notes": self.notes}
+                "remixed_from_video_id": self.remixed_from, "error": error, "notes": self.notes,
+                "seed": self.params.get("seed")}
 
 
 SCHEMA = """

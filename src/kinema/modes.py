@@ -49,6 +49,7 @@ WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training l
 CONTEXT = 2  # latent frames each later window takes as context from what came before
 MAX_WINDOW = 32  # the DiT's memory grows with the window (a 1080p window of 32 latent frames is 260k tokens)
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
+EXTENDING = ("extend", "extend_backward", "connect")  # their seconds are the new part's
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
@@ -222,6 +223,9 @@ class Generation:
             self.notes.append("negative prompt: no effect at guidance 1 (e.g. a distilled model's default); "
                               "pass a guidance above 1 to use it")
         self.notes += camera_notes
+        if req.seconds and abs(req.frames - req.seconds * req.fps) > 1e-6:  # whole frames: 2.3 s at 8 fps is 18
+            self.notes.append(f"{req.seconds:g} s is {req.seconds * req.fps:g} frames at {req.fps} fps: made "
+                              f"{req.frames}, {req.frames / req.fps:g} s{' more' * (req.mode in EXTENDING)}")
 
     def segment_frames(self) -> list[tuple[int, int, str]]:
         """(first frame, end frame, prompt) of each segment of a prompt sequence: it runs up to the next one's start,

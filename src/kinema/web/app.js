@@ -309,7 +309,8 @@ async function play(video) {
   player.src = await mediaUrl(video.id, "video");
   player.classList.add("ready");
   $("placeholder").hidden = true;
-  $("job-meta").textContent = `${video.size} · ${video.seconds} s · ${video.model} · ${video.id}`;
+  const seed = video.seed === undefined || video.seed === null ? "" : ` · seed ${video.seed}`;
+  $("job-meta").textContent = `${video.size} · ${video.seconds} s · ${video.model}${seed} · ${video.id}`;
   // what the pipeline did to the request (an input resized, an option without effect), as the CLI prints it
   $("job-notes").replaceChildren(...(video.notes || []).map((note) =>
     Object.assign(document.createElement("li"), { textContent: note })));
