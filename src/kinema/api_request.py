@@ -374,7 +374,7 @@ def shape_scalars(f: Fields) -> dict[str, Any]:
     """Size, rate and length; None leaves each to the pipeline (the model's, or the input's)."""
     width, height = f.size()
     return {"width": width, "height": height, "fps": f.number("fps", int, 1, rc.MAX_FPS), "seconds": f.seconds(None),
-            "frames": f.number("frames", int, 1, rc.MAX_SECONDS * rc.MAX_FPS)}
+            "frames": f.number("frames", int, 1, int(rc.MAX_SECONDS * rc.MAX_FPS))}
 
 
 def draft_create(f: Fields) -> Draft:

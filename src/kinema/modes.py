@@ -43,13 +43,13 @@ from kinema import camera, prompting, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline, Progress, Request, Text, Video, canvas_size, pad_to_canvas
+from kinema.request_checks import EXTENDING
 from kinema.world import parse_prompt
 
 WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)
 CONTEXT = 2  # latent frames each later window takes as context from what came before
 MAX_WINDOW = 32  # the DiT's memory grows with the window (a 1080p window of 32 latent frames is 260k tokens)
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
-EXTENDING = ("extend", "extend_backward", "connect")  # their seconds are the new part's
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 

@@ -27,6 +27,7 @@ WHOLE_FIELDS = ("width", "height", "frames", "fps", "steps", "seed", "window", "
 NUMBER_FIELDS = ("seconds", "guidance", "strength", "cache", "noise_correlation", "noise_drift")
 TEXT_FIELDS = ("prompt", "negative_prompt", "sampler", "aspect", "mode")
 FLAG_FIELDS = ("expand", "window_camera")  # "false" is a string, which Python would take as true
+EXTENDING = ("extend", "extend_backward", "connect")  # modes whose length is the new part's, beside given clips
 
 
 def typed(req: Request) -> Request:
@@ -76,7 +77,7 @@ def check_input_lengths(req: Request, fps: int, frames: int) -> None:
             raise KinemaError(f"the input {'video' if name == 'video' else 'second video'} runs "
                               f"{length / fps:.1f} s at {fps} fps, over the {MAX_SECONDS:g} s Kinema takes; "
                               f"trim it (e.g. ffmpeg -i in.mp4 -t {MAX_SECONDS:g} out.mp4)", param=name)
-    if req.mode in ("extend", "extend_backward", "connect"):
+    if req.mode in EXTENDING:
         if req.seconds == 0:
             raise KinemaError("seconds 0 would add a single frame; give the seconds to add, e.g. 2", param="seconds")
         total = (frames + sum(given.values())) / fps

@@ -171,7 +171,7 @@ class Service:
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
         frames = resolved.frames
-        if resolved.mode in ("extend", "extend_backward", "connect"):
+        if resolved.mode in rc.EXTENDING:
             # the output holds the given clips around the new frames: report the stitched total, as Sora does
             frames += sum(shape[0] for name, shape in shapes.items() if name != "image")
         return Job(id=video_id, prompt=resolved.prompt, model=model, size=f"{resolved.width}x{resolved.height}",

@@ -309,7 +309,7 @@ async function play(video) {
   player.src = await mediaUrl(video.id, "video");
   player.classList.add("ready");
   $("placeholder").hidden = true;
-  const seed = video.seed === undefined || video.seed === null ? "" : ` · seed ${video.seed}`;
+  const seed = video.seed == null ? "" : ` · seed ${video.seed}`; // none for videos made before seeds were drawn
   $("job-meta").textContent = `${video.size} · ${video.seconds} s · ${video.model}${seed} · ${video.id}`;
   // what the pipeline did to the request (an input resized, an option without effect), as the CLI prints it
   $("job-notes").replaceChildren(...(video.notes || []).map((note) =>
