@@ -75,7 +75,7 @@ def test_memory_probe_without_pyav_decodes_instead(monkeypatch):
     hide_pyav(monkeypatch)
     monkeypatch.setattr(Pipeline, "save", lambda *a, **k: pytest.fail("wrote an MP4 without PyAV"))
     row = bench_system._memory_probe(None, quick=True, seconds=1.0, steps=1, device="cpu")
-    assert row["frames"] == 8 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
+    assert row["frames"] == 8 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0 and row["load_s"] > 0
     assert "peak_gpu_memory_mb" not in row  # only on CUDA
 
 

@@ -286,7 +286,7 @@ def e2e_section(setup: Setup) -> dict:
     from kinema.pipeline import Pipeline, Request
 
     model, note = load(setup.model, setup.quick)
-    pipe = Pipeline(model, device=setup.device)
+    pipe = Pipeline(model, device=setup.device).for_inference()  # as Pipeline.load gives it to the CLI and server
     req = Request(PROMPT, seconds=1 if setup.quick else 2, steps=2 if setup.quick else None, seed=0)
     resolved = pipe.resolve(req)
     variants = _e2e_variants(req, resolved)

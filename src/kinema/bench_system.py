@@ -125,8 +125,10 @@ def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int, de
     from kinema import modes
     from kinema.pipeline import Pipeline, Request
 
+    began = time.perf_counter()
     loaded, note = load(model, quick)
-    pipe = Pipeline(loaded, device=device)
+    pipe = Pipeline(loaded, device=device).for_inference()  # as Pipeline.load gives it to the CLI and server
+    load_s = time.perf_counter() - began  # weights and text encoder, in a fresh process (imports before it)
     req = pipe.resolve(Request(PROMPT, seconds=seconds, steps=steps, seed=0))
     windows = modes.plan_windows(modes.latent_count(req.frames, pipe.cfg.vae.temporal_factor), 0, req.window,
                                  req.context)
@@ -136,7 +138,8 @@ def _memory_probe(model: str | None, quick: bool, seconds: float, steps: int, de
         _, video = timed_generation(pipe, req, Path(tmp) / "out.mp4" if pyav_installed() else None)
     row = {"seconds": seconds, "frames": video.frames, "windows": len(windows), "steps": steps,
            "rss_after_load_mb": after_load, "peak_rss_mb": _peak_rss_mb(),
-           "growth_mb": _peak_rss_mb() - after_load, "wall_s": time.perf_counter() - start, "model": note}
+           "growth_mb": _peak_rss_mb() - after_load, "wall_s": time.perf_counter() - start, "load_s": load_s,
+           "model": note}
     if device.startswith("cuda"):
         row["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return row
@@ -148,7 +151,8 @@ def memory_section(setup: Setup) -> dict:
             | {"seconds": s} for s in durations]
     gpu = "; on CUDA also the peak of torch's allocator" if setup.device.startswith("cuda") else ""
     notes = [rows[0].get("model", ""), f"{steps} sampling steps (memory does not depend on steps); each in a fresh "
-             f"process; peak = ru_maxrss{gpu}; long videos chain windows of the DiT and decode in one causal stream"]
+             f"process; peak = ru_maxrss{gpu}; long videos chain windows of the DiT and decode in one causal stream",
+             "load_s: the model's weights and text encoder loaded as `kinema generate` loads them, after the imports"]
     if not pyav_installed():
         notes.append("no MP4 written: PyAV is not installed here, so each video was decoded as a stream instead")
     for row in rows:

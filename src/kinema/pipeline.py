@@ -151,15 +151,18 @@ class Pipeline:
     def load(cls, spec: str | Path | None = None, **kwargs) -> Pipeline:
         """A bundled model's name (None: kinema-small-fast), a preset (debug: tiny random weights) or a model folder
         (Kinema's, or diffusers' Wan2.1 layout); `kwargs` go to Pipeline (device, bf16, rewriter, signer)."""
-        pipe = cls(load_model(spec), **kwargs)
-        if pipe.bf16 and pipe.device.type == "cpu":
-            # Autocast casts float32 weights to bf16 at every call (it caches casts only of weights that train): a
-            # loaded model never trains, so its matmul weights are stored in bf16 once, the very values autocast makes
-            # (10-17% of a CPU generation). The time embedding runs outside autocast, in float32, and keeps its own.
-            dit = pipe.model.dit
+        return cls(load_model(spec), **kwargs).for_inference()
+
+    def for_inference(self) -> Pipeline:
+        """This pipeline, its model only ever sampled from now on (not trained): on the CPU under bf16 autocast,
+        which casts float32 weights to bf16 at every call (it caches casts only of weights that train), its matmul
+        weights are stored in bf16 once, the very values autocast makes (10-17% of a CPU generation). The time
+        embedding runs outside autocast, in float32, and keeps its own."""
+        if self.bf16 and self.device.type == "cpu":
+            dit = self.model.dit
             accel.store_bf16(dit, keep=(dit.time_embedding, dit.time_projection))
-            accel.store_bf16(pipe.model.vae)
-        return pipe
+            accel.store_bf16(self.model.vae)
+        return self
 
     @property
     def bf16(self) -> bool:
