@@ -154,10 +154,8 @@ class Pipeline:
         return cls(load_model(spec), **kwargs).for_inference()
 
     def for_inference(self) -> Pipeline:
-        """This pipeline, its model only ever sampled from now on (not trained): on the CPU under bf16 autocast,
-        which casts float32 weights to bf16 at every call (it caches casts only of weights that train), its matmul
-        weights are stored in bf16 once, the very values autocast makes (10-17% of a CPU generation). The time
-        embedding runs outside autocast, in float32, and keeps its own."""
+        """This pipeline, its model only sampled from now on: under CPU bf16 autocast (which recasts float32 weights
+        at every call) its matmul weights are stored in bf16 once, the same values; the time embedding keeps float32."""
         if self.bf16 and self.device.type == "cpu":
             dit = self.model.dit
             accel.store_bf16(dit, keep=(dit.time_embedding, dit.time_projection))
