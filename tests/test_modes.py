@@ -182,6 +182,16 @@ def test_connect_shows_both_clips_around_the_bridge(pipe, dit_calls):
     assert windows_seen(dit_calls) == ["00x", "00x00"]  # the last window ends on B's first latents
 
 
+def test_connect_between_two_scenes_notes_the_bundled_models_cut(pipe, monkeypatch):
+    """Between different scenes the bundled models' bridge ends in a cut (docs/eval/experiments/session38_connect.json);
+    within one scene it does not, and no note is given."""
+    monkeypatch.setattr(Pipeline, "expands_by_default", property(lambda self: True))  # as for a bundled model
+    snow = render(Scene([Obj("square", "yellow", "medium", "down", 0.5, 0.3)], Background("snow")), 32, 32, 5, 8)
+    notes = [generate(pipe, mode="connect", video=clip(9), video_b=b, frames=4).notes for b in (snow, clip(9)[4:])]
+    assert not any("grey levels apart" in n for n in notes[1]), notes[1]
+    assert any("grey levels apart, as different scenes do" in n for n in notes[0]), notes[0]
+
+
 def test_loop_bridges_back_to_its_own_first_frames(pipe, dit_calls):
     video = generate(pipe, mode="loop", frames=12)
     frames = pipe.decode(video)

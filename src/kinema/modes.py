@@ -51,6 +51,7 @@ CONTEXT = 2  # latent frames each later window takes as context from what came b
 MAX_WINDOW = 32  # the DiT's memory grows with the window (a 1080p window of 32 latent frames is 260k tokens)
 EDIT_STRENGTH = 0.7  # share of the schedule an edit runs; the bundled model takes new colours from ~0.45 (MODEL.md)
 LOOP_MIN_FRAMES = 6  # a clip and a bridge back to its start need 3 latent frames
+SCENE_CHANGE = 24  # grey levels between connected clips' meeting frames past which they show different scenes
 Window = tuple[int, int, int]  # latent frames (context before, new, end after) of one sampling window
 
 MODES = {  # mode -> the inputs it reads
@@ -489,6 +490,11 @@ def connect(gen: Generation) -> Video:
     m = math.ceil(req.frames / gen.tf)
     windows = gen.plan(m, have=latents.shape[2], end=end.shape[2])
     new = gen.extend(latents, windows, gen.text(req.prompt), end=end)
+    gap = float(np.abs(a[-1].astype(np.float32) - b[0]).mean())  # one scene: ~5-7 across a second of world motion
+    if gap > SCENE_CHANGE and gen.pipe.expands_by_default:
+        gen.notes.append(f"the two clips meet on frames {gap:.0f} grey levels apart, as different scenes do: the "
+                         "bundled models bridge clips of one scene, and between two scenes theirs ends in a cut to the "
+                         "second (docs/MODEL.md)")
     return gen.video(torch.cat([latents, new], dim=2), len(a) + gen.tf * m + len(b), skip=used, before=a, after=b)
 
 
