@@ -240,7 +240,8 @@ def test_image_to_video_opens_on_the_photo_and_a_pan_draws_the_scene_around_it(d
                          expand=True)
         assert parse_prompt(video.meta["caption"]).pan is None  # the frame pans; the DiT is told a still camera
         assert video.move.legs == (Leg((0, 8), pytest.approx((6.4 if way == "right" else -6.4, 0))),)
-        assert video.latents.shape[-2:] == (4, 8) and video.notes == ["image: resized 451x300 to 48x32"]
+        assert video.latents.shape[-2:] == (4, 8) and video.notes[0] == "image: resized 451x300 to 48x32"
+        assert video.notes[1].startswith(f"prompt 'a red ball, the camera pans {way}' drawn as")
         assert torch.equal(video.latents[:, :, :1, :, corner:corner + 6], given)  # the photo, token for token
         assert video.latents[:, :, 0].abs().sum() > given.abs().sum()  # and a scene drawn around it
         frames = debug_pipe.decode(video)

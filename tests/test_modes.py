@@ -121,7 +121,8 @@ def test_a_world_model_says_when_a_prompt_names_nothing_it_knows(pipe, monkeypat
     monkeypatch.setattr(Pipeline, "expands_by_default", property(lambda self: True))  # as the bundled models
     notes = generate(pipe, prompt="a cat playing piano in a jazz club", frames=1).notes
     assert len(notes) == 1 and notes[0].startswith("prompt 'a cat playing piano in a jazz club' names nothing")
-    assert generate(pipe, prompt="a red ball bounces on a snowy field", frames=1).notes == []
+    drawn = generate(pipe, prompt="a red ball bounces on a snowy field", frames=1).notes  # the world knows it
+    assert len(drawn) == 1 and drawn[0].startswith("prompt 'a red ball bounces on a snowy field' drawn as '")
     monkeypatch.setattr(Pipeline, "expands_by_default", property(lambda self: False))  # a user's own model
     assert generate(pipe, prompt="a cat playing piano in a jazz club", frames=1).notes == []
 

@@ -164,7 +164,9 @@ def test_pipeline_expands_when_asked_and_by_default_only_for_the_bundled_model(d
     assert not debug_pipe.expands_by_default
     video = debug_pipe.generate(Request("a red ball", width=32, height=32, frames=1, steps=1, expand=True))
     assert video.meta["caption"] == expand_builtin("a red ball")
+    assert video.notes == [f"prompt 'a red ball' drawn as {expand_builtin('a red ball')!r}, the caption style the "
+                           "model was trained on; turn prompt expansion off to draw it as written"]
     plain = debug_pipe.generate(Request("a red ball", width=32, height=32, frames=1, steps=1))
-    assert "caption" not in plain.meta
+    assert "caption" not in plain.meta and plain.notes == []
     monkeypatch.setattr(debug_pipe.model, "source", str(BUNDLED))
     assert debug_pipe.expands_by_default

@@ -241,6 +241,9 @@ class Generation:
             still = self.still_camera  # the frame pans from a given frame: the DiT is not told to pan
             expand = self.pipe.rewriter.expand
             self.captions[prompt] = expand(prompt, still, self.notes) if self.req.expand else prompt
+            if self.captions[prompt] != prompt:  # what the model was given is what the video shows: say it
+                self.notes.append(f"prompt {prompt!r} drawn as {self.captions[prompt]!r}, the caption style the model "
+                                  "was trained on; turn prompt expansion off to draw it as written")
             if self.pipe.expands_by_default and parse_prompt(self.captions[prompt]) is None:
                 self.notes.append(f"prompt {prompt!r} names nothing the bundled models know; they draw only the "
                                   "world's shapes, colours, motions and backgrounds (e.g. \"a red circle moves left "
