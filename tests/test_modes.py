@@ -22,7 +22,7 @@ from kinema.modes import (
     seam_ratio,
     segment_spans,
 )
-from kinema.pipeline import Pipeline, Request, Video, parse_aspect, size_for
+from kinema.pipeline import Pipeline, Request, Video
 from kinema.sampling import schedule
 from kinema.world import Background, Obj, Scene, render
 
@@ -98,12 +98,6 @@ def test_sixty_seconds_keep_every_window_and_decode_chunk_small(pipe, dit_calls)
     assert max(x.shape[2] for x, _ in dit_calls) == WINDOW  # DiT memory does not grow with duration
     chunks = [len(c) for c in pipe.decode_stream(video)]  # streamed: one latent frame at a time
     assert max(chunks) == 4 and sum(chunks) == 480
-
-
-@pytest.mark.parametrize("aspect,size", [("16:9", (224, 128)), ("9:16", (128, 224)), ("1:1", (128, 128)),
-                                         ("4:3", (176, 128)), ("3:4", (128, 176)), ("21:9", (304, 128))])
-def test_aspect_presets_at_the_short_side(aspect, size):
-    assert size_for(parse_aspect(aspect), 128) == size
 
 
 def test_aspect_request_and_image_of_any_size(pipe):

@@ -7,7 +7,7 @@ import torch
 
 from kinema import sampling
 from kinema.errors import KinemaError
-from kinema.pipeline import Pipeline, Request, Video, canvas_size, check_size, crop_to, frames_for, pad_to_canvas
+from kinema.pipeline import Pipeline, Request, Video, frames_for
 
 
 @pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (96, 48, 9), (48, 80, 6), (112, 64, 17)])
@@ -268,23 +268,6 @@ def test_read_inputs_says_when_a_clip_is_cut_short(debug_pipe, tmp_path):
     req, said = debug_pipe.read_inputs(Request("on", mode="extend", fps=8, seconds=1), {"video": tmp_path / "cut.mp4"})
     assert said == {"video": f"only {len(req.video)} of the 48 frames its header lists could be decoded; the file "
                              "may be cut short"} and 8 < len(req.video) < 40
-
-
-def test_check_size_accepts_full_hd_and_portrait():
-    check_size(1920, 1088)
-    check_size(1920, 1080)
-    check_size(1080, 1920)
-    check_size(144, 256)
-
-
-def test_sizes_off_the_grid_are_generated_on_a_canvas_and_cropped():
-    assert canvas_size(1920, 1080) == (1920, 1088) and canvas_size(640, 360) == (640, 368)
-    frames = np.random.default_rng(0).integers(0, 256, (2, 40, 70, 3), dtype=np.uint8)
-    padded = pad_to_canvas(frames, 70, 40)
-    assert padded.shape == (2, 48, 80, 3)
-    assert np.array_equal(padded[:, :4, 5:75], np.repeat(frames[:, :1], 4, axis=1))  # edges repeat: no border
-    assert np.array_equal(crop_to(padded, 70, 40), frames)
-    assert crop_to(frames, 70, 40) is frames
 
 
 @pytest.mark.parametrize("mode", ["t2v", "i2v", "extend", "extend_backward", "connect", "loop", "edit"])

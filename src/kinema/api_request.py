@@ -22,13 +22,13 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 
-from kinema import pipeline as pl
 from kinema import request_checks as rc
 from kinema import sampling
 from kinema.config import MAX_NOISE_CORRELATION, MAX_NOISE_DRIFT
 from kinema.errors import BAD_REQUEST, KinemaError
 from kinema.jobs import MAX_UPLOAD_BYTES, Job, valid_id
 from kinema.modes import CONTEXT, EDIT_STRENGTH, MAX_WINDOW, WINDOW
+from kinema.sizes import parse_size
 
 MAX_PROMPT_CHARS = 4000
 MAX_JSON_BYTES = 16 << 20  # fields, and an image as a data: URL; larger files come as multipart uploads
@@ -266,7 +266,7 @@ class Fields:
         if text is None:
             return None, None
         try:
-            return pl.parse_size(text)
+            return parse_size(text)
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
 

@@ -29,7 +29,8 @@ def generate_request(args, out: Path):
     io.probe_input reads them (a missing or corrupt file fails before the model loads); their pixels are read by
     `Pipeline.read_inputs`, at the size the request resolves to."""
     from kinema.io import probe_input
-    from kinema.pipeline import Request, parse_size
+    from kinema.pipeline import Request
+    from kinema.sizes import parse_size
 
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from kinema.errors import KinemaError
 
-# Every video is generated on a canvas whose sides are multiples of this (pipeline.canvas_size), so a model's VAE
+# Every video is generated on a canvas whose sides are multiples of this (sizes.canvas_size), so a model's VAE
 # downsampling times its DiT's patch must divide it (Wan2.1's 8 x 2 and the bundled 4 x 4 both make 16).
 SIZE_MULTIPLE = 16
 WAN_LATENTS_MEAN = (

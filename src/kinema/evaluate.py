@@ -98,7 +98,7 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
         cache: float = 0.0, noise_correlation: float | None = None, noise_drift: float | None = None,
         window_camera: bool | None = None) -> dict:
     """Evaluate `model` and write report.json, README.md and samples.png into `out`."""
-    from kinema.pipeline import parse_aspect, size_for
+    from kinema.sizes import parse_aspect, size_for
 
     out = Path(out)
     aspects = tuple(dict.fromkeys(aspects))  # an aspect named twice is measured once

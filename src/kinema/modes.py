@@ -42,8 +42,9 @@ import torch
 from kinema import camera, prompting, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
-from kinema.pipeline import Pipeline, Progress, Request, Text, Video, canvas_size, pad_to_canvas
+from kinema.pipeline import Pipeline, Progress, Request, Text, Video
 from kinema.request_checks import EXTENDING
+from kinema.sizes import canvas_size, pad_to_canvas
 from kinema.world import parse_prompt
 
 WINDOW = 5  # latent frames the DiT sees at once: the bundled model's training length (17 frames)

@@ -17,7 +17,6 @@ primitives every mode shares (`encode_text`, `encode`, `denoise`, `decode_stream
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -30,12 +29,11 @@ import torch
 from kinema import accel, camera, flow, provenance, safety, sampling
 from kinema.checkpoint import BUNDLED_MODELS, Model, load_model
 from kinema.conditioning import FrameCondition
-from kinema.config import SIZE_MULTIPLE, ModelConfig
+from kinema.config import ModelConfig
 from kinema.errors import KinemaError
 from kinema.prompting import Rewriter
 from kinema.request_checks import (
     MAX_FPS,
-    MAX_PIXELS,
     MAX_SECONDS,
     check_input_lengths,
     check_pixels,
@@ -43,11 +41,10 @@ from kinema.request_checks import (
     check_tuning,
     typed,
 )
+from kinema.sizes import MAX_ASPECT, check_size, crop_to, parse_aspect, size_for
 
 Progress = Callable[[float, str], None]  # (fraction done 0..1, stage) -> None
 
-ASPECTS = ("16:9", "9:16", "1:1", "4:3", "3:4", "21:9")  # named presets; any W:H from 1:4 to 4:1 works
-MAX_ASPECT = 4.0  # long side over short side, for sizes and aspects alike
 
 
 @dataclass
@@ -522,79 +519,3 @@ def played_shapes(probes: dict[str, tuple[tuple[int, ...], float | None]], fps: 
 def stand_ins(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Zero-cost arrays of the inputs' shapes: all `resolve` needs, before any pixel is read."""
     return {name: np.broadcast_to(np.uint8(0), shape) for name, shape in shapes.items()}
-
-
-def parse_aspect(text: str) -> float:
-    """Width / height of an aspect ratio written W:H (e.g. 16:9)."""
-    try:
-        w, h = (float(v) for v in text.split(":"))
-        ratio = w / h
-    except (ValueError, ZeroDivisionError):
-        ratio = -1.0
-    if not 1 / MAX_ASPECT <= ratio <= MAX_ASPECT:
-        raise KinemaError(f"aspect {text!r} is not a ratio W:H between 1:4 and 4:1; use one of "
-                          f"{', '.join(ASPECTS)}", param="aspect")
-    return ratio
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """"256x144" -> (256, 144): the CLI's --size and the API's size field."""
-    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*", text)
-    if match is None or 0 in (sides := (int(match[1]), int(match[2]))):
-        raise KinemaError(f"size {text!r} is not WIDTHxHEIGHT with both sides above 0, e.g. 256x144", param="size")
-    return sides
-
-
-def size_for(ratio: float, short: int) -> tuple[int, int]:
-    """(width, height) with aspect `ratio` and the given short side, both multiples of 16."""
-    long = max(short, round(short * max(ratio, 1 / ratio) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    return (long, short) if ratio >= 1 else (short, long)
-
-
-def check_size(width: int, height: int) -> None:
-    """Sizes are even (video codecs store colour at half resolution), at least 16 and at most 4:1; the canvas
-    they are generated on (`canvas_size`) holds at most 1920x1088 pixels, as 1920x1080's does."""
-    sides = (("width", width), ("height", height))
-    for name, v in sides:
-        if v < SIZE_MULTIPLE:
-            raise KinemaError(f"{name} {v} is too small; use at least {SIZE_MULTIPLE}", param="size")
-    canvas_w, canvas_h = canvas_size(width, height)
-    if canvas_w * canvas_h > MAX_PIXELS:
-        raise KinemaError(f"size {width}x{height} is larger than 1920x1080: it is generated at {canvas_w}x{canvas_h} "
-                          f"(each side rounded up to a multiple of {SIZE_MULTIPLE}), over 1920x1088's pixels; choose a "
-                          "smaller size", param="size")
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        raise KinemaError(f"size {width}x{height} is {max(width, height) / min(width, height):.2g}:1; Kinema makes "
-                          f"shapes from 1:{MAX_ASPECT:g} to {MAX_ASPECT:g}:1, e.g. {min(width, 4 * height)}x"
-                          f"{min(height, 4 * width)}", param="size")
-    for name, v in sides:  # after the limit, so that the sizes suggested are within it
-        if v % 2:
-            raise KinemaError(f"{name} {v} is odd; video needs even sizes, e.g. {v - 1} or {v + 1}", param="size")
-
-
-def canvas_size(width: int, height: int) -> tuple[int, int]:
-    """The size a video is generated at: the output's, each side rounded up to a multiple of 16 (the VAE's
-    downsampling times the DiT's patch). The output is its center (`crop_offsets`), e.g. 1920x1080 of 1920x1088."""
-    return -(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE, -(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE
-
-
-def crop_offsets(width: int, height: int) -> tuple[int, int]:
-    """(left, top) of a width x height output inside its canvas: inputs are padded by these, outputs cut by them."""
-    canvas_w, canvas_h = canvas_size(width, height)
-    return (canvas_w - width) // 2, (canvas_h - height) // 2
-
-
-def pad_to_canvas(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 (T, height, width, 3) frames of an output's size, edge-padded to its canvas: an input shown in the
-    output comes back exactly, and the model sees no border."""
-    (canvas_w, canvas_h), (left, top) = canvas_size(width, height), crop_offsets(width, height)
-    pads = ((0, 0), (top, canvas_h - height - top), (left, canvas_w - width - left), (0, 0))
-    return np.pad(frames, pads, mode="edge") if (canvas_w, canvas_h) != (width, height) else frames
-
-
-def crop_to(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 (T, H, W, 3) frames of a width x height output's canvas, cut to the output (as they are if already)."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    left, top = crop_offsets(width, height)
-    return frames[:, top:top + height, left:left + width]
