@@ -244,6 +244,26 @@ def test_an_image_taller_than_the_output_is_not_called_cut_short(debug_pipe, tmp
     assert fitted == {"image": "resized 90x300 to 64x213 and center-cropped to 64x64"}
 
 
+def test_read_inputs_says_what_became_of_a_start_image(debug_pipe, tmp_path):
+    from PIL import Image
+
+    from kinema.io import write_video
+
+    clear = Image.new("RGBA", (64, 64), (200, 30, 30, 255))
+    clear.save(tmp_path / "opaque.png")  # an alpha channel with nothing see-through: nothing to say
+    clear.putpixel((3, 3), (0, 0, 0, 0))
+    clear.save(tmp_path / "hole.png")
+    write_video(tmp_path / "still.gif", np.zeros((1, 64, 64, 3), np.uint8), 8)  # a GIF of one frame is an image
+    write_video(tmp_path / "moving.gif", np.zeros((3, 64, 64, 3), np.uint8), 8)
+    said = {name: debug_pipe.read_inputs(Request("a red square", mode="i2v", width=64, height=64),
+                                         {"image": tmp_path / name})[1] for name in ("opaque.png", "hole.png",
+                                                                                    "still.gif", "moving.gif")}
+    assert said == {"opaque.png": {}, "still.gif": {},
+                    "hole.png": {"image": "its transparent parts are laid on white; flatten it onto the background "
+                                          "you want"},
+                    "moving.gif": {"image": "a video: its first frame is the start image"}}
+
+
 def test_read_inputs_plays_every_clip_at_the_outputs_rate(debug_pipe, tmp_path):
     from kinema.io import write_video
 

@@ -280,6 +280,13 @@ def read_image(path: str | Path) -> np.ndarray:
         return _rgb(image)
 
 
+def see_through(path: str | Path) -> bool:
+    """Whether an image file has pixels that are not fully opaque, which read_image lays on white."""
+    with _open_image(Path(path)) as image:
+        alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        return alpha and image.convert("RGBA").getextrema()[3][0] < 255
+
+
 def _existing(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     path = Path(path)
     if path.is_dir():

@@ -199,8 +199,8 @@ class Pipeline:
                 pixels[name] = io.read_video(path, max_seconds=MAX_SECONDS, fit=size, fps=rate)[0]
             height, width = shapes[name][-3:-1]
             said = [io.fit_message(width, height, *size)] if (width, height) != size else []
-            if name == "image" and path.suffix.lower() not in io.IMAGE_SUFFIXES:
-                said.insert(0, "a video: its first frame is the start image")
+            if name == "image":
+                said[:0] = start_image_notes(path)
             if name != "image" and len(pixels[name]) < 0.9 * shapes[name][0]:  # a cut-off download decodes in part
                 said.append(f"only {len(pixels[name])} of the {shapes[name][0]} frames its header lists could be "
                             "decoded; the file may be cut short")
@@ -384,6 +384,16 @@ class Pipeline:
 def is_bundled(source: str) -> bool:
     """Whether a model's source folder is one of the bundled models'."""
     return Path(source).resolve() in {folder.resolve() for folder in BUNDLED_MODELS.values()}
+
+
+def start_image_notes(path: Path) -> list[str]:
+    """What is done to a start image file beyond fitting its size: a video's first frame taken, transparency laid on
+    white."""
+    from kinema import io
+
+    if path.suffix.lower() not in io.IMAGE_SUFFIXES:
+        return ["a video: its first frame is the start image"] if io.video_metadata(path)["frames"] > 1 else []
+    return ["its transparent parts are laid on white; flatten it onto the background you want"] * io.see_through(path)
 
 
 def with_stand_ins(req: Request, probes: dict[str, tuple[tuple[int, ...], float | None]], default_fps: int
