@@ -352,7 +352,7 @@ class Generation:
     def denoise(self, text: Text, x: torch.Tensor, cond: FrameCondition, times: torch.Tensor,
                 what: str = "") -> torch.Tensor:
         """One window's latents, reporting its steps as part of the whole generation."""
-        return self.pipe.denoise(text, x, cond, self.req, times, self._next_window(what))
+        return self.pipe.denoise(text, x, cond, self.req, times, self._next_window(what, len(times) - 1))
 
     def edit(self, text: Text, source: torch.Tensor, cond: FrameCondition) -> torch.Tensor:
         """One window's latents carried from the input's (`source`) to `text`. The input is described by no prompt
@@ -360,21 +360,24 @@ class Generation:
         more often that way than from the clip's own caption (75.9% overall against 69.0%; docs/MODEL.md)."""
         times = self.pipe.times(self.req, tuple(source.shape), self.req.strength)
         return self.pipe.edit(self.no_prompt, text, source, cond, self.req, times,
-                              lambda: self.noise(tuple(source.shape), None), self._next_window(""))
+                              lambda: self.noise(tuple(source.shape), None), self._next_window("", len(times) - 1))
 
     @cached_property
     def no_prompt(self) -> Text:
         """The unconditional text, encoded once for all of an edit's windows."""
         return self.pipe.encode_text("", self.req.negative_prompt)
 
-    def _next_window(self, what: str) -> sampling.Callback:
-        """The progress callback of the next window's steps, as part of the whole generation."""
+    def _next_window(self, what: str, steps: int) -> sampling.Callback:
+        """The progress callback of the next window's `steps`, as part of the whole generation. Each report names
+        the step now running while the bar's share counts those done: step 1 as the window starts, i + 1 as i ends."""
         self.done += 1
         done, label = self.done, f"window {self.done}/{self.windows}: " if self.windows > 1 else ""
 
         def on_step(i: int, n: int, t: float) -> None:
-            self.report(0.9 * (done - 1 + i / n) / self.windows, f"{label}{what}denoising step {i}/{n}")
+            if i < n:
+                self.report(0.9 * (done - 1 + i / n) / self.windows, f"{label}{what}denoising step {i + 1}/{n}")
 
+        on_step(0, steps, 1.0)
         return on_step
 
     def noise(self, shape: tuple[int, ...], direction: tuple[float, float] | None) -> torch.Tensor:
