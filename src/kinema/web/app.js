@@ -100,6 +100,16 @@ const FIELD_OF = {
   strength: "strength",
   segments: "storyboard",
 };
+// A clip's error is about the mode's own clip fields: [its file field, its finished-video choice].
+const CLIP_FIELDS = {
+  extend: { video: ["extend-file", "extend-source"] }, remix: { video: ["remix-file", "remix-source"] },
+  blend: { video: ["blend-from-file", "blend-from"], connect_to: ["blend-to-file", "blend-to"] },
+};
+function fieldOfParam(param, mode) {
+  const clip = CLIP_FIELDS[mode]?.[param];
+  if (clip) return $(clip[0]).files.length ? clip[0] : clip[1]; // the file was sent if one was chosen
+  return FIELD_OF[param] || "";
+}
 const fieldError = (id, message) => Object.assign(new Error(message), { field: id });
 const labelOf = (field) =>
   field.dataset.label || field.closest("label")?.firstChild?.textContent?.trim() || field.name || field.id;
@@ -250,7 +260,7 @@ form.addEventListener("submit", async (event) => {
     refreshGallery();
     await follow(video);
   } catch (error) {
-    const field = $(error.field || FIELD_OF[error.param] || "");
+    const field = $(error.field || fieldOfParam(error.param, currentMode()));
     // The API names its fields; the page names what the user sees.
     const named = field && error.param ? error.message.replace(new RegExp(`^${error.param}\\b`), labelOf(field))
       : error.message;
