@@ -215,10 +215,32 @@ def test_bad_inputs_are_user_errors():
         judge("a red circle", frames[0], 8.0)
     with pytest.raises(KinemaError):
         judge("a red circle", frames, 0)
+    with pytest.raises(KinemaError, match="frames of at least 16x16 pixels, got 8x8"):
+        judge("a red circle", frames[:, :8, :8], 8.0)
     with pytest.raises(KinemaError):
         validate(n=1)
     spec = parse_prompt("a red circle")
     assert set(score(spec, measure(frames, 8.0))) >= set(ATTRIBUTES) | {"overall", "flicker", "sharpness"}
+
+
+@pytest.mark.parametrize("prompt,many", [("five small white diamonds rest over a beige background", "five"),
+                                         ("12 stars move left", "12"), ("a red circle and many shapes", "many")])
+def test_a_prompt_of_more_objects_than_the_world_draws_is_refused_not_read_as_one(prompt, many):
+    frames = render(Scene([Obj("diamond", "white", "small", "still", 0.5, 0.5)], Background("solid", "beige")),
+                    64, 64, 5, 8.0)
+    with pytest.raises(KinemaError, match=f"the prompt asks for {many} objects; the judge counts one to three"):
+        judge(prompt, frames, 8.0)
+
+
+def test_the_verdict_shows_what_was_read_from_the_prompt_and_a_still_is_not_asked_to_move():
+    frames = render(Scene([Obj("diamond", "white", "small", "still", 0.5, 0.5)], Background("solid", "beige")),
+                    64, 64, 9, 8.0)
+    verdict = judge("a small white rhombus rests in place next to a sleeping dog over a beige background", frames, 8.0)
+    assert verdict["asked"]["objects"] == [{"colour": "white", "shape": "diamond", "size": "small", "motion": "still"}]
+    assert verdict["asked"]["count"] == 1 and verdict["motion"] is True  # the dog is not there: nothing asks for it
+    still = judge("a small white rhombus moves left over a beige background", frames[:1], 8.0)
+    assert still["motion"] is None and still["overall"] == 1.0 and still["asked"]["objects"][0]["motion"] is None
+    assert judge("a small white rhombus moves left over a beige background", frames, 8.0)["motion"] is False
 
 
 def test_judge_survives_noise_and_blank_video():

@@ -10,6 +10,7 @@ on true world renders and near chance when captions are shuffled across clips.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from kinema.errors import KinemaError
 from kinema.judge_measure import Measurement, Track, measure, shape_references
-from kinema.world import SIZES, PromptSpec, caption, parse_prompt, render, sample_scene
+from kinema.world import SIZES, PromptSpec, caption, count_beyond, parse_prompt, render, sample_scene
 
 ATTRIBUTES = ("colour", "shape", "size", "motion", "count", "background", "pan", "zoom")
 STILL = 0.1  # su: a net displacement below this is standing still
@@ -174,7 +175,8 @@ def score(spec: PromptSpec, found: Measurement) -> dict:
 
 
 def judge(prompt: str, frames, fps: float) -> dict:
-    """Score a video (T, H, W, 3) uint8 against a prompt; see `score` for the keys. Kinema's own watermark is taken
+    """Score a video (T, H, W, 3) uint8 against a prompt; see `score` for the keys, and `asked` for the prompt as the
+    judge read it (a prompt of more than three objects is refused). Kinema's own watermark is taken
     out first where it is found (a saved file's frames): the judge would read its grain on a flat dark background
     as a texture, e.g. a navy gradient as a night sky."""
     from kinema.provenance import unmark
@@ -183,15 +185,24 @@ def judge(prompt: str, frames, fps: float) -> dict:
     if spec is None:
         raise KinemaError("the judge found no colour, shape, motion or background it knows in the prompt; "
                           "describe the video with the world's words")
+    if many := count_beyond(prompt):
+        raise KinemaError(f"the prompt asks for {many} objects; the judge counts one to three, as the world draws "
+                          "them: describe at most three")
     video = np.asarray(frames)
-    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 or min(video.shape[1:3]) < 16:
-        raise KinemaError(f"the judge needs uint8 frames shaped (T, H, W, 3) of at least 16x16, got "
-                          f"{video.dtype} {tuple(video.shape)}; convert with kinema.io.to_uint8")
+    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+        raise KinemaError(f"the judge needs uint8 frames shaped (T, H, W, 3), got {video.dtype} {tuple(video.shape)}; "
+                          "convert with kinema.io.to_uint8")
+    if min(video.shape[1:3]) < 16:
+        raise KinemaError(f"the judge needs frames of at least 16x16 pixels, got {video.shape[2]}x{video.shape[1]}; "
+                          "judge a larger video")
     if not isinstance(fps, numbers.Real) or not fps > 0:  # numpy's and PyAV's (a Fraction) rates too
         raise KinemaError(f"fps must be a positive number, got {fps!r}; pass the video's frame rate")
+    if len(video) == 1:  # one frame neither moves nor flickers: not asked, as an unasked attribute
+        spec = dataclasses.replace(spec, objects=[dataclasses.replace(o, motion=None) for o in spec.objects])
     result = score(spec, measure(unmark(video)[0], fps))
     if len(video) == 1:
-        result["flicker"] = float("nan")  # one frame cannot flicker: not asked, as an unasked attribute
+        result["flicker"] = float("nan")
+    result["asked"] = dataclasses.asdict(spec)  # what was read from the prompt: words the judge does not know are not
     return result
 
 

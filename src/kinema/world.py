@@ -34,12 +34,13 @@ from kinema.world_scene import (
     is_heldout,
     sample_scene,
 )
-from kinema.world_text import ObjectSpec, PromptSpec, caption, parse_prompt, spec_of
+from kinema.world_text import ObjectSpec, PromptSpec, caption, count_beyond, parse_prompt, spec_of
 
 __all__ = [
     "BACKGROUND_COLOURS", "BACKGROUND_KINDS", "DIRECTIONS", "HELDOUT", "MOTIONS", "OBJECT_COLOURS", "SHAPES", "SIZES",
     "WHOLE_WORLD",
-    "Background", "Obj", "ObjectSpec", "PromptSpec", "Scene", "SceneMix", "caption", "heldout_prompts", "is_heldout",
+    "Background", "Obj", "ObjectSpec", "PromptSpec", "Scene", "SceneMix", "caption", "count_beyond", "heldout_prompts",
+    "is_heldout",
     "parse_prompt", "render", "sample_scene", "spec_of", "train_prompts",
 ]
 

@@ -296,6 +296,9 @@ _COUNT = re.compile(_COUNT_WORD + r"(?:\w+\s+)?(?:objects|shapes|things|figures|
 _PLURAL_SHAPE = re.compile(_COUNT_WORD + r"(?:\w+\s+){0,3}?" + _alternation(_SHAPE_OF, plural="(?:s|es)"))
 _CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:and|while|whereas|as|meanwhile|but|then|with|plus\s+a)\b")
 _COUNT_VALUES = {"one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
+_MANY = re.compile(r"\b(?P<n>four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?(?:\s+of)?|many|several"
+                   r"|lots\s+of|\d*[04-9]|\d{2,})\s+(?:\w+\s+){0,3}?(?:(?:objects|shapes|things|figures|items)\b|"
+                   + _alternation(_SHAPE_OF, plural="(?:s|es)") + ")")
 
 
 def _normalise(text: str) -> str:
@@ -400,6 +403,12 @@ def _read_objects(text: str) -> list[ObjectSpec]:
     for obj, hits in zip(objects, motion_words, strict=True):
         obj.motion = _motion(hits)
     return objects
+
+
+def count_beyond(text: str) -> str | None:
+    """The words of a prompt that ask for more objects than the world draws (one to three), e.g. "five", if any."""
+    match = _MANY.search(_normalise(text)) if isinstance(text, str) else None
+    return None if match is None else match.group("n")
 
 
 def parse_prompt(text: str) -> PromptSpec | None:
