@@ -31,6 +31,7 @@ from kinema.sheets import save_grid
 TARGETS = {"colour": 0.95, "shape": 0.90, "motion": 0.90, "count": 0.90}  # the bundled model's goals
 PROMPT_SETS = ("heldout", "train")
 MAX_PROMPTS = 10_000  # per aspect: already ~8 hours of CPU for the default model
+VALIDATION_CLIPS = 200  # world clips the judge validates itself on in a full eval (issue #4: these go in every report)
 PROBE_CLIPS = 32  # held-out clips for the word probe (kinema.probe): ~30 s for the bundled model on 2 cores
 STEER_FRAMES = 6  # objects per steering check (middle, against, text), 4 clips each: ~30 s each for the default model
 
@@ -92,12 +93,14 @@ def evaluate(pipe: Pipeline, prompts: list[str], width: int, height: int, second
 
 
 def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int = 200, seed: int = 0,
-        aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int = 200,
+        aspects: tuple[str, ...] = ("1:1",), aspect_n: int | None = None, validate_n: int | None = None,
         progress: Callable[[float, str], None] | None = None,
         steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
         cache: float = 0.0, noise_correlation: float | None = None, noise_drift: float | None = None,
         window_camera: bool | None = None) -> dict:
-    """Evaluate `model` and write report.json, README.md and samples.png into `out`."""
+    """Evaluate `model` and write report.json, README.md and samples.png into `out`. The judge's own validation
+    judges `validate_n` world clips (default: as many as the eval's prompts, from 40 to 200; it is the same for every
+    model, so a quick eval need not wait for a full one)."""
     from kinema.sizes import parse_aspect, size_for
 
     out = Path(out)
@@ -143,7 +146,8 @@ def run(model: str | None, out: str | Path, prompt_set: str = "heldout", n: int 
         say(share, f"steering ({start})")
         report[key] = probe.steering(pipe, min(n, STEER_FRAMES), seed, start=start, **tuning)
     say(0.95, "judge validation")
-    report["judge_validation"] = judge.validate(validate_n, seed)
+    validate_n = validate_n or min(VALIDATION_CLIPS, max(n, 40))
+    report["judge_validation"] = {"n": validate_n, **judge.validate(validate_n, seed)}
     main = report["aspects"][aspects[0]]["scores"]
     report["targets_met"] = {k: bool(main[k] >= v) for k, v in TARGETS.items()}
     # All three files at the end: an interrupted run leaves the last run's report whole, not mixed with this one's.
@@ -225,7 +229,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     val = report["judge_validation"]
     lines += ["", "## The judge's own validation", "",
-              "World renders judged against their own captions (true) and against another clip's (shuffled):",
+              f"{val['n']} world renders judged against their own captions (true) and against another clip's "
+              "(shuffled):",
               "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in ("true", "shuffled"):
         lines.append(f"| {row} | " + " | ".join(_pct(val[row][k]) for k in names) + " |")
