@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -360,7 +361,9 @@ def test_train_set_errors_are_one_line(tmp_path, capsys, item, message):
 
 def test_train_checks_its_export_folder_before_training(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
-    for export, message in ((tmp_path / "a_file", "it is a file"), (tmp_path / "a_file" / "model", "is not a folder")):
+    # /proc takes no new files, even from root, whose permission bits say yes to everything
+    for export, message in ((tmp_path / "a_file", "it is a file"), (tmp_path / "a_file" / "model", "is not a folder"),
+                            (Path("/proc/model"), "/proc is not a folder you can write")):
         code, _, err = run(["train", "--config", "configs/debug.toml", "--out", str(tmp_path / "run"),
                             "--export", str(export)], capsys)
         assert code == 2 and f"cannot write to {export}" in err and message in err

@@ -432,7 +432,7 @@ def check_writable(path: Path) -> None:
     parent = path.resolve().parent
     if not parent.is_dir():
         raise KinemaError(f"cannot write {path}: folder {parent} does not exist; create it or choose another -o")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not can_write_in(parent) or (path.exists() and not os.access(path, os.W_OK)):
         raise KinemaError(f"cannot write {path}: permission denied; choose another -o")
     if path.suffix.lower() not in (".mp4", ".gif", ".webm", ".png"):
         raise KinemaError(f"unknown output type {path.suffix or '(none)'!r}; use .mp4, .gif, .webm or .png")
@@ -452,9 +452,20 @@ def check_folder(path: Path, option: str) -> None:
     if path.exists() and not path.is_dir():
         raise KinemaError(f"cannot write to {path}: it is a file; give {option} a folder name")
     existing = next(p for p in [path, *path.absolute().parents] if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
+    if not existing.is_dir() or not can_write_in(existing):
         raise KinemaError(f"cannot write to {path}: {existing} is not a folder you can write; choose another "
                           f"{option}")
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether a file can be made in `folder`, tried: permission bits say yes to root on a read-only mount or /proc."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 class progress_bar:
