@@ -137,6 +137,13 @@ def test_folder_source_from_jsonl(tmp_path, capsys):
     assert source.clip(2, Bucket(32, 32, 5)).caption == "a red fade"
 
 
+def test_a_folder_without_clips_says_how_to_lay_one_out(tmp_path):
+    (tmp_path / "notes.txt").write_text("a caption with no clip")
+    with pytest.raises(KinemaError, match="holds no video or image files; put clips there, each with its caption in "
+                                          r"a same-named .txt file \(clip.mp4, clip.txt\)"):
+        read_listing(tmp_path)
+
+
 def test_folder_source_csv_and_sidecars(tmp_path):
     _videos(tmp_path, count=1)
     (tmp_path / "list.csv").write_text('path,caption\nclip0.mp4,"a fade, slowly"\n')
@@ -190,6 +197,10 @@ def test_listings_from_spreadsheets_and_other_tools(tmp_path):
     with pytest.raises(KinemaError, match="named.csv line 1: 'filename' is not a media file; if this line names the "
                                           "columns, call them path / file_name / file / video and caption / text"):
         read_listing(tmp_path / "named.csv")
+    (tmp_path / "labels.csv").write_text("file,label\nclip0.mp4,a fade\n")  # the path named, the caption not
+    with pytest.raises(KinemaError, match="labels.csv line 1 names its columns without a caption column; call one of "
+                                          "'file', 'label' caption / text / prompt"):
+        read_listing(tmp_path / "labels.csv")
     (tmp_path / "short.csv").write_text("path,caption,fps\nclip0.mp4\n")
     with pytest.raises(KinemaError, match="short.csv line 2: 1 columns, fewer than the header's"):
         read_listing(tmp_path / "short.csv")

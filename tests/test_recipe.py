@@ -40,7 +40,8 @@ def test_recipes_parse_and_reject_typos(tmp_path):
                             ({"dit.lr": float("nan")}, "lr must be a number, got nan"),
                             ({"vae.steps.x": 1}, "vae.steps is a value, not a table: cannot set vae.steps.x"),
                             ({"model.dit": [1, 2]}, r"model config.dit must be a table of keys \("),
-                            ({"vae.lr": float("inf")}, r"needs steps >= 0 and a finite lr > 0, got inf"),
+                            ({"vae.lr": float("inf")}, r"\[vae\] lr must be a finite number above 0, got inf"),
+                            ({"dit.steps": -1}, r"\[dit\] steps must be 0 or more, got -1"),
                             ({"vae.crop": 0}, r"crop=0 must be a multiple of"),
                             ({"vae.crop": -32}, r"crop=-32 must be a multiple of"),
                             ({"model.dit.num_heads": 0}, r"dit.num_heads=0 must be at least 1")):

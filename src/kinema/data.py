@@ -335,6 +335,9 @@ def read_listing(spec: Path) -> list[Row]:
             raise KinemaError(f"{spec} holds several listings ({', '.join(p.name for p in listings)}); "
                               "point [data] source at one of them")
         rows = _read_file(listings[0]) if listings else _read_sidecars(spec)
+        if not listings and not rows:
+            raise KinemaError(f"{spec} holds no video or image files; put clips there, each with its caption in a "
+                              "same-named .txt file (clip.mp4, clip.txt), or a captions .jsonl or .csv")
     elif spec.suffix.lower() in (".jsonl", ".csv"):
         rows = _read_file(spec)
     else:
@@ -406,9 +409,7 @@ def _csv_pairs(listing: Path, text: str) -> list[tuple[int, Any, Any]]:
             if (header := _header_columns(row)) is not None:
                 continue
             if not Path(row[0].strip()).suffix:  # no file has a name like "filename" or "video path"
-                raise KinemaError(f"{listing} line {number}: {row[0].strip()!r} is not a media file; if this line "
-                                  f"names the columns, call them {' / '.join(PATH_KEYS)} and "
-                                  f"{' / '.join(CAPTION_KEYS)}")
+                raise KinemaError(_not_a_header(listing, number, row))
         if header is None and len(row) != 2:
             raise KinemaError(f"{listing} line {number}: expected 2 columns (path, caption), got {len(row)}; quote "
                               "captions that contain commas, or name the columns in a header (path,caption,...)")
@@ -429,6 +430,17 @@ def _delimiter(text: str) -> str:
         if len(cells) >= 2 and (_header_columns(cells) is not None or media):
             return delimiter
     return ","
+
+
+def _not_a_header(listing: Path, number: int, row: list[str]) -> str:
+    """Why a first line that names no media file is not read as a header either: the column it lacks."""
+    names = [cell.strip().lower() for cell in row]
+    for keys, kind in ((PATH_KEYS, "path"), (CAPTION_KEYS, "caption")):
+        if not set(names) & set(keys) and set(names) & set(PATH_KEYS + CAPTION_KEYS):
+            return (f"{listing} line {number} names its columns without a {kind} column; call one of "
+                    f"{', '.join(map(repr, names))} {' / '.join(keys)}")
+    return (f"{listing} line {number}: {row[0].strip()!r} is not a media file; if this line names the columns, call "
+            f"them {' / '.join(PATH_KEYS)} and {' / '.join(CAPTION_KEYS)}")
 
 
 def _header_columns(row: list[str]) -> tuple[int, int] | None:

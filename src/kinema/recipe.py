@@ -388,8 +388,10 @@ def _validate_finetune(recipe: Recipe) -> None:
 def _validate_loops(recipe: Recipe) -> None:
     """Steps, rates, batches and intervals of both training loops."""
     for section, values in (("vae", recipe.vae), ("dit", recipe.dit)):
-        if values.steps < 0 or not 0 < values.lr < math.inf:
-            raise KinemaError(f"recipe [{section}] needs steps >= 0 and a finite lr > 0, got {values.lr}")
+        if values.steps < 0:
+            raise KinemaError(f"recipe [{section}] steps must be 0 or more, got {values.steps}")
+        if not 0 < values.lr < math.inf:
+            raise KinemaError(f"recipe [{section}] lr must be a finite number above 0, got {values.lr}")
         for name in ("batch", "batch_tokens", "max_batch", "eval_every", "stats_clips", "eval_clips",
                      "checkpoint_every", "sample_every", "log_every"):
             if getattr(values, name, 1) < 1:
