@@ -57,6 +57,8 @@ def test_every_probe_reports_its_clips(debug_pipe):
     movers = sum(scene.objects[0].motion in OPPOSITE for _, scene in world.heldout_prompts(6, 0))
     assert gaps["colour"]["n"] == gaps["background"]["n"] == 6
     assert gaps["motion"]["n"] == gaps["motion, first frame given"]["n"] == movers
+    # The debug DiT's text path starts at zero: every caption predicts alike, which is a coin flip, not a preference
+    assert all(row["gap"] == 0.0 and row["prefers"] == 0.5 for row in gaps.values()), gaps
 
 
 @pytest.mark.skipif(not (BUNDLED / "config.json").exists(), reason="needs the bundled model")

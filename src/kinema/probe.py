@@ -115,8 +115,8 @@ def word_gaps(pipe: Pipeline, n: int = 32, seed: int = 0) -> dict[str, dict[str,
         given[:, 0] = first_given
         ratios = torch.stack([_losses(pipe, x0[rows], eps[rows], changed, t, given) for t in TIMES])
         ratios /= true_losses[first_given][:, rows]
-        results[name] = {"gap": float(100 * (ratios.mean() - 1)), "prefers": float((ratios > 1).float().mean()),
-                         "n": len(rows)}
+        prefers = (ratios > 1).float() + 0.5 * (ratios == 1).float()  # a tie (the text has no effect) is a coin flip
+        results[name] = {"gap": float(100 * (ratios.mean() - 1)), "prefers": float(prefers.mean()), "n": len(rows)}
     return results
 
 
