@@ -1,6 +1,7 @@
 """`kinema bench` in quick mode: every section runs, results are complete and written as JSON + Markdown."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from kinema.errors import KinemaError
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    return out, bench.run(out, quick=True, sections=["dit", "e2e", "vae", "train", "cache", "gpu"])
+    with warnings.catch_warnings():  # a bench prints its tables, not library warnings (diffusers' under bf16)
+        warnings.simplefilter("error", UserWarning)
+        return out, bench.run(out, quick=True, sections=["dit", "e2e", "vae", "train", "cache", "gpu"])
 
 
 def test_quick_run_writes_json_and_markdown(quick):

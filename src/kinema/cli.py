@@ -277,9 +277,9 @@ def cmd_eval(args) -> None:
                               sampler=args.sampler, guidance=args.guidance, cache=args.cache,
                               noise_correlation=args.noise_correlation, noise_drift=args.noise_drift,
                               window_camera=args.window_camera)
-    aspect, first = next(iter(result["aspects"].items()))
-    print(f"{aspect}: " + " ".join(f"{k}={v:.3f}" for k, v in first["scores"].items()
-                                   if k in evaluate.TARGETS or k == "overall"))
+    for aspect, row in result["aspects"].items():
+        print(f"{aspect}: " + " ".join(f"{k}={v:.3f}" for k, v in row["scores"].items()
+                                       if k in evaluate.TARGETS or k == "overall"))
     print(f"wrote {args.out}/report.json, README.md and samples.png")
 
 
