@@ -215,6 +215,21 @@ def test_verify_finds_the_watermark_of_a_generated_video(tmp_path, capsys):
                                                                          "not found; check the path\n")
 
 
+def test_verify_reads_a_file_by_its_content_and_its_help_gives_the_exit_statuses(tmp_path, capsys):
+    from kinema.io import write_video
+    from kinema.provenance import metadata
+
+    write_video(tmp_path / "still.png", np.full((1, 64, 64, 3), 90, np.uint8), 8, metadata=metadata("a ball", "x", 3))
+    (tmp_path / "still.mp4").write_bytes((tmp_path / "still.png").read_bytes())  # a PNG named .mp4
+    code, stdout, _ = run(["verify", str(tmp_path / "still.mp4")], capsys)
+    assert code == 1 and stdout.splitlines()[1] == "tags: ai_generated=true, model=x, seed=3; prompt 'a ball'"
+    (tmp_path / "notes").write_text("not a video")
+    code, _, err = run(["verify", str(tmp_path / "notes")], capsys)
+    assert code == 2 and err.startswith(f"kinema: error: {tmp_path / 'notes'} is neither a PNG")
+    stdout = " ".join(run(["verify", "--help"], capsys)[1].split())
+    assert "Exit status: 0 when the watermark is found, 1 when it is not, 2 on an error" in stdout
+
+
 def test_generate_signs_with_c2pa_credentials(tmp_path, capsys, monkeypatch):
     pytest.importorskip("c2pa")
     from kinema.provenance import make_test_certificate

@@ -3,6 +3,7 @@ server and a restart with other models."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -146,4 +147,57 @@ def test_a_job_whose_model_is_no_longer_served_fails_clearly(tmp_path):
     gone = _run_one(store, Models("debug"), _job(model="a-model-served-before-the-restart"))
     assert (gone.status, gone.error_code) == ("failed", "model_not_found")
     assert "is no longer served here" in gone.error_message
+    store.close()
+
+
+def test_previews_carry_the_videos_tags_and_watermark(tmp_path):
+    """The thumbnail (WebP) and spritesheet (JPEG) tell what `kinema verify` and POST /v1/provenance read: the
+    video's disclosure tags and its watermark (the sheet marked whole: its tiles' marks are not on its grid)."""
+    from kinema import io, provenance
+    from kinema.jobs import write_previews
+    from test_provenance import world_clip
+
+    meta = provenance.metadata("a red ball", "debug", 7)
+    io.write_video(tmp_path / "video.mp4", provenance.embed(world_clip(33, 128, 128),
+                                                            bytes.fromhex(meta["watermark_payload"])), 8, metadata=meta)
+    write_previews(tmp_path / "video.mp4", 33, tmp_path / "thumbnail.webp", tmp_path / "spritesheet.jpg")
+    for name in ("thumbnail.webp", "spritesheet.jpg"):
+        result = provenance.verify(tmp_path / name)
+        assert result["watermark"]["detected"] and result["watermark"]["bit_accuracy"] == 1.0, name
+        assert result["metadata"] == {key: str(meta[key]) for key in provenance.DISCLOSURE_TAGS}, name
+
+
+def test_a_row_with_damaged_json_reads_as_failed_without_breaking_the_list(tmp_path, caplog):
+    store = JobStore(tmp_path / "data")
+    damaged, fine, chatty = _job(), _job(), _job(status="completed")
+    for job in (damaged, fine, chatty):
+        store.add(job, max_queue=8)
+    store._db.execute("UPDATE jobs SET params = '{\"seed\": 1' WHERE id = ?", (damaged.id,))
+    store._db.execute("UPDATE jobs SET notes = '\"a string\"' WHERE id = ?", (chatty.id,))
+    for _ in range(3):  # clients poll the list: each damaged row is logged once
+        listed = {job.id: job for job in store.page(None, 10, "desc")[0]}
+    assert len(listed) == 3 and listed[fine.id].status == "queued"
+    assert (listed[damaged.id].status, listed[damaged.id].error_code) == ("failed", "damaged_job")
+    assert "delete it and submit it again" in listed[damaged.id].to_api()["error"]["message"]
+    assert (listed[chatty.id].status, listed[chatty.id].notes) == ("completed", [])  # only its notes are lost
+    damage = [record.getMessage() for record in caplog.records if "damaged" in record.getMessage()]
+    assert sorted(damage) == sorted([f"job {chatty.id}: its notes in kinema.db are damaged (a JSON str, not a JSON "
+                                     "list)", f"job {damaged.id}: its params in kinema.db are damaged (Expecting ',' "
+                                     "delimiter: line 1 column 11 (char 10)); it reads as failed"])
+    worker = Worker(store, Models("debug"))
+    worker.run(store.claim())  # the damaged job is first in the queue: it fails rather than run on half a request
+    assert store.get(damaged.id).status == "failed" and store.get(fine.id).status == "queued"
+    store.close()
+
+
+def test_the_log_has_a_line_for_each_job_that_completes_or_fails(tmp_path, caplog):
+    caplog.set_level("INFO", logger="kinema.server")
+    store = JobStore(tmp_path / "data")
+    done = _run_one(store, Models("debug"), _job())
+    failed = _run_one(store, Models("debug"), _job(model="gone"))
+    lines = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert [line for line in lines if done.id in line[1]] == [
+        ("INFO", next(m for _, m in lines if re.fullmatch(rf"job {done.id} completed: 1 s of video in \d+\.\d s", m)))]
+    assert [line for line in lines if failed.id in line[1]] == [
+        ("WARNING", f"job {failed.id} failed (model_not_found): {failed.error_message}")]
     store.close()

@@ -318,6 +318,16 @@ def test_save_picks_filmstrip_frames_while_writing(fp32_debug_pipe, tmp_path):
     assert Image.open(tmp_path / "strip.png").size == (8 * 18 - 2, 2 * 18 - 2)  # 16 frames, 8 per row
 
 
+def test_the_filmstrip_carries_the_videos_watermark_and_tags(debug_pipe, tmp_path):
+    from kinema import provenance
+
+    video = debug_pipe.generate(Request("a red ball", width=128, height=128, frames=9, steps=1, seed=3))
+    debug_pipe.save(video, tmp_path / "v.mp4", filmstrip=tmp_path / "strip.png")
+    found = provenance.verify(tmp_path / "strip.png")
+    assert found["watermark"]["detected"] and found["metadata"]["ai_generated"] == "true"
+    assert found["metadata"]["watermark_payload"] == video.meta["watermark_payload"]
+
+
 @pytest.mark.parametrize("patch", [(1, 2, 2), (1, 4, 4)])
 def test_schedule_shift_counts_tokens_as_training_does(debug_pipe, monkeypatch, patch):
     """The sampler's shift grows with the DiT's token count, counted with its own patch size (the bundled

@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from kinema import io, provenance
+from kinema import filetypes, io, provenance
 from kinema.errors import KinemaError
 
 PAYLOAD = 0x4B494E454D41_0001  # "KINEMA" + 1
@@ -289,3 +289,44 @@ def test_a_missed_mark_under_kinemas_own_tags_is_not_called_someone_elses():
     unsure = {"detected": True, "p_value": 1e-9, "bit_accuracy": None, "bit_confidence": 0.93, "payload_hex": "93443f"}
     assert provenance.describe({"watermark": unsure, "metadata": {}, "c2pa": "none"})[0] == (
         "watermark: found (p = 1.0e-09, payload 93443f, read with 93% confidence a bit)")
+
+
+def test_verify_reads_a_file_as_its_content_says_whatever_its_name(tmp_path):
+    """A PNG named .mp4, an MP4 named .png, a download without a suffix and an AVI read as what they are, as
+    POST /v1/provenance reads uploads (the same sniff_suffix)."""
+    import av
+
+    meta = provenance.metadata("a red ball", "debug", 7)
+    marked = provenance.embed(world_clip(16, 128, 128), bytes.fromhex(meta["watermark_payload"]))
+    io.write_video(tmp_path / "clip.mp4", marked, 8, metadata=meta)
+    io.write_video(tmp_path / "still.png", marked[:1], 8, metadata=meta)
+    for source, name in (("still.png", "still.mp4"), ("clip.mp4", "clip.png"), ("clip.mp4", "download")):
+        (tmp_path / name).write_bytes((tmp_path / source).read_bytes())
+        result = provenance.verify(tmp_path / name)
+        assert result["watermark"]["detected"] and result["metadata"]["prompt"] == "a red ball", name
+        assert result["file"] == str(tmp_path / name)
+    with av.open(str(tmp_path / "clip.avi"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8, width=128, height=128)
+        for frame in marked:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    (tmp_path / "avi.mp4").write_bytes((tmp_path / "clip.avi").read_bytes())
+    assert filetypes.sniff_suffix((tmp_path / "clip.avi").read_bytes()[:16]) == ".avi"
+    assert provenance.verify(tmp_path / "avi.mp4")["watermark"]["detected"]
+    (tmp_path / "notes.mp4").write_text("not a video at all")
+    with pytest.raises(KinemaError, match=r"notes.mp4 is neither a PNG, .* nor an MP4, .*; give one of those"):
+        provenance.verify(tmp_path / "notes.mp4")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "clip.mp4").read_bytes()[:200])  # an MP4 cut short, named .png
+    with pytest.raises(KinemaError) as caught:
+        provenance.verify(tmp_path / "cut.png")
+    assert str(tmp_path / "cut.png") in str(caught.value) and "file.mp4" not in str(caught.value)  # not the link
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "WEBP"])
+def test_disclosure_tags_round_trip_through_xmp(tmp_path, image_format):
+    meta = provenance.metadata('a "red" ball & a <blue> one\nthen café', "debug", 7)
+    path = tmp_path / "still.img"
+    Image.fromarray(world_clip(1, 64, 64)[0]).save(path, format=image_format, xmp=provenance.xmp(meta))
+    tags = provenance.verify(path)["metadata"]
+    assert tags == {name: str(meta[name]) for name in provenance.DISCLOSURE_TAGS}
+    assert provenance.TRAINED_ALGORITHMIC_MEDIA in Image.open(path).info["xmp"].decode()  # IPTC's field, for others

@@ -508,6 +508,19 @@ def test_a_bad_or_busy_port_is_a_one_line_error_before_the_model_loads(tmp_path)
     assert not any(tmp_path.iterdir())  # nothing was created: the job store was not opened
 
 
+def test_serving_other_machines_without_api_keys_warns_at_start(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("kinema.server.create_app", lambda *args, **kwargs: None)
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    for host, keys, warns in (("0.0.0.0", [], True), ("0.0.0.0", ["k"], False), ("127.0.0.1", [], False),
+                              ("localhost", [], False)):
+        caplog.clear()
+        serve(host, port := free_port(), tmp_path, api_keys=keys)
+        said = [(record.levelname, record.getMessage()) for record in caplog.records]
+        assert said == ([("WARNING", f"listening on {host}:{port} without API keys: anyone who can reach this port can "
+                          "create, read and delete videos; set KINEMA_API_KEYS=key1,key2 or --api-keys-file FILE (one "
+                          "key per line), or serve on --host 127.0.0.1")] if warns else []), host
+
+
 def test_kill_9_loses_no_job(tmp_path):
     port = free_port()
     first = start_process(tmp_path, port, concurrency=0)

@@ -148,3 +148,51 @@ def test_lengths_sizes_and_rates_are_read_as_the_cli_reads_them(paused, tmp_path
     assert extend.status_code == 200, extend.text
     assert (edit.size, edit.seconds, extend.json()["size"]) == ("32x32", "1.25", "32x32")  # 9 frames read at 4 fps: 5
     assert extend.json()["seconds"] == "2.125"  # the clip's 9 frames and 8 more, at 8 fps
+
+
+def test_a_completed_video_whose_files_are_gone_says_so_everywhere(paused):
+    """Deleted outside the server, or a kinema.db restored from a backup: neither "not ready" nor "not completed"."""
+    job = stored_job(paused, "completed", progress=100, completed_at=1, expires_at=int(time.time()) + 3600)
+    calls = [("GET", f"videos/{job.id}/content", None), ("POST", f"videos/{job.id}/remix", {"prompt": "blue"}),
+             ("POST", "videos/edits", {"prompt": "blue", "video": {"id": job.id}}),
+             ("POST", "videos/extensions", {"prompt": "on", "video": {"id": job.id}, "connect_to": {"id": job.id}})]
+    for method, path, body in calls:
+        answer = httpx.request(method, f"{paused.url}/v1/{path}", headers=HEADERS, json=body)
+        error = answer.json()["error"]
+        assert (answer.status_code, error["code"]) == (404, "video_files_missing"), (path, error)
+        assert f"{job.id} is completed but its files are missing" in error["message"]
+        assert error["message"].endswith("generate it again")
+
+
+def test_the_list_answers_with_a_damaged_row_among_its_jobs(paused):
+    store = paused.app.state.service.store
+    job = stored_job(paused, "completed")
+    store._db.execute("UPDATE jobs SET params = 'not json' WHERE id = ?", (job.id,))
+    answer = httpx.get(f"{paused.url}/v1/videos", params={"limit": 100}, headers=HEADERS)
+    assert answer.status_code == 200, answer.text
+    listed = next(video for video in answer.json()["data"] if video["id"] == job.id)
+    assert (listed["status"], listed["error"]["code"]) == ("failed", "damaged_job")
+    assert httpx.delete(f"{paused.url}/v1/videos/{job.id}", headers=HEADERS).status_code == 200  # and it can go
+
+
+def test_the_provenance_endpoint_reads_previews_and_what_kinema_verify_reads(paused, tmp_path):
+    """The API's previews carry the video's tags; files are read by their content, AVI too, as on the CLI."""
+    import av
+
+    from kinema import provenance
+    from kinema.jobs import write_previews
+
+    meta = provenance.metadata("a red ball", "debug", 7)
+    write_video(tmp_path / "video.mp4", np.full((9, 64, 64, 3), 90, np.uint8), 8, metadata=meta)
+    write_previews(tmp_path / "video.mp4", 9, tmp_path / "thumbnail.webp", tmp_path / "spritesheet.jpg")
+    with av.open(str(tmp_path / "clip.avi"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8, width=64, height=64)
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode())
+    for name, sent_as in (("thumbnail.webp", "thumb"), ("spritesheet.jpg", "sheet.mp4"), ("clip.avi", "clip.avi")):
+        answer = httpx.post(f"{paused.url}/v1/provenance", headers=HEADERS,
+                            files={"file": (sent_as, (tmp_path / name).read_bytes())})
+        assert answer.status_code == 200, (name, answer.text)
+        tags = answer.json()["summary"][1]
+        assert tags == ("tags: none (stripped, or never written)" if name == "clip.avi" else
+                        "tags: ai_generated=true, model=debug, seed=7; prompt 'a red ball'"), name

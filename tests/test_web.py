@@ -177,7 +177,8 @@ def check_uploads(page, server, tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     page.set_input_files("#blend-to-file", str(tmp_path / "broken.mp4"))
     generate_from_page(page, "from one to the other")  # the server's refusal is named beside the file it is about
-    assert page.text_content("#blend-to-file-error") == "The clip to end on is not an MP4, MOV, WEBM or GIF video"
+    assert page.text_content("#blend-to-file-error") == ("The clip to end on is not an MP4, MOV, WEBM, MKV, AVI or GIF "
+                                                         "video")
     assert page.get_attribute("#blend-to-file", "aria-invalid") == "true"
     page.set_input_files("#blend-to-file", str(clip))
     generate_from_page(page, "from one to the other")

@@ -249,8 +249,10 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("verify", help="check a video or image for Kinema's watermark, tags and C2PA credentials",
                        description="Look for the invisible watermark every Kinema output carries, its AI-disclosure "
-                       "tags and a C2PA manifest. Exits 0 when the watermark is found, 1 when it is not.")
-    p.add_argument("file", help="an MP4, WEBM, GIF, PNG or JPEG")
+                       "tags and a C2PA manifest. The file is read as what its content is, whatever its name says. "
+                       "Exit status: 0 when the watermark is found, 1 when it is not, 2 on an error (a missing or "
+                       "unreadable file).")
+    p.add_argument("file", help="a video or image: MP4, MOV, WEBM, MKV, AVI, GIF, PNG, JPEG, WEBP or BMP")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("judge", help="score one video against a prompt of the world's grammar",

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 from PIL import Image
 
-from kinema import io, provenance, sheets
+from kinema import filetypes, io, provenance, sheets
 from kinema.checkpoint import BUNDLED_MODELS, DEFAULT_MODEL, atomic_write, locate_model, lock_folder
 from kinema.config import CONCURRENCY, RETENTION_HOURS, SWEEP_S
 from kinema.errors import KinemaError
@@ -252,8 +253,11 @@ class JobStore:
 
     def fail(self, video_id: str, code: str, message: str, retention_s: float) -> bool:
         now = int(time.time())
-        return self._update(video_id, "status = 'failed', error_code = ?, error_message = ?, completed_at = ?, "
-                            "expires_at = ?", code, message, now, now + int(retention_s))
+        failed = self._update(video_id, "status = 'failed', error_code = ?, error_message = ?, completed_at = ?, "
+                              "expires_at = ?", code, message, now, now + int(retention_s))
+        if failed:  # every way a job fails passes here: the one line the log has of it
+            log.warning("job %s failed (%s): %s", video_id, code, message)
+        return failed
 
     def requeue(self, video_id: str, stopped_cleanly: bool = False) -> bool:
         """Back to the queue; a clean stop (the job saw it coming) does not count as one of its attempts."""
@@ -286,8 +290,7 @@ class JobStore:
             if missing:
                 self.fail(job.id, "inputs_missing", f"the server restarted while this job ran and its input "
                           f"files ({', '.join(missing)}) are gone; submit the job again", retention_s)
-            elif job.attempts >= MAX_ATTEMPTS:
-                log.error("not re-running %s: the server stopped during it %d times", job.id, job.attempts)
+            elif job.attempts >= MAX_ATTEMPTS:  # fail() logs it
                 self.fail(job.id, "interrupted", f"the server stopped {job.attempts} times while running this job, "
                           "so it is not run again; submit it again, perhaps smaller or shorter", retention_s)
             else:
@@ -322,11 +325,29 @@ def _job_folders(root: Path) -> list[Path]:
             for folder in (root / kind).iterdir() if folder.is_dir() and valid_id(folder.name)]
 
 
+DAMAGED = "damaged_job"
+_logged_damage: set[tuple[str, str]] = set()  # (id, column): a list polled every second logs each damaged row once
+
+
 def _job_from_row(row: tuple) -> Job:
+    """The Job of a row; a JSON column that does not parse (a hand-edited or half-restored kinema.db) costs that job
+    its notes, or with its params (what would run) its status: it reads as failed, and every other job still lists."""
     values = {FIELDS.get(c, c): value for c, value in zip(COLUMNS, row, strict=True)}
-    for name in JSON_COLUMNS:
-        values[name] = json.loads(values[name])
     values["expired_files"] = bool(values["expired_files"])
+    for name, kind in (("params", dict), ("notes", list)):  # JSON_COLUMNS and what each holds
+        try:
+            values[name] = json.loads(values[name])
+            if not isinstance(values[name], kind):
+                raise ValueError(f"a JSON {type(values[name]).__name__}, not a JSON {kind.__name__}")
+        except (ValueError, TypeError) as err:
+            values[name] = kind()
+            if (values["id"], name) not in _logged_damage:
+                _logged_damage.add((values["id"], name))
+                log.error("job %s: its %s in kinema.db are damaged (%s)%s", values["id"], name, err,
+                          "; it reads as failed" if name == "params" else "")
+            if name == "params":
+                values |= {"status": "failed", "error_code": DAMAGED, "error_message": "this job's stored parameters "
+                           "are damaged, so it cannot run or be remixed; delete it and submit it again"}
     return Job(**values)
 
 
@@ -436,6 +457,10 @@ class Worker:
                 log.info("deleted the expired files of %d jobs", len(expired))
 
     def run(self, job: Job) -> None:
+        if job.error_code == DAMAGED:  # its row says nothing that could run
+            self.store.fail(job.id, job.error_code, job.error_message, self.retention_s)
+            return
+        started = time.monotonic()
         try:
             seconds, notes = self._generate(job)
         except JobGone:
@@ -458,6 +483,7 @@ class Worker:
                 self.store.remove_files(job.id)  # deleted in the last moments
             else:  # a finished video is all its remixes and extensions read: its uploads need not wait for expiry
                 self.store.remove_inputs(job.id)
+                log.info("job %s completed: %s s of video in %.1f s", job.id, seconds, time.monotonic() - started)
 
     def _generate(self, job: Job) -> tuple[str, list[str]]:
         """Run the pipeline exactly as the CLI does; returns the output's duration in seconds and the notes the CLI
@@ -489,25 +515,12 @@ class Worker:
         return report
 
 
-MAGIC = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b"\x1a\x45\xdf\xa3", ".webm"),
-         (b"BM", ".bmp"))
-
-
-def sniff_suffix(head: bytes) -> str | None:
-    """The file type from its first bytes: the client's file name and content type are not trusted."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return ".webp"
-    if head[4:8] == b"ftyp":
-        return ".mp4"
-    return next((suffix for magic, suffix in MAGIC if head.startswith(magic)), None)
-
-
 def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
     """Copy an uploaded file to `folder`/`name`.<its real type>, synced to disk, refusing unknown types."""
     source.seek(0)
-    suffix = sniff_suffix(source.read(16))
+    suffix = filetypes.sniff_suffix(source.read(16))  # what `kinema verify` reads a file as, too
     if suffix is None:
-        image, video = "a PNG, JPEG, WEBP, BMP or GIF image", "an MP4, MOV, WEBM or GIF video"
+        image, video = filetypes.IMAGE_TYPES, filetypes.VIDEO_TYPES
         wanted = image if name == "image" else video if name.startswith("video") else f"{image} or {video}"
         raise KinemaError(f"{param} is not {wanted}", param=param)
     source.seek(0)
@@ -527,11 +540,18 @@ def save_upload(source: BinaryIO, folder: Path, name: str, param: str) -> Path:
 
 def write_previews(video_path: Path, frames: int, thumbnail: Path, spritesheet: Path) -> None:
     """A middle-frame thumbnail and a contact sheet, from only those frames of the MP4 (io.read_frames; an encoder
-    that dropped trailing frames gives the last one instead)."""
+    that dropped trailing frames gives the last one instead). Both carry the MP4's disclosure tags (as XMP: WebP and
+    JPEG have no text tags) and its watermark: the thumbnail is one of its marked frames, and the sheet, whose tiles'
+    marks are not on its own grid, is marked whole with the video's payload."""
     sheet_picks = sheets.even_picks(frames, SPRITESHEET_FRAMES)
     picked = io.read_frames(video_path, [frames // 2, *sheet_picks])
+    tags = {name: value for name, value in io.video_metadata(video_path)["tags"].items()
+            if name in (*provenance.DISCLOSURE_TAGS, "watermark")}
+    xmp = provenance.xmp(tags)
     with atomic_write(thumbnail) as tmp:
-        Image.fromarray(picked[0]).save(tmp, format="WEBP", quality=90)
-    sheet = sheets.contact_sheet(picked[1:], columns=4, max_frames=SPRITESHEET_FRAMES)
+        Image.fromarray(picked[0]).save(tmp, format="WEBP", quality=90, xmp=xmp)
+    sheet = np.asarray(sheets.contact_sheet(picked[1:], columns=4, max_frames=SPRITESHEET_FRAMES))
+    if "watermark_payload" in tags:
+        sheet = provenance.embed(sheet, bytes.fromhex(tags["watermark_payload"]))
     with atomic_write(spritesheet) as tmp:
-        sheet.save(tmp, format="JPEG", quality=90)
+        Image.fromarray(sheet).save(tmp, format="JPEG", quality=90, xmp=xmp)

@@ -369,9 +369,10 @@ class Pipeline:
             if self.signer:
                 self.signer.sign(whole, {key: meta[key] for key in ("prompt", "model", "seed") if key in meta},
                                  title=path.name)
-            if filmstrip:
+            if filmstrip:  # marked and tagged as a file of its own: its tiles' marks are not on its grid
+                sheet = provenance.embed(np.asarray(contact_sheet(np.stack(kept))), payload)
                 with atomic_path(Path(filmstrip)) as tmp:
-                    contact_sheet(np.stack(kept)).save(tmp, format="PNG")
+                    write_video(tmp, sheet[None], 1, metadata=meta)
         return path
 
     def autocast(self):

@@ -22,8 +22,10 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import html
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from PIL import Image
 
 from kinema import __version__
 from kinema.errors import KinemaError, first_line
+from kinema.filetypes import by_content
 
 DEFAULT_KEY = "kinema"
 PAYLOAD_BITS = 64
@@ -300,23 +303,48 @@ DISCLOSURE_TAGS = ("ai_generated", "digital_source_type", "model", "prompt", "se
 
 
 def verify(path: str | Path, key: str = DEFAULT_KEY) -> dict[str, Any]:
-    """Look for all three marks in a video or image file: the invisible watermark (`detect`, its payload checked
-    against the file's `watermark_payload` tag when it has one), the disclosure tags `metadata` wrote, and a C2PA
-    manifest (`c2pa` is None when the file has none, "not checked" without the c2pa-python package, "unreadable"
-    when it is damaged).
+    """Look for all three marks in a video or image file, read as what its content is (`by_content`): the invisible
+    watermark (`detect`, its payload checked against the file's `watermark_payload` tag when it has one), the
+    disclosure tags `metadata` wrote (a JPEG's or WebP's in its XMP), and a C2PA manifest (`c2pa` is None when the
+    file has none, "not checked" without the c2pa-python package, "unreadable" when it is damaged).
     Tags and manifests are easily stripped; the watermark survives re-encoding and resizing."""
     from kinema import io
 
     path = Path(path)
-    info = io.video_metadata(path)  # a missing or unreadable file fails here, in one line
-    tags = {name: info["tags"][name] for name in DISCLOSURE_TAGS if name in info["tags"]}
-    expected = tags.get("watermark_payload")
-    try:
-        expected = bytes.fromhex(expected) if expected else None
-    except ValueError:
-        expected = None  # a tag that is not ours: judge the pixels alone
-    mark = detect(_spread_frames(path, info["frames"]), key=key, expected=expected)
-    return {"file": str(path), "watermark": mark, "metadata": tags, "c2pa": _c2pa_summary(path)}
+    with by_content(path) as readable:
+        info = io.video_metadata(readable)  # an unreadable file fails here, in one line
+        found = {**info["tags"], **_xmp_tags(readable)}
+        tags = {name: found[name] for name in DISCLOSURE_TAGS if name in found}
+        expected = tags.get("watermark_payload")
+        try:
+            expected = bytes.fromhex(expected) if expected else None
+        except ValueError:
+            expected = None  # a tag that is not ours: judge the pixels alone
+        mark = detect(_spread_frames(readable, info["frames"]), key=key, expected=expected)
+        c2pa = _c2pa_summary(readable)
+    return {"file": str(path), "watermark": mark, "metadata": tags, "c2pa": c2pa}
+
+
+def xmp(tags: dict[str, Any]) -> bytes:
+    """`metadata`'s tags as an XMP packet, for a JPEG or WebP (which have no text tags; the API's previews), with
+    IPTC's digital source type, which other tools read as "AI-generated". `verify` reads them back."""
+    fields = "".join(f' kinema:{name}="{html.escape(str(value))}"'.replace("\n", "&#10;")
+                     for name, value in tags.items() if re.fullmatch(r"[A-Za-z_]\w*", name))
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+            f'xmlns:kinema="urn:kinema:provenance:1" Iptc4xmpExt:DigitalSourceType="{TRAINED_ALGORITHMIC_MEDIA}"'
+            f"{fields}/>"
+            "</rdf:RDF></x:xmpmeta>").encode()
+
+
+def _xmp_tags(path: Path) -> dict[str, str]:
+    """The tags `xmp` wrote into a JPEG or WebP; {} for other files."""
+    if path.suffix.lower() not in (".jpg", ".webp"):
+        return {}
+    with Image.open(path) as image:
+        packet = image.info.get("xmp", b"")
+    text = packet.decode("utf-8", "replace") if isinstance(packet, bytes) else str(packet)
+    return {name: html.unescape(value) for name, value in re.findall(r'\skinema:(\w+)="([^"]*)"', text)}
 
 
 def describe(result: dict[str, Any]) -> list[str]:

@@ -39,7 +39,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from kinema import io, provenance
+from kinema import filetypes, io, provenance
 from kinema import pipeline as pl
 from kinema import request_checks as rc
 from kinema.api_request import (
@@ -122,9 +122,11 @@ class Service:
         if job.status == "failed":
             raise ApiError(400, f"{job.id} failed ({job.error_code}), so it has no files; see its error, and submit it "
                            "again", param="video_id", code="video_failed")
-        if job.status != "completed" or not path.is_file():
+        if job.status != "completed":
             raise ApiError(400, f"{job.id} is {job.status}; download it once its status is completed",
                            param="video_id", code="video_not_ready")
+        if not path.is_file():
+            raise files_missing(job, "video_id")
         return path, job
 
     def submit(self, draft: Draft, gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
@@ -201,7 +203,9 @@ class Service:
         if isinstance(source, str):  # a completed video of this server, by id
             job = self.store.get(source)
             original = self.store.output_path(source)
-            if job is None or job.status != "completed" or job.expired or not original.is_file():
+            if job is not None and job.status == "completed" and not job.expired and not original.is_file():
+                raise files_missing(job, param)
+            if job is None or job.status != "completed" or job.expired:
                 state = "unknown" if job is None else "expired" if job.expired else job.status
                 raise ApiError(400, f"{param}: {source} is {state}; give the id of a completed video",
                                param=param)
@@ -215,6 +219,14 @@ class Service:
             return save_upload(source.file, folder, name, param)
         except KinemaError as err:
             raise ApiError.from_kinema(err) from None
+
+
+def files_missing(job: Job, param: str) -> ApiError:
+    """A completed job whose files are gone from the data folder: deleted outside the server, or a kinema.db restored
+    from a backup that the files were not."""
+    return ApiError(404, f"{job.id} is completed but its files are missing from the server's data folder (deleted "
+                    "outside the server, or its database restored from a backup); generate it again", param=param,
+                    code="video_files_missing")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,8 +354,8 @@ def verify_upload(upload: UploadFile) -> dict:
         try:
             result = provenance.verify(path)
         except KinemaError:  # its message would name the scratch path
-            raise ApiError(400, "file is not a readable video or image; upload an MP4, WEBM, GIF, PNG or JPEG",
-                           param="file") from None
+            raise ApiError(400, f"file is not a readable video or image; upload {filetypes.VIDEO_TYPES} or "
+                           f"{filetypes.IMAGE_TYPES}", param="file") from None
     result["file"] = upload.filename
     return {**result, "summary": provenance.describe(result)}
 
@@ -458,10 +470,28 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data_dir: str | Path = "kin
 
     check_address(host, port)  # before the model loads: a busy port is known at once
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")  # as uvicorn's
-    app = create_app(data_dir, model, list(api_keys), concurrency, max_queue, **options)
+    api_keys = list(api_keys)
+    app = create_app(data_dir, model, api_keys, concurrency, max_queue, **options)
+    warn_if_open(host, port, api_keys)  # last before the address: where the eye falls
     print(f"Kinema: http://{host}:{port}/ (API at /v1, data in {Path(data_dir).resolve()})", flush=True)
     # A client that never finishes its upload must not hold a stop (Ctrl-C, SIGTERM) open for ever.
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+
+
+def warn_if_open(host: str, port: int, api_keys: list[str]) -> None:
+    """A WARNING when other machines may reach the server and it asks them for no key."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except OSError:  # check_address has said what is wrong with it
+        return
+    local = all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+    if not api_keys and not local:
+        log.warning("listening on %s:%d without API keys: anyone who can reach this port can create, read and delete "
+                    "videos; set KINEMA_API_KEYS=key1,key2 or --api-keys-file FILE (one key per line), or serve on "
+                    "--host 127.0.0.1", host, port)
 
 
 def check_address(host: str, port: int) -> None:
