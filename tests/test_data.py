@@ -199,7 +199,7 @@ def test_listings_from_spreadsheets_and_other_tools(tmp_path):
         read_listing(tmp_path / "named.csv")
     (tmp_path / "labels.csv").write_text("file,label\nclip0.mp4,a fade\n")  # the path named, the caption not
     with pytest.raises(KinemaError, match="labels.csv line 1 names its columns without a caption column; call one of "
-                                          "'file', 'label' caption / text / prompt"):
+                                          "'label' caption / text / prompt"):
         read_listing(tmp_path / "labels.csv")
     (tmp_path / "short.csv").write_text("path,caption,fps\nclip0.mp4\n")
     with pytest.raises(KinemaError, match="short.csv line 2: 1 columns, fewer than the header's"):

@@ -8,7 +8,18 @@ from kinema.camera import Move, film
 from kinema.errors import KinemaError
 from kinema.judge import ATTRIBUTES, classify_motion, judge, score, score_many, validate
 from kinema.judge_measure import _best_step, classify_shape, label_components, measure, shape_signature
-from kinema.world import SHAPES, SIZES, Background, Obj, Scene, caption, parse_prompt, render, sample_scene
+from kinema.world import (
+    SHAPES,
+    SIZES,
+    Background,
+    Obj,
+    Scene,
+    caption,
+    count_beyond,
+    parse_prompt,
+    render,
+    sample_scene,
+)
 from kinema.world_scene import BACKGROUND_COLOURS, TEXTURES, SceneMix
 
 
@@ -224,12 +235,19 @@ def test_bad_inputs_are_user_errors():
 
 
 @pytest.mark.parametrize("prompt,many", [("five small white diamonds rest over a beige background", "five"),
-                                         ("12 stars move left", "12"), ("a red circle and many shapes", "many")])
+                                         ("12 stars move left", "12"), ("a red circle and many shapes", "many"),
+                                         ("a red circle, a blue square, a green star and a yellow heart", "4")])
 def test_a_prompt_of_more_objects_than_the_world_draws_is_refused_not_read_as_one(prompt, many):
     frames = render(Scene([Obj("diamond", "white", "small", "still", 0.5, 0.5)], Background("solid", "beige")),
                     64, 64, 5, 8.0)
     with pytest.raises(KinemaError, match=f"the prompt asks for {many} objects; the judge counts one to three"):
         judge(prompt, frames, 8.0)
+
+
+@pytest.mark.parametrize("prompt", ["a 16:9 video of red circles", "a red circle moves left for 5 seconds beside blue "
+                                    "squares", "2.5 squares", "three hearts", "a red circle, a blue square and a star"])
+def test_numbers_that_are_not_object_counts_are_not_refused(prompt):
+    assert count_beyond(prompt) is None
 
 
 def test_the_verdict_shows_what_was_read_from_the_prompt_and_a_still_is_not_asked_to_move():
@@ -238,8 +256,9 @@ def test_the_verdict_shows_what_was_read_from_the_prompt_and_a_still_is_not_aske
     verdict = judge("a small white rhombus rests in place next to a sleeping dog over a beige background", frames, 8.0)
     assert verdict["asked"]["objects"] == [{"colour": "white", "shape": "diamond", "size": "small", "motion": "still"}]
     assert verdict["asked"]["count"] == 1 and verdict["motion"] is True  # the dog is not there: nothing asks for it
-    still = judge("a small white rhombus moves left over a beige background", frames[:1], 8.0)
+    still = judge("a small white rhombus moves left over a beige background, the camera pans left", frames[:1], 8.0)
     assert still["motion"] is None and still["overall"] == 1.0 and still["asked"]["objects"][0]["motion"] is None
+    assert still["asked"]["pan"] is None
     assert judge("a small white rhombus moves left over a beige background", frames, 8.0)["motion"] is False
 
 

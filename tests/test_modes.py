@@ -90,6 +90,19 @@ def test_long_text_to_video_is_chained_in_bounded_windows(pipe, dit_calls):
     assert video.latents.shape[2] == 13
     assert windows_seen(dit_calls) == ["xxxxx", "00xxx", "00xxx", "00xx"]
     assert len(pipe.decode(video)) == 48
+    # Each later window's context: the video's first latent (anchoring it), then the newest one
+    for window, newest in zip(dit_calls[2::2], (4, 7, 10), strict=True):
+        x = window[0]
+        assert torch.equal(x[:, :, 0], video.latents[:, :, 0]) and torch.equal(x[:, :, 1], video.latents[:, :, newest])
+
+
+def test_a_long_image_to_video_keeps_the_image_in_every_window(pipe, dit_calls):
+    image = clip(1)[0]
+    video = generate(pipe, image=image, frames=33)  # 9 latent frames: the image's and 8 more, in 3 windows
+    assert windows_seen(dit_calls) == ["0xxxx", "00xxx", "00x"]
+    first = video.latents[:, :, :1]
+    assert all(torch.equal(x[:, :, :1], first) for x, _ in dit_calls)
+    assert torch.equal(dit_calls[2][0][:, :, 1], video.latents[:, :, 4])  # and the newest latent after it
 
 
 def test_sixty_seconds_keep_every_window_and_decode_chunk_small(pipe, dit_calls):

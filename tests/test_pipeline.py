@@ -181,7 +181,7 @@ def test_progress_reaches_every_step(debug_pipe):
     ({"guidance": -1.0}, r"guidance must be between 0 and 100 \(1 = off\), got -1"),
     ({"seed": -1}, r"seed must be between 0 and 2\*\*63 - 1, got -1"),
     ({"noise_correlation": 0.995}, "noise_correlation must be from 0 .* to 0.99, got"),
-    ({"noise_drift": -0.1}, "noise_drift must be from 0 .* to 1 short sides per second, got -0.1; the bundled .*0.125"),
+    ({"noise_drift": -0.1}, "noise_drift must be from 0 .* to 1 short sides .* got -0.1; kinema-small-fast uses 0.125"),
     ({"mode": "extend", "video": np.zeros((8 * 60 + 2, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1},
      r"the input video runs 60.2 s at 8 fps, over the 60 s Kinema takes; trim it"),
     ({"mode": "connect", "video": np.zeros((9, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,

@@ -208,7 +208,7 @@ MAX_NOISE_DRIFT = 1.0  # short sides per second; the world's objects move about 
 def check_noise_drift(speed: float) -> None:
     if not 0 <= speed <= MAX_NOISE_DRIFT:
         raise KinemaError(f"noise_drift must be from 0 (noise in place) to {MAX_NOISE_DRIFT:g} short sides per "
-                          f"second, got {speed}; the bundled models use 0.125", param="noise_drift")
+                          f"second, got {speed}; kinema-small-fast uses 0.125", param="noise_drift")
 
 
 @dataclass

@@ -437,8 +437,9 @@ def _not_a_header(listing: Path, number: int, row: list[str]) -> str:
     names = [cell.strip().lower() for cell in row]
     for keys, kind in ((PATH_KEYS, "path"), (CAPTION_KEYS, "caption")):
         if not set(names) & set(keys) and set(names) & set(PATH_KEYS + CAPTION_KEYS):
+            others = [name for name in names if name not in PATH_KEYS + CAPTION_KEYS]
             return (f"{listing} line {number} names its columns without a {kind} column; call one of "
-                    f"{', '.join(map(repr, names))} {' / '.join(keys)}")
+                    f"{', '.join(map(repr, others))} {' / '.join(keys)}")
     return (f"{listing} line {number}: {row[0].strip()!r} is not a media file; if this line names the columns, call "
             f"them {' / '.join(PATH_KEYS)} and {' / '.join(CAPTION_KEYS)}")
 

@@ -26,7 +26,7 @@ def sniff_suffix(head: bytes) -> str | None:
         return {b"WEBP": ".webp", b"AVI ": ".avi"}.get(head[8:12])
     if head[4:8] == b"ftyp":
         return ".mp4"
-    if head[4:8] in (b"moov", b"mdat", b"wide"):  # QuickTime from before ftyp
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):  # QuickTime from before ftyp
         return ".mov"
     return next((suffix for magic, suffix in MAGIC if head.startswith(magic)), None)
 
@@ -51,7 +51,11 @@ def by_content(path: Path) -> Iterator[Path]:
         try:
             link.symlink_to(path.resolve())
         except OSError:  # a system without symlinks: a copy reads the same
-            shutil.copyfile(path, link)
+            try:
+                shutil.copyfile(path, link)
+            except OSError as err:
+                raise KinemaError(f"cannot read {path} as a {suffix} file: {err.strerror or err}; rename it to end "
+                                  f"in {suffix}") from None
         try:
             yield link
         except KinemaError as err:  # its message would name the link

@@ -122,7 +122,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
            "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes", "attempts")
-JSON_COLUMNS = ("params", "notes")
+JSON_COLUMNS = {"params": dict, "notes": list}  # columns stored as JSON, and what each holds
 FIELDS = {"expired": "expired_files"}  # columns whose Job field has another name
 # Columns added since the first release, with their definitions: a store made before them gains them on open.
 ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'", "attempts": "INTEGER NOT NULL DEFAULT 0"}
@@ -255,7 +255,7 @@ class JobStore:
         now = int(time.time())
         failed = self._update(video_id, "status = 'failed', error_code = ?, error_message = ?, completed_at = ?, "
                               "expires_at = ?", code, message, now, now + int(retention_s))
-        if failed:  # every way a job fails passes here: the one line the log has of it
+        if failed:  # every way a job fails passes here (a bug or a full disk is also logged where it is caught)
             log.warning("job %s failed (%s): %s", video_id, code, message)
         return failed
 
@@ -334,7 +334,7 @@ def _job_from_row(row: tuple) -> Job:
     its notes, or with its params (what would run) its status: it reads as failed, and every other job still lists."""
     values = {FIELDS.get(c, c): value for c, value in zip(COLUMNS, row, strict=True)}
     values["expired_files"] = bool(values["expired_files"])
-    for name, kind in (("params", dict), ("notes", list)):  # JSON_COLUMNS and what each holds
+    for name, kind in JSON_COLUMNS.items():
         try:
             values[name] = json.loads(values[name])
             if not isinstance(values[name], kind):

@@ -197,8 +197,9 @@ def judge(prompt: str, frames, fps: float) -> dict:
                           "judge a larger video")
     if not isinstance(fps, numbers.Real) or not fps > 0:  # numpy's and PyAV's (a Fraction) rates too
         raise KinemaError(f"fps must be a positive number, got {fps!r}; pass the video's frame rate")
-    if len(video) == 1:  # one frame neither moves nor flickers: not asked, as an unasked attribute
-        spec = dataclasses.replace(spec, objects=[dataclasses.replace(o, motion=None) for o in spec.objects])
+    if len(video) == 1:  # one frame neither moves, pans, zooms nor flickers: not asked, as an unasked attribute
+        spec = dataclasses.replace(spec, objects=[dataclasses.replace(o, motion=None) for o in spec.objects],
+                                   pan=None, zoom=None)
     result = score(spec, measure(unmark(video)[0], fps))
     if len(video) == 1:
         result["flicker"] = float("nan")

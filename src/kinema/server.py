@@ -193,8 +193,7 @@ class Service:
                 probes[name] = io.probe_input(path, still=name == "image")
             except KinemaError:
                 raise ApiError(400, f"{param} is not a readable {'image' if name == 'image' else 'video'}; "
-                               "upload a PNG, JPEG or WEBP image, or an MP4, WEBM or GIF video",
-                               param=param) from None
+                               f"upload {filetypes.IMAGE_TYPES}, or {filetypes.VIDEO_TYPES}", param=param) from None
             files[name] = path.name
         return files, probes
 

@@ -296,9 +296,11 @@ _COUNT = re.compile(_COUNT_WORD + r"(?:\w+\s+)?(?:objects|shapes|things|figures|
 _PLURAL_SHAPE = re.compile(_COUNT_WORD + r"(?:\w+\s+){0,3}?" + _alternation(_SHAPE_OF, plural="(?:s|es)"))
 _CLAUSE_BREAK = re.compile(r"[,;:.!?]|\b(?:and|while|whereas|as|meanwhile|but|then|with|plus\s+a)\b")
 _COUNT_VALUES = {"one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
-_MANY = re.compile(r"\b(?P<n>four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?(?:\s+of)?|many|several"
-                   r"|lots\s+of|\d*[04-9]|\d{2,})\s+(?:\w+\s+){0,3}?(?:(?:objects|shapes|things|figures|items)\b|"
-                   + _alternation(_SHAPE_OF, plural="(?:s|es)") + ")")
+_NOT_BETWEEN = (r"(?!(?:s|secs?|seconds?|frames?|times|px|pixels|fps|and|or|to|of|the|for|over|in|on|at|by|with"
+                r"|beside|next|near|between)\b)")  # "for 5 seconds beside two squares" asks for no five
+_MANY = re.compile(r"(?<![\d:.])\b(?P<n>four|five|six|seven|eight|nine|ten|eleven|twelve|dozens?(?:\s+of)?|many"
+                   r"|several|lots\s+of|[4-9]|[1-9]\d+)\s+(?:" + _NOT_BETWEEN + r"\w+\s+){0,3}?"
+                   r"(?:(?:objects|shapes|things|figures|items)\b|" + _alternation(_SHAPE_OF, plural="(?:s|es)") + ")")
 
 
 def _normalise(text: str) -> str:
@@ -407,8 +409,12 @@ def _read_objects(text: str) -> list[ObjectSpec]:
 
 def count_beyond(text: str) -> str | None:
     """The words of a prompt that ask for more objects than the world draws (one to three), e.g. "five", if any."""
-    match = _MANY.search(_normalise(text)) if isinstance(text, str) else None
-    return None if match is None else match.group("n")
+    if not isinstance(text, str):
+        return None
+    if match := _MANY.search(_normalise(text)):
+        return match.group("n")
+    spec = parse_prompt(text)
+    return str(len(spec.objects)) if spec is not None and len(spec.objects) > 3 else None
 
 
 def parse_prompt(text: str) -> PromptSpec | None:

@@ -100,14 +100,14 @@ const FIELD_OF = {
   strength: "strength",
   segments: "storyboard",
 };
-// A clip's error is about the mode's own clip fields: [its file field, its finished-video choice].
-const CLIP_FIELDS = {
-  extend: { video: ["extend-file", "extend-source"] }, remix: { video: ["remix-file", "remix-source"] },
-  blend: { video: ["blend-from-file", "blend-from"], connect_to: ["blend-to-file", "blend-to"] },
+// A clip's error is about the mode's own clip fields: its finished-video choice, or the file beside it (CLIP_OF).
+const CLIP_CHOICE = {
+  extend: { video: "extend-source" }, remix: { video: "remix-source", video_id: "remix-source" },
+  blend: { video: "blend-from", connect_to: "blend-to" },
 };
 function fieldOfParam(param, mode) {
-  const clip = CLIP_FIELDS[mode]?.[param];
-  if (clip) return $(clip[0]).files.length ? clip[0] : clip[1]; // the file was sent if one was chosen
+  const choice = CLIP_CHOICE[mode]?.[param];
+  if (choice) return $(CLIP_OF[choice]).files.length ? CLIP_OF[choice] : choice; // the file was sent if one was chosen
   return FIELD_OF[param] || "";
 }
 const fieldError = (id, message) => Object.assign(new Error(message), { field: id });
