@@ -13,15 +13,8 @@ from kinema import flow
 from kinema.checkpoint import Model
 from kinema.errors import KinemaError
 from kinema.io import fit_image
-from kinema.modes import (
-    WINDOW,
-    frame_differences,
-    plan_backward,
-    plan_windows,
-    psnr,
-    seam_ratio,
-    segment_spans,
-)
+from kinema.metrics import psnr
+from kinema.modes import WINDOW, plan_backward, plan_windows, segment_spans
 from kinema.pipeline import Pipeline, Request, Video
 from kinema.sampling import schedule
 from kinema.world import Background, Obj, Scene, render
@@ -297,17 +290,3 @@ def test_mode_errors_are_one_line(pipe, kwargs, message):
     with pytest.raises(KinemaError, match=message) as err:
         generate(pipe, **({"frames": 9} | kwargs))
     assert "\n" not in str(err.value)
-
-
-# -- the measurements --------------------------------------------------------------------------------
-
-def test_seam_ratio_tells_a_cut_from_a_smooth_join():
-    moving = clip(17, size=64)
-    assert seam_ratio(moving, 8) == pytest.approx(1.0, abs=0.2)
-    cut = np.concatenate([moving[:8], clip(9, motion="up", colour="yellow", size=64, start=0.7)])
-    assert seam_ratio(cut, 8) > 2
-    assert seam_ratio(moving, len(moving)) > 3  # the circle jumps back from the end to the start
-    palindrome = np.concatenate([moving, moving[-2:0:-1]])
-    assert seam_ratio(palindrome, len(palindrome)) == pytest.approx(1.0, abs=0.2)
-    assert frame_differences(moving).shape == (16,)
-    assert psnr(moving, moving) == float("inf") and psnr(moving, cut) < 25

@@ -1,7 +1,7 @@
 """How well the modes work, measured with the judge and pixel metrics on the bundled model.
 
 Seams: the frame difference across a join must stay within 1.5x the median frame difference inside
-the clip (`modes.seam_ratio`). Content: the judge reads each generated part against its own prompt.
+the clip (`metrics.seam_ratio`). Content: the judge reads each generated part against its own prompt.
 """
 
 import numpy as np
@@ -12,7 +12,7 @@ from kinema.checkpoint import BUNDLED
 from kinema.evaluate import evaluate, prompts_for
 from kinema.io import fit_image
 from kinema.judge import judge
-from kinema.modes import psnr, seam_ratio
+from kinema.metrics import psnr, seam_ratio
 from kinema.pipeline import Pipeline, Request, Video
 from kinema.world import Background, Obj, Scene, render
 

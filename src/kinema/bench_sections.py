@@ -285,7 +285,7 @@ def timed_generation(pipe, req, path: Path | None) -> tuple[dict, object]:
 
 
 def e2e_section(setup: Setup) -> dict:
-    from kinema.modes import psnr
+    from kinema.metrics import psnr
     from kinema.pipeline import Pipeline, Request
 
     model, note = load(setup.model, setup.quick)

@@ -185,7 +185,7 @@ def judge(prompt: str, frames, fps: float) -> dict:
     if spec is None:
         raise KinemaError("the judge found no colour, shape, motion or background it knows in the prompt; "
                           "describe the video with the world's words")
-    if many := count_beyond(prompt):
+    if many := count_beyond(prompt, spec):
         raise KinemaError(f"the prompt asks for {many} objects; the judge counts one to three, as the world draws "
                           "them: describe at most three")
     video = np.asarray(frames)
@@ -197,11 +197,12 @@ def judge(prompt: str, frames, fps: float) -> dict:
                           "judge a larger video")
     if not isinstance(fps, numbers.Real) or not fps > 0:  # numpy's and PyAV's (a Fraction) rates too
         raise KinemaError(f"fps must be a positive number, got {fps!r}; pass the video's frame rate")
-    if len(video) == 1:  # one frame neither moves, pans, zooms nor flickers: not asked, as an unasked attribute
+    still = len(video) == 1  # one frame neither moves, pans, zooms nor flickers: not asked, as an unasked attribute
+    if still:
         spec = dataclasses.replace(spec, objects=[dataclasses.replace(o, motion=None) for o in spec.objects],
                                    pan=None, zoom=None)
     result = score(spec, measure(unmark(video)[0], fps))
-    if len(video) == 1:
+    if still:
         result["flicker"] = float("nan")
     result["asked"] = dataclasses.asdict(spec)  # what was read from the prompt: words the judge does not know are not
     return result

@@ -42,6 +42,7 @@ import torch
 from kinema import camera, prompting, provenance, sampling
 from kinema.conditioning import FrameCondition
 from kinema.errors import KinemaError
+from kinema.metrics import frame_differences
 from kinema.pipeline import Pipeline, Progress, Request, Text, Video
 from kinema.request_checks import EXTENDING
 from kinema.sizes import canvas_size, pad_to_canvas
@@ -506,7 +507,7 @@ def connect(gen: Generation) -> Video:
     m = math.ceil(req.frames / gen.tf)
     windows = gen.plan(m, have=latents.shape[2], end=end.shape[2])
     new = gen.extend(latents, windows, gen.text(req.prompt), end=end)
-    gap = float(np.abs(a[-1].astype(np.float32) - b[0]).mean())  # one scene: ~5-7 across a second of world motion
+    gap = float(frame_differences(np.stack([a[-1], b[0]]))[0])  # one scene: ~5-7 across a second of world motion
     if gap > SCENE_CHANGE and gen.pipe.expands_by_default:
         gen.notes.append(f"the two clips meet on frames {gap:.0f} grey levels apart, as different scenes do: the "
                          "bundled models bridge clips of one scene, and between two scenes theirs ends in a cut to the "
@@ -572,31 +573,3 @@ BUILDERS = {"t2v": text_to_video, "i2v": image_to_video, "extend": extend_forwar
 def build(pipe: Pipeline, req: Request, report: Progress) -> Video:
     """Steps 2-5 of a resolved request: text, conditioning, noise and denoising, as its mode does them."""
     return BUILDERS[req.mode](Generation(pipe, req, report))
-
-
-# ---------------------------------------------------------------------------------------------
-# Measurements: how the modes are tested and benchmarked
-# ---------------------------------------------------------------------------------------------
-
-def frame_differences(frames: np.ndarray) -> np.ndarray:
-    """Mean absolute difference (grey levels) between consecutive uint8 frames (T, H, W, 3) -> (T - 1,)."""
-    f = frames.astype(np.float32)
-    return np.abs(f[1:] - f[:-1]).mean(axis=(1, 2, 3))
-
-
-def seam_ratio(frames: np.ndarray, seam: int) -> float:
-    """Difference across the seam before frame `seam` over the median difference inside the clip.
-
-    `seam` = len(frames) measures the loop seam (last frame -> first). A floor of 0.5 grey levels on the
-    median keeps a still clip's ratio finite. A seamless join scores about 1 or less.
-    """
-    diffs = frame_differences(frames)
-    across = frame_differences(frames[[-1, 0]])[0] if seam == len(frames) else diffs[seam - 1]
-    inside = np.delete(diffs, seam - 1) if seam < len(frames) else diffs
-    return float(across / max(float(np.median(inside)), 0.5))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB between uint8 images or videos of the same shape."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)

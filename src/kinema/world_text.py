@@ -407,13 +407,14 @@ def _read_objects(text: str) -> list[ObjectSpec]:
     return objects
 
 
-def count_beyond(text: str) -> str | None:
-    """The words of a prompt that ask for more objects than the world draws (one to three), e.g. "five", if any."""
+def count_beyond(text: str, spec: PromptSpec | None = None) -> str | None:
+    """What in a prompt asks for more objects than the world draws (one to three), if anything: a number word
+    ("five", "12", "many"), or the number of objects it lists. `spec`: the prompt already parsed, if it was."""
     if not isinstance(text, str):
         return None
     if match := _MANY.search(_normalise(text)):
         return match.group("n")
-    spec = parse_prompt(text)
+    spec = spec or parse_prompt(text)
     return str(len(spec.objects)) if spec is not None and len(spec.objects) > 3 else None
 
 
