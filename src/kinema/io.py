@@ -24,7 +24,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from kinema import __version__
+from kinema import __version__, gif
 from kinema.errors import KinemaError
 
 WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".png")
@@ -63,7 +63,7 @@ def write_video(path: str | Path, frames: Frames, fps: float, metadata: dict[str
         if suffix == ".png":
             _write_png(tmp, _iter_frames(frames), fps, tags)
         elif suffix == ".gif":
-            _write_gif(tmp, _iter_frames(frames), fps, tags)
+            gif.write(tmp, _iter_frames(frames), fps, tags)
         else:
             _write_av(tmp, _iter_frames(frames), fps, tags, suffix)
 
@@ -170,18 +170,6 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
-def _write_gif(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[str, str]) -> None:
-    """A looping GIF. Pillow needs every frame at save time, so frames are kept as 1-byte paletted images."""
-    images = [Image.fromarray(frame).quantize(256, dither=Image.Dither.NONE) for frame in frames]
-    # Delays are whole centiseconds: take them from rounded frame start times so that the
-    # total length stays exact (12.5 cs at 8 fps alternates 12 and 13).
-    starts = [round(i * 100 / fps) for i in range(len(images) + 1)]
-    durations = [10 * (end - start) for start, end in itertools.pairwise(starts)]
-    comment = json.dumps({**tags, "fps": fps})
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations,
-                   loop=0, comment=comment, optimize=False)
-
-
 def _write_png(tmp: Path, frames: Iterator[np.ndarray], fps: float, tags: dict[str, str]) -> None:
     first = next(frames)
     if next(frames, None) is not None:
@@ -226,10 +214,10 @@ def read_video(path: str | Path, max_frames: int | None = None, max_seconds: flo
         with _open_image(path) as image:
             return shape(_rgb(image))[None], _positive_float(image.info.get("fps")) or IMAGE_FPS
     if suffix == ".gif":
-        gif, rate = _read_gif(path)
-        _check_length(path, len(gif), rate, max_seconds)
+        decoded, rate = _read_gif(path)
+        _check_length(path, len(decoded), rate, max_seconds)
         step, frames = _step(rate, fps), []
-        for index, frame in enumerate(gif):
+        for index, frame in enumerate(decoded):
             if shown := _times_shown(index, step):
                 frames += [shape(frame)] * shown
     else:
@@ -327,34 +315,9 @@ def _read_gif(path: Path) -> tuple[np.ndarray, float]:
         frames, durations = [], []
         for frame in ImageSequence.Iterator(image):  # one pass: each frame is decoded once
             frames.append(_rgb(frame))
-            durations.append(_gif_duration(frame))
-        index, rate = _gif_timeline(durations, image.info.get("comment", b""))
+            durations.append(gif.frame_duration(frame))
+        index, rate = gif.timeline(durations, _recorded_fps(image))
     return np.stack([frames[i] for i in index]), rate
-
-
-def _gif_duration(frame: Image.Image) -> int:
-    """How long a GIF frame shows, in ms (viewers hold frames under 10 ms for 100; so does Kinema)."""
-    return max(frame.info.get("duration", 100), 10)
-
-
-def _gif_timeline(durations: list[int], comment: bytes | str) -> tuple[np.ndarray, float]:
-    """Which GIF frame is on screen at each output frame, and their rate: the GIF's timeline sampled at the fps
-    Kinema recorded in its `comment`, else its typical frame's (the median duration), at each frame's midpoint, so a
-    frame held longer than the rest is repeated (and frames GIF merged come back apart)."""
-    rate = _positive_float(_gif_tags(comment).get("fps")) or 1000 / float(np.median(durations))
-    ends = np.cumsum(durations)
-    count = max(1, round(ends[-1] * rate / 1000))
-    times = (np.arange(count) + 0.5) * 1000 / rate
-    return np.minimum(np.searchsorted(ends, times, side="right"), len(durations) - 1), rate
-
-
-def _gif_tags(comment: bytes | str) -> dict[str, Any]:
-    """The tags (and fps) Kinema records as JSON in a GIF comment; {} for other GIFs."""
-    try:
-        tags = json.loads(comment)
-    except ValueError:
-        return {}
-    return tags if isinstance(tags, dict) else {}
 
 
 def _positive_float(value: Any) -> float | None:
@@ -363,6 +326,11 @@ def _positive_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) and number > 0 else None
+
+
+def _recorded_fps(image: Image.Image) -> float | None:
+    """The exact frame rate Kinema records in a GIF's comment; None for other GIFs."""
+    return _positive_float(gif.tags(image.info.get("comment", b"")).get("fps"))
 
 
 def _read_av(path: Path, max_frames: int | None, max_seconds: float | None,
@@ -505,10 +473,10 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
     except (av.FFmpegError, OSError) as err:
         raise _unreadable(path, err) from None
     if suffix == ".gif":  # Kinema's rate and tags are in the GIF's comment
-        info["tags"] |= {key: str(value) for key, value in _gif_tags(info["tags"].get("comment", "")).items()}
+        info["tags"] |= {key: str(value) for key, value in gif.tags(info["tags"].get("comment", "")).items()}
         with _open_image(path) as image:  # the frames read_video gives, not those the GIF stores
-            durations = [_gif_duration(frame) for frame in ImageSequence.Iterator(image)]
-            index, info["fps"] = _gif_timeline(durations, image.info.get("comment", b""))
+            durations = [gif.frame_duration(frame) for frame in ImageSequence.Iterator(image)]
+            index, info["fps"] = gif.timeline(durations, _recorded_fps(image))
             info["frames"] = len(index)
     if turned:  # the size as shown, which is the size of the frames read_video and read_image return
         info["width"], info["height"] = info["height"], info["width"]
