@@ -201,3 +201,44 @@ def test_the_log_has_a_line_for_each_job_that_completes_or_fails(tmp_path, caplo
     assert [line for line in lines if failed.id in line[1]] == [
         ("WARNING", f"job {failed.id} failed (model_not_found): {failed.error_message}")]
     store.close()
+
+
+# The jobs table as it was before jobs had owners (with the columns added before that), written out by hand.
+SCHEMA_BEFORE_OWNERS = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, completed_at INTEGER, expires_at INTEGER, model TEXT NOT NULL, prompt TEXT NOT NULL,
+    seconds TEXT NOT NULL, size TEXT NOT NULL, remixed_from TEXT, error_code TEXT, error_message TEXT,
+    params TEXT NOT NULL, expired INTEGER NOT NULL DEFAULT 0, notes TEXT NOT NULL DEFAULT '[]',
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def test_a_store_made_before_owners_gains_the_column_and_keeps_every_row(tmp_path):
+    import sqlite3
+
+    (tmp_path / "data").mkdir()
+    old = sqlite3.connect(tmp_path / "data" / "kinema.db")
+    old.executescript(SCHEMA_BEFORE_OWNERS)
+    kept = [new_id(), new_id()]
+    for video_id, status in zip(kept, ("completed", "queued"), strict=True):
+        old.execute("INSERT INTO jobs (id, status, progress, created_at, model, prompt, seconds, size, params, notes, "
+                    "attempts) VALUES (?, ?, 0, 1, 'debug', 'kept', '1', '64x64', '{}', '[\"a note\"]', 1)",
+                    (video_id, status))
+    old.commit()
+    old.close()
+    store = JobStore(tmp_path / "data")
+    listed, has_more = store.page(None, 10, "asc")
+    assert [(job.id, job.status, job.notes, job.attempts, job.owner) for job in listed] == [
+        (kept[0], "completed", ["a note"], 1, ""), (kept[1], "queued", ["a note"], 1, "")] and not has_more
+    assert [job.id for job in store.page(None, 10, "asc", owner="k_a")[0]] == kept  # made before keys: every key's
+    theirs = _job(owner="k_b")
+    store.add(theirs, max_queue=8)
+    assert store.get(theirs.id, "k_a") is None and not store.known(theirs.id, "k_a")
+    assert store.get(theirs.id, "k_b").owner == "k_b" and store.get(theirs.id).owner == "k_b"
+    assert [job.id for job in store.page(None, 10, "desc", owner="k_a")[0]] == kept[::-1]
+    store.close()
+    reopened = JobStore(tmp_path / "data")  # the column is there now: opening again adds nothing and loses nothing
+    assert [job.id for job in reopened.page(None, 10, "asc")[0]] == [*kept, theirs.id]
+    reopened.close()

@@ -172,7 +172,8 @@ def test_a_job_store_made_before_notes_opens_with_its_jobs(tmp_path):
 
     old = sqlite3.connect(tmp_path / "kinema.db")
     added = (",\n    notes TEXT NOT NULL DEFAULT '[]',  -- JSON list of strings\n"
-             "    attempts INTEGER NOT NULL DEFAULT 0  -- times a worker has started it")
+             "    attempts INTEGER NOT NULL DEFAULT 0,  -- times a worker has started it\n"
+             "    owner TEXT NOT NULL DEFAULT ''  -- the digest of the API key that made it; '' without keys")
     first = SCHEMA.replace(added, "")
     assert first != SCHEMA  # the store as the first release made it, without the columns added since
     old.executescript(first)
@@ -182,7 +183,7 @@ def test_a_job_store_made_before_notes_opens_with_its_jobs(tmp_path):
     old.close()
     store = JobStore(tmp_path)
     (job,), _ = store.page(None, 10, "asc")
-    assert (job.prompt, job.status, job.notes, job.attempts) == ("kept", "completed", [], 0)
+    assert (job.prompt, job.status, job.notes, job.attempts, job.owner) == ("kept", "completed", [], 0, "")
     assert store.finish(job.id, "2", ["a note"], 60) and store.get(job.id).notes == ["a note"]
     store.close()
 

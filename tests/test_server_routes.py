@@ -5,6 +5,8 @@ and rates read as the CLI reads them."""
 from __future__ import annotations
 
 import base64
+import json
+import re
 import time
 
 import httpx
@@ -13,10 +15,12 @@ import openai
 import pytest
 
 from kinema.io import write_video
-from kinema.jobs import Job, JobStore, Models, new_id
+from kinema.jobs import VARIANTS, Job, JobStore, Models, new_id
+from kinema.server import key_owner
 from test_server import API_KEY, TINY, ServerThread, png_bytes
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+KEY_A, KEY_B = "alice-secret-key-0001", "bob-secret-key-0002"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +36,25 @@ def stored_job(server: ServerThread, status: str, **fields) -> Job:
     job = Job(id=new_id(), prompt="stored", model="debug", size="64x64", seconds="1", params={"inputs": {}},
               status=status, **fields)
     store.add(job, max_queue=64)
+    return job
+
+
+@pytest.fixture()
+def two_keys(tmp_path):
+    """A server with two keys, A's and B's, that accepts jobs but runs none."""
+    with ServerThread(tmp_path / "data", api_keys=(KEY_A, KEY_B), concurrency=0, max_queue=64) as running:
+        yield running
+
+
+def finished_job(server: ServerThread, owner: str) -> Job:
+    """A completed job of `owner`'s with every variant's file, its video a real MP4 (a remix reads it)."""
+    job = stored_job(server, "completed", progress=100, completed_at=1, expires_at=int(time.time()) + 3600,
+                     owner=owner)
+    store: JobStore = server.app.state.service.store
+    store.output_path(job.id).parent.mkdir(parents=True)
+    write_video(store.output_path(job.id), np.zeros((8, 64, 64, 3), np.uint8), fps=8)
+    for variant in ("thumbnail", "spritesheet"):
+        store.output_path(job.id, variant).write_bytes(variant.encode())
     return job
 
 
@@ -196,3 +219,84 @@ def test_the_provenance_endpoint_reads_previews_and_what_kinema_verify_reads(pau
         tags = answer.json()["summary"][1]
         assert tags == ("tags: none (stripped, or never written)" if name == "clip.avi" else
                         "tags: ai_generated=true, model=debug, seed=7; prompt 'a red ball'"), name
+
+
+def test_another_keys_video_answers_as_a_missing_one_everywhere(two_keys):
+    a, b = two_keys.client(KEY_A), two_keys.client(KEY_B)
+    queued, done = a.videos.create(prompt="alice's", **TINY), finished_job(two_keys, key_owner(KEY_A))
+    bobs = finished_job(two_keys, key_owner(KEY_B))  # B's own, to extend and connect from
+    requests = [lambda v: ("GET", f"videos/{v}", None), lambda v: ("DELETE", f"videos/{v}", None),
+                *[lambda v, variant=variant: ("GET", f"videos/{v}/content?variant={variant}", None)
+                  for variant in VARIANTS],
+                lambda v: ("POST", f"videos/{v}/remix", {"prompt": "blue"}),
+                lambda v: ("POST", "videos/edits", {"prompt": "blue", "video": {"id": v}}),
+                lambda v: ("POST", "videos/extensions", {"prompt": "on", "video": {"id": v}}),
+                lambda v: ("POST", "videos/extensions", {"prompt": "on", "video": {"id": bobs.id},
+                                                         "connect_to": {"id": v}}),
+                lambda v: ("GET", f"videos?after={v}", None)]
+    missing = new_id()
+    for request in requests:
+        for video_id in (queued.id, done.id):
+            method, path, body = request(video_id)
+            theirs = httpx.request(method, f"{two_keys.url}/v1/{path}", headers={"Authorization": f"Bearer {KEY_B}"},
+                                   json=body)
+            method, path, body = request(missing)
+            absent = httpx.request(method, f"{two_keys.url}/v1/{path}", headers={"Authorization": f"Bearer {KEY_B}"},
+                                   json=body)
+            assert (theirs.status_code, theirs.json()["error"]["code"]) == (404, "video_not_found"), (path, theirs.text)
+            assert theirs.json() == json.loads(absent.text.replace(missing, video_id)), path  # word for word
+    assert [video.id for video in b.videos.list()] == [bobs.id]  # and B's tries queued nothing
+    assert a.videos.retrieve(queued.id).status == "queued" and a.videos.retrieve(done.id).status == "completed"
+    for variant in VARIANTS:
+        path = two_keys.app.state.service.store.output_path(done.id, variant)
+        assert a.videos.download_content(done.id, variant=variant).read() == path.read_bytes()
+    remix = a.videos.remix(done.id, prompt="the same, in green")
+    assert remix.remixed_from_video_id == done.id
+    assert [video.id for video in a.videos.list()] == [remix.id, done.id, queued.id]
+    assert a.videos.delete(done.id).deleted and [video.id for video in a.videos.list()] == [remix.id, queued.id]
+
+
+def test_a_keys_list_pages_through_its_own_videos_among_anothers(two_keys):
+    a, b = two_keys.client(KEY_A), two_keys.client(KEY_B)
+    mine, theirs = [], []
+    for i in range(5):  # interleaved: every page of A's reaches past B's
+        mine.append(a.videos.create(prompt=f"a {i}", **TINY).id)
+        theirs.append(b.videos.create(prompt=f"b {i}", **TINY).id)
+    assert [video.id for video in a.videos.list(limit=2, order="asc")] == mine  # the SDK pages on with last_id
+    assert [video.id for video in b.videos.list(limit=2, order="desc")] == theirs[::-1]
+
+    def page(**params) -> tuple[list[str], str | None, str | None, bool]:
+        answer = httpx.get(f"{two_keys.url}/v1/videos", params=params, headers={"Authorization": f"Bearer {KEY_A}"})
+        body = answer.json()
+        return [video["id"] for video in body["data"]], body["first_id"], body["last_id"], body["has_more"]
+
+    assert page(limit=2, order="asc") == (mine[:2], mine[0], mine[1], True)
+    assert page(limit=2, order="asc", after=mine[1]) == (mine[2:4], mine[2], mine[3], True)
+    assert page(limit=2, order="asc", after=mine[3]) == ([mine[4]], mine[4], mine[4], False)  # B's b 4 is after it
+    assert page(limit=1, order="desc", after=mine[1]) == ([mine[0]], mine[0], mine[0], False)
+    assert page(limit=5) == (mine[::-1], mine[4], mine[0], False)  # 10 jobs, 5 of them A's: no more
+
+
+def test_an_open_server_sees_every_video_and_every_key_those_made_without_keys(tmp_path):
+    with ServerThread(tmp_path / "data", api_keys=(), concurrency=0) as open_server:
+        before = open_server.client().videos.create(prompt="made before keys", **TINY).id
+    with ServerThread(tmp_path / "data", api_keys=(KEY_A, KEY_B), concurrency=0) as keyed:
+        made = {key: keyed.client(key).videos.create(prompt=key, **TINY).id for key in (KEY_A, KEY_B)}
+        for key in (KEY_A, KEY_B):
+            client = keyed.client(key)
+            assert [video.id for video in client.videos.list(order="asc")] == [before, made[key]]
+            assert client.videos.retrieve(before).prompt == "made before keys"
+    with ServerThread(tmp_path / "data", api_keys=(), concurrency=0) as reopened:  # the keys taken away again
+        client = reopened.client()
+        assert [video.id for video in client.videos.list(order="asc")] == [before, made[KEY_A], made[KEY_B]]
+        assert client.videos.retrieve(made[KEY_B]).prompt == KEY_B
+        assert client.videos.delete(made[KEY_A]).deleted
+
+
+def test_the_store_keeps_a_digest_of_the_key_never_the_key(two_keys):
+    video = two_keys.client(KEY_A).videos.create(prompt="whose?", **TINY)
+    store: JobStore = two_keys.app.state.service.store
+    owner = store.get(video.id).owner
+    assert re.fullmatch(r"k_[0-9a-f]{16}", owner) and owner == key_owner(KEY_A) != key_owner(KEY_B)
+    written = b"".join(path.read_bytes() for path in store.root.glob("kinema.db*"))  # the database and its WAL
+    assert owner.encode() in written and KEY_A.encode() not in written

@@ -90,6 +90,7 @@ class Job:
     expired_files: bool = False  # the sweep has deleted its files
     notes: list[str] = field(default_factory=list)  # what the pipeline did to the request, for people
     attempts: int = 0  # times a worker has started it
+    owner: str = ""  # the digest of the API key that made it; '' when made without keys (see visible)
 
     @property
     def expired(self) -> bool:
@@ -116,16 +117,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     remixed_from TEXT, error_code TEXT, error_message TEXT, params TEXT NOT NULL,
     expired INTEGER NOT NULL DEFAULT 0,
     notes TEXT NOT NULL DEFAULT '[]',  -- JSON list of strings
-    attempts INTEGER NOT NULL DEFAULT 0  -- times a worker has started it
+    attempts INTEGER NOT NULL DEFAULT 0,  -- times a worker has started it
+    owner TEXT NOT NULL DEFAULT ''  -- the digest of the API key that made it; '' without keys
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
-           "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes", "attempts")
+           "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes", "attempts", "owner")
 JSON_COLUMNS = {"params": dict, "notes": list}  # columns stored as JSON, and what each holds
 FIELDS = {"expired": "expired_files"}  # columns whose Job field has another name
 # Columns added since the first release, with their definitions: a store made before them gains them on open.
-ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'", "attempts": "INTEGER NOT NULL DEFAULT 0"}
+ADDED_COLUMNS = {"notes": "TEXT NOT NULL DEFAULT '[]'", "attempts": "INTEGER NOT NULL DEFAULT 0",
+                 "owner": "TEXT NOT NULL DEFAULT ''"}
 MAX_ATTEMPTS = 3  # a job the server stopped during this often is failed, not run again: it may be what stops it
 
 
@@ -213,22 +216,28 @@ class JobStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def get(self, video_id: str) -> Job | None:
-        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ? AND status != 'deleted'",
-                           (video_id,))
+    def get(self, video_id: str, owner: str = "") -> Job | None:
+        """The job, unless it is deleted or not `owner`'s to see (visible)."""
+        mine, args = visible(owner)
+        rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ? AND status != 'deleted' AND {mine}",
+                           (video_id, *args))
         return rows[0] if rows else None
 
-    def known(self, video_id: str) -> bool:
-        """Whether the id was ever given out here, deleted or not: a list may page on after a deleted id."""
+    def known(self, video_id: str, owner: str = "") -> bool:
+        """Whether the id was ever given out to `owner`, deleted or not: a list may page on after a deleted id."""
+        mine, args = visible(owner)
         with self._lock:
-            return self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (video_id,)).fetchone() is not None
+            row = self._db.execute(f"SELECT 1 FROM jobs WHERE id = ? AND {mine}", (video_id, *args)).fetchone()
+        return row is not None
 
-    def page(self, after: str | None, limit: int, order: str) -> tuple[list[Job], bool]:
-        """Up to `limit` jobs in submission order ("asc") or newest first ("desc"), after the job `after`."""
+    def page(self, after: str | None, limit: int, order: str, owner: str = "") -> tuple[list[Job], bool]:
+        """Up to `limit` of the jobs `owner` sees, in submission order ("asc") or newest first ("desc"), after the
+        job `after`."""
         direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
-        where, args = "WHERE status != 'deleted'", []
+        mine, args = visible(owner)
+        where = f"WHERE status != 'deleted' AND {mine}"
         if after is not None:  # a deleted `after` keeps its place: deleting while paging through a list works
-            where, args = f"{where} AND seq {compare} (SELECT seq FROM jobs WHERE id = ?)", [after]
+            where, args = f"{where} AND seq {compare} (SELECT seq FROM jobs WHERE id = ?)", (*args, after)
         rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs {where} ORDER BY seq {direction} LIMIT ?",
                            (*args, limit + 1))
         return rows[:limit], len(rows) > limit
@@ -317,6 +326,13 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [_job_from_row(row) for row in rows]
+
+
+def visible(owner: str) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its arguments) for the jobs `owner` may see. Owner '' (an open server, or the server's
+    own work) sees every job; an API key's owner sees its own, and the jobs made before the server had keys (owner
+    ''), which no key can be told to own: hiding them would lose them to everyone."""
+    return ("1", ()) if not owner else ("owner IN (?, '')", (owner,))
 
 
 def _job_folders(root: Path) -> list[Path]:

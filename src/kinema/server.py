@@ -11,10 +11,12 @@ GET and DELETE /v1/videos/{id}, GET /v1/videos/{id}/content?variant=video|thumbn
 POST /v1/videos/{id}/remix, POST /v1/videos/edits, POST /v1/videos/extensions; the page is at /.
 `size` takes any WIDTHxHEIGHT the model can make and `seconds` any duration up to 60, not only
 Sora's values; `model` may be a Sora name (meaning the default model) or a model this server offers.
+With API keys, each key sees only the videos it made (and those made before the server had keys).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import html
 import logging
@@ -86,36 +88,37 @@ POLL_AFTER_MS = 200  # the SDK's poll helper waits this long between retrieves
 
 
 class Service:
-    """What the routes do, in plain Python (called from the threadpool: it reads files and loads models)."""
+    """What the routes do, in plain Python (called from the threadpool: it reads files and loads models). `owner` is
+    the caller's (bearer_check): a job it may not see (JobStore's visible) answers exactly as a missing one."""
 
     def __init__(self, store: JobStore, models: Models, worker: Worker, max_queue: int):
         self.store, self.models, self.worker, self.max_queue = store, models, worker, max_queue
 
-    def job(self, video_id: str) -> Job:
-        job = self.store.get(video_id) if valid_id(video_id) else None
+    def job(self, video_id: str, owner: str, param: str = "video_id") -> Job:
+        job = self.store.get(video_id, owner) if valid_id(video_id) else None
         if job is None:
-            raise ApiError(404, f"no video with id {video_id!r}", param="video_id", code="video_not_found")
+            raise ApiError(404, f"no video with id {video_id!r}", param=param, code="video_not_found")
         return job
 
-    def page(self, after: str | None, limit: int, order: str) -> dict[str, Any]:
-        """One page of the list, as OpenAI's list endpoints answer."""
+    def page(self, after: str | None, limit: int, order: str, owner: str) -> dict[str, Any]:
+        """One page of the list of `owner`'s videos, as OpenAI's list endpoints answer."""
         if not 0 <= limit <= 100:
             raise ApiError(400, f"limit must be from 0 to 100, got {limit}", param="limit")
         if order not in ("asc", "desc"):
             raise ApiError(400, f"order must be asc or desc, got {order!r}", param="order")
-        if after is not None and not self.store.known(after):
+        if after is not None and not self.store.known(after, owner):
             raise ApiError(404, f"after: no video with id {after!r}; page on with the last_id of the previous page",
                            param="after", code="video_not_found")
-        jobs, has_more = self.store.page(after, limit, order)
+        jobs, has_more = self.store.page(after, limit, order, owner)
         data = [job.to_api() for job in jobs]
         return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None, "has_more": has_more}
 
-    def output(self, video_id: str, variant: str) -> tuple[Path, Job]:
+    def output(self, video_id: str, variant: str, owner: str) -> tuple[Path, Job]:
         """The file of a finished video's `variant`, or the error saying why there is none (yet, or any more)."""
         if variant not in VARIANTS:
             raise ApiError(400, f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}", param="variant")
-        job = self.job(video_id)
+        job = self.job(video_id, owner)
         if job.expired:
             raise ApiError(404, f"the files of {job.id} expired at {job.expires_at}", code="video_expired")
         path = self.store.output_path(job.id, variant)
@@ -129,10 +132,10 @@ class Service:
             raise files_missing(job, "video_id")
         return path, job
 
-    def submit(self, draft: Draft, gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-        """Store the inputs, check the request with the pipeline, then commit the job row: only then answer. `gone`
-        says whether the client has left meanwhile (a model's first load takes seconds): then nothing is committed,
-        and the retry its SDK sends does not make a second job."""
+    def submit(self, draft: Draft, owner: str, gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Store the inputs, check the request with the pipeline, then commit `owner`'s job row: only then answer.
+        `gone` says whether the client has left meanwhile (a model's first load takes seconds): then nothing is
+        committed, and the retry its SDK sends does not make a second job."""
         try:
             model = self.models.name_for(draft.model)
             pipe = self.models.pipeline(model)
@@ -141,8 +144,8 @@ class Service:
         video_id = new_id()
         inputs = self.store.input_dir(video_id)
         try:
-            files, probes = self._store_inputs(draft.sources, inputs)
-            job = self._job(video_id, draft, pipe, files, probes, model)
+            files, probes = self._store_inputs(draft.sources, inputs, owner)
+            job = self._job(video_id, draft, pipe, files, probes, model, owner)
             if gone():
                 raise ApiError(400, "the client disconnected before the video was submitted; nothing was queued")
             self.store.add(job, self.max_queue)
@@ -162,7 +165,7 @@ class Service:
         return job.to_api()
 
     def _job(self, video_id: str, draft: Draft, pipe: pl.Pipeline, files: dict[str, str],
-             probes: dict[str, tuple[tuple[int, ...], float | None]], model: str) -> Job:
+             probes: dict[str, tuple[tuple[int, ...], float | None]], model: str, owner: str) -> Job:
         """Check the request as the pipeline will see it, with zero-cost stand-ins of the inputs' pixels
         (sizes and lengths follow the inputs, resampled to the output's rate as the worker will read them); the
         job keeps the client's values and the seed drawn for it when it gave none, resolved again when it runs."""
@@ -178,9 +181,9 @@ class Service:
             frames += sum(shape[0] for name, shape in shapes.items() if name != "image")
         return Job(id=video_id, prompt=resolved.prompt, model=model, size=f"{resolved.width}x{resolved.height}",
                    seconds=f"{frames / resolved.fps:g}", params=scalars | {"seed": resolved.seed, "inputs": files},
-                   remixed_from=draft.remixed_from)
+                   remixed_from=draft.remixed_from, owner=owner)
 
-    def _store_inputs(self, sources: dict[str, UploadFile | str], folder: Path
+    def _store_inputs(self, sources: dict[str, UploadFile | str], folder: Path, owner: str
                       ) -> tuple[dict[str, str], dict[str, tuple[tuple[int, ...], float | None]]]:
         """Write every input into the job's folder (synced) and check its header. Returns the file names and
         each input's (pixel array shape, frame rate), as io.probe_input reads them."""
@@ -188,7 +191,7 @@ class Service:
         probes: dict[str, tuple[tuple[int, ...], float | None]] = {}
         for name, source in sources.items():
             param = INPUT_PARAMS[name]
-            path = self._copy_source(source, folder, name, param)
+            path = self._copy_source(source, folder, name, param, owner)
             try:
                 probes[name] = io.probe_input(path, still=name == "image")
             except KinemaError:
@@ -197,17 +200,16 @@ class Service:
             files[name] = path.name
         return files, probes
 
-    def _copy_source(self, source: UploadFile | str, folder: Path, name: str, param: str) -> Path:
+    def _copy_source(self, source: UploadFile | str, folder: Path, name: str, param: str, owner: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if isinstance(source, str):  # a completed video of this server, by id
-            job = self.store.get(source)
+            job = self.job(source, owner, param)
             original = self.store.output_path(source)
-            if job is not None and job.status == "completed" and not job.expired and not original.is_file():
+            if job.status != "completed" or job.expired:
+                raise ApiError(400, f"{param}: {source} is {'expired' if job.expired else job.status}; give the id "
+                               "of a completed video", param=param)
+            if not original.is_file():
                 raise files_missing(job, param)
-            if job is None or job.status != "completed" or job.expired:
-                state = "unknown" if job is None else "expired" if job.expired else job.status
-                raise ApiError(400, f"{param}: {source} is {state}; give the id of a completed video",
-                               param=param)
             path = folder / f"{name}.mp4"
             try:
                 os.link(original, path)  # cheap, and the input survives the source's deletion
@@ -251,39 +253,47 @@ def load_api_keys(path: str | Path | None = None) -> list[str]:
     return [key for key in keys if key]
 
 
-def bearer_check(api_keys: Iterable[str]):
-    """A dependency answering 401 unless the request carries one of the keys (any request when none)."""
-    keys = [key.encode() for key in api_keys]
+def key_owner(key: str) -> str:
+    """The owner id of the jobs a key makes: a short digest, so kinema.db never holds the key itself."""
+    return "k_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def check(request: Request) -> None:
+
+def bearer_check(api_keys: Iterable[str]) -> Callable[[Request], str]:
+    """A dependency answering 401 unless the request carries one of the keys (any request when none). It returns the
+    request's owner: its key's key_owner, or '' on an open server, where every caller sees every job."""
+    keys = [(key.encode(), key_owner(key)) for key in api_keys]
+
+    def check(request: Request) -> str:
         if not keys:
-            return
+            return ""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         # compare against every key in constant time, so timing tells nothing about the keys
-        matches = [hmac.compare_digest(token.strip().encode(), key) for key in keys]
-        if scheme.lower() != "bearer" or not any(matches):
+        owners = [owner for key, owner in keys if hmac.compare_digest(token.strip().encode(), key)]
+        if scheme.lower() != "bearer" or not owners:
             raise ApiError(401, "missing or wrong API key; send the header \"Authorization: Bearer <key>\" "
                            "with a key from the server's KINEMA_API_KEYS", code="invalid_api_key")
+        return owners[0]
 
     return check
 
 
-def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRouter:
+def api_routes(service: Service, check_key: Callable[[Request], str]) -> APIRouter:
+    """The /v1 routes. Each that takes `owner` gets it from the router's own key check (FastAPI runs it once)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
-    async def submit(request: Request, draft: Draft) -> dict[str, Any]:
-        return await run_in_threadpool(service.submit, draft, lambda: from_thread.run(request.is_disconnected))
+    async def submit(request: Request, draft: Draft, owner: str) -> dict[str, Any]:
+        return await run_in_threadpool(service.submit, draft, owner, lambda: from_thread.run(request.is_disconnected))
 
     @router.post("/videos", description=f"Create a video. Fields: prompt, model, seconds, size, input_reference "
                  f"(image file: image to video). Kinema's extra fields:{EXTRAS_MD}")
-    async def create_video(request: Request):
+    async def create_video(request: Request, owner: str = Depends(check_key)):
         fields = await read_fields(request, "create")
-        return await submit(request, draft_create(fields))
+        return await submit(request, draft_create(fields), owner)
 
     @router.get("/videos")
-    def list_videos(after: str | None = None, limit: int = 20, order: str = "desc"):
+    def list_videos(after: str | None = None, limit: int = 20, order: str = "desc", owner: str = Depends(check_key)):
         """Videos newest first (order=desc) or oldest first (asc), `limit` (0-100) after the id `after`."""
-        return service.page(after, limit, order)
+        return service.page(after, limit, order, owner)
 
     @router.post("/videos/characters", include_in_schema=False)
     @router.get("/videos/characters/{character_id}", include_in_schema=False)
@@ -293,43 +303,44 @@ def api_routes(service: Service, check_key: Callable[[Request], None]) -> APIRou
                        "give it as input_reference", code="not_supported")
 
     @router.get("/videos/{video_id}")
-    def retrieve_video(video_id: str):
+    def retrieve_video(video_id: str, owner: str = Depends(check_key)):
         """The video job; the `openai-poll-after-ms` header tells the SDK's poll helper how soon to ask again."""
-        return JSONResponse(service.job(video_id).to_api(), headers={"openai-poll-after-ms": str(POLL_AFTER_MS)})
+        return JSONResponse(service.job(video_id, owner).to_api(),
+                            headers={"openai-poll-after-ms": str(POLL_AFTER_MS)})
 
     @router.delete("/videos/{video_id}")
-    def delete_video(video_id: str):
+    def delete_video(video_id: str, owner: str = Depends(check_key)):
         """Delete a video and its files; a queued or running job is cancelled."""
-        service.store.delete(service.job(video_id).id)
+        service.store.delete(service.job(video_id, owner).id)
         return {"id": video_id, "object": "video.deleted", "deleted": True}
 
     @router.get("/videos/{video_id}/content")
     @router.head("/videos/{video_id}/content", include_in_schema=False)  # a download's size, without it
-    def download_video(video_id: str, variant: str = "video"):
+    def download_video(video_id: str, variant: str = "video", owner: str = Depends(check_key)):
         """The MP4 (variant=video), a WEBP middle frame (thumbnail) or a JPEG contact sheet (spritesheet)."""
-        path, job = service.output(video_id, variant)
+        path, job = service.output(video_id, variant, owner)
         name, media_type = VARIANTS[variant]
         return FileResponse(path, media_type=media_type, filename=f"{job.id}-{name}",
                             content_disposition_type="inline")
 
     @router.post("/videos/{video_id}/remix", description="Remix a completed video with a new prompt: an edit "
                  f"of it that keeps its size, length and seed. Fields: {', '.join(sorted(FIELDS['remix']))}.")
-    async def remix_video(video_id: str, request: Request):
+    async def remix_video(video_id: str, request: Request, owner: str = Depends(check_key)):
         fields = await read_fields(request, "remix")
-        source = await run_in_threadpool(service.job, video_id)
-        return await submit(request, draft_remix(fields, source))
+        source = await run_in_threadpool(service.job, video_id, owner)
+        return await submit(request, draft_remix(fields, source), owner)
 
     @router.post("/videos/edits", description="Edit a video (file upload, or {\"id\"} / video[id] of a completed "
                  f"video) to follow a prompt. Fields: {', '.join(sorted(FIELDS['edit']))}.")
-    async def edit_video(request: Request):
+    async def edit_video(request: Request, owner: str = Depends(check_key)):
         fields = await read_fields(request, "edit")
-        return await submit(request, draft_edit(fields))
+        return await submit(request, draft_edit(fields), owner)
 
     @router.post("/videos/extensions", description="Extend a video by `seconds`; `seconds` in the answer is the "
                  f"stitched total. Fields: {', '.join(sorted(FIELDS['extend']))}.")
-    async def extend_video(request: Request):
+    async def extend_video(request: Request, owner: str = Depends(check_key)):
         fields = await read_fields(request, "extend")
-        return await submit(request, draft_extend(fields))
+        return await submit(request, draft_extend(fields), owner)
 
     @router.post("/provenance", description="Check an uploaded video or image (multipart field `file`) for "
                  "Kinema's invisible watermark, its disclosure tags and a C2PA manifest, as `kinema verify` does; "
@@ -416,7 +427,7 @@ def page_html() -> str:
                                max_prompt_chars=MAX_PROMPT_CHARS)
 
 
-def install_error_handlers(app: FastAPI, check_key: Callable[[Request], None]) -> None:
+def install_error_handlers(app: FastAPI, check_key: Callable[[Request], str]) -> None:
     """Every error, ours or the framework's, answers in OpenAI's schema so SDK clients parse it."""
 
     @app.exception_handler(ApiError)
