@@ -297,7 +297,7 @@ def test_malformed_requests_are_4xx_naming_what_is_wrong(paused, monkeypatch):
         body = json.dumps({"prompt": "a ball", "size": "64x64", "seconds": "1", field: value})  # "\\ud800": valid JSON
         answer = post("/videos", content=body.encode(), headers={"content-type": "application/json"})
         assert (answer.status_code, answer.json()["error"]["param"]) == (400, field), answer.text
-        assert "unpaired surrogate" in answer.json()["error"]["message"]
+        assert "unpaired surrogate such as \\ud800" in answer.json()["error"]["message"]
     deep = post("/videos", content=b'{"prompt": "a", "segments": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
                 headers={"content-type": "application/json"})
     assert deep.status_code == 400 and "not valid JSON" in deep.json()["error"]["message"]

@@ -105,13 +105,13 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def check_unicode(name: str, text: str) -> None:
-    """JSON's \\ud800 escapes can carry half a character, which no text encoder or database can store."""
+def check_text(name: str, text: str) -> None:
+    """The pipeline's text check (JSON's \\ud800 escapes can carry half a character), answered as a 400 when a field
+    is read."""
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, f"{name} holds an unpaired surrogate (e.g. \\ud800), which is not text; send valid "
-                       "UTF-8", param=name) from None
+        rc.check_text(name, text)
+    except KinemaError as err:
+        raise ApiError.from_kinema(err) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ class Fields:
             raise ApiError(400, f"{name} must be a string", param=name)
         if len(value) > limit:
             raise ApiError(400, f"{name} is {len(value)} characters long; the limit is {limit}", param=name)
-        check_unicode(name, value)
+        check_text(name, value)
         return value
 
     def number(self, name: str, cast: type, low: float, high: float, default: Any = None) -> Any:
@@ -302,7 +302,7 @@ class Fields:
         except (TypeError, KeyError, ValueError, AttributeError):
             segments = []
         for _, text in segments:
-            check_unicode("segments", text)
+            check_text("segments", text)
         if not segments or not all(text for _, text in segments):
             raise ApiError(400, "segments must be a non-empty list of {\"start\": seconds, \"prompt\": text}, "
                            "each prompt non-empty", param="segments")

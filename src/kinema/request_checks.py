@@ -90,13 +90,14 @@ def check_input_lengths(req: Request, fps: int, frames: int) -> None:
 
 
 def check_text(name: str, text: str) -> None:
-    """Text a terminal or file handed over with bytes that are not UTF-8 (Python keeps them as lone surrogates),
-    which no tokenizer or metadata tag can take."""
+    """Text that no tokenizer, database or metadata tag can take: bytes a terminal or file handed over that are not
+    UTF-8 (Python keeps them as lone surrogates), or half a character sent as JSON's \\ud800 escape."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise KinemaError(f"the {name.replace('_', ' ')} holds bytes that are not UTF-8 text; write it in UTF-8 "
-                          "(check the terminal's or file's encoding)", param=name) from None
+        raise KinemaError(f"the {name.replace('_', ' ')} holds bytes that are not UTF-8 text (or an unpaired surrogate "
+                          "such as \\ud800); write it in UTF-8 (check the terminal's or file's encoding)",
+                          param=name) from None
 
 
 def check_tuning(steps: int, guidance: float, seed: int, cache: float, noise_correlation: float,
