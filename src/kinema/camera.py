@@ -208,7 +208,7 @@ def _within_room(legs: list[Leg], short: int) -> Move:
     x, y, magnified = move._extremes()
     travel = max(x.max() - x.min(), y.max() - y.min()) / (PAN_ROOM * short)
     zoomed = (magnified.max() - magnified.min()) / math.log(ZOOM_ROOM)
-    pan_share, zoom_share = 1 / max(travel, 1.0), 1 / max(zoomed, 1.0)
+    pan_share, zoom_share = 1 / max(float(travel), 1.0), 1 / max(float(zoomed), 1.0)  # numpy's scalars: not bool
     return Move(tuple(Leg(leg.span, (leg.pan[0] * pan_share, leg.pan[1] * pan_share), leg.zoom**zoom_share)
                       for leg in legs))
 
