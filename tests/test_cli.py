@@ -31,7 +31,8 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
                            "--steps", "1", "-o", str(out), "--filmstrip", str(strip), "--quiet"], capsys)
     assert code == 0 and out.stat().st_size > 0 and strip.stat().st_size > 0
-    assert re.search(r"i\.png \(64x64, an image, seed \d+\)$", stdout.strip()) and "note:" not in stdout
+    assert re.search(r"i\.png \(64x64, an image, seed \d+\) and its contact sheet .*s\.png$", stdout.strip())
+    assert "note:" not in stdout
     code, stdout, _ = run(["generate", "a green square", "--model", "debug", "--size", "64x64", "--seconds", "0",
                            "--steps", "1", "-o", str(tmp_path / "i.mp4"), "--quiet"], capsys)
     assert code == 0 and "note: one frame makes a one-frame video; for an image file write i.png" in stdout
@@ -54,7 +55,7 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--filmstrip", "strip.jpgx"], "the contact sheet is a PNG"),
     (["-o", "x.mp4", "--filmstrip", "x.mp4"], "the contact sheet is a PNG"),
     (["-o", "x.png", "--filmstrip", "x.png", "--seconds", "0"], "is the output itself"),
-    (["--filmstrip", "nodir/s.png"], "does not exist"),
+    (["--filmstrip", "nodir/s.png"], "does not exist; create it or choose another --filmstrip"),
     (["-o", "fast.gif", "--fps", "60"], "GIF cannot play 60 fps (at most 50); lower --fps or write .mp4"),
     (["-o", "/no/such/dir/v.mp4"], "does not exist"),
     (["-o", "v.avi"], "unknown output type"),
@@ -81,6 +82,25 @@ def test_a_failed_filmstrip_leaves_an_existing_output_alone(tmp_path, capsys):
     code, _, err = run(["generate", "a red circle", "--model", "debug", "--steps", "1", "-o", str(out),
                         "--filmstrip", str(tmp_path / "strip.jpgx")], capsys)
     assert code == 2 and out.read_bytes() == b"the user's video"
+
+
+def test_no_output_is_written_over_an_input(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = np.full((48, 64, 3), 200, np.uint8)
+    from PIL import Image
+    Image.fromarray(photo).save("photo.png")
+    base = ["generate", "a red circle", "--model", "debug", "--steps", "1", "--seconds", "1", "--quiet"]
+    for args, option in ((["--image", "photo.png", "-o", "./photo.png"], "-o"),
+                         (["--image", "photo.png", "-o", "v.mp4", "--filmstrip", "../" + tmp_path.name + "/photo.png"],
+                          "--filmstrip"),
+                         (["--connect", "photo.png", "photo.png", "-o", "v.mp4", "--filmstrip", "photo.png"],
+                          "--filmstrip")):
+        code, _, err = run(base + args, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"{option} photo.png is also an input video or image, which it would write over" in err
+        assert (np.asarray(Image.open("photo.png")) == photo).all()
+    code, stdout, _ = run(base + ["--image", "photo.png", "-o", "v.mp4", "--filmstrip", "strip.png"], capsys)
+    assert code == 0 and stdout.strip().endswith("and its contact sheet strip.png") and Path("strip.png").is_file()
 
 
 def test_segments_and_a_prompt_before_them_are_refused(tmp_path, capsys):

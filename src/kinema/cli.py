@@ -388,7 +388,8 @@ def cmd_generate(args) -> None:
     if video.frames == 1 and out.suffix.lower() in (".mp4", ".webm"):
         print(f"note: one frame makes a one-frame video; for an image file write {out.with_suffix('.png').name}")
     shape = "an image" if video.frames == 1 else f"{video.frames} frames at {video.fps} fps"
-    print(f"wrote {out} ({video.width}x{video.height}, {shape}, seed {video.meta['seed']})")
+    print(f"wrote {out} ({video.width}x{video.height}, {shape}, seed {video.meta['seed']})"
+          f"{f' and its contact sheet {args.filmstrip}' if args.filmstrip else ''}")
 
 
 def parse_override(item: str) -> tuple[str, object]:
@@ -428,14 +429,14 @@ def cmd_train(args) -> None:
         print(f"exported model to {args.export}")
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, option: str = "-o") -> None:
     if path.is_dir():
         raise KinemaError(f"cannot write {path}: it is a folder; give a file name such as {path / 'video.mp4'}")
     parent = path.resolve().parent
     if not parent.is_dir():
-        raise KinemaError(f"cannot write {path}: folder {parent} does not exist; create it or choose another -o")
+        raise KinemaError(f"cannot write {path}: folder {parent} does not exist; create it or choose another {option}")
     if not can_write_in(parent) or (path.exists() and not os.access(path, os.W_OK)):
-        raise KinemaError(f"cannot write {path}: permission denied; choose another -o")
+        raise KinemaError(f"cannot write {path}: permission denied; choose another {option}")
     if path.suffix.lower() not in (".mp4", ".gif", ".webm", ".png"):
         raise KinemaError(f"unknown output type {path.suffix or '(none)'!r}; use .mp4, .gif, .webm or .png")
 
@@ -446,7 +447,7 @@ def check_filmstrip(path: Path, out: Path) -> None:
         raise KinemaError(f"--filmstrip {path}: the contact sheet is a PNG; give a name ending in .png")
     if path.resolve() == out.resolve():
         raise KinemaError(f"--filmstrip {path} is the output itself; give the contact sheet its own name")
-    check_writable(path)
+    check_writable(path, "--filmstrip")
 
 
 def check_folder(path: Path, option: str) -> None:

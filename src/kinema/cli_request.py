@@ -35,10 +35,12 @@ def generate_request(args, out: Path):
     mode = _generate_mode(args)
     width, height = parse_size(args.size) if args.size else (None, None)
     files = _input_files(args, mode)
+    written = {out.resolve(): "-o", **({Path(args.filmstrip).resolve(): "--filmstrip"} if args.filmstrip else {})}
     probes = {}
     for name, path in files.items():
-        if path.resolve() == out.resolve():  # the output is written over the input, which would be lost
-            raise KinemaError(f"{out.name} is also the input video or image; write the output to another file")
+        if option := written.get(path.resolve()):  # the file would be written over the input, which would be lost
+            raise KinemaError(f"{option} {path.name} is also an input video or image, which it would write over; "
+                              f"give {option} another file name")
         probes[name] = probe_input(path, still=name == "image")
     segments = None
     if mode == "sequence":
