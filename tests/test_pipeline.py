@@ -398,3 +398,23 @@ def test_a_prompt_past_the_text_encoders_length_is_noted(debug_pipe):
     assert cut > 0 and long.notes == [f"prompt {('a red ball ' * 40)[:40]!r}...: its last {cut} tokens are past the "
                                       f"{limit} the text encoder reads, so they had no effect; shorten it"]
     assert debug_pipe.generate(Request("a red ball", seconds=0, width=64, height=64, steps=1)).notes == []
+
+
+@pytest.mark.parametrize("mode", ["edit", "extend", "i2v"])
+def test_expansion_adds_nothing_the_given_frames_show(debug_pipe, mode):
+    from kinema.world import parse_prompt
+
+    navy = np.full((9, 32, 32, 3), (20, 30, 90), np.uint8)  # the audit's edit turned such a clip slate gray
+    inputs = {"image": navy[0]} if mode == "i2v" else {"video": navy}
+    video = debug_pipe.generate(Request("a blue circle moves right", width=32, height=32, fps=8, steps=1, mode=mode,
+                                        seconds=None if mode == "edit" else 1, expand=True, **inputs))
+    spec = parse_prompt(video.meta["caption"])
+    assert (spec.background, spec.objects[0].size, spec.objects[0].motion) == (None, None, "right")
+    assert any("drawn as" in note and "(--no-expand, or expand=false)" in note for note in video.notes)
+
+
+def test_the_expansion_note_shortens_a_long_prompt(debug_pipe):
+    prompt = "a red ball bounces " * 580  # 11,020 characters: the note echoed them all
+    video = debug_pipe.generate(Request(prompt, width=32, height=32, frames=1, steps=1, expand=True))
+    drawn = [note for note in video.notes if "drawn as" in note]
+    assert len(drawn) == 1 and len(drawn[0]) < 400 and drawn[0].startswith(f"prompt {prompt[:120].rstrip() + '…'!r}")

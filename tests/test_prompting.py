@@ -9,7 +9,16 @@ import pytest
 from kinema.checkpoint import BUNDLED
 from kinema.errors import KinemaError
 from kinema.pipeline import Request
-from kinema.prompting import FALLBACK_NOTE, Rewriter, asked_camera, asked_direction, expand_builtin
+from kinema.prompting import (
+    FALLBACK_NOTE,
+    GIVEN_LOOKS,
+    Rewriter,
+    asked_camera,
+    asked_direction,
+    expand_builtin,
+    expansion_note,
+    system_prompt,
+)
 from kinema.world import parse_prompt
 
 
@@ -32,6 +41,48 @@ def test_builtin_rewriter_fills_the_example_and_passes_unknown_prompts_through()
         "red", "circle", "medium", "still")
     assert (spec.background, spec.background_colour) == ("solid", "gray")
     assert expand_builtin("a cat playing piano") == "a cat playing piano"
+
+
+@pytest.mark.parametrize("mode", sorted(GIVEN_LOOKS))
+def test_modes_with_given_frames_add_nothing_the_prompt_leaves_out(mode):
+    # the audit's edit: 'a moderately sized blue disc gliding right over a slate gray backdrop' grayed a navy clip
+    spec = parse_prompt(expand_builtin("a blue circle moves right", mode=mode))
+    assert (spec.background, spec.background_colour, spec.pan) == (None, None, None)
+    assert [(o.colour, o.shape, o.size, o.motion) for o in spec.objects] == [("blue", "circle", None, "right")]
+    named = parse_prompt(expand_builtin("a big ball spins over a dark blue gradient", mode=mode))  # said: kept
+    assert (named.objects[0].size, named.objects[0].colour, named.background_colour) == ("large", None, "navy")
+    # an image fixes how the scene looks, not how it moves: only there is an unsaid motion still made still
+    still = parse_prompt(expand_builtin("a red ball", mode=mode)).objects[0].motion
+    assert still == ("still" if mode == "i2v" else None)
+
+
+@pytest.mark.parametrize("mode", ["t2v", "loop", "sequence"])
+def test_text_only_modes_fill_in_the_rest(mode):
+    spec = parse_prompt(expand_builtin("a blue circle moves right", mode=mode))
+    assert (spec.background, spec.background_colour, spec.objects[0].size) == ("solid", "gray", "medium")
+
+
+@pytest.mark.parametrize("prompt", ["a red square turns blue", "a red ball explodes", "an exploding red ball",
+                                    "a blue star melts on a snowy field"])
+def test_a_change_the_world_has_no_word_for_is_not_made_still(prompt):
+    spec = parse_prompt(expand_builtin(prompt))  # was "... hovers motionless", "... rests in place"
+    assert spec.objects[0].motion is None and spec.objects[0].size == "medium" and spec.background is not None
+
+
+@pytest.mark.parametrize("prompt", ["a red ball", "two big red squares on a snowy field",
+                                    "a red ball, the camera pans left", "video of a tiny blue heart over a brick wall"])
+def test_a_prompt_that_says_nothing_of_change_is_drawn_still(prompt):
+    assert {o.motion for o in parse_prompt(expand_builtin(prompt)).objects} == {"still"}
+
+
+def test_the_note_names_the_switch_and_shortens_a_long_prompt():
+    note = expansion_note("a red ball", "a red ball stands still over a gray background")
+    assert note == ("prompt 'a red ball' drawn as 'a red ball stands still over a gray background', the caption style "
+                    "the model was trained on; turn prompt expansion off (--no-expand, or expand=false) to draw it "
+                    "as written")
+    long = expansion_note("a red ball bounces " * 580, "a red ball bounces")  # the audit's 11,000 characters
+    assert len(long) < 400 and "prompt 'a red ball bounces a red ball" in long and "…' drawn as" in long
+    assert expansion_note("a red ball", "a big red ball " * 50).count("a big red ball") == 8  # 120 characters
 
 
 @pytest.mark.parametrize(("prompt", "direction"), [
@@ -93,9 +144,9 @@ class FakeChat(BaseHTTPRequestHandler):
             time.sleep(1.0)
         status, reply = {"ok": (200, {"choices": [{"message": {"content": "  a large blue star spins\n"}}]}),
                          "error": (500, {"error": "boom"}), "slow": (200, {}),
-                         "odd": (200, {"choices": []}),
+                         "odd": (200, {"choices": []}), "html": (200, "<html>502 Bad Gateway</html>"),
                          "unsafe": (200, {"choices": [{"message": {"content": "a gory massacre"}}]})}[FakeChat.mode]
-        data = json.dumps(reply).encode()
+        data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -124,10 +175,15 @@ def test_external_endpoint_rewrites_the_prompt(endpoint):
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "tiny-llm"
     assert body["messages"][0]["role"] == "system" and "circle" in body["messages"][0]["content"]
     assert body["messages"][1] == {"role": "user", "content": "a blue star"}
+    rewriter.expand("a blue star", mode="edit")  # the edited clip shows what the idea leaves out
+    assert FakeChat.seen[1][2]["messages"][0]["content"] == system_prompt("edit") != system_prompt()
+    assert "Name only what the idea names" in system_prompt("edit")
 
 
-@pytest.mark.parametrize("mode", ["error", "slow", "odd", "unsafe"])
-def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, caplog, monkeypatch):
+@pytest.mark.parametrize("mode,why", [("error", "it answered HTTP 500"), ("slow", "it did not answer within 0.3 s"),
+                                      ("odd", "its reply held no caption"), ("html", "its reply was not JSON"),
+                                      ("unsafe", "the content policy refused its caption")])
+def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, why, caplog, monkeypatch):
     monkeypatch.delenv("KINEMA_SAFETY", raising=False)
     FakeChat.mode = mode  # "unsafe": a caption the content policy refuses, for a prompt it passed
     rewriter = Rewriter(endpoint, None, "tiny-llm", timeout=0.3)
@@ -138,14 +194,16 @@ def test_endpoint_failures_fall_back_to_the_builtin_rewriter(endpoint, mode, cap
     notes: list[str] = []  # a video's notes, which its maker sees: without the operator's address
     for prompt in ("a red ball", "a blue ball"):
         assert rewriter.expand(prompt, notes=notes) == expand_builtin(prompt)
-    assert notes == [FALLBACK_NOTE] and endpoint not in notes[0]
+    assert notes == [f"{FALLBACK_NOTE}: {why}"] and endpoint not in notes[0]  # said once, with why
     assert FakeChat.seen[0][1] is None  # no key, no Authorization header
 
 
 def test_unreachable_endpoint_falls_back(caplog):
+    notes: list[str] = []
     with caplog.at_level(logging.WARNING, logger="kinema.prompting"):
-        assert Rewriter("http://127.0.0.1:9/v1", timeout=0.3).expand("a red ball") == expand_builtin("a red ball")
-    assert "ConnectError" in caplog.text
+        rewriter = Rewriter("http://127.0.0.1:9/v1", timeout=0.3)
+        assert rewriter.expand("a red ball", notes=notes) == expand_builtin("a red ball")
+    assert "ConnectError" in caplog.text and notes == [f"{FALLBACK_NOTE}: the connection was refused"]
 
 
 def test_settings_come_from_the_environment(monkeypatch):
@@ -164,8 +222,7 @@ def test_pipeline_expands_when_asked_and_by_default_only_for_the_bundled_model(d
     assert not debug_pipe.expands_by_default
     video = debug_pipe.generate(Request("a red ball", width=32, height=32, frames=1, steps=1, expand=True))
     assert video.meta["caption"] == expand_builtin("a red ball")
-    assert video.notes == [f"prompt 'a red ball' drawn as {expand_builtin('a red ball')!r}, the caption style the "
-                           "model was trained on; turn prompt expansion off to draw it as written"]
+    assert video.notes == [expansion_note("a red ball", expand_builtin("a red ball"))]
     plain = debug_pipe.generate(Request("a red ball", width=32, height=32, frames=1, steps=1))
     assert "caption" not in plain.meta and plain.notes == []
     monkeypatch.setattr(debug_pipe.model, "source", str(BUNDLED))

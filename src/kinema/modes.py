@@ -242,15 +242,14 @@ class Generation:
         if prompt not in self._texts:
             still = self.still_camera  # the frame pans from a given frame: the DiT is not told to pan
             expand = self.pipe.rewriter.expand
-            self.captions[prompt] = expand(prompt, still, self.notes) if self.req.expand else prompt
+            self.captions[prompt] = expand(prompt, still, self.notes, self.req.mode) if self.req.expand else prompt
             if self.captions[prompt] != prompt:  # what the model was given is what the video shows: say it
-                self.notes.append(f"prompt {prompt!r} drawn as {self.captions[prompt]!r}, the caption style the model "
-                                  "was trained on; turn prompt expansion off to draw it as written")
+                self.notes.append(prompting.expansion_note(prompt, self.captions[prompt]))
             if self.pipe.expands_by_default and parse_prompt(self.captions[prompt]) is None:
-                self.notes.append(f"prompt {prompt!r} names nothing the bundled models know; they draw only the "
-                                  "world's shapes, colours, motions and backgrounds (e.g. \"a red circle moves left "
-                                  "over a snowy field\"); for other scenes use a model with real-world weights, e.g. "
-                                  "a Wan2.1 folder")
+                self.notes.append(f"prompt {prompting.shown(prompt)} names nothing the bundled models know; they draw "
+                                  "only the world's shapes, colours, motions and backgrounds (e.g. \"a red circle "
+                                  "moves left over a snowy field\"); for other scenes use a model with real-world "
+                                  "weights, e.g. a Wan2.1 folder")
             if cut := self.pipe.model.text.overflow(self.captions[prompt]):
                 self.notes.append(f"prompt {prompt[:40]!r}...: its last {cut} tokens are past the "
                                   f"{self.pipe.cfg.text.max_length} the text encoder reads, so they had no effect; "
