@@ -302,7 +302,7 @@ async function follow(video) {
     try {
       video = await api(`/videos/${video.id}`);
     } catch (error) {
-      if (error.status === 404) throw new Error("this video was deleted before it finished");
+      if (error.status === 404) throw new Error("this video is gone: deleted before it finished, or made with another API key than the one given now");
       if (error.status) throw error;
       $("progress-status").textContent = "connection lost, retrying…"; // the server keeps the job: wait for it
       await new Promise((resolve) => setTimeout(resolve, 2000));
