@@ -126,6 +126,37 @@ WALLS = {"brick": "a brick wall", "snow": "a snowy field", "meadow": "a grassy m
 
 
 @pytest.mark.parametrize("kind", list(WALLS))
+def test_a_tilt_is_measured_and_removed_from_object_motion(kind):
+    # The world pans sideways only; the pipeline tilts by sliding its frame down a taller scene (kinema.camera), which
+    # is filmed here over world renders. A tilt up moves the camera up: the scene slides down in the frame.
+    for motion in ("right", "down"):
+        scene = Scene([Obj("circle", "red", "medium", motion, 0.3, 0.4, speed=0.15)], Background(kind, None, 3))
+        for way, travel in (("up", -51.2), ("down", 51.2)):
+            move = Move.over((0, 16), pan=(0.0, travel))
+            size = move.scene(128, 128)
+            filmed = film(render(scene, *size, 17, 8.0), move.windows(size, (128, 128), 0, 17), 128, 128)
+            found = measure(filmed, 8.0)
+            assert found.camera_y[-1] == pytest.approx(travel, abs=2.0) and (found.camera_x == 0).all(), way
+            prompt = f"a medium red circle moves {motion} over {WALLS[kind]}"
+            verdict = judge(f"{prompt}, the camera tilts {way}", filmed, 8.0)
+            assert verdict["seen"]["pan"] == verdict["asked"]["pan"] == way
+            assert verdict["pan"] and verdict["motion"], (motion, way, verdict["seen"])  # read with the tilt undone
+            assert not judge(f"{prompt}, the camera tilts {'down' if way == 'up' else 'up'}", filmed, 8.0)["pan"]
+            assert not judge(f"{prompt}, the camera pans left", filmed, 8.0)["pan"]
+            assert not judge(prompt, filmed, 8.0)["pan"]  # a still camera is asked for when no pan is
+
+
+def test_a_still_camera_is_not_read_as_a_tilt_under_objects_moving_up_and_down():
+    for kind in WALLS:
+        scene = Scene([Obj("square", "red", "large", "up", 0.3, 0.6, speed=0.3),
+                       Obj("circle", "blue", "medium", "bounce", 0.7, 0.6, bounce_height=0.2, bounce_period=0.8)],
+                      Background(kind, None, 4))
+        found = measure(render(scene, 128, 128, 17, 8.0), 8.0)
+        assert (found.camera_x == 0).all() and (found.camera_y == 0).all(), kind
+        assert [classify_motion(track, found) for track in found.tracks] == ["up", "bounce"]
+
+
+@pytest.mark.parametrize("kind", list(WALLS))
 def test_camera_zoom_is_measured_and_removed_from_object_size_and_motion(kind):
     # The world has no zoom; the pipeline makes one by cropping ever closer to the centre (kinema.camera), which is
     # filmed here over world renders. Read without the zoom, the square would grow (or shrink) and drift outward.

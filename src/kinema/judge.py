@@ -2,10 +2,10 @@
 
 `judge(prompt, frames, fps)` reads the prompt with `world.parse_prompt` and checks it against what
 `judge_measure.measure` finds in the pixels: per object its colour, shape, size and motion (corrected for
-the camera's pan and zoom, which are measured from the background), the object count, the background, the pan and
-the zoom,
-plus two quality scores (flicker and sharpness). `validate` shows the judge is trustworthy: near perfect
-on true world renders and near chance when captions are shuffled across clips.
+the camera's pan, tilt and zoom, which are measured from the background), the object count, the background, the pan
+(left, right, or up and down for a tilt) and the zoom, plus two quality scores (flicker and sharpness). `validate`
+shows the judge is trustworthy: near perfect on true world renders and near chance when captions are shuffled across
+clips.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def centroid_path(track: Track, found: Measurement) -> tuple[np.ndarray, np.ndar
     seen, (cx, cy) = track.seen, found.centre
     zoom = magnification(found)[seen]
     x = cx + (track.x[seen] - cx) / zoom + found.camera_x[seen]
-    return x / found.short, (cy + (track.y[seen] - cy) / zoom) / found.short
+    y = cy + (track.y[seen] - cy) / zoom + found.camera_y[seen]
+    return x / found.short, y / found.short
 
 
 def true_area(track: Track, found: Measurement) -> np.ndarray:
@@ -109,8 +110,12 @@ def classify_size(track: Track, found: Measurement) -> str:
 
 
 def pan_direction(found: Measurement) -> str | None:
-    travel = found.camera_x[-1] / found.short
-    return None if abs(travel) < PAN else ("right" if travel > 0 else "left")
+    """left/right/up/down by the axis the camera travelled further along; the world pans sideways only, and the
+    pipeline also tilts (`kinema.camera`): a tilt up moves the camera up, so the scene slides down in the frame."""
+    x, y = found.camera_x[-1] / found.short, found.camera_y[-1] / found.short  # image y points down
+    if max(abs(x), abs(y)) < PAN:
+        return None
+    return ("right" if x > 0 else "left") if abs(x) >= abs(y) else ("down" if y > 0 else "up")
 
 
 def zoom_direction(found: Measurement) -> str | None:

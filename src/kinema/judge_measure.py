@@ -91,6 +91,7 @@ class Measurement:
     background: str  # kind
     background_colour: str | None
     camera_x: np.ndarray  # (T,) how far the camera moved right since frame 0, pixels
+    camera_y: np.ndarray  # (T,) how far it moved down (a tilt down; the scene slides up in the frame), pixels
     camera_zoom: np.ndarray  # (T,) how much the camera magnifies about the frame's centre since frame 0 (> 1: in)
     centre: tuple[float, float]  # (x, y) of the frame's centre, pixels: what a zoom keeps in place
     flicker: float
@@ -369,42 +370,62 @@ def _tracks(video: np.ndarray, rows: np.ndarray, components: list[_Component]) -
     return tracks
 
 
-def _shift_columns(frame: np.ndarray, shift: float) -> np.ndarray:
-    """An (H, W, 3) frame sampled at x + shift (linear, edge-padded): the view after a pan of `shift`."""
-    width = frame.shape[1]
-    source = np.clip(np.arange(width) + shift, 0, width - 1)
-    left = np.floor(source).astype(int)
-    right = np.minimum(left + 1, width - 1)
-    fraction = (source - left)[None, :, None]
-    return frame[:, left] * (1 - fraction) + frame[:, right] * fraction
+def _panned(frame: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """An (H, W, C) frame sampled at (x + dx, y + dy) (linear, edge-padded): the view after a pan of (dx, dy)."""
+    height, width = frame.shape[:2]
+    return resample(resample(frame, dy, height, height, axis=0), dx, width, width, axis=1)
 
 
-def estimate_camera(gray: np.ndarray, valid: np.ndarray, max_shift: int) -> np.ndarray:
-    """Camera x position per frame (pixels, right positive) from how the background slides.
+def _pan_steps(now: np.ndarray, before: np.ndarray, now_valid: np.ndarray, before_valid: np.ndarray,
+               max_shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair of (N, H, W) frames, the camera's step along the last axis (towards higher indices positive) and
+    the mean absolute difference of background pixels it leaves.
 
-    A pan of d to the right shows at x what the previous frame showed at x + d; d is found by the smallest
-    mean absolute difference over background pixels, refined to sub-pixel by a parabola.
+    A step of d shows at x what the frame before showed at x + d; d is the whole shift of the smallest difference,
+    refined to sub-pixel by a parabola.
     """
-    frames, _, width = gray.shape
+    width = now.shape[-1]
     shifts = np.arange(-max_shift, max_shift + 1)
-    cost = np.full((frames - 1, len(shifts)), np.inf)
+    cost = np.full((len(now), len(shifts)), np.inf)
     for index, d in enumerate(shifts):
         lo, hi = max(d, 0), width + min(d, 0)  # the previous frame's columns that stay in view
-        now, before = gray[1:, :, lo - d:hi - d], gray[:-1, :, lo:hi]
-        usable = valid[1:, :, lo - d:hi - d] & valid[:-1, :, lo:hi]
-        cost[:, index] = (np.abs(now - before) * usable).sum(axis=(1, 2)) / np.maximum(usable.sum(axis=(1, 2)), 1)
-    moves = np.zeros(frames - 1)
-    for pair, row in enumerate(cost):
-        best = int(np.argmin(row))
-        if row[max_shift] - row[best] < FLAT_COST:  # no texture to follow: no measurable motion
-            continue
-        step = float(shifts[best])
-        if 0 < best < len(row) - 1:
-            left, mid, right = row[best - 1], row[best], row[best + 1]
-            curvature = left - 2 * mid + right
-            step += 0.5 * (left - right) / curvature if curvature > 0 else 0.0
-        moves[pair] = step
-    return np.concatenate([[0.0], np.cumsum(moves)])
+        usable = now_valid[:, :, lo - d:hi - d] & before_valid[:, :, lo:hi]
+        difference = np.abs(now[:, :, lo - d:hi - d] - before[:, :, lo:hi]) * usable
+        cost[:, index] = difference.sum(axis=(1, 2)) / np.maximum(usable.sum(axis=(1, 2)), 1)
+    return np.array([_best_step(row, shifts) for row in cost]), cost.min(axis=1)
+
+
+def _moved(frames: np.ndarray, valid: np.ndarray, steps: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) frames and their valid masks, each sampled `steps` (rounded) further along `axis` (1: y, 2: x), as
+    a camera step shows them; what comes from beyond the frame's edge is not valid."""
+    frames, valid = frames.copy(), valid.copy()
+    positions = np.arange(frames.shape[axis])
+    for index, step in enumerate(np.rint(steps).astype(int)):
+        inside = (positions + step >= 0) & (positions + step < len(positions))
+        frames[index] = np.roll(frames[index], -step, axis=axis - 1)
+        valid[index] = np.roll(valid[index], -step, axis=axis - 1) & (inside[:, None] if axis == 1 else inside)
+    return frames, valid
+
+
+def estimate_camera(gray: np.ndarray, valid: np.ndarray, max_shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Camera position (x, y) per frame since frame 0 (pixels, right and down positive) from how the background
+    slides between frames.
+
+    Each pair's step is searched along x and along y alone; the axis that matches better is kept and the other is
+    searched again with that step undone. A tilt searched along x alone can match a texture's next dot beside the
+    true one (snow's dots lie on a jittered grid), and a step along y from there goes astray.
+    """
+    now, before, now_valid, before_valid = gray[1:], gray[:-1], valid[1:], valid[:-1]
+
+    def along(axis: int, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # axis 1: y, 2: x
+        moved, moved_valid = _moved(before, before_valid, other, axis=3 - axis)
+        pairs = (now, moved, now_valid, moved_valid)
+        return _pan_steps(*(pairs if axis == 2 else (np.swapaxes(a, 1, 2) for a in pairs)), max_shift)
+
+    (x, x_cost), (y, y_cost) = along(2, np.zeros(len(now))), along(1, np.zeros(len(now)))
+    sideways = x_cost <= y_cost
+    x, y = np.where(sideways, x, along(2, y)[0]), np.where(sideways, along(1, x)[0], y)
+    return np.concatenate([[0.0], np.cumsum(x)]), np.concatenate([[0.0], np.cumsum(y)])
 
 
 def _classify_background(video: np.ndarray, rows: np.ndarray, free: np.ndarray,
@@ -445,13 +466,13 @@ def _zoomed(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
     return view, ((ys >= 0) & (ys <= height - 1))[:, None] & ((xs >= 0) & (xs <= width - 1))[None, :]
 
 
-def estimate_zoom(gray: np.ndarray, valid: np.ndarray, camera_x: np.ndarray) -> np.ndarray:
+def estimate_zoom(gray: np.ndarray, valid: np.ndarray, camera: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Camera magnification per frame since frame 0 (> 1: zoomed in) about the frame's centre, from how the
     background grows or shrinks after the pan is undone: the magnification of each step is the one under which
     the previous frame best matches this one, refined by a parabola. A total below MIN_ZOOM reads as none."""
     logs = np.linspace(-MAX_ZOOM_STEP, MAX_ZOOM_STEP, ZOOM_CANDIDATES)
-    moves = np.diff(camera_x)
-    before = np.stack([_shift_columns(frame[..., None], move)[..., 0] if move else frame
+    moves = np.diff(np.stack(camera, axis=1), axis=0)  # (T - 1, 2): x and y
+    before = np.stack([_panned(frame[..., None], *move)[..., 0] if move.any() else frame
                        for frame, move in zip(gray[:-1], moves, strict=True)], axis=-1)  # (H, W, T - 1)
     known = np.moveaxis(valid[:-1], 0, -1).astype(np.float32)
     now, now_valid = np.moveaxis(gray[1:], 0, -1), np.moveaxis(valid[1:], 0, -1)
@@ -468,10 +489,11 @@ def estimate_zoom(gray: np.ndarray, valid: np.ndarray, camera_x: np.ndarray) -> 
 
 
 def _best_step(cost: np.ndarray, logs: np.ndarray) -> float:
-    """The log magnification of least cost, refined by a parabola; 0 where it does not beat none by FLAT_COST."""
+    """The step (a log magnification, or a shift) of least cost among the evenly spaced `logs` centred on none,
+    refined by a parabola; 0 where it does not beat none by FLAT_COST."""
     best = int(np.argmin(cost))
     if not np.isfinite(cost[best]) or cost[len(logs) // 2] - cost[best] < FLAT_COST:
-        return 0.0  # no texture to follow: no measurable zoom
+        return 0.0  # no texture to follow: no measurable move
     step = float(logs[best])
     if 0 < best < len(logs) - 1 and np.isfinite(cost[best - 1:best + 2]).all():
         left, mid, right = cost[best - 1], cost[best], cost[best + 1]
@@ -480,14 +502,15 @@ def _best_step(cost: np.ndarray, logs: np.ndarray) -> float:
     return step
 
 
-def _flicker(video: np.ndarray, camera_x: np.ndarray, camera_zoom: np.ndarray, free: np.ndarray) -> float:
+def _flicker(video: np.ndarray, camera: tuple[np.ndarray, np.ndarray], camera_zoom: np.ndarray,
+             free: np.ndarray) -> float:
     """Mean absolute change of background pixels between frames, after undoing the camera motion."""
     if len(video) < 2:
         return 0.0
     changes = []
     for index in range(1, len(video)):
-        move = camera_x[index] - camera_x[index - 1]
-        previous = _shift_columns(video[index - 1], move) if move else video[index - 1]
+        move = [position[index] - position[index - 1] for position in camera]
+        previous = _panned(video[index - 1], *move) if any(move) else video[index - 1]
         usable = free[index] & free[index - 1]
         if camera_zoom[index] != camera_zoom[index - 1]:
             previous, inside = _zoomed(previous, camera_zoom[index] / camera_zoom[index - 1])
@@ -510,16 +533,16 @@ def measure(frames: np.ndarray, fps: float) -> Measurement:
     for comp in components:
         objects[comp.frame, comp.pixels] = True
     free = ~_dilate(objects.reshape(length, height, width), 2)
-    camera_x, camera_zoom = np.zeros(length), np.ones(length)
+    camera_x, camera_y, camera_zoom = np.zeros(length), np.zeros(length), np.ones(length)
     if length > 1:
         gray = video.mean(axis=-1)
-        camera_x = estimate_camera(gray, free, max(4, math.ceil(MAX_PAN * short / fps)))
-        camera_zoom = estimate_zoom(gray, free, camera_x)
-    flicker = _flicker(video, camera_x, camera_zoom, free)
+        camera_x, camera_y = estimate_camera(gray, free, max(4, math.ceil(MAX_PAN * short / fps)))
+        camera_zoom = estimate_zoom(gray, free, (camera_x, camera_y))
+    flicker = _flicker(video, (camera_x, camera_y), camera_zoom, free)
     kind, colour = _classify_background(video, rows, free, flicker)
     if kind in ("solid", "gradient"):  # a flat background cannot show a pan or zoom; what moved was object edges
-        camera_x[:], camera_zoom[:] = 0.0, 1.0
+        camera_x[:], camera_y[:], camera_zoom[:] = 0.0, 0.0, 1.0
     widths = np.concatenate([t.edge_width[t.seen] for t in tracks]) if tracks else np.zeros(0)
     sharpness = min(1.0, reference_edge_width() / max(float(np.median(widths)), 1e-6)) if len(widths) else float("nan")
-    return Measurement(tracks, kind, colour, camera_x, camera_zoom, ((width - 1) / 2, (height - 1) / 2), flicker,
-                       sharpness, short)
+    return Measurement(tracks, kind, colour, camera_x, camera_y, camera_zoom, ((width - 1) / 2, (height - 1) / 2),
+                       flicker, sharpness, short)
