@@ -46,12 +46,29 @@ def test_generate_image_as_png_and_filmstrip(tmp_path, capsys):
     (["--size", "101x64"], "width 101 is odd; video needs even sizes, e.g. 100 or 102"),
     (["--size", "big"], "not WIDTHxHEIGHT"),
     (["--seconds", "-2"], "duration must be a positive number of seconds, got -2"),
-    (["--seconds", "nan"], "duration must be a positive number of seconds, got nan"),
-    (["--seconds", "inf"], "duration must be a positive number of seconds, got inf"),
+    (["--seconds", "nan"], "duration must be a finite number of seconds, got nan; give one up to 60, e.g. 4"),
+    (["--seconds", "inf"], "duration must be a finite number of seconds, got inf; give one up to 60, e.g. 4"),
     (["--prompt-at", "nan=a blue ball"], "cannot read segment 'nan=a blue ball'"),
     (["--size", "0x0"], "size '0x0' is not WIDTHxHEIGHT with both sides above 0"),
     (["--size", "99999x99999"], "larger than 1920x1080"),
-    (["--window", "0"], "window 0 / context 2 cannot work"),
+    (["--window", "0"], "window 0 with context 1 (the least): a window holds its context latent frames, at least"),
+    (["--window", "2"], "kinema: error: window 2 with context 1 (the least): a window holds its context latent frames, "
+                        "at least one new one and one of the end that connect and loop run into, so it needs context "
+                        "+ 2; give window 3\n"),
+    (["--window", "4", "--context", "3"], "window 4 with context 3: a window holds"),
+    (["--context", "4"], "window 5 with context 4: a window holds its context latent frames, at least one new one and "
+                         "one of the end that connect and loop run into, so it needs context + 2; give window 6 or "
+                         "context 3"),
+    (["--context", "0"], "context 0 carries nothing from one window to the next; give at least 1 (default 2)"),
+    (["--window", "33"], "window 33 is over 32 latent frames, the most the model sees at once; give at most 32"),
+    (["--size", "514x128"], "size 514x128 is 4.02:1; Kinema makes shapes from 1:4 to 4:1, e.g. 512x128, the widest at "
+                            "height 128\n"),
+    (["--second", "1"], "kinema generate: error: unrecognized arguments: --second 1 (did you mean --seconds?); see "
+                        "kinema generate --help\n"),
+    (["--strenght=0.5"], "unrecognized arguments: --strenght=0.5 (did you mean --strength?); see kinema generate "
+                         "--help"),
+    (["blue", "ball"], "kinema generate: error: unrecognized arguments: blue ball; quote a prompt of several words: "
+                       "kinema generate \"a red circle blue ball\" ...; see kinema generate --help\n"),
     (["--filmstrip", "strip.jpgx"], "the contact sheet is a PNG"),
     (["-o", "x.mp4", "--filmstrip", "x.mp4"], "the contact sheet is a PNG"),
     (["-o", "x.png", "--filmstrip", "x.png", "--seconds", "0"], "is the output itself"),
@@ -235,6 +252,31 @@ def test_verify_finds_the_watermark_of_a_generated_video(tmp_path, capsys):
                                                                          "not found; check the path\n")
 
 
+def test_generate_reads_its_inputs_by_their_content_as_verify_does(fast_cli, clips, tmp_path, capsys):
+    misnamed = tmp_path / "vid.png"  # an MP4 named as an image: the clip it holds, 9 frames at 8 fps
+    misnamed.write_bytes(Path(clips[0]).read_bytes())
+    base = ["generate", "a red circle", "--size", "32x32", "--steps", "1", "--quiet", "-o", str(tmp_path / "o.mp4")]
+    code, stdout, _ = run([*base, "--extend", str(misnamed), "--seconds", "1"], capsys)
+    assert code == 0 and re.search(r"\(32x32, 17 frames at 8 fps, seed \d+\)$", stdout.strip())
+    code, stdout, _ = run([*base, "--image", str(misnamed), "--seconds", "1"], capsys)
+    assert code == 0 and re.search(r"\(32x32, 8 frames at 8 fps, seed \d+\)$", stdout.strip())
+
+
+def test_verify_reads_what_a_cut_short_video_holds_and_names_an_empty_file(tmp_path, capsys):
+    from kinema import io, provenance, world
+
+    scene = world.Scene([world.Obj("circle", "red", "small", "still", 0.5, 0.5)], world.Background("solid", "navy"))
+    io.write_video(tmp_path / "v.mp4", provenance.embed(world.render(scene, 64, 64, 32, 8.0), 7), 8.0)
+    cut = tmp_path / "cut.mp4"  # a download cut off at three quarters: its header still lists 32 frames
+    cut.write_bytes((tmp_path / "v.mp4").read_bytes()[:int(0.75 * (tmp_path / "v.mp4").stat().st_size)])
+    code, stdout, err = run(["verify", str(cut)], capsys)
+    assert code == 0 and stdout.startswith("watermark: found") and err == ""
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    code, _, err = run(["verify", str(tmp_path / "empty.mp4")], capsys)
+    assert (code, err) == (2, f"kinema: error: {tmp_path / 'empty.mp4'} is empty (0 bytes); save or download the "
+                              "video or image again\n")
+
+
 def test_verify_reads_a_file_by_its_content_and_its_help_gives_the_exit_statuses(tmp_path, capsys):
     from kinema.io import write_video
     from kinema.provenance import metadata
@@ -344,6 +386,47 @@ def test_prompt_api_flags_configure_the_rewriter(fast_cli, tmp_path, capsys, mon
     assert code == 0 and "note: the prompt expansion endpoint failed, so the built-in rewriter" in stdout
     assert (fast_cli.rewriter.api_base, fast_cli.rewriter.api_key, fast_cli.rewriter.model) == (
         "http://127.0.0.1:9/v1", "k", "m")
+
+
+def test_input_lengths_and_seconds_to_add_are_said_in_the_commands_words(clips, tmp_path, capsys):
+    from kinema.io import write_video
+
+    long = tmp_path / "v61.mp4"  # 61 s: an edit keeps its length, which the pipeline would call a duration
+    write_video(long, np.zeros((61 * 8, 16, 16, 3), np.uint8), 8)
+    base = ["generate", "a red circle", "--model", "debug", "--steps", "1", "-o", str(tmp_path / "o.mp4")]
+    for args, says in (
+            (["--edit", str(long)], "the input video runs 61.0 s at 8 fps, over the 60 s Kinema takes; trim it (e.g. "
+                                    "ffmpeg -i v61.mp4 -t 60 v61-60s.mp4)"),
+            (["--extend", clips[0], "--seconds", "0"], "seconds 0 adds no frames; give the seconds to add, e.g. 2"),
+            (["--connect", *clips, "--seconds", "0"], "seconds 0 adds no frames; give the seconds to add, e.g. 2")):
+        assert run([*base, *args], capsys)[::2] == (2, f"kinema: error: {says}\n")
+
+
+def test_prompt_at_without_an_opening_prompt_asks_for_one(tmp_path, capsys):
+    base = ["generate", "--model", "debug", "--steps", "1", "-o", str(tmp_path / "o.mp4")]
+    code, _, err = run([*base, "--prompt-at", "1=a blue ball"], capsys)
+    assert (code, err) == (2, "kinema: error: --prompt-at '1=a blue ball' leaves the start without a prompt; give the "
+                              "opening prompt before --prompt-at (kinema generate \"a red ball\" --prompt-at \"1=a "
+                              "blue ball\")\n")
+
+
+def test_errors_of_a_subcommand_point_to_its_own_help(capsys):
+    assert run(["judge", "a", "red", "ball", "v.mp4"], capsys)[::2] == (
+        2, "kinema judge: error: unrecognized arguments: ball v.mp4; quote a prompt of several words: kinema judge "
+           "\"a red ball\" ...; see kinema judge --help\n")
+    assert run(["verify", "a.mp4", "--jsn"], capsys)[::2] == (
+        2, "kinema verify: error: unrecognized arguments: --jsn (did you mean --json?); see kinema verify --help\n")
+    assert run(["--verbose"], capsys)[::2] == (2, "kinema: error: unrecognized arguments: --verbose; see kinema "
+                                                  "--help\n")
+
+
+def test_eval_help_describes_only_what_eval_does():
+    out = " ".join(subprocess.run([sys.executable, "-m", "kinema.cli", "eval", "--help"], capture_output=True,
+                                  text=True).stdout.split())
+    start = out.index("--window-camera, --no-window-camera")
+    camera = out[start:out.index("--cache", start)]
+    assert "in each prompt's video, so the report's pan column measures this, not the model" in camera
+    assert not any(word in camera for word in ("--segments", "extensions", "edits", "given image"))
 
 
 @pytest.mark.parametrize("args,message", [

@@ -225,6 +225,42 @@ def test_read_errors(tmp_path):
         io.read_video(tmp_path / "notes.txt")
 
 
+def test_inputs_are_read_by_their_content_whatever_their_name(tmp_path):
+    video = smooth_video(9)
+    io.write_video(tmp_path / "clip.mp4", video, 8)
+    misnamed = tmp_path / "vid.png"  # an MP4 named as an image: read as the video it is, as kinema verify reads it
+    misnamed.write_bytes((tmp_path / "clip.mp4").read_bytes())
+    frames, fps = io.read_video(misnamed)
+    assert frames.shape == (9, 48, 64, 3) and fps == pytest.approx(8)
+    assert io.probe_input(misnamed, still=True) == ((48, 64, 3), None)
+    assert io.probe_input(misnamed, still=False) == ((9, 48, 64, 3), 8.0)
+    assert np.array_equal(io.read_image(misnamed), frames[0]) and not io.see_through(misnamed)
+    still = tmp_path / "still.mp4"  # and a PNG named as a video is an image
+    Image.fromarray(video[0]).save(still, format="PNG")
+    assert io.probe_input(still, still=False) == ((1, 48, 64, 3), None)
+    assert np.array_equal(io.read_video(still)[0][0], video[0]) and io.video_metadata(still)["frames"] == 1
+    with pytest.raises(KinemaError, match=f"^cannot read {still}: it holds a PNG file; use one of .mp4"):
+        io.read_frames(still, [0])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(KinemaError) as caught:
+        io.read_video(tmp_path / "empty.mp4")
+    said = f"{tmp_path / 'empty.mp4'} is empty (0 bytes); save or download the video or image again"
+    assert str(caught.value) == said
+
+
+def test_read_frames_of_a_cut_short_video_takes_the_last_frame_it_holds(tmp_path):
+    io.write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 256, (32, 48, 64, 3), np.uint8), 8)
+    cut = tmp_path / "cut.mp4"  # a download cut off: its header still lists 32 frames
+    cut.write_bytes((tmp_path / "clip.mp4").read_bytes()[:int(0.75 * (tmp_path / "clip.mp4").stat().st_size)])
+    decoded = io.read_video(cut)[0]
+    assert 8 < len(decoded) < 32 and io.video_metadata(cut)["frames"] == 32
+    last = len(decoded) - 1
+    for indices in ([0, 5, 30], [last, 31], [30, 31]):  # from the start, past the cut, and a seek into the lost part
+        picked = io.read_frames(cut, indices)
+        expected = [decoded[min(i, last)] for i in indices]
+        assert all(np.abs(a.astype(int) - b).max() == 0 for a, b in zip(picked, expected, strict=True)), indices
+
+
 def test_read_image_converts_rgba_and_grayscale(tmp_path):
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., 0] = 255

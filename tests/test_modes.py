@@ -284,7 +284,7 @@ def test_bad_segments_are_one_line_errors(pipe, segments, message):
     ({"mode": "zoom"}, "unknown mode 'zoom'"),
     ({"mode": "loop", "frames": 4}, "a loop needs at least 6 frames"),
     ({"mode": "edit", "strength": 1.5}, "strength must be between 0 and 1"),
-    ({"window": 5, "context": 4}, "context from 1 to window - 2"),
+    ({"window": 5, "context": 4}, r"so it needs context \+ 2; give window 6 or context 3"),
 ])
 def test_mode_errors_are_one_line(pipe, kwargs, message):
     with pytest.raises(KinemaError, match=message) as err:

@@ -42,6 +42,18 @@ def test_check_size_names_what_is_wrong_and_a_size_that_works(size, message):
         check_size(*size)
 
 
+@pytest.mark.parametrize("size,message", [
+    ((514, 128), "size 514x128 is 4.02:1; Kinema makes shapes from 1:4 to 4:1, e.g. 512x128, the widest at height 128"),
+    ((128, 514), "size 128x514 is 1:4.02; Kinema makes shapes from 1:4 to 4:1, e.g. 128x512, the tallest at width 128"),
+    ((1602, 400), "size 1602x400 is 4.005:1; Kinema makes shapes from 1:4 to 4:1, e.g. 1600x400, the widest at height "
+                  "400"),
+    ((640, 128), "size 640x128 is 5:1; Kinema makes shapes from 1:4 to 4:1, e.g. 512x128, the widest at height 128")])
+def test_a_shape_past_4_1_is_said_precisely_enough_to_be_past_it(size, message):
+    with pytest.raises(KinemaError) as caught:
+        check_size(*size)
+    assert str(caught.value) == message
+
+
 def test_sizes_off_the_grid_are_generated_on_a_canvas_and_cropped():
     assert canvas_size(1920, 1080) == (1920, 1088) and canvas_size(640, 360) == (640, 368)
     frames = np.random.default_rng(0).integers(0, 256, (2, 40, 70, 3), dtype=np.uint8)

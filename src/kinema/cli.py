@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from kinema.cli_request import check_output_fits, generate_request
+from kinema.cli_request import can_write_in, check_filmstrip, check_output_fits, check_writable, generate_request
 from kinema.errors import KinemaError
 
 EXAMPLES = """examples:
@@ -31,8 +31,36 @@ takes a preset (debug: tiny random weights, for tests) or a folder (Kinema or di
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors in one line as every other Kinema error (not after the whole usage block)."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}  # the top-level parser's subcommands, by name
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with words no option took blamed on the subcommand that was given them (argparse blames
+        `kinema`), and the likely fix: the option meant, or quotes around a prompt of several words."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self.commands.get(getattr(parsed, "command", None), self)
+            command.error(unrecognized(command, parsed, extra))
+        return parsed
+
+
+def unrecognized(command: argparse.ArgumentParser, parsed, extra: list[str]) -> str:
+    """argparse's message for `extra` words, with the option closest to the first unknown one, or quoting."""
+    import difflib
+
+    said = f"unrecognized arguments: {' '.join(extra)}"
+    for word in extra:
+        if word.startswith("--") and (close := difflib.get_close_matches(word.partition("=")[0],
+                                                                          command._option_string_actions, n=1)):
+            return f"{said} (did you mean {close[0]}?)"
+    positionals = [action.dest for action in command._actions if not action.option_strings]
+    words = [word for word in extra if not word.startswith("-")]
+    if words and "prompt" in positionals:  # kinema generate a red ball: the shell split the prompt into words
+        prompt = " ".join([parsed.prompt, *words]) if positionals == ["prompt"] else "a red ball"
+        return f"{said}; quote a prompt of several words: {command.prog} \"{prompt}\" ..."
+    return said
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     for command in sub.choices.values():  # "--mode extend" must not be taken for "--model extend"
         command.allow_abbrev = False
+    parser.commands = sub.choices
     return parser
 
 
@@ -129,7 +158,8 @@ def _add_sampling_options(parser) -> None:
     sampling.add_argument("--steps", type=int, default=None, help="sampling steps (more = slower, finer)")
     sampling.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     sampling.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default euler)")
-    _add_noise_options(sampling)
+    _add_noise_options(sampling, "(a scene drawn around a given image or clip where the move needs more): in text or "
+                       "image to video, in each segment of --segments and in extensions, and zooms in edits")
     sampling.add_argument("--window", type=int, default=None,
                           help="latent frames the model sees at once in long videos, 3-32 (default 5)")
     sampling.add_argument("--context", type=int, default=None,
@@ -151,7 +181,7 @@ def _add_expansion_options(parser) -> None:
                          "(or KINEMA_PROMPT_MODEL)")
 
 
-def _add_noise_options(parser) -> None:
+def _add_noise_options(parser, camera_where: str) -> None:
     parser.add_argument("--noise-correlation", type=float, default=None, metavar="RHO",
                         help="0-0.99: how alike neighbouring frames' starting noise is; steadier colours and "
                              "counts, less travel (default: the model's; 0 = independent)")
@@ -161,10 +191,8 @@ def _add_noise_options(parser) -> None:
                              "model's; 0 = off)")
     parser.add_argument("--window-camera", action=argparse.BooleanOptionalAction, default=None,
                         help="make a camera pan, tilt or zoom the prompt asks for (\"the camera pans left\", \"zooms "
-                             "in\") by moving the frame over what the model drew (a scene drawn around a given image "
-                             "or clip where the move needs more): in text or image to video, in each segment of "
-                             "--segments and in extensions, and zooms in edits (default: the model's; on for the "
-                             "bundled models, which do not move the camera by themselves)")
+                             f"in\") by moving the frame over what the model drew {camera_where} (default: the "
+                             "model's; on for the bundled models, which do not move the camera by themselves)")
 
 
 def _add_cache_option(group, help_text: str) -> None:
@@ -241,7 +269,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", choices=["euler", "heun"], default=None, help="ODE solver (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
-    _add_noise_options(p)
+    _add_noise_options(p, "in each prompt's video, so the report's pan column measures this, not the model")
     _add_cache_option(p, "judge the step cache's videos (as kinema generate --cache; default off)")
     p.add_argument("--seed", type=int, default=0, help="picks the prompts; prompt i is generated with seed + i "
                    "(default 0)")
@@ -429,27 +457,6 @@ def cmd_train(args) -> None:
         print(f"exported model to {args.export}")
 
 
-def check_writable(path: Path, option: str = "-o") -> None:
-    if path.is_dir():
-        raise KinemaError(f"cannot write {path}: it is a folder; give a file name such as {path / 'video.mp4'}")
-    parent = path.resolve().parent
-    if not parent.is_dir():
-        raise KinemaError(f"cannot write {path}: folder {parent} does not exist; create it or choose another {option}")
-    if not can_write_in(parent) or (path.exists() and not os.access(path, os.W_OK)):
-        raise KinemaError(f"cannot write {path}: permission denied; choose another {option}")
-    if path.suffix.lower() not in (".mp4", ".gif", ".webm", ".png"):
-        raise KinemaError(f"unknown output type {path.suffix or '(none)'!r}; use .mp4, .gif, .webm or .png")
-
-
-def check_filmstrip(path: Path, out: Path) -> None:
-    """The contact sheet is a PNG of its own, beside (never over) the video."""
-    if path.suffix.lower() != ".png":
-        raise KinemaError(f"--filmstrip {path}: the contact sheet is a PNG; give a name ending in .png")
-    if path.resolve() == out.resolve():
-        raise KinemaError(f"--filmstrip {path} is the output itself; give the contact sheet its own name")
-    check_writable(path, "--filmstrip")
-
-
 def check_folder(path: Path, option: str) -> None:
     """A folder can be written at `path` (given as `option`): it is a folder or can become one."""
     if path.exists() and not path.is_dir():
@@ -458,17 +465,6 @@ def check_folder(path: Path, option: str) -> None:
     if not existing.is_dir() or not can_write_in(existing):
         raise KinemaError(f"cannot write to {path}: {existing} is not a folder you can write; choose another "
                           f"{option}")
-
-
-def can_write_in(folder: Path) -> bool:
-    """Whether a file can be made in `folder`, tried: permission bits say yes to root on a read-only mount or /proc."""
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
 
 
 class progress_bar:

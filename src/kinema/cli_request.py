@@ -4,9 +4,43 @@ over time, and what the output file can hold (checked before any work)."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from kinema.errors import KinemaError
+
+
+def check_writable(path: Path, option: str = "-o") -> None:
+    """A file `path` (given as `option`) of a type Kinema writes can be written, tried before any work."""
+    if path.is_dir():
+        raise KinemaError(f"cannot write {path}: it is a folder; give a file name such as {path / 'video.mp4'}")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise KinemaError(f"cannot write {path}: folder {parent} does not exist; create it or choose another {option}")
+    if not can_write_in(parent) or (path.exists() and not os.access(path, os.W_OK)):
+        raise KinemaError(f"cannot write {path}: permission denied; choose another {option}")
+    if path.suffix.lower() not in (".mp4", ".gif", ".webm", ".png"):
+        raise KinemaError(f"unknown output type {path.suffix or '(none)'!r}; use .mp4, .gif, .webm or .png")
+
+
+def check_filmstrip(path: Path, out: Path) -> None:
+    """The contact sheet is a PNG of its own, beside (never over) the video."""
+    if path.suffix.lower() != ".png":
+        raise KinemaError(f"--filmstrip {path}: the contact sheet is a PNG; give a name ending in .png")
+    if path.resolve() == out.resolve():
+        raise KinemaError(f"--filmstrip {path} is the output itself; give the contact sheet its own name")
+    check_writable(path, "--filmstrip")
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether a file can be made in `folder`, tried: permission bits say yes to root on a read-only mount or /proc."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def check_output_fits(out: Path, resolved) -> None:
@@ -30,6 +64,7 @@ def generate_request(args, out: Path):
     `Pipeline.read_inputs`, at the size the request resolves to."""
     from kinema.io import probe_input
     from kinema.pipeline import Request
+    from kinema.request_checks import check_input_seconds
     from kinema.sizes import parse_size
 
     mode = _generate_mode(args)
@@ -42,6 +77,8 @@ def generate_request(args, out: Path):
             raise KinemaError(f"{option} {path.name} is also an input video or image, which it would write over; "
                               f"give {option} another file name")
         probes[name] = probe_input(path, still=name == "image")
+        if rate := probes[name][1]:  # said of the file here: the pipeline would call an edit's length a duration
+            check_input_seconds(name, probes[name][0][0], rate, path.name)
     segments = None
     if mode == "sequence":
         segments = parse_segments(args.segments) if args.segments else prompt_at(args.prompt, args.prompt_at)
@@ -103,6 +140,10 @@ def prompt_at(prompt: str, items: list[str]) -> list[tuple[float, str]]:
         if segments[-1][0] == 0 and prompt.strip():
             raise KinemaError(f"--prompt-at {item.strip()!r}: the prompt before it already starts at 0 s; give a later "
                               "time, or make it the prompt")
+    if not prompt.strip() and min(start for start, _ in segments) > 0:  # nothing would play before the first
+        item = items[min(range(len(items)), key=lambda i: segments[i][0])].strip()  # without a prompt, one a segment
+        raise KinemaError(f"--prompt-at {item!r} leaves the start without a prompt; give the opening prompt before "
+                          f"--prompt-at (kinema generate \"a red ball\" --prompt-at \"{item}\")")
     return sorted(segments, key=lambda s: s[0])
 
 

@@ -1,7 +1,8 @@
 """What a file is, read from its first bytes rather than its name.
 
 A file is read as what its content says, whatever its name says (a download saved without a suffix, a PNG named .mp4):
-`kinema verify`, POST /v1/provenance and the server's uploads all go by it, so they take the same files.
+kinema.io's readers (so `kinema generate`'s inputs), `kinema verify`, POST /v1/provenance and the server's uploads all
+go by it, so they take the same files.
 """
 
 from __future__ import annotations
@@ -31,16 +32,24 @@ def sniff_suffix(head: bytes) -> str | None:
     return next((suffix for magic, suffix in MAGIC if head.startswith(magic)), None)
 
 
-@contextlib.contextmanager
-def by_content(path: Path) -> Iterator[Path]:
-    """`path`, or a link to it named for what its content is: kinema.io's readers go by the suffix."""
+def sniff_file(path: Path) -> str | None:
+    """`sniff_suffix` of a file's first bytes; a missing, unreadable or empty file fails in one line."""
     try:
         with open(path, "rb") as file:
-            suffix = sniff_suffix(file.read(16))
+            head = file.read(16)
     except OSError as err:
         why = {FileNotFoundError: "not found; check the path", IsADirectoryError: "is a folder; give the video or "
                "image file in it"}.get(type(err), f"cannot be read ({err.strerror or err}); check its permissions")
         raise KinemaError(f"{path} {why}") from None
+    if not head:  # a download or export that never finished
+        raise KinemaError(f"{path} is empty (0 bytes); save or download the video or image again")
+    return sniff_suffix(head)
+
+
+@contextlib.contextmanager
+def by_content(path: Path) -> Iterator[Path]:
+    """`path`, or a link to it named for what its content is: kinema.provenance's checks go by the suffix."""
+    suffix = sniff_file(path)
     if suffix is None:
         raise KinemaError(f"{path} is neither {IMAGE_TYPES} nor {VIDEO_TYPES}; give one of those")
     if path.suffix.lower() == suffix:

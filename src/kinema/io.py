@@ -26,6 +26,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from kinema import __version__, gif
 from kinema.errors import KinemaError
+from kinema.filetypes import sniff_file
 
 WRITE_SUFFIXES = (".mp4", ".webm", ".gif", ".png")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -207,8 +208,7 @@ def read_video(path: str | Path, max_frames: int | None = None, max_seconds: flo
     """
     if max_frames is not None and max_frames < 1:
         raise KinemaError(f"max_frames must be at least 1, got {max_frames}")
-    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-    suffix = path.suffix.lower()
+    path, suffix = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     shape = (lambda frame: frame) if fit is None else (lambda frame: fit_image(frame, *fit)[0])
     if suffix in IMAGE_SUFFIXES:
         with _open_image(path) as image:
@@ -261,8 +261,8 @@ def _unreadable(path: Path, err: Exception) -> KinemaError:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image (or the first frame of a video) as uint8 (H, W, 3) RGB; alpha is composited on white."""
-    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    path, suffix = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if suffix not in IMAGE_SUFFIXES:
         return read_video(path, max_frames=1)[0][0]
     with _open_image(path) as image:
         return _rgb(image)
@@ -270,21 +270,28 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def see_through(path: str | Path) -> bool:
     """Whether an image file has pixels that are not fully opaque, which read_image lays on white."""
-    with _open_image(Path(path)) as image:
+    path, suffix = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if suffix not in IMAGE_SUFFIXES + (".gif",):  # FFmpeg's videos: read_image takes their frames as they are
+        return False
+    with _open_image(path) as image:
         alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
         return alpha and image.convert("RGBA").getextrema()[3][0] < 255
 
 
-def _existing(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+def _existing(path: str | Path, suffixes: tuple[str, ...]) -> tuple[Path, str]:
+    """`path` and the suffix it is read as: its content's type (a video named .png is a video, as `kinema verify`
+    reads it), else its name's."""
     path = Path(path)
     if path.is_dir():
         raise KinemaError(f"{path} is a folder; give the video or image file in it")
     if not path.is_file():
         raise KinemaError(f"{path} not found; check the path")
-    if path.suffix.lower() not in suffixes:
-        raise KinemaError(f"cannot read {path}: unsupported suffix {path.suffix or '(none)'!r}; "
-                          f"use one of {', '.join(suffixes)}")
-    return path
+    suffix = sniff_file(path) or path.suffix.lower()
+    if suffix not in suffixes:
+        said = (f"unsupported suffix {path.suffix or '(none)'!r}" if suffix == path.suffix.lower()
+                else f"it holds a {suffix[1:].upper()} file")
+        raise KinemaError(f"cannot read {path}: {said}; use one of {', '.join(suffixes)}")
+    return path, suffix
 
 
 @contextlib.contextmanager
@@ -370,8 +377,8 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> np.ndarray:
     frames asked for, so time and memory do not grow with the video's length (training reads windows of long
     videos this way)."""
     wanted = np.asarray(list(indices), dtype=np.int64)
-    path = _existing(path, VIDEO_SUFFIXES)
-    if path.suffix.lower() == ".gif":
+    path, suffix = _existing(path, VIDEO_SUFFIXES)
+    if suffix == ".gif":
         frames, _ = _read_gif(path)
         return frames[np.minimum(wanted, len(frames) - 1)]
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
@@ -388,23 +395,33 @@ def read_frames(path: str | Path, indices: Iterable[int]) -> np.ndarray:
     return np.stack([picked[i] for i in wanted])
 
 
-def _pick_frames(container: Any, stream: Any, wanted: np.ndarray) -> dict[int, np.ndarray]:
+def _pick_frames(container: Any, stream: Any, wanted: np.ndarray, seek: bool = True) -> dict[int, np.ndarray]:
     """{index: upright RGB frame} for the ascending `wanted` indices. The frame for an index is the first decoded
-    at or after its time (a frame a seek skips over takes the next one); indices past the end take the last."""
+    at or after its time (a frame a seek skips over takes the next one); indices past the end, or past where a
+    cut-short file stops decoding, take the last."""
+    import av
+
     rate = float(stream.average_rate or stream.guessed_rate or 0)
     origin = stream.start_time or 0
     timed = rate > 0 and stream.time_base is not None
-    if timed and wanted[0] > 0:  # to the keyframe at or before the first wanted frame
+    if seek and timed and wanted[0] > 0:  # to the keyframe at or before the first wanted frame
         container.seek(origin + int(wanted[0] / rate / stream.time_base), stream=stream)
     picked: dict[int, np.ndarray] = {}
     position, next_wanted, frame = -1, 0, None
-    for frame in container.decode(stream):
-        timed_here = timed and frame.pts is not None
-        position = round((frame.pts - origin) * stream.time_base * rate) if timed_here else position + 1
-        if wanted[next_wanted] <= position:
-            next_wanted = _fill(picked, wanted, next_wanted, position, frame, stream.sample_aspect_ratio)
-            if next_wanted == len(wanted):
-                break
+    try:
+        for frame in container.decode(stream):
+            timed_here = timed and frame.pts is not None
+            position = round((frame.pts - origin) * stream.time_base * rate) if timed_here else position + 1
+            if wanted[next_wanted] <= position:
+                next_wanted = _fill(picked, wanted, next_wanted, position, frame, stream.sample_aspect_ratio)
+                if next_wanted == len(wanted):
+                    break
+    except av.FFmpegError:  # a cut-short file's last packet; read_video's threaded decoding drops it unsaid
+        if frame is None and not seek:
+            raise
+    if frame is None and seek:  # the seek went into the part a cut-short file lacks: read it from the start
+        container.seek(origin, stream=stream)
+        return _pick_frames(container, stream, wanted, seek=False)
     if frame is not None and next_wanted < len(wanted):
         _fill(picked, wanted, next_wanted, wanted[-1], frame, stream.sample_aspect_ratio)
     return picked
@@ -445,8 +462,7 @@ def video_metadata(path: str | Path) -> dict[str, Any]:
     read_video and read_image give it: stood upright, at its display aspect, an image as one frame."""
     import av  # here, not at the top: training and benchmark hosts may lack PyAV
 
-    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-    suffix = path.suffix.lower()
+    path, suffix = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     if suffix in IMAGE_SUFFIXES:  # Kinema's rate and tags are where FFmpeg does not look (and it sizes some as 0x0)
         with _open_image(path) as image:
             tags = dict(getattr(image, "text", {}))
@@ -502,8 +518,8 @@ def probe_input(path: str | Path, still: bool) -> tuple[tuple[int, ...], float |
     """The array shape read_image ((H, W, 3), `still`) or read_video ((T, H, W, 3)) will give a file, and a
     video's frame rate, from its header: a missing or corrupt file fails here, before a video is decoded.
     A single frame (e.g. a photo given as a video) has no rate of its own: None, so the output keeps the model's."""
-    path = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-    if still and path.suffix.lower() in IMAGE_SUFFIXES:
+    path, suffix = _existing(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if still and suffix in IMAGE_SUFFIXES:
         with _open_image(path) as image:
             width, height = image.size[::-1] if _exif_turned(image) else image.size
         return (height, width, 3), None

@@ -85,6 +85,22 @@ def infer_mode(req: Request) -> str:
     return mode
 
 
+def check_window(window: int, context: int) -> None:
+    """A window holds its context latent frames, at least one new one, and one of the end that connect and loop run
+    into; a window given alone has its context lowered to fit (resolve_request), down to the least, 1."""
+    if context < 1:
+        raise KinemaError(f"context {context} carries nothing from one window to the next; give at least 1 (default "
+                          f"{CONTEXT})", param="context")
+    if window > MAX_WINDOW:
+        raise KinemaError(f"window {window} is over {MAX_WINDOW} latent frames, the most the model sees at once; give "
+                          f"at most {MAX_WINDOW} (default {WINDOW})", param="window")
+    if window < context + 2:
+        raise KinemaError(f"window {window} with context {context}{' (the least)' if context == 1 else ''}: a window "
+                          "holds its context latent frames, at least one new one and one of the end that connect and "
+                          f"loop run into, so it needs context + 2; give window {context + 2}"
+                          f"{f' or context {window - 2}' if window >= 3 else ''}", param="window")
+
+
 def check(req: Request, tf: int) -> None:
     """Mode-specific checks of a resolved request (tf: the VAE's frames per latent frame)."""
     for name in INPUTS:
@@ -93,10 +109,7 @@ def check(req: Request, tf: int) -> None:
                               f"{INPUTS[name]}", param=name)
     if req.strength is not None and not 0.0 <= req.strength <= 1.0:
         raise KinemaError(f"strength must be between 0 and 1, got {req.strength}", param="strength")
-    if not 3 <= req.window <= MAX_WINDOW or not 1 <= req.context <= req.window - 2:
-        raise KinemaError(f"window {req.window} / context {req.context} cannot work: use a window of 3 to "
-                          f"{MAX_WINDOW} latent frames and a context from 1 to window - 2 (e.g. 5 and 2)",
-                          param="context")
+    check_window(req.window, req.context)
     if req.mode == "loop" and req.frames < LOOP_MIN_FRAMES:
         raise KinemaError(f"a loop needs at least {LOOP_MIN_FRAMES} frames, got {req.frames}; make it longer, "
                           "e.g. 2 seconds", param="seconds")

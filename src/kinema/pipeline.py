@@ -451,6 +451,9 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
     window_camera = s.window_camera if req.window_camera is None else req.window_camera
     sampler = req.sampler or s.method
     seed = secrets.randbelow(RANDOM_SEEDS) if req.seed is None else req.seed
+    window = modes.WINDOW if req.window is None else req.window
+    # a small window given alone takes the most context it leaves room for
+    context = min(modes.CONTEXT, max(1, window - 2)) if req.context is None else req.context
     check_tuning(steps, guidance, seed, req.cache, noise_correlation, noise_drift, sampler)
     req = replace(req, prompt=prompt, width=width, height=height, aspect=None, fps=fps, frames=frames, seed=seed,
                   steps=steps, guidance=guidance,
@@ -458,10 +461,7 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
                   window_camera=window_camera,
                   strength=modes.EDIT_STRENGTH if req.strength is None and req.mode == "edit" else req.strength,
                   expand=expands if req.expand is None else req.expand,
-                  window=modes.WINDOW if req.window is None else req.window,
-                  # a small window given alone takes the most context it leaves room for
-                  context=min(modes.CONTEXT, max(1, (req.window or modes.WINDOW) - 2)) if req.context is None
-                  else req.context)
+                  window=window, context=context)
     modes.check(req, cfg.vae.temporal_factor)
     return req
 
@@ -500,7 +500,10 @@ def frames_for(seconds: float | None, fps: int) -> int:
     """Frame count for a duration; None or 0 seconds means a single image."""
     if seconds is None or seconds == 0:
         return 1
-    if not 0 < seconds < math.inf:
+    if not math.isfinite(seconds):
+        raise KinemaError(f"duration must be a finite number of seconds, got {seconds:g}; give one up to "
+                          f"{MAX_SECONDS:g}, e.g. 4", param="seconds")
+    if seconds < 0:
         raise KinemaError(f"duration must be a positive number of seconds, got {seconds:g}; use --seconds 0 for an "
                           "image", param="seconds")
     if seconds > MAX_SECONDS:  # before it is multiplied: 1e308 s would overflow

@@ -7,6 +7,7 @@ bounds, which live here.
 from __future__ import annotations
 
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,13 +74,10 @@ def check_input_lengths(req: Request, fps: int, frames: int) -> None:
     of them and `frames` new frames (an extension, a bridge), which Kinema could not read back otherwise."""
     given = {name: len(getattr(req, name)) for name in ("video", "video_b") if getattr(req, name) is not None}
     for name, length in given.items():
-        if length / fps > MAX_SECONDS + 1e-6:
-            raise KinemaError(f"the input {'video' if name == 'video' else 'second video'} runs "
-                              f"{length / fps:.1f} s at {fps} fps, over the {MAX_SECONDS:g} s Kinema takes; "
-                              f"trim it (e.g. ffmpeg -i in.mp4 -t {MAX_SECONDS:g} out.mp4)", param=name)
+        check_input_seconds(name, length, fps)
     if req.mode in EXTENDING:
         if req.seconds == 0:
-            raise KinemaError("seconds 0 would add a single frame; give the seconds to add, e.g. 2", param="seconds")
+            raise KinemaError("seconds 0 adds no frames; give the seconds to add, e.g. 2", param="seconds")
         total = (frames + sum(given.values())) / fps
         if total > MAX_SECONDS + 1e-6:
             room = max(0.0, MAX_SECONDS - sum(given.values()) / fps)
@@ -87,6 +85,14 @@ def check_input_lengths(req: Request, fps: int, frames: int) -> None:
                    if len(given) == 1 else "the inputs alone fill them; trim them first")
             raise KinemaError(f"the {'extended' if req.mode != 'connect' else 'joined'} video would run {total:.1f} s, "
                               f"over the {MAX_SECONDS:g} s Kinema makes; {fix}", param="seconds")
+
+
+def check_input_seconds(name: str, frames: int, fps: float, file: str = "in.mp4") -> None:
+    """An input video ("video" or "video_b") of `frames` at `fps` runs MAX_SECONDS at most, as outputs do."""
+    if frames / fps > MAX_SECONDS + 1e-6:
+        raise KinemaError(f"the input {'video' if name == 'video' else 'second video'} runs {frames / fps:.1f} s at "
+                          f"{fps:g} fps, over the {MAX_SECONDS:g} s Kinema takes; trim it (e.g. ffmpeg -i {file} -t "
+                          f"{MAX_SECONDS:g} {Path(file).stem}-{MAX_SECONDS:g}s{Path(file).suffix})", param=name)
 
 
 def check_text(name: str, text: str) -> None:

@@ -58,12 +58,22 @@ def check_size(width: int, height: int) -> None:
                           f"(each side rounded up to a multiple of {SIZE_MULTIPLE}), over 1920x1088's pixels; choose a "
                           "smaller size", param="size")
     if max(width, height) > MAX_ASPECT * min(width, height):
-        raise KinemaError(f"size {width}x{height} is {max(width, height) / min(width, height):.2g}:1; Kinema makes "
-                          f"shapes from 1:{MAX_ASPECT:g} to {MAX_ASPECT:g}:1, e.g. {min(width, 4 * height)}x"
-                          f"{min(height, 4 * width)}", param="size")
+        ratio = _over_limit(max(width, height) / min(width, height))
+        shape, fix = ((f"{ratio}:1", f"{4 * height}x{height}, the widest at height {height}") if width > height else
+                      (f"1:{ratio}", f"{width}x{4 * width}, the tallest at width {width}"))
+        raise KinemaError(f"size {width}x{height} is {shape}; Kinema makes shapes from 1:{MAX_ASPECT:g} to "
+                          f"{MAX_ASPECT:g}:1, e.g. {fix}", param="size")
     for name, v in sides:  # after the limit, so that the sizes suggested are within it
         if v % 2:
             raise KinemaError(f"{name} {v} is odd; video needs even sizes, e.g. {v - 1} or {v + 1}", param="size")
+
+
+def _over_limit(ratio: float) -> str:
+    """A ratio over MAX_ASPECT to two significant digits, or as many more as show it over (514x128: 4.02, not 4)."""
+    digits = 2
+    while float(f"{ratio:.{digits}g}") <= MAX_ASPECT:
+        digits += 1
+    return f"{ratio:.{digits}g}"
 
 
 def canvas_size(width: int, height: int) -> tuple[int, int]:
