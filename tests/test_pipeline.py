@@ -186,6 +186,8 @@ def test_progress_reaches_every_step(debug_pipe):
      r"the input video runs 60.2 s at 8 fps, over the 60 s Kinema takes; trim it"),
     ({"mode": "connect", "video": np.zeros((9, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,
       "video_b": np.zeros((8 * 60 + 2, 16, 16, 3), np.uint8)}, "the input second video runs 60.2 s"),
+    ({"mode": "edit", "video": np.zeros((8 * 61, 16, 16, 3), np.uint8), "fps": 8},  # its length, not a duration's
+     r"the input video runs 61.0 s at 8 fps, over the 60 s Kinema takes; trim it"),
     ({"mode": "extend", "video": np.zeros((8 * 59, 16, 16, 3), np.uint8), "fps": 8, "seconds": 2},
      r"the extended video would run 61.0 s, over the 60 s Kinema makes; add at most 1 s"),
     ({"mode": "connect", "video": np.zeros((8 * 30, 16, 16, 3), np.uint8), "fps": 8, "seconds": 1,

@@ -439,10 +439,10 @@ def resolve_request(req: Request, cfg: ModelConfig, expands: bool) -> Request:
         raise KinemaError(f"seconds {req.seconds:g} and frames {req.frames} disagree at {fps} fps; give the length as "
                           "one of them", param="frames")
     frames = req.frames if req.frames is not None else _default_frames(req, fps)
+    check_input_lengths(req, fps, frames)  # first: an edit as long as a too-long input is the input's fault
     if frames < 1 or frames / fps > MAX_SECONDS + 1e-6:
         raise KinemaError(f"duration must be between 1 frame and {MAX_SECONDS:g} s, got {frames} frames "
                           f"at {fps} fps", param="seconds")
-    check_input_lengths(req, fps, frames)
     s = cfg.sampler
     steps = s.steps if req.steps is None else req.steps
     guidance = s.guidance if req.guidance is None else req.guidance
