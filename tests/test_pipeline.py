@@ -412,7 +412,7 @@ def test_expansion_adds_nothing_the_given_frames_show(debug_pipe, mode):
                                         seconds=None if mode == "edit" else 1, expand=True, **inputs))
     spec = parse_prompt(video.meta["caption"])
     assert (spec.background, spec.objects[0].size, spec.objects[0].motion) == (None, None, "right")
-    assert any("drawn as" in note and "(--no-expand, or expand=false)" in note for note in video.notes)
+    assert any("drawn as" in note and "(--no-expand; the API's expand=false;" in note for note in video.notes)
 
 
 def test_the_expansion_note_shortens_a_long_prompt(debug_pipe):

@@ -78,8 +78,8 @@ def test_a_prompt_that_says_nothing_of_change_is_drawn_still(prompt):
 def test_the_note_names_the_switch_and_shortens_a_long_prompt():
     note = expansion_note("a red ball", "a red ball stands still over a gray background")
     assert note == ("prompt 'a red ball' drawn as 'a red ball stands still over a gray background', the caption style "
-                    "the model was trained on; turn prompt expansion off (--no-expand, or expand=false) to draw it "
-                    "as written")
+                    "the model was trained on; turn prompt expansion off (--no-expand; the API's expand=false; the "
+                    "page's Prompt expansion) to draw it as written")
     long = expansion_note("a red ball bounces " * 580, "a red ball bounces")  # the audit's 11,000 characters
     assert len(long) < 400 and "prompt 'a red ball bounces a red ball" in long and "…' drawn as" in long
     assert expansion_note("a red ball", "a big red ball " * 50).count("a big red ball") == 8  # 120 characters
@@ -151,7 +151,10 @@ class FakeChat(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:  # "slow": the rewriter stopped waiting, as it should
+            pass
 
     def log_message(self, *args):
         pass

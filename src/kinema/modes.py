@@ -523,7 +523,7 @@ def connect(gen: Generation) -> Video:
     if gap > SCENE_CHANGE and gen.pipe.expands_by_default:
         gen.notes.append(f"the two clips meet on frames {gap:.0f} grey levels apart, as different scenes do: the "
                          "bundled models bridge clips of one scene, and between two scenes theirs ends in a cut to the "
-                         "second (docs/MODEL.md)")
+                         "second")
     return gen.video(torch.cat([latents, new], dim=2), len(a) + gen.tf * m + len(b), skip=used, before=a, after=b)
 
 

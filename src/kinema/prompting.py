@@ -225,7 +225,8 @@ def shown(text: str) -> str:
 def expansion_note(prompt: str, caption: str) -> str:
     """What a video's maker is told when the rewriter changed the prompt, in words for the CLI, API and web page."""
     return (f"prompt {shown(prompt)} drawn as {shown(caption)}, the caption style the model was trained on; turn "
-            "prompt expansion off (--no-expand, or expand=false) to draw it as written")
+            "prompt expansion off (--no-expand; the API's expand=false; the page's Prompt expansion) to draw it as "
+            "written")
 
 
 FALLBACK_NOTE = "the prompt expansion endpoint failed, so the built-in rewriter expanded the prompt instead"
