@@ -258,13 +258,17 @@ def test_read_inputs_says_what_became_of_a_start_image(debug_pipe, tmp_path):
     clear.save(tmp_path / "hole.png")
     write_video(tmp_path / "still.gif", np.zeros((1, 64, 64, 3), np.uint8), 8)  # a GIF of one frame is an image
     write_video(tmp_path / "moving.gif", np.zeros((3, 64, 64, 3), np.uint8), 8)
+    write_video(tmp_path / "clip.mp4", np.zeros((3, 64, 64, 3), np.uint8), 8)
+    (tmp_path / "clip.png").write_bytes((tmp_path / "clip.mp4").read_bytes())  # a video named as an image
     said = {name: debug_pipe.read_inputs(Request("a red square", mode="i2v", width=64, height=64),
                                          {"image": tmp_path / name})[1] for name in ("opaque.png", "hole.png",
-                                                                                    "still.gif", "moving.gif")}
+                                                                                    "still.gif", "moving.gif",
+                                                                                    "clip.png")}
+    video = {"image": "a video: its first frame is the start image"}
     assert said == {"opaque.png": {}, "still.gif": {},
                     "hole.png": {"image": "its transparent parts are laid on white; flatten it onto the background "
                                           "you want"},
-                    "moving.gif": {"image": "a video: its first frame is the start image"}}
+                    "moving.gif": video, "clip.png": video}
 
 
 def test_read_inputs_plays_every_clip_at_the_outputs_rate(debug_pipe, tmp_path):
