@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kinema import request_checks as rc
 from kinema.io import write_video
 from kinema.jobs import Job, new_id
-from test_server import ServerThread, wait
+from test_server import API_KEY, ServerThread, png_bytes, wait
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,6 +33,17 @@ WATCH_PROGRESS = """() => {
   new MutationObserver(() => window.seenPercents.push(parseInt(label.textContent)))
     .observe(label, {childList: true, characterData: true, subtree: true});
 }"""
+# The ids of shown fields whose placeholder is cut short, measured in the placeholder's own font.
+CUT_PLACEHOLDERS = """() => { const context = document.createElement('canvas').getContext('2d');
+  return [...document.querySelectorAll('#create-form input[placeholder]')].filter((field) => field.offsetParent)
+    .filter((field) => { const box = getComputedStyle(field), text = getComputedStyle(field, '::placeholder');
+      context.font = `${text.fontStyle} ${text.fontSize} ${text.fontFamily}`;
+      const room = field.clientWidth - parseFloat(box.paddingLeft) - parseFloat(box.paddingRight);
+      return context.measureText(field.placeholder).width > room; }).map((field) => field.id); }"""
+# Nothing of a video is left on the stage: no player source, meta, notes, progress or error.
+STAGE_IS_EMPTY = """() => !document.getElementById('player').hasAttribute('src')
+  && document.getElementById('job-meta').textContent === '' && !document.querySelector('#job-notes li')
+  && document.getElementById('progress').hidden && document.getElementById('form-error').textContent === ''"""
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium: run "
                                 "scripts/install-browser.sh")
@@ -51,11 +64,11 @@ def save_screenshot(page, tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def open_page(tmp_path: Path, concurrency: int, width: int, height: int):
+def open_page(tmp_path: Path, concurrency: int, width: int, height: int, api_keys: tuple[str, ...] = ()):
     """(server, page): a debug-model server's page in headless Chromium, `width` x `height`. The test fails if a
     script on the page threw."""
     page_errors: list[str] = []
-    with ServerThread(tmp_path / "data", api_keys=(), concurrency=concurrency) as server, \
+    with ServerThread(tmp_path / "data", api_keys=api_keys, concurrency=concurrency) as server, \
             playwright.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": width, "height": height})
@@ -107,14 +120,15 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         page.fill("#steps", "0")
         page.evaluate("document.querySelector('.advanced').open = false")  # a bad value out of sight is still named
         page.click("#generate")
-        assert page.text_content("#form-error").startswith("Steps")
+        assert page.text_content("#steps-error") == f"Steps: a whole number from 1 to {rc.MAX_STEPS}"
+        assert page.text_content("#form-error") == "see the Steps field"  # once, beside the field
         assert page.evaluate("document.querySelector('.advanced').open")
         assert client.videos.list(limit=1).data[0].id == first.id  # nothing was sent
         page.fill("#steps", "2")
         prompt = page.input_value("#prompt")
         page.fill("#prompt", "a red ball" * 400 + "é")  # 4001 characters: named, not cut short
         page.click("#generate")
-        assert page.text_content("#form-error") == "Prompt: 4001 characters; the limit is 4000, so shorten it"
+        assert page.text_content("#prompt-error") == "Prompt: 4001 characters; the limit is 4000, so shorten it"
         assert client.videos.list(limit=1).data[0].id == first.id
         page.fill("#prompt", prompt)
 
@@ -124,6 +138,9 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         extension = client.videos.list(limit=1).data[0]
         assert extension.id != first.id
         assert wait(client, extension.id).status == "completed"
+        page.wait_for_selector(f"#gallery .tile[data-id='{extension.id}'] img", timeout=TIMEOUT_MS)
+        # the choices the user had (picked or not) outlive the new video: it is not swapped in unasked
+        assert page.input_value("#remix-source") == page.input_value("#blend-from") == first.id
         check_sora_modes(page, server, first.id, extension.id)
         check_provenance(page, client, first.id, tmp_path)
         check_uploads(page, server, tmp_path)
@@ -179,6 +196,7 @@ def check_uploads(page, server, tmp_path: Path) -> None:
     generate_from_page(page, "from one to the other")  # the server's refusal is named beside the file it is about
     assert page.text_content("#blend-to-file-error") == ("The clip to end on is not an MP4, MOV, WEBM, MKV, AVI or GIF "
                                                          "video")
+    assert page.text_content("#form-error") == "see the clip to end on field"  # not said twice
     assert page.get_attribute("#blend-to-file", "aria-invalid") == "true"
     page.set_input_files("#blend-to-file", str(clip))
     generate_from_page(page, "from one to the other")
@@ -211,16 +229,19 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
     assert not page.is_visible("#prompt")  # the storyboard's lines are the prompts
     page.fill("#storyboard", "0: a red circle moves right\nlater the circle moves up")
     page.click("#generate")
-    assert 'storyboard line 2: write it as "seconds: prompt"' in page.text_content("#form-error")
+    assert 'storyboard line 2: write it as "seconds: prompt"' in page.text_content("#storyboard-error")
+    assert page.text_content("#form-error") == "see the Storyboard field"
     page.fill("#storyboard", "0.5: a red circle moves right\n0: the circle moves up")
     page.click("#generate")
-    assert "line 2: 0 s is not after line 1's 0.5 s; put the lines in time order" in page.text_content("#form-error")
+    assert "line 2: 0 s is not after line 1's 0.5 s; put the lines in time order" in page.text_content(
+        "#storyboard-error")
     page.fill("#storyboard", "0: a red circle moves right\n3: the circle moves up")  # the video is 1 s long
     page.click("#generate")
     assert "line 2: 3 s is at or after the video's end (1 s)" in page.text_content("#storyboard-error")
     page.fill("#storyboard", "0: a red circle moves right\n1: " + "x" * 4001)
     page.click("#generate")
-    assert "storyboard line 2: its prompt is 4001 characters; the limit is 4000" in page.text_content("#form-error")
+    assert "storyboard line 2: its prompt is 4001 characters; the limit is 4000" in page.text_content(
+        "#storyboard-error")
     page.fill("#storyboard", "0: a red circle moves right\n0.5 s: the circle moves up")
     page.click("#generate")
     page.wait_for_function("!document.getElementById('generate').disabled", timeout=TIMEOUT_MS)
@@ -232,10 +253,26 @@ def check_sora_modes(page, server, first: str, second: str) -> None:
 def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reload(tmp_path):
     """On a phone-sized page of a server that runs nothing (jobs stay queued)."""
     with open_page(tmp_path, 0, 390, 844) as (server, page):
+        for box in ("#prompt", "#storyboard"):  # an empty box's example does not read as what was typed
+            assert page.get_attribute(box, "placeholder").startswith("e.g.")
+        assert page.evaluate("getComputedStyle(document.getElementById('prompt'), '::placeholder').fontStyle") \
+            == "italic"
+        check_stills(page)
         page.click("#generate")
-        assert page.text_content("#prompt-error").startswith("Prompt: ")  # an empty prompt
+        assert page.text_content("#prompt-error") == "Prompt: write a prompt first; the grey text is only an example"
         page.fill("#prompt", "a red circle moves to the right")
         page.click(".advanced summary")
+        assert page.evaluate(CUT_PLACEHOLDERS) == []  # each hint fits its field on a phone
+        assert page.evaluate("getComputedStyle(document.querySelector('.fields')).gridTemplateColumns") \
+            .count(" ") == 0  # the API's fields in one column, their descriptions under them
+        for field, value, message in [("size", "big", "Size: write WIDTHxHEIGHT, e.g. 256x144"),
+                                      ("seed", "-1", f"Seed: a whole number from 0 to {rc.MAX_SEED}"),
+                                      ("steps", "1.5", f"Steps: a whole number from 1 to {rc.MAX_STEPS}"),
+                                      ("fps", "0", f"FPS: a whole number from 1 to {rc.MAX_FPS}")]:
+            page.fill(f"#{field}", value)  # each in the page's words, with its format and range
+            page.click("#generate")
+            assert page.text_content(f"#{field}-error") == message
+            page.fill(f"#{field}", "")
         page.fill("#steps", "1001")
         page.evaluate("document.querySelector('.advanced').open = false")
         page.click("#generate")
@@ -260,9 +297,11 @@ def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reloa
         page.click("#generate")
         page.wait_for_selector("#size-error", timeout=TIMEOUT_MS)
         assert "width 65 is odd" in page.text_content("#size-error")
+        assert page.text_content("#form-error") == "see the Size field"  # the server's words once, at the field
         page.fill("#size", "64x64")
         page.click("#generate")
         page.wait_for_function("document.querySelector('#gallery .tile')", timeout=TIMEOUT_MS)
+        followed = server.client().videos.list(limit=1).data[0].id
         page.reload()  # the queued video is followed again, and the gallery keeps asking after it
         page.wait_for_function("!document.getElementById('progress').hidden", timeout=TIMEOUT_MS)
         assert page.text_content("#progress-status") == "queued" and page.is_disabled("#generate")
@@ -284,3 +323,83 @@ def test_page_names_errors_beside_their_fields_and_follows_a_video_after_a_reloa
         assert not page.is_visible("#load-more")
         overflow = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         assert not overflow
+
+        server.client().videos.delete(followed)  # as from another tab: the page stops following it, bar and all
+        page.wait_for_function("document.getElementById('progress').hidden", timeout=TIMEOUT_MS)
+        assert "gone" in page.text_content("#form-error") and not page.is_disabled("#generate")
+
+
+def check_stills(page) -> None:
+    """A still is offered only where one frame can be the answer: not where new frames must be made."""
+    page.select_option("#seconds", "0")
+    for mode in ("extend", "loop", "blend", "storyboard"):
+        page.click(f".modes label:has(input[value='{mode}'])")
+        assert page.is_disabled("#seconds option[value='0']") and page.input_value("#seconds") == "1"
+    page.click(".modes label:has(input[value='image'])")
+    assert not page.is_disabled("#seconds option[value='0']")
+    page.click(".modes label:has(input[value='text'])")
+
+
+def set_key(page, key: str) -> None:
+    page.evaluate("document.querySelector('details.key').open = true")
+    page.fill("#api-key", key)
+    page.dispatch_event("#api-key", "change")
+
+
+def test_page_shows_a_key_only_its_own_videos_and_outlives_its_server(tmp_path):
+    """A server with two keys: what one key made leaves the page when another is given (and is followed again when
+    it comes back); a stopped server leaves the gallery on screen and is named as out of reach."""
+    with open_page(tmp_path, 1, 1280, 900, api_keys=(API_KEY, "other-key")) as (server, page):
+        set_key(page, API_KEY)
+        page.fill("#size", "64x64")
+        page.select_option("#seconds", "1")
+        page.click(".advanced summary")
+        page.fill("#steps", "2")
+        page.click(".modes label:has(input[value='image'])")
+        (tmp_path / "wide.png").write_bytes(png_bytes((600, 400)))
+        page.set_input_files("#image", str(tmp_path / "wide.png"))
+        generate_from_page(page, "a red square")
+        first = newest_job(server)
+        assert any(note.startswith("input_reference: ") for note in first.notes)
+        notes = page.locator("#job-notes li").all_text_contents()  # named as the page names the field
+        assert notes == [note.replace("input_reference: ", "Start image: ") for note in first.notes]
+
+        page.click("#forget-key")  # forgotten or changed, the key's video, notes and errors leave with it
+        assert page.evaluate(STAGE_IS_EMPTY)
+        set_key(page, "other-key")
+        assert page.evaluate(STAGE_IS_EMPTY)
+        page.wait_for_selector("#gallery .empty", timeout=TIMEOUT_MS)
+
+        gate = threading.Event()  # the next video waits for it, so the key changes while it is being made
+        worker = server.app.state.service.worker
+        worker.run = lambda job, run=worker.run: (gate.wait(TIMEOUT_MS / 1000), run(job))
+        set_key(page, API_KEY)
+        page.click(".modes label:has(input[value='text'])")
+        page.fill("#prompt", "a blue square")
+        page.click("#generate")
+        page.wait_for_function("!document.getElementById('progress').hidden", timeout=TIMEOUT_MS)
+        set_key(page, "other-key")
+        assert page.evaluate(STAGE_IS_EMPTY) and not page.is_disabled("#generate")
+        page.wait_for_selector("#gallery .empty", timeout=TIMEOUT_MS)
+        page.wait_for_timeout(500)  # longer than the page's 300 ms between polls: a follow would ask with this key
+        set_key(page, API_KEY)  # back: followed again, as after a reload, and played once made
+        page.wait_for_function("!document.getElementById('progress').hidden", timeout=TIMEOUT_MS)
+        gate.set()
+        second = newest_job(server)
+        page.wait_for_function(f"document.getElementById('job-meta').textContent.endsWith('{second.id}')",
+                               timeout=TIMEOUT_MS)
+        assert page.text_content("#progress-percent") == "100%" and page.text_content("#form-error") == ""
+
+        server.server.should_exit = True  # the server stops; the page keeps what it showed
+        server.thread.join(60)
+        page.click("#refresh")
+        page.wait_for_selector("#gallery-notice:has-text('retrying')", timeout=TIMEOUT_MS)
+        assert page.locator("#gallery .tile").count() == 2
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('form-error').textContent", timeout=TIMEOUT_MS)
+        assert page.text_content("#form-error") == (f"can't reach the server at {server.url}; check that kinema "
+                                                    "serve is running")
+        page.evaluate("document.getElementById('form-error').textContent = ''")
+        page.click(f"#gallery .tile[data-id='{first.id}'] .thumb")  # its video not fetched yet: named, not thrown
+        page.wait_for_function("document.getElementById('form-error').textContent", timeout=TIMEOUT_MS)
+        assert page.text_content("#form-error").startswith("can't reach the server")

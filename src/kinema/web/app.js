@@ -3,20 +3,30 @@
 
 const POLL_MS = 300;
 const GALLERY_POLL_MS = 1500; // while a video in the gallery is queued or in progress
+const GALLERY_RETRY_MS = 3000; // while the server cannot be reached
 const GALLERY_PAGE = 48;
+const FOLLOWING = "kinema-following"; // sessionStorage: this tab's video, followed until it is shown
 const $ = (id) => document.getElementById(id);
 const form = $("create-form");
 const keyInput = $("api-key");
 const mediaCache = new Map(); // "id/variant" -> object URL, only used when an API key is set
+let followRun = 0; // raised when the key changes: what was followed or fetched for the old key is dropped
 
 keyInput.value = localStorage.getItem("kinema-api-key") || "";
 
+// Another key is another user: nothing of the old key's stays on screen, and its video is no longer followed.
 function keyChanged() {
+  followRun += 1;
+  $("generate").disabled = false; // the old key's follow no longer holds it
   for (const url of mediaCache.values()) URL.revokeObjectURL(url); // fetched with the old key
   mediaCache.clear();
+  clearPlayer();
+  hideProgress();
+  clearErrors();
   gallerySignature = "";
-  $("form-error").textContent = "";
-  refreshGallery();
+  $("gallery").replaceChildren();
+  fillChoices([]);
+  refreshGallery().then(resume); // back on the key that made this tab's video: follow it again, as a reload does
 }
 keyInput.addEventListener("change", () => {
   localStorage.setItem("kinema-api-key", keyInput.value.trim());
@@ -33,8 +43,18 @@ function authHeaders() {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
+// fetch, with a server that cannot be reached named as such (fetch itself says only "Failed to fetch").
+async function request(url, options) {
+  try {
+    return await fetch(url, options);
+  } catch {
+    throw Object.assign(new Error(`can't reach the server at ${location.origin}; check that kinema serve is running`),
+                        { unreachable: true });
+  }
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(`/v1${path}`, { ...options, headers: { ...authHeaders(), ...options.headers } });
+  const response = await request(`/v1${path}`, { ...options, headers: { ...authHeaders(), ...options.headers } });
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) {
     document.querySelector("details.key").open = true; // where the key goes
@@ -56,7 +76,7 @@ async function mediaUrl(id, variant) {
   if (!keyInput.value.trim()) return contentPath(id, variant);
   const cacheKey = `${id}/${variant}`;
   if (!mediaCache.has(cacheKey)) {
-    const response = await fetch(contentPath(id, variant), { headers: authHeaders() });
+    const response = await request(contentPath(id, variant), { headers: authHeaders() });
     if (!response.ok) throw new Error(`download failed: ${response.status}`);
     mediaCache.set(cacheKey, URL.createObjectURL(await response.blob()));
   }
@@ -78,16 +98,38 @@ form.addEventListener("change", (event) => {
   form.dataset.mode = mode;
   $("seconds-label").textContent = SECONDS_LABEL[mode] || "Duration";
   $("prompt").required = mode !== "storyboard"; // a storyboard's prompts are its lines
+  offerStill(mode);
 });
+
+// A still is one frame: modes that must make new frames (or, in a storyboard, several moments) cannot give one.
+const NO_STILL = new Set(["extend", "loop", "blend", "storyboard"]);
+function offerStill(mode) {
+  const still = $("seconds").querySelector('option[value="0"]');
+  still.disabled = still.hidden = NO_STILL.has(mode);
+  if (still.disabled && still.selected) $("seconds").value = "1";
+}
 
 // A prompt over the API's limit is named with its length, not cut short as maxlength would cut a paste. Lengths
 // count characters as the server does (code points, not UTF-16 units).
 const charCount = (text) => [...text].length;
 const overLimit = (text, max) =>
   (charCount(text) > max ? `${charCount(text)} characters; the limit is ${max}, so shorten it` : "");
-for (const field of form.querySelectorAll("[data-max-chars]")) { // a storyboard's limit is per line: storyboard()
-  field.addEventListener("input", () => field.setCustomValidity(
-    field.id === "storyboard" ? "" : overLimit(field.value, Number(field.dataset.maxChars))));
+
+// The page's own words for a value it cannot send, naming the format and range (the browser's stock messages name
+// neither). Set as the field's custom validity, so validationMessage is always one of these.
+function problemOf(field) {
+  field.setCustomValidity(""); // the built-in checks, read without the last message over them
+  const max = Number(field.dataset.maxChars); // a storyboard's limit is per line: storyboard()
+  const tooLong = max && field.id !== "storyboard" ? overLimit(field.value, max) : "";
+  if (tooLong || field.validity.valid) return tooLong;
+  if (field.validity.valueMissing) return field.dataset.missing || "fill this in";
+  if (field.dataset.format) return field.dataset.format;
+  if (field.type !== "number") return field.validationMessage;
+  return `${field.step === "any" ? "a number" : "a whole number"} from ${field.min} to ${field.max}`;
+}
+function checkField(field) {
+  field.setCustomValidity(problemOf(field));
+  return field.checkValidity();
 }
 
 // ---- errors, named beside the field they are about ----------------------------------------------
@@ -111,6 +153,10 @@ function fieldOfParam(param, mode) {
   return FIELD_OF[param] || "";
 }
 const fieldError = (id, message) => Object.assign(new Error(message), { field: id });
+// Notes name the API's fields ("input_reference: resized ..."); the page names what the user sees. The inputs'
+// fields depend on the mode, so they have names of their own here.
+const NOTE_LABEL = { image: "Start image", video: "The source video", video_b: "The video to end on",
+                     connect_to: "The video to end on" };
 const labelOf = (field) =>
   field.dataset.label || field.closest("label")?.firstChild?.textContent?.trim() || field.name || field.id;
 
@@ -123,11 +169,20 @@ function clearErrors() {
   }
 }
 
-// The message under the Generate button, and beside its field (opened, focused and scrolled to: on a phone the
-// button may be a screen away from the field).
+function noteText(note) {
+  const [, param, rest] = note.match(/^([a-z_]+): (.*)$/s) || [];
+  const label = NOTE_LABEL[param] || (FIELD_OF[param] && labelOf($(FIELD_OF[param])));
+  return label ? `${label}: ${rest}` : note;
+}
+
+// A message about a field goes beside it (opened, focused and scrolled to), once; under the Generate button only a
+// pointer to it, since on a phone the button may be a screen away from the field. Any other message goes there.
 function showError(field, message) {
-  $("form-error").textContent = message;
-  if (!field || !isShown(field)) return;
+  if (!field || !isShown(field)) {
+    $("form-error").textContent = message;
+    return;
+  }
+  $("form-error").textContent = `see the ${labelOf(field).replace(/^the /i, "")} field`;
   field.closest("details")?.setAttribute("open", "");
   const note = Object.assign(document.createElement("span"), { id: `${field.id}-error`, className: "field-error",
                                                                textContent: message });
@@ -140,6 +195,7 @@ function showError(field, message) {
 form.addEventListener("input", (event) => { // a corrected field loses its note
   $(`${event.target.id}-error`)?.remove();
   event.target.removeAttribute("aria-invalid");
+  checkField(event.target); // its validity follows what is typed, as checkValidity() is read anywhere
 });
 
 // Fields of other modes are not sent, so they are not checked either.
@@ -246,29 +302,35 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if ($("generate").disabled) return; // one video at a time from this page (Ctrl+Enter submits without the button)
   clearErrors();
-  const invalid = [...form.elements].find((field) => isShown(field) && !field.checkValidity());
+  const invalid = [...form.elements].find((field) => isShown(field) && !checkField(field));
   if (invalid) {
     showError(invalid, `${labelOf(invalid)}: ${invalid.validationMessage}`);
     return;
   }
   $("generate").disabled = true;
+  const run = followRun; // a key change while this is sent or followed leaves it to that key
   try {
     const [path, data] = requestFor(currentMode());
     const video = await api(path, { method: "POST", body: data });
     for (const id of Object.values(CLIP_OF)) $(id).value = ""; // sent: the next request chooses again
-    sessionStorage.setItem("kinema-following", video.id); // this tab's video, followed again after a reload
+    sessionStorage.setItem(FOLLOWING, video.id); // this tab's video, followed again after a reload or key change
+    if (run !== followRun) return;
     refreshGallery();
-    await follow(video);
+    await follow(video, run);
   } catch (error) {
-    const field = $(error.field || fieldOfParam(error.param, currentMode()));
-    // The API names its fields; the page names what the user sees.
-    const named = field && error.param ? error.message.replace(new RegExp(`^${error.param}\\b`), labelOf(field))
-      : error.message;
-    showError(field, named);
+    if (run === followRun) showSubmitError(error);
   } finally {
-    $("generate").disabled = false;
+    if (run === followRun) $("generate").disabled = false;
   }
 });
+
+function showSubmitError(error) {
+  const field = $(error.field || fieldOfParam(error.param, currentMode()));
+  // The API names its fields; the page names what the user sees.
+  const named = field && error.param ? error.message.replace(new RegExp(`^${error.param}\\b`), labelOf(field))
+    : error.message;
+  showError(field, named);
+}
 
 form.addEventListener("keydown", (event) => { // Enter makes a new line in a prompt; Ctrl+Enter generates
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.tagName === "TEXTAREA") {
@@ -277,14 +339,26 @@ form.addEventListener("keydown", (event) => { // Enter makes a new line in a pro
   }
 });
 
-// A video still being made when the page is (re)loaded is followed as if it had just been submitted.
+// This tab's video, not yet shown when the page is (re)loaded or its key given again, is followed as if it had
+// just been submitted (other clients' jobs are not).
+function resume(videos) {
+  const mine = videos?.find((video) => video.id === sessionStorage.getItem(FOLLOWING));
+  if (mine && !$("generate").disabled) track(mine);
+}
+
 function track(video) {
+  const run = followRun;
   $("generate").disabled = true;
-  follow(video).catch((error) => { $("form-error").textContent = error.message; })
-    .finally(() => { $("generate").disabled = false; });
+  follow(video, run).catch((error) => { if (run === followRun) $("form-error").textContent = error.message; })
+    .finally(() => { if (run === followRun) $("generate").disabled = false; });
 }
 
 // ---- progress and playback ------------------------------------------------------------------
+
+function hideProgress() {
+  $("progress").hidden = true;
+  $("progress-fill").style.width = "0%";
+}
 
 function showProgress(video) {
   $("progress").hidden = false;
@@ -295,35 +369,57 @@ function showProgress(video) {
   document.querySelector(".bar").setAttribute("aria-valuenow", String(percent));
 }
 
-async function follow(video) {
-  while (video.status === "queued" || video.status === "in_progress") {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Polls `video` until it is done, then plays it. Returns quietly once the key changes (run is then stale).
+async function follow(video, run = followRun) {
+  while (isActive(video)) {
     showProgress(video);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    await sleep(POLL_MS);
+    if (run !== followRun) return;
     try {
       video = await api(`/videos/${video.id}`);
     } catch (error) {
-      if (error.status === 404) throw new Error("this video is gone: deleted before it finished, or made with another API key than the one given now");
-      if (error.status) throw error;
-      $("progress-status").textContent = "connection lost, retrying…"; // the server keeps the job: wait for it
-      await new Promise((resolve) => setTimeout(resolve, 2000));
+      if (run !== followRun) return;
+      if (!error.status) { // the server keeps the job: wait for it
+        $("progress-status").textContent = "connection lost, retrying…";
+        await sleep(2000);
+        continue;
+      }
+      hideProgress(); // no longer followed: a bar left at its last percentage would say it still runs
+      if (error.status !== 404) throw error;
+      sessionStorage.removeItem(FOLLOWING);
+      throw new Error("this video is gone: it was deleted before it finished");
     }
+    if (run !== followRun) return;
   }
+  sessionStorage.removeItem(FOLLOWING); // shown: a reload need not show it again
   showProgress(video);
   refreshGallery();
   if (video.status === "failed") throw new Error(video.error?.message || "generation failed");
-  await play(video);
+  await play(video, run);
 }
 
-async function play(video) {
+function clearPlayer() {
+  $("player").removeAttribute("src");
+  $("player").classList.remove("ready");
+  $("placeholder").hidden = false;
+  $("job-meta").textContent = "";
+  $("job-notes").replaceChildren();
+}
+
+async function play(video, run = followRun) {
   const player = $("player");
-  player.src = await mediaUrl(video.id, "video");
+  const url = await mediaUrl(video.id, "video");
+  if (run !== followRun) return; // fetched for a key no longer given
+  player.src = url;
   player.classList.add("ready");
   $("placeholder").hidden = true;
   const seed = video.seed == null ? "" : ` · seed ${video.seed}`; // none for videos made before seeds were drawn
   $("job-meta").textContent = `${video.size} · ${video.seconds} s · ${video.model}${seed} · ${video.id}`;
   // what the pipeline did to the request (an input resized, an option without effect), as the CLI prints it
   $("job-notes").replaceChildren(...(video.notes || []).map((note) =>
-    Object.assign(document.createElement("li"), { textContent: note })));
+    Object.assign(document.createElement("li"), { textContent: noteText(note) })));
   player.play().catch(() => {}); // autoplay may be refused; the controls still work
   player.scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
@@ -352,9 +448,10 @@ function tile(video) {
     thumb.append(image);
     Object.assign(thumb, { tabIndex: 0, role: "button" });
     thumb.setAttribute("aria-label", `play: ${(video.prompt || video.id).slice(0, 60)}`);
-    thumb.addEventListener("click", () => play(video));
+    const show = () => play(video).catch((error) => { $("form-error").textContent = error.message; });
+    thumb.addEventListener("click", show);
     thumb.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); play(video); }
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); show(); }
     });
   } else {
     thumb.textContent = video.status === "failed" ? "failed" : `${video.status.replace("_", " ")} ${video.progress}%`;
@@ -381,9 +478,8 @@ function tile(video) {
     download.addEventListener("click", async (event) => {
       if (!keyInput.value.trim()) return;
       event.preventDefault(); // with a key the plain link would be refused: save the fetched copy
-      const link = Object.assign(document.createElement("a"), { href: await mediaUrl(video.id, "video"),
-                                                                download: download.download });
-      link.click();
+      const url = await mediaUrl(video.id, "video").catch((error) => { $("form-error").textContent = error.message; });
+      if (url) Object.assign(document.createElement("a"), { href: url, download: download.download }).click();
     });
     actions.append(download, button("Extend", "ghost", () => startFrom("extend", video.id)),
                    button("Remix", "ghost", () => startFrom("remix", video.id)));
@@ -391,13 +487,7 @@ function tile(video) {
   actions.append(button("Delete", "danger", async () => {
     if (!confirm(`Delete "${(video.prompt || video.id).slice(0, 60)}"? This cannot be undone.`)) return;
     await api(`/videos/${video.id}`, { method: "DELETE" }).catch((error) => alert(error.message));
-    if ($("job-meta").textContent.endsWith(video.id)) { // it was playing: clear the player
-      $("player").removeAttribute("src");
-      $("player").classList.remove("ready");
-      $("placeholder").hidden = false;
-      $("job-meta").textContent = "";
-      $("job-notes").replaceChildren();
-    }
+    if ($("job-meta").textContent.endsWith(video.id)) clearPlayer(); // it was playing
     refreshGallery();
   }));
   for (const action of actions.querySelectorAll("button, a")) {
@@ -448,6 +538,7 @@ async function listVideos(limit) {
   return { videos, more };
 }
 
+// The gallery's videos, or null when they could not be listed (or a later refresh overtook this one).
 async function refreshGallery() {
   clearTimeout(galleryTimer);
   const run = ++galleryRun;
@@ -455,12 +546,11 @@ async function refreshGallery() {
   try {
     listing = await listVideos(galleryLimit);
   } catch (error) {
-    if (run !== galleryRun) return null;
-    gallerySignature = "";
-    $("gallery").textContent = error.message;
+    if (run === galleryRun) galleryFailed(error);
     return null;
   }
-  if (run !== galleryRun) return listing.videos;
+  if (run !== galleryRun) return null;
+  $("gallery-notice").hidden = true;
   const { videos, more } = listing;
   $("load-more").hidden = !more;
   if (videos.some(isActive)) galleryTimer = setTimeout(refreshGallery, GALLERY_POLL_MS);
@@ -476,18 +566,44 @@ async function refreshGallery() {
   const gallery = $("gallery");
   gallery.replaceChildren(...videos.map(tile));
   if (!videos.length) gallery.innerHTML = '<p class="empty">No videos yet: write a prompt and press Generate.</p>';
-  const finished = videos.filter((video) => video.status === "completed");
+  fillChoices(videos.filter((video) => video.status === "completed"));
+  return videos;
+}
+
+// A server out of reach has not lost the videos: the last gallery stays, and the page asks again. Any other
+// answer (a key refused) is about this key's gallery, so it replaces it.
+function galleryFailed(error) {
+  if (error.unreachable) {
+    $("gallery-notice").textContent = "can't reach the server; your videos are kept there; retrying…";
+    $("gallery-notice").hidden = false;
+    galleryTimer = setTimeout(refreshGallery, GALLERY_RETRY_MS);
+    return;
+  }
+  gallerySignature = "";
+  $("gallery-notice").hidden = true;
+  $("gallery").textContent = error.message;
+}
+
+// Each finished-video choice keeps the video it holds while that video exists: a new video does not silently
+// replace the one the user works from. An empty choice takes the newest.
+function fillChoices(finished) {
   for (const select of document.querySelectorAll("select.finished-videos")) {
     const kept = select.value;
     select.replaceChildren(...finished.map((video) => new Option(
       `${video.prompt.slice(0, 60)} (${video.id.slice(-6)})`, video.id)));
-    if (!finished.length) select.append(new Option("finish a video first", ""));
-    if (finished.some((video) => video.id === kept) && select.dataset.chosen) select.value = kept;
-    // the newest, unless the user picked one; a blend goes on to the one before, not back into itself
-    else if (finished.length) select.value = finished[select.id === "blend-to" && finished.length > 1 ? 1 : 0].id;
+    if (!finished.length) {
+      select.append(new Option("finish a video first", ""));
+      delete select.dataset.chosen;
+    } else {
+      const keep = finished.some((video) => video.id === kept) && !selfBridge(select, kept);
+      select.value = keep ? kept : defaultChoice(select, finished).id;
+    }
   }
-  return videos;
 }
+// A blend's end defaults to another video than its start: a bridge back into itself is only ever chosen.
+const selfBridge = (select, id) => select.id === "blend-to" && !select.dataset.chosen && id === $("blend-from").value;
+const defaultChoice = (select, finished) =>
+  (select.id === "blend-to" && finished.find((video) => video.id !== $("blend-from").value)) || finished[0];
 
 for (const select of document.querySelectorAll("select.finished-videos")) {
   select.addEventListener("change", () => { select.dataset.chosen = "1"; });
@@ -498,10 +614,7 @@ $("load-more").addEventListener("click", () => {
   refreshGallery();
 });
 for (const origin of document.querySelectorAll(".origin")) origin.textContent = location.origin; // as served
-refreshGallery().then((videos) => { // this tab's video, if it is still being made (not other clients' jobs)
-  const mine = videos?.find((video) => video.id === sessionStorage.getItem("kinema-following"));
-  if (mine && isActive(mine) && !$("generate").disabled) track(mine);
-});
+refreshGallery().then(resume);
 
 // ---- provenance -----------------------------------------------------------------------------
 
