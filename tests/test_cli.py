@@ -411,9 +411,9 @@ def test_prompt_at_without_an_opening_prompt_asks_for_one(tmp_path, capsys):
 
 
 def test_errors_of_a_subcommand_point_to_its_own_help(capsys):
-    assert run(["judge", "a", "red", "ball", "v.mp4"], capsys)[::2] == (
-        2, "kinema judge: error: unrecognized arguments: ball v.mp4; quote a prompt of several words: kinema judge "
-           "\"a red ball\" ...; see kinema judge --help\n")
+    code, _, err = run(["judge", "a", "green", "star", "v.mp4"], capsys)  # the hint's example, not these words
+    assert (code, err) == (2, "kinema judge: error: unrecognized arguments: star v.mp4; quote a prompt of several "
+                              "words: kinema judge \"a red ball\" ...; see kinema judge --help\n")
     assert run(["verify", "a.mp4", "--jsn"], capsys)[::2] == (
         2, "kinema verify: error: unrecognized arguments: --jsn (did you mean --json?); see kinema verify --help\n")
     assert run(["--verbose"], capsys)[::2] == (2, "kinema: error: unrecognized arguments: --verbose; see kinema "

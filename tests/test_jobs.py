@@ -9,7 +9,7 @@ import time
 import pytest
 
 from kinema.errors import KinemaError
-from kinema.jobs import Job, JobStore, Models, Worker, new_id
+from kinema.jobs import EVERYONE, Job, JobStore, Models, Worker, new_id
 
 
 def _job(**fields) -> Job:
@@ -65,13 +65,13 @@ def test_a_job_the_server_keeps_dying_on_is_not_run_for_ever(tmp_path):
     for _ in range(2):  # started, then the process died; recover() puts it back each time
         assert store.claim().id == job.id
         store.recover(retention_s=60)
-    assert store.get(job.id).status == "queued" and store.get(job.id).attempts == 2
+    assert store.get(job.id, EVERYONE).status == "queued" and store.get(job.id, EVERYONE).attempts == 2
     store.claim()
     store.requeue(job.id, stopped_cleanly=True)  # a clean stop (Ctrl-C) does not count
-    assert store.get(job.id).attempts == 2
+    assert store.get(job.id, EVERYONE).attempts == 2
     store.claim()
     store.recover(retention_s=60)  # the third death: the job may be what kills the server
-    failed = store.get(job.id)
+    failed = store.get(job.id, EVERYONE)
     assert (failed.status, failed.error_code) == ("failed", "interrupted")
     assert "stopped 3 times while running this job" in failed.error_message
     store.close()
@@ -89,10 +89,10 @@ def _run_one(store: JobStore, models: Models, job: Job, timeout: float = 60.0) -
     worker.start()
     worker.wake()
     deadline = time.monotonic() + timeout
-    while store.get(job.id).status in ("queued", "in_progress") and time.monotonic() < deadline:
+    while store.get(job.id, EVERYONE).status in ("queued", "in_progress") and time.monotonic() < deadline:
         time.sleep(0.05)
     worker.stop()
-    return store.get(job.id)
+    return store.get(job.id, EVERYONE)
 
 
 def test_a_finished_job_lets_go_of_its_uploads(tmp_path):
@@ -175,7 +175,7 @@ def test_a_row_with_damaged_json_reads_as_failed_without_breaking_the_list(tmp_p
     store._db.execute("UPDATE jobs SET params = '{\"seed\": 1' WHERE id = ?", (damaged.id,))
     store._db.execute("UPDATE jobs SET notes = '\"a string\"' WHERE id = ?", (chatty.id,))
     for _ in range(3):  # clients poll the list: each damaged row is logged once
-        listed = {job.id: job for job in store.page(None, 10, "desc")[0]}
+        listed = {job.id: job for job in store.page(None, 10, "desc", EVERYONE)[0]}
     assert len(listed) == 3 and listed[fine.id].status == "queued"
     assert (listed[damaged.id].status, listed[damaged.id].error_code) == ("failed", "damaged_job")
     assert "delete it and submit it again" in listed[damaged.id].to_api()["error"]["message"]
@@ -186,7 +186,7 @@ def test_a_row_with_damaged_json_reads_as_failed_without_breaking_the_list(tmp_p
                                      "delimiter: line 1 column 11 (char 10)); it reads as failed"])
     worker = Worker(store, Models("debug"))
     worker.run(store.claim())  # the damaged job is first in the queue: it fails rather than run on half a request
-    assert store.get(damaged.id).status == "failed" and store.get(fine.id).status == "queued"
+    assert store.get(damaged.id, EVERYONE).status == "failed" and store.get(fine.id, EVERYONE).status == "queued"
     store.close()
 
 
@@ -229,16 +229,16 @@ def test_a_store_made_before_owners_gains_the_column_and_keeps_every_row(tmp_pat
     old.commit()
     old.close()
     store = JobStore(tmp_path / "data")
-    listed, has_more = store.page(None, 10, "asc")
+    listed, has_more = store.page(None, 10, "asc", EVERYONE)
     assert [(job.id, job.status, job.notes, job.attempts, job.owner) for job in listed] == [
         (kept[0], "completed", ["a note"], 1, ""), (kept[1], "queued", ["a note"], 1, "")] and not has_more
     assert [job.id for job in store.page(None, 10, "asc", owner="k_a")[0]] == kept  # made before keys: every key's
     theirs = _job(owner="k_b")
     store.add(theirs, max_queue=8)
     assert store.get(theirs.id, "k_a") is None and not store.known(theirs.id, "k_a")
-    assert store.get(theirs.id, "k_b").owner == "k_b" and store.get(theirs.id).owner == "k_b"
+    assert store.get(theirs.id, "k_b").owner == "k_b" and store.get(theirs.id, EVERYONE).owner == "k_b"
     assert [job.id for job in store.page(None, 10, "desc", owner="k_a")[0]] == kept[::-1]
     store.close()
     reopened = JobStore(tmp_path / "data")  # the column is there now: opening again adds nothing and loses nothing
-    assert [job.id for job in reopened.page(None, 10, "asc")[0]] == [*kept, theirs.id]
+    assert [job.id for job in reopened.page(None, 10, "asc", EVERYONE)[0]] == [*kept, theirs.id]
     reopened.close()

@@ -424,3 +424,10 @@ def test_the_expansion_note_shortens_a_long_prompt(debug_pipe):
     video = debug_pipe.generate(Request(prompt, width=32, height=32, frames=1, steps=1, expand=True))
     drawn = [note for note in video.notes if "drawn as" in note]
     assert len(drawn) == 1 and len(drawn[0]) < 400 and drawn[0].startswith(f"prompt {prompt[:120].rstrip() + '…'!r}")
+
+
+def test_the_trim_hint_quotes_the_file_and_trims_to_an_mp4():
+    from kinema.request_checks import check_input_seconds
+
+    with pytest.raises(KinemaError, match=r"ffmpeg -i 'my clip\.png' -t 60 'my clip-60s\.mp4'\)$"):
+        check_input_seconds("video", 61 * 8, 8, "my clip.png")  # a video named as an image, with a space

@@ -63,7 +63,8 @@ def test_text_only_modes_fill_in_the_rest(mode):
 
 
 @pytest.mark.parametrize("prompt", ["a red square turns blue", "a red ball explodes", "an exploding red ball",
-                                    "a blue star melts on a snowy field"])
+                                    "a blue star melts on a snowy field", "a red circle cut in two",
+                                    "a red square, dim"])  # "cut", "dim": no stems of the grammar's slot names
 def test_a_change_the_world_has_no_word_for_is_not_made_still(prompt):
     spec = parse_prompt(expand_builtin(prompt))  # was "... hovers motionless", "... rests in place"
     assert spec.objects[0].motion is None and spec.objects[0].size == "medium" and spec.background is not None

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from kinema.errors import KinemaError
-from kinema.jobs import MAX_UPLOAD_BYTES, SCHEMA, Job, JobStore, new_id
+from kinema.jobs import EVERYONE, MAX_UPLOAD_BYTES, SCHEMA, Job, JobStore, new_id
 from kinema.server import create_app, serve
 
 API_KEY = "test-key"
@@ -182,9 +182,9 @@ def test_a_job_store_made_before_notes_opens_with_its_jobs(tmp_path):
     old.commit()
     old.close()
     store = JobStore(tmp_path)
-    (job,), _ = store.page(None, 10, "asc")
+    (job,), _ = store.page(None, 10, "asc", EVERYONE)
     assert (job.prompt, job.status, job.notes, job.attempts, job.owner) == ("kept", "completed", [], 0, "")
-    assert store.finish(job.id, "2", ["a note"], 60) and store.get(job.id).notes == ["a note"]
+    assert store.finish(job.id, "2", ["a note"], 60) and store.get(job.id, EVERYONE).notes == ["a note"]
     store.close()
 
 
@@ -411,7 +411,7 @@ def test_kinema_modes_and_extras_are_accepted(paused):
                                                                             "noise_drift": 0.2,
                                                                             "window_camera": False})
     assert (loop.status, sequence.status, sequence.seconds, tuned.status) == ("queued", "queued", "2", "queued")
-    params = paused.app.state.service.store.get(tuned.id).params
+    params = paused.app.state.service.store.get(tuned.id, EVERYONE).params
     assert (params["sampler"], params["cache"], params["noise_correlation"]) == ("heun", 0.2, 0.3)
     assert params["noise_drift"] == 0.2 and params["window_camera"] is False
     deleted = client.videos.delete(loop.id)  # cancelling a queued job
@@ -583,7 +583,7 @@ def test_provenance_endpoint_reads_the_marks_of_an_upload(server, finished, tmp_
     video = server.client().videos.download_content(finished.id).read()
     answer = httpx.post(f"{server.url}/v1/provenance", headers=headers, files={"file": ("mine.mp4", video)}).json()
     assert answer["file"] == "mine.mp4" and answer["metadata"]["prompt"] == "a red ball moves right"
-    seed = server.app.state.service.store.get(finished.id).params["seed"]  # none asked: drawn, kept with the job
+    seed = server.app.state.service.store.get(finished.id, EVERYONE).params["seed"]  # none asked: drawn, kept
     assert finished.to_dict()["seed"] == seed  # and told to the client
     assert answer["summary"][1] == f"tags: ai_generated=true, model=debug, seed={seed}; prompt 'a red ball moves right'"
     photo = bytes_io.BytesIO()

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from kinema.io import write_video
-from kinema.jobs import VARIANTS, Job, JobStore, Models, new_id
+from kinema.jobs import EVERYONE, VARIANTS, Job, JobStore, Models, new_id
 from kinema.server import key_owner
 from test_server import API_KEY, TINY, ServerThread, png_bytes
 
@@ -111,7 +111,7 @@ def test_a_chunked_form_is_read_and_counted_as_it_arrives(paused, monkeypatch):
     fields = [("prompt", "a ball"), ("size", "64x64"), ("seconds", "1")]
     answer = httpx.post(f"{paused.url}/v1/videos", content=chunked(*fields), headers=HEADERS | {"content-type": form})
     assert answer.status_code == 200, answer.text
-    assert paused.app.state.service.store.get(answer.json()["id"]).prompt == "a ball"
+    assert paused.app.state.service.store.get(answer.json()["id"], EVERYONE).prompt == "a ball"
     monkeypatch.setattr("kinema.api_request.MAX_FORM_BYTES", 4000)  # no header to refuse it on: it is counted
     long = httpx.post(f"{paused.url}/v1/videos", content=chunked(*fields, *[("metadata", "x" * 1000)] * 5),
                       headers=HEADERS | {"content-type": form})
@@ -124,7 +124,7 @@ def test_input_reference_as_a_data_url_makes_image_to_video(paused):
                         json={"prompt": "a red square", "size": "64x64", "seconds": "1",
                               "input_reference": {"image_url": url}})
     assert answer.status_code == 200, answer.text
-    job = paused.app.state.service.store.get(answer.json()["id"])
+    job = paused.app.state.service.store.get(answer.json()["id"], EVERYONE)
     assert job.params["mode"] == "i2v" and list(job.params["inputs"]) == ["image"]
 
 
@@ -161,7 +161,7 @@ def test_lengths_sizes_and_rates_are_read_as_the_cli_reads_them(paused, tmp_path
     exact = client.videos.create(prompt="a ball", size="64x64", extra_body={"frames": 9, "fps": 8, "window": 4,
                                                                              "context": 1})
     assert (plain.seconds, story.seconds, story.prompt, exact.seconds) == ("4", "9", "a red ball", "1.125")
-    assert {k: store.get(exact.id).params[k] for k in ("frames", "window", "context")} == {
+    assert {k: store.get(exact.id, EVERYONE).params[k] for k in ("frames", "window", "context")} == {
         "frames": 9, "window": 4, "context": 1}
     write_video(tmp_path / "clip.mp4", np.zeros((9, 64, 64, 3), np.uint8), fps=8)
     clip = ("clip.mp4", (tmp_path / "clip.mp4").read_bytes(), "video/mp4")
@@ -296,7 +296,7 @@ def test_an_open_server_sees_every_video_and_every_key_those_made_without_keys(t
 def test_the_store_keeps_a_digest_of_the_key_never_the_key(two_keys):
     video = two_keys.client(KEY_A).videos.create(prompt="whose?", **TINY)
     store: JobStore = two_keys.app.state.service.store
-    owner = store.get(video.id).owner
+    owner = store.get(video.id, EVERYONE).owner
     assert re.fullmatch(r"k_[0-9a-f]{16}", owner) and owner == key_owner(KEY_A) != key_owner(KEY_B)
     written = b"".join(path.read_bytes() for path in store.root.glob("kinema.db*"))  # the database and its WAL
     assert owner.encode() in written and KEY_A.encode() not in written

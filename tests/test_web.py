@@ -17,7 +17,7 @@ import pytest
 
 from kinema import request_checks as rc
 from kinema.io import write_video
-from kinema.jobs import Job, new_id
+from kinema.jobs import EVERYONE, Job, new_id
 from test_server import API_KEY, ServerThread, png_bytes, wait
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -101,7 +101,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
         client = server.client()
         first = client.videos.list(limit=1).data[0]
         assert first.status == "completed"
-        params = server.app.state.service.store.get(first.id).params
+        params = server.app.state.service.store.get(first.id, EVERYONE).params
         assert (params["steps"], params["sampler"], params["cache"]) == (2, "heun", 0.2)
         assert params["noise_correlation"] == 0.3 and params["noise_drift"] == 0.1 and params["window_camera"] is False
         page.wait_for_function("() => { const v = document.getElementById('player');"
@@ -156,7 +156,7 @@ def test_page_generates_plays_lists_extends_and_deletes(tmp_path):
 def newest_job(server):
     newest = server.client().videos.list(limit=1).data[0]
     assert wait(server.client(), newest.id).status == "completed"
-    return server.app.state.service.store.get(newest.id)
+    return server.app.state.service.store.get(newest.id, EVERYONE)
 
 
 def check_provenance(page, client, video_id: str, tmp_path: Path) -> None:

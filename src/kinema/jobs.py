@@ -216,21 +216,21 @@ class JobStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def get(self, video_id: str, owner: str = "") -> Job | None:
+    def get(self, video_id: str, owner: str) -> Job | None:
         """The job, unless it is deleted or not `owner`'s to see (visible)."""
         mine, args = visible(owner)
         rows = self._query(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id = ? AND status != 'deleted' AND {mine}",
                            (video_id, *args))
         return rows[0] if rows else None
 
-    def known(self, video_id: str, owner: str = "") -> bool:
+    def known(self, video_id: str, owner: str) -> bool:
         """Whether the id was ever given out to `owner`, deleted or not: a list may page on after a deleted id."""
         mine, args = visible(owner)
         with self._lock:
             row = self._db.execute(f"SELECT 1 FROM jobs WHERE id = ? AND {mine}", (video_id, *args)).fetchone()
         return row is not None
 
-    def page(self, after: str | None, limit: int, order: str, owner: str = "") -> tuple[list[Job], bool]:
+    def page(self, after: str | None, limit: int, order: str, owner: str) -> tuple[list[Job], bool]:
         """Up to `limit` of the jobs `owner` sees, in submission order ("asc") or newest first ("desc"), after the
         job `after`."""
         direction, compare = ("ASC", ">") if order == "asc" else ("DESC", "<")
@@ -276,7 +276,7 @@ class JobStore:
     def delete(self, video_id: str) -> Job | None:
         """Remove a job's files and all it said, keeping only its id and place (for paging after it); a worker
         running it notices on its next progress report."""
-        job = self.get(video_id)
+        job = self.get(video_id, EVERYONE)
         if job is not None:
             self._update(video_id, "status = 'deleted', prompt = '', params = '{}', notes = '[]', error_message = "
                          "NULL")
@@ -326,6 +326,10 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [_job_from_row(row) for row in rows]
+
+
+EVERYONE = ""  # the owner that sees every job: an open server's callers, and the server's own work (no default:
+# a caller that forgot its owner would see other keys' videos)
 
 
 def visible(owner: str) -> tuple[str, tuple[str, ...]]:

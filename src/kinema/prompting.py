@@ -3,7 +3,8 @@
 The built-in rewriter reads the prompt with the world's parser, fills in what it leaves out with plain
 defaults (a medium size, standing still, a plain gray background) and writes the scene back with the
 world's caption grammar: "a red ball" -> e.g. "a medium red circle stands still over a gray background".
-Where a given image or video already shows the scene, it fills in nothing (`GIVEN_LOOKS`, `GIVEN_MOTION`).
+Where a given image or video already shows the scene it fills in no look (`GIVEN_LOOKS`), and where a given clip
+also shows how things move, no motion either (`GIVEN_MOTION`; an image's objects are still told to stand still).
 A prompt that names nothing the world knows is passed through unchanged.
 
 An external OpenAI-compatible chat endpoint can do the rewriting instead (`KINEMA_PROMPT_API_BASE`,
@@ -81,8 +82,8 @@ GIVEN_MOTION = GIVEN_LOOKS - {"i2v"}
 
 
 def expand_builtin(prompt: str, still_camera: bool = False, mode: str = "t2v") -> str:
-    """The prompt as a world caption with every attribute filled in (in `mode`s with given frames, only those it
-    names); unchanged if it names no object.
+    """The prompt as a world caption with every attribute filled in (in `mode`s with given frames, only the looks it
+    names, and with a given clip only the motions it names); unchanged if it names no object.
 
     `still_camera` leaves an asked pan out, for when the pipeline makes it by moving the frame from a given image or
     clip: told to pan, the DiT shifts the given content itself and fights the frame's move (image to video on 40
@@ -103,7 +104,8 @@ def expand_builtin(prompt: str, still_camera: bool = False, mode: str = "t2v") -
 
 
 def _words(phrases) -> set[str]:
-    return set(re.findall(r"[a-z]+", " ".join(phrases).lower()))
+    """The words of the grammar's phrases, without their slots' names ("{c} {s}")."""
+    return set(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", " ".join(phrases)).lower()))
 
 
 # Words that say nothing about change: the caption grammar's for looks, places and the camera, and a few plain ones.
@@ -121,8 +123,13 @@ def may_ask_change(prompt: str) -> bool:
     it may ask for a change the world has no motion for ("turns blue", "explodes"). An object whose motion it does not
     name is then left without one: made still, it would contradict the prompt. Said of the whole prompt, not per
     object: an extra word can only leave a motion unsaid, never assert a wrong one."""
-    return any(not _MOTION_WORD.fullmatch(w) and not {w, w[:-1], w[:-2]} & _PLAIN_WORDS  # "circles", "boxes"
-               for w in re.findall(r"[a-z]+", prompt.lower()))
+    return any(not _MOTION_WORD.fullmatch(w) and not _plain(w) for w in re.findall(r"[a-z]+", prompt.lower()))
+
+
+def _plain(word: str) -> bool:
+    """A plain word, or its plural ("circles", "boxes"); a stem is cut only where three letters stay ("cut" is not
+    "c" + "ut")."""
+    return any(stem in _PLAIN_WORDS for stem in (word, word[:-1], word[:-2]) if stem == word or len(stem) >= 3)
 
 
 def named_caption(spec: PromptSpec, rng: np.random.Generator) -> str:
@@ -202,8 +209,9 @@ def system_prompt(mode: str = "t2v") -> str:
     given frames, to name only what the idea names, as the built-in rewriter does (`GIVEN_LOOKS`)."""
     rng = np.random.default_rng(0)
     samples = "\n".join(f"- {caption(sample_scene(rng), rng)}" for _ in range(SYSTEM_EXAMPLES))
-    say = ("Name only what the idea names: a given video or image shows the rest." if mode in GIVEN_LOOKS else
-           "Say colour, size, shape and motion of every object and the background.")
+    say = ("Name only what the idea names: a given video shows the rest." if mode in GIVEN_MOTION else
+           "Name only the looks the idea names (a given image shows the rest), and a motion for every object."
+           if mode in GIVEN_LOOKS else "Say colour, size, shape and motion of every object and the background.")
     return ("Rewrite the user's video idea as ONE caption in the style below, for a small text-to-video model "
             "that only knows simple shapes moving over simple backgrounds. Use only these words: colours "
             f"{', '.join(OBJECT_COLOURS)}; shapes {', '.join(SHAPES)}; "

@@ -6,6 +6,7 @@ bounds, which live here.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -90,9 +91,11 @@ def check_input_lengths(req: Request, fps: int, frames: int) -> None:
 def check_input_seconds(name: str, frames: int, fps: float, file: str = "in.mp4") -> None:
     """An input video ("video" or "video_b") of `frames` at `fps` runs MAX_SECONDS at most, as outputs do."""
     if frames / fps > MAX_SECONDS + 1e-6:
+        # quoted: a name with spaces stays one argument; and an MP4 out, also from a video named .png
+        trimmed = shlex.quote(f"{Path(file).stem}-{MAX_SECONDS:g}s.mp4")
         raise KinemaError(f"the input {'video' if name == 'video' else 'second video'} runs {frames / fps:.1f} s at "
-                          f"{fps:g} fps, over the {MAX_SECONDS:g} s Kinema takes; trim it (e.g. ffmpeg -i {file} -t "
-                          f"{MAX_SECONDS:g} {Path(file).stem}-{MAX_SECONDS:g}s{Path(file).suffix})", param=name)
+                          f"{fps:g} fps, over the {MAX_SECONDS:g} s Kinema takes; trim it (e.g. ffmpeg -i "
+                          f"{shlex.quote(file)} -t {MAX_SECONDS:g} {trimmed})", param=name)
 
 
 def check_text(name: str, text: str) -> None:
@@ -102,7 +105,7 @@ def check_text(name: str, text: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise KinemaError(f"the {name.replace('_', ' ')} holds bytes that are not UTF-8 text (or an unpaired surrogate "
-                          "such as \\ud800); write it in UTF-8 (check the terminal's or file's encoding)",
+                          "such as \\ud800); send or write it as UTF-8 (check the encoding it was typed or saved in)",
                           param=name) from None
 
 

@@ -26,7 +26,7 @@ function keyChanged() {
   gallerySignature = "";
   $("gallery").replaceChildren();
   fillChoices([]);
-  refreshGallery().then(resume); // back on the key that made this tab's video: follow it again, as a reload does
+  refreshGallery(); // back on the key that made this tab's video, the listing follows it again (resume)
 }
 keyInput.addEventListener("change", () => {
   localStorage.setItem("kinema-api-key", keyInput.value.trim());
@@ -38,8 +38,12 @@ $("forget-key").addEventListener("click", () => {
   keyChanged();
 });
 
+// The key as last given (Enter, leaving the box, Forget), not as it is being typed or pasted: a half-changed key
+// would make the video being followed answer 404, as if it were deleted.
+const savedKey = () => localStorage.getItem("kinema-api-key") || "";
+
 function authHeaders() {
-  const key = keyInput.value.trim();
+  const key = savedKey();
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
@@ -59,7 +63,7 @@ async function api(path, options = {}) {
   if (response.status === 401) {
     document.querySelector("details.key").open = true; // where the key goes
     keyInput.focus();
-    throw Object.assign(new Error(keyInput.value.trim() ? "this API key is not one the server accepts: check the API "
+    throw Object.assign(new Error(savedKey() ? "this API key is not one the server accepts: check the API "
       + "key box at the top" : "this server needs an API key: enter it in the API key box at the top"), { status: 401 });
   }
   const message = body.error?.message || `${response.status} ${response.statusText}`;
@@ -73,7 +77,7 @@ function contentPath(id, variant) {
 
 // A <video> or <img> cannot send an Authorization header: with a key, media is fetched into an object URL.
 async function mediaUrl(id, variant) {
-  if (!keyInput.value.trim()) return contentPath(id, variant);
+  if (!savedKey()) return contentPath(id, variant);
   const cacheKey = `${id}/${variant}`;
   if (!mediaCache.has(cacheKey)) {
     const response = await request(contentPath(id, variant), { headers: authHeaders() });
@@ -313,8 +317,8 @@ form.addEventListener("submit", async (event) => {
     const [path, data] = requestFor(currentMode());
     const video = await api(path, { method: "POST", body: data });
     for (const id of Object.values(CLIP_OF)) $(id).value = ""; // sent: the next request chooses again
+    if (run !== followRun) return; // made under the old key: the new key's page follows nothing of it
     sessionStorage.setItem(FOLLOWING, video.id); // this tab's video, followed again after a reload or key change
-    if (run !== followRun) return;
     refreshGallery();
     await follow(video, run);
   } catch (error) {
@@ -344,6 +348,11 @@ form.addEventListener("keydown", (event) => { // Enter makes a new line in a pro
 function resume(videos) {
   const mine = videos?.find((video) => video.id === sessionStorage.getItem(FOLLOWING));
   if (mine && !$("generate").disabled) track(mine);
+}
+
+// Stop following `id` after a reload, unless a newer video of this tab has taken its place.
+function forget(id) {
+  if (sessionStorage.getItem(FOLLOWING) === id) sessionStorage.removeItem(FOLLOWING);
 }
 
 function track(video) {
@@ -388,12 +397,12 @@ async function follow(video, run = followRun) {
       }
       hideProgress(); // no longer followed: a bar left at its last percentage would say it still runs
       if (error.status !== 404) throw error;
-      sessionStorage.removeItem(FOLLOWING);
+      forget(video.id);
       throw new Error("this video is gone: it was deleted before it finished");
     }
     if (run !== followRun) return;
   }
-  sessionStorage.removeItem(FOLLOWING); // shown: a reload need not show it again
+  forget(video.id); // shown: a reload need not show it again
   showProgress(video);
   refreshGallery();
   if (video.status === "failed") throw new Error(video.error?.message || "generation failed");
@@ -476,7 +485,7 @@ function tile(video) {
     download.download = `${video.id}.mp4`;
     download.href = contentPath(video.id, "video");
     download.addEventListener("click", async (event) => {
-      if (!keyInput.value.trim()) return;
+      if (!savedKey()) return;
       event.preventDefault(); // with a key the plain link would be refused: save the fetched copy
       const url = await mediaUrl(video.id, "video").catch((error) => { $("form-error").textContent = error.message; });
       if (url) Object.assign(document.createElement("a"), { href: url, download: download.download }).click();
@@ -551,6 +560,7 @@ async function refreshGallery() {
   }
   if (run !== galleryRun) return null;
   $("gallery-notice").hidden = true;
+  resume(listing.videos); // on every listing: a refresh that overtakes the first one at load must not skip it
   const { videos, more } = listing;
   $("load-more").hidden = !more;
   if (videos.some(isActive)) galleryTimer = setTimeout(refreshGallery, GALLERY_POLL_MS);
@@ -614,7 +624,7 @@ $("load-more").addEventListener("click", () => {
   refreshGallery();
 });
 for (const origin of document.querySelectorAll(".origin")) origin.textContent = location.origin; // as served
-refreshGallery().then(resume);
+refreshGallery();
 
 // ---- provenance -----------------------------------------------------------------------------
 
