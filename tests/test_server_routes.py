@@ -223,8 +223,9 @@ def test_the_provenance_endpoint_reads_previews_and_what_kinema_verify_reads(pau
 
 def test_another_keys_video_answers_as_a_missing_one_everywhere(two_keys):
     a, b = two_keys.client(KEY_A), two_keys.client(KEY_B)
-    queued, done = a.videos.create(prompt="alice's", **TINY), finished_job(two_keys, key_owner(KEY_A))
-    bobs = finished_job(two_keys, key_owner(KEY_B))  # B's own, to extend and connect from
+    salt = two_keys.app.state.service.store.owner_salt
+    queued, done = a.videos.create(prompt="alice's", **TINY), finished_job(two_keys, key_owner(KEY_A, salt))
+    bobs = finished_job(two_keys, key_owner(KEY_B, salt))  # B's own, to extend and connect from
     requests = [lambda v: ("GET", f"videos/{v}", None), lambda v: ("DELETE", f"videos/{v}", None),
                 *[lambda v, variant=variant: ("GET", f"videos/{v}/content?variant={variant}", None)
                   for variant in VARIANTS],
@@ -297,6 +298,18 @@ def test_the_store_keeps_a_digest_of_the_key_never_the_key(two_keys):
     video = two_keys.client(KEY_A).videos.create(prompt="whose?", **TINY)
     store: JobStore = two_keys.app.state.service.store
     owner = store.get(video.id, EVERYONE).owner
-    assert re.fullmatch(r"k_[0-9a-f]{16}", owner) and owner == key_owner(KEY_A) != key_owner(KEY_B)
+    assert re.fullmatch(r"k_[0-9a-f]{16}", owner)
+    assert owner == key_owner(KEY_A, store.owner_salt) != key_owner(KEY_B, store.owner_salt)
     written = b"".join(path.read_bytes() for path in store.root.glob("kinema.db*"))  # the database and its WAL
     assert owner.encode() in written and KEY_A.encode() not in written
+
+
+def test_each_store_salts_its_owner_ids_and_keeps_its_salt(tmp_path):
+    first, second = JobStore(tmp_path / "one"), JobStore(tmp_path / "two")
+    salts = first.owner_salt, second.owner_salt
+    first.close(), second.close()
+    assert len(salts[0]) == 16 and salts[0] != salts[1]  # one key, another owner id in another data folder
+    assert key_owner(KEY_A, salts[0]) != key_owner(KEY_A, salts[1])
+    reopened = JobStore(tmp_path / "one")  # and the same one after a restart: its videos stay the key's
+    assert reopened.owner_salt == salts[0]
+    reopened.close()

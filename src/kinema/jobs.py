@@ -121,6 +121,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL DEFAULT ''  -- the digest of the API key that made it; '' without keys
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);  -- the store's own, e.g. its salt
 """
 COLUMNS = ("id", "status", "progress", "created_at", "completed_at", "expires_at", "model", "prompt", "seconds",
            "size", "remixed_from", "error_code", "error_message", "params", "expired", "notes", "attempts", "owner")
@@ -166,6 +167,11 @@ class JobStore:
             for name, definition in ADDED_COLUMNS.items():
                 if name not in have:
                     self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+            # Drawn once a store: the same key gets another owner id in another data folder, so one table of digests
+            # of short keys does not serve every kinema.db (server.key_owner).
+            self._db.execute("INSERT OR IGNORE INTO settings VALUES ('owner_salt', ?)", (secrets.token_hex(16),))
+            salt = self._db.execute("SELECT value FROM settings WHERE name = 'owner_salt'").fetchone()[0]
+            self.owner_salt = bytes.fromhex(salt)
         except (sqlite3.Error, OSError) as err:
             raise KinemaError(f"cannot open the job store in {self.root} ({err}); check that the folder is writable "
                               "and kinema.db is not damaged (restore it from a backup, or give --data a new "

@@ -253,17 +253,18 @@ def load_api_keys(path: str | Path | None = None) -> list[str]:
     return [key for key in keys if key]
 
 
-def key_owner(key: str) -> str:
-    """The owner id of the jobs a key makes: a short scrypt digest, so kinema.db never holds the key itself, and a
-    copy of it cannot be searched for short keys quickly (~50 ms a guess; paid once a key, when the server starts)."""
-    digest = hashlib.scrypt(key.encode(), salt=b"kinema-api-key-owner", n=2**14, r=8, p=1, dklen=8)
+def key_owner(key: str, salt: bytes) -> str:
+    """The owner id of the jobs a key makes: a short scrypt digest with the store's own salt, so kinema.db never holds
+    the key itself, and a copy of it cannot be searched for short keys quickly (~50 ms a guess, paid once a key when
+    the server starts) nor with a table made for another store."""
+    digest = hashlib.scrypt(key.encode(), salt=salt, n=2**14, r=8, p=1, dklen=8)
     return "k_" + digest.hex()
 
 
-def bearer_check(api_keys: Iterable[str]) -> Callable[[Request], str]:
+def bearer_check(api_keys: Iterable[str], salt: bytes) -> Callable[[Request], str]:
     """A dependency answering 401 unless the request carries one of the keys (any request when none). It returns the
     request's owner: its key's key_owner, or '' on an open server, where every caller sees every job."""
-    keys = [(key.encode(), key_owner(key)) for key in api_keys]
+    keys = [(key.encode(), key_owner(key, salt)) for key in api_keys]
 
     def check(request: Request) -> str:
         if not keys:
@@ -402,7 +403,7 @@ def create_app(data_dir: str | Path, model: str | None = None, api_keys: Iterabl
     app = FastAPI(title="Kinema", description=f"{__doc__}\nKinema's extra fields:{EXTRAS_MD}", version="1",
                   lifespan=lifespan)
     app.state.service = service
-    check_key = bearer_check(api_keys)
+    check_key = bearer_check(api_keys, store.owner_salt)
     app.include_router(api_routes(service, check_key))
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
 
