@@ -278,15 +278,20 @@ def see_through(path: str | Path) -> bool:
         return alpha and image.convert("RGBA").getextrema()[3][0] < 255
 
 
+def read_as(path: Path) -> str:
+    """The suffix a file is read as: its content's type (a video named .png is a video, as `kinema verify` reads
+    it), else its name's."""
+    return sniff_file(path) or path.suffix.lower()
+
+
 def _existing(path: str | Path, suffixes: tuple[str, ...]) -> tuple[Path, str]:
-    """`path` and the suffix it is read as: its content's type (a video named .png is a video, as `kinema verify`
-    reads it), else its name's."""
+    """`path` and the suffix it is read as (`read_as`)."""
     path = Path(path)
     if path.is_dir():
         raise KinemaError(f"{path} is a folder; give the video or image file in it")
     if not path.is_file():
         raise KinemaError(f"{path} not found; check the path")
-    suffix = sniff_file(path) or path.suffix.lower()
+    suffix = read_as(path)
     if suffix not in suffixes:
         said = (f"unsupported suffix {path.suffix or '(none)'!r}" if suffix == path.suffix.lower()
                 else f"it holds a {suffix[1:].upper()} file")

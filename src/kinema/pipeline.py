@@ -391,9 +391,8 @@ def start_image_notes(path: Path) -> list[str]:
     """What is done to a start image file beyond fitting its size: a video's first frame taken, transparency laid on
     white."""
     from kinema import io
-    from kinema.filetypes import sniff_file
 
-    if (sniff_file(path) or path.suffix.lower()) not in io.IMAGE_SUFFIXES:  # by content, as io reads it
+    if io.read_as(path) not in io.IMAGE_SUFFIXES:
         return ["a video: its first frame is the start image"] if io.video_metadata(path)["frames"] > 1 else []
     return ["its transparent parts are laid on white; flatten it onto the background you want"] * io.see_through(path)
 

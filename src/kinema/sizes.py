@@ -59,8 +59,9 @@ def check_size(width: int, height: int) -> None:
                           "smaller size", param="size")
     if max(width, height) > MAX_ASPECT * min(width, height):
         ratio = _over_limit(max(width, height) / min(width, height))
-        shape, fix = ((f"{ratio}:1", f"{4 * height}x{height}, the widest at height {height}") if width > height else
-                      (f"1:{ratio}", f"{width}x{4 * width}, the tallest at width {width}"))
+        widest, tallest = int(MAX_ASPECT * height), int(MAX_ASPECT * width)
+        shape, fix = ((f"{ratio}:1", f"{widest}x{height}, the widest at height {height}") if width > height else
+                      (f"1:{ratio}", f"{width}x{tallest}, the tallest at width {width}"))
         raise KinemaError(f"size {width}x{height} is {shape}; Kinema makes shapes from 1:{MAX_ASPECT:g} to "
                           f"{MAX_ASPECT:g}:1, e.g. {fix}", param="size")
     for name, v in sides:  # after the limit, so that the sizes suggested are within it

@@ -547,7 +547,8 @@ async function listVideos(limit) {
   return { videos, more };
 }
 
-// The gallery's videos, or null when they could not be listed (or a later refresh overtook this one).
+// Lists this key's videos into the gallery and the finished-video choices; a refresh overtaken by a later one
+// leaves the page to that one.
 async function refreshGallery() {
   clearTimeout(galleryTimer);
   const run = ++galleryRun;
@@ -556,9 +557,9 @@ async function refreshGallery() {
     listing = await listVideos(galleryLimit);
   } catch (error) {
     if (run === galleryRun) galleryFailed(error);
-    return null;
+    return;
   }
-  if (run !== galleryRun) return null;
+  if (run !== galleryRun) return;
   $("gallery-notice").hidden = true;
   resume(listing.videos); // on every listing: a refresh that overtakes the first one at load must not skip it
   const { videos, more } = listing;
@@ -570,14 +571,13 @@ async function refreshGallery() {
       const thumb = document.querySelector(`#gallery .tile[data-id="${video.id}"] .thumb`);
       if (thumb) thumb.textContent = `${video.status.replace("_", " ")} ${video.progress}%`;
     }
-    return videos;
+    return;
   }
   gallerySignature = signature;
   const gallery = $("gallery");
   gallery.replaceChildren(...videos.map(tile));
   if (!videos.length) gallery.innerHTML = '<p class="empty">No videos yet: write a prompt and press Generate.</p>';
   fillChoices(videos.filter((video) => video.status === "completed"));
-  return videos;
 }
 
 // A server out of reach has not lost the videos: the last gallery stays, and the page asks again. Any other
